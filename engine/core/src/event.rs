@@ -1,0 +1,716 @@
+//! Input events: the envelope and every payload of DESIGN §3, in their domain
+//! form. The JSON form is this module's serde representation; the protobuf
+//! form lives in the `overlay-proto` crate and converts into these types.
+//!
+//! Validation that needs no state happens here, at decode time
+//! ([`Envelope::validate`]): a bad number never reaches a decision.
+
+use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The schema versions this build reads. Version 1 is the current one.
+pub const SCHEMA_VERSION_CURRENT: u32 = 1;
+/// Bounds that keep one event from holding the engine hostage.
+pub const MODEL_SECURITIES_MAX: usize = 5_000;
+pub const HOUSEHOLD_ACCOUNTS_MAX: usize = 64;
+pub const ACCOUNT_SLEEVES_MAX: usize = 16;
+pub const ACCOUNT_OPENING_LOTS_MAX: usize = 20_000;
+pub const ID_LEN_MAX: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Producer-assigned idempotency key.
+    pub event_id: String,
+    pub producer: String,
+    pub event_time: DateTime<Utc>,
+    pub schema_version: u32,
+    pub payload: Payload,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Payload {
+    SecurityUpserted(SecurityUpserted),
+    ModelPublished(ModelPublished),
+    PriceTick(PriceTick),
+    EsgScoreChanged(EsgScoreChanged),
+    HouseholdUpserted(HouseholdUpserted),
+    RestrictionEdited(RestrictionEdited),
+    CashFlow(CashFlow),
+    Fill(Fill),
+    Clock(Clock),
+    CorporateAction(CorporateAction),
+}
+
+/// Which stream an event belongs to: reference data is read in full by every
+/// engine instance; household events are keyed (and partitioned) by household.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKey<'a> {
+    Reference(&'a str),
+    Household(&'a HouseholdId),
+}
+
+impl Payload {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Payload::SecurityUpserted(_) => "security_upserted",
+            Payload::ModelPublished(_) => "model_published",
+            Payload::PriceTick(_) => "price_tick",
+            Payload::EsgScoreChanged(_) => "esg_score_changed",
+            Payload::HouseholdUpserted(_) => "household_upserted",
+            Payload::RestrictionEdited(_) => "restriction_edited",
+            Payload::CashFlow(_) => "cash_flow",
+            Payload::Fill(_) => "fill",
+            Payload::Clock(_) => "clock",
+            Payload::CorporateAction(_) => "corporate_action",
+        }
+    }
+
+    pub fn key(&self) -> EventKey<'_> {
+        match self {
+            Payload::SecurityUpserted(e) => EventKey::Reference(e.security.as_str()),
+            Payload::ModelPublished(e) => EventKey::Reference(e.model.as_str()),
+            Payload::PriceTick(e) => EventKey::Reference(e.security.as_str()),
+            Payload::EsgScoreChanged(e) => EventKey::Reference(e.security.as_str()),
+            Payload::CorporateAction(e) => EventKey::Reference(e.security.as_str()),
+            Payload::Clock(_) => EventKey::Reference("clock"),
+            Payload::HouseholdUpserted(e) => EventKey::Household(&e.household),
+            Payload::RestrictionEdited(e) => EventKey::Household(&e.household),
+            Payload::CashFlow(e) => EventKey::Household(&e.household),
+            Payload::Fill(e) => EventKey::Household(&e.household),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityUpserted {
+    pub security: SecurityId,
+    #[serde(default)]
+    pub name: String,
+    pub sector: String,
+    #[serde(default)]
+    pub sub_industry: String,
+    /// Securities in one group are "substantially identical" for wash sales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identical_group: Option<String>,
+    /// Preferred replacements, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitutes: Vec<SecurityId>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Standard,
+    DirectIndex,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPublished {
+    pub model: ModelId,
+    pub version: u64,
+    #[serde(default)]
+    pub kind: ModelKind,
+    pub weights: Vec<ModelWeight>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelWeight {
+    pub security: SecurityId,
+    pub weight: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTick {
+    pub security: SecurityId,
+    pub price: Decimal,
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsgScoreChanged {
+    pub security: SecurityId,
+    pub provider: String,
+    /// Score on the provider's scale (0–100 by convention here).
+    pub score: Decimal,
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    #[default]
+    Taxable,
+    Ira,
+    Roth,
+}
+
+impl AccountKind {
+    pub fn is_taxable(self) -> bool {
+        self == AccountKind::Taxable
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LotPolicy {
+    /// Least tax per dollar sold: losses first, then long-term gains, then short-term gains.
+    #[default]
+    MinTax,
+    Fifo,
+    Hifo,
+}
+
+/// Per-account trading settings. Fractions are plain decimals (0.03 = 3%).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    pub fractional: bool,
+    pub min_trade_usd: Decimal,
+    pub cash_reserve_pct: Decimal,
+    /// Absolute drift band, as a fraction of account value (0.03 = ±3 percentage points).
+    pub drift_band_abs: Decimal,
+    /// Relative drift band, as a fraction of the target weight (0.5 = ±half the target).
+    pub drift_band_rel: Decimal,
+    pub lot_policy: LotPolicy,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            fractional: false,
+            min_trade_usd: Decimal::new(100, 0),
+            cash_reserve_pct: Decimal::new(1, 2),
+            drift_band_abs: Decimal::new(3, 2),
+            drift_band_rel: Decimal::new(5, 1),
+            lot_policy: LotPolicy::MinTax,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sleeve {
+    pub model: ModelId,
+    /// Share of the account that follows this model (sleeves sum to 1).
+    pub percent: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningLot {
+    pub security: SecurityId,
+    pub quantity: Decimal,
+    pub cost_per_share: Decimal,
+    pub acquired: NaiveDate,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    pub account: AccountId,
+    #[serde(default)]
+    pub kind: AccountKind,
+    #[serde(default)]
+    pub sleeves: Vec<Sleeve>,
+    #[serde(default)]
+    pub settings: AccountSettings,
+    /// Cash and lots the account arrives with; applied only when the account is created.
+    #[serde(default)]
+    pub opening_cash: Decimal,
+    #[serde(default)]
+    pub opening_lots: Vec<OpeningLot>,
+}
+
+/// Household tax profile. Rates are fractions (0.37 = 37%).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaxProfile {
+    pub short_term_rate: Decimal,
+    pub long_term_rate: Decimal,
+    /// Most net realized gain accepted per calendar year; none = no budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annual_gain_budget_usd: Option<Decimal>,
+}
+
+impl Default for TaxProfile {
+    fn default() -> Self {
+        Self {
+            short_term_rate: Decimal::new(37, 2),
+            long_term_rate: Decimal::new(20, 2),
+            annual_gain_budget_usd: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HouseholdUpserted {
+    pub household: HouseholdId,
+    #[serde(default)]
+    pub tax: TaxProfile,
+    pub accounts: Vec<AccountSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EsgMode {
+    /// Sell holdings below the minimum.
+    Divest,
+    /// Keep holdings below the minimum, but buy no more.
+    NoNewBuys,
+}
+
+/// One client rule. `account` narrows it to one account; otherwise it applies
+/// to every account of the household.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RestrictionRule {
+    DoNotBuy { security: SecurityId },
+    DoNotHold { security: SecurityId },
+    SectorExclusion { sector: String },
+    EsgMinimum { min_score: Decimal, mode: EsgMode },
+    KeepLegacy { security: SecurityId },
+    MaxWeight { security: SecurityId, max_weight: Decimal },
+    Substitute { security: SecurityId, substitute: SecurityId },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditOp {
+    Add,
+    Change,
+    Remove,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictionEdited {
+    pub household: HouseholdId,
+    pub restriction_id: RestrictionId,
+    pub op: EditOp,
+    /// Required for add and change; absent for remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RestrictionRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
+    /// When the edit takes effect (it is stored at once, enforced from then).
+    pub effective: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CashFlowKind {
+    Deposit,
+    Withdrawal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CashFlow {
+    pub household: HouseholdId,
+    pub account: AccountId,
+    pub kind: CashFlowKind,
+    pub amount: Decimal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "buy",
+            Side::Sell => "sell",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillStatus {
+    /// Part of the order executed; more fills may follow.
+    Partial,
+    /// The order is complete with this fill.
+    Filled,
+    /// The custodian refused the order; nothing executed in this report.
+    Rejected,
+    /// Nothing more will execute (the rest of the order is released).
+    Cancelled,
+}
+
+/// A lot named by an outside sell (a trade the engine did not order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotRef {
+    pub lot_id: u64,
+    pub quantity: Decimal,
+}
+
+/// A custodian execution report. With `order_id` it answers an engine order;
+/// without, it reports a trade made outside the engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fill {
+    pub household: HouseholdId,
+    pub account: AccountId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    pub security: SecurityId,
+    pub side: Side,
+    pub status: FillStatus,
+    /// Shares executed in this report (0 for a rejection).
+    pub quantity: Decimal,
+    pub price: Decimal,
+    pub trade_date: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockKind {
+    MarketClose,
+    Review,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clock {
+    pub kind: ClockKind,
+    pub trade_date: NaiveDate,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CorporateActionKind {
+    /// `numerator` new shares for every `denominator` old ones (7-for-1: 7 / 1).
+    Split { numerator: u32, denominator: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorporateAction {
+    pub security: SecurityId,
+    pub ex_date: NaiveDate,
+    #[serde(flatten)]
+    pub kind: CorporateActionKind,
+}
+
+/// Why an input was refused. The kind is stable (it is matched on by tools);
+/// the message is for people.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{kind}: {message}")]
+pub struct InputError {
+    pub kind: InputErrorKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputErrorKind {
+    /// The bytes are not a well-formed event (bad JSON or protobuf, missing field).
+    Malformed,
+    UnsupportedSchemaVersion,
+    /// A field has a value outside its domain (negative quantity, weight > 1, …).
+    InvalidValue,
+    /// The event names something the engine does not know (unknown security, account, order).
+    UnknownReference,
+    /// The event is older than what it would replace (stale model version, old price).
+    OutOfOrder,
+}
+
+impl std::fmt::Display for InputErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InputErrorKind::Malformed => "malformed",
+            InputErrorKind::UnsupportedSchemaVersion => "unsupported_schema_version",
+            InputErrorKind::InvalidValue => "invalid_value",
+            InputErrorKind::UnknownReference => "unknown_reference",
+            InputErrorKind::OutOfOrder => "out_of_order",
+        })
+    }
+}
+
+impl InputError {
+    pub fn new(kind: InputErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(InputErrorKind::InvalidValue, message)
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), InputError> {
+    if value.is_empty() {
+        return Err(InputError::invalid(format!("{field} is empty")));
+    }
+    if value.len() > ID_LEN_MAX {
+        return Err(InputError::invalid(format!("{field} is longer than {ID_LEN_MAX} bytes")));
+    }
+    if value.chars().any(|c| c.is_control() || c == '/') {
+        return Err(InputError::invalid(format!("{field} {value:?} contains a control character or '/'")));
+    }
+    Ok(())
+}
+
+fn check_positive(field: &str, value: Decimal) -> Result<(), InputError> {
+    if value <= Decimal::ZERO {
+        return Err(InputError::invalid(format!("{field} must be positive, got {value}")));
+    }
+    Ok(())
+}
+
+fn check_non_negative(field: &str, value: Decimal) -> Result<(), InputError> {
+    if value < Decimal::ZERO {
+        return Err(InputError::invalid(format!("{field} must not be negative, got {value}")));
+    }
+    Ok(())
+}
+
+fn check_fraction(field: &str, value: Decimal) -> Result<(), InputError> {
+    if value < Decimal::ZERO || value > Decimal::ONE {
+        return Err(InputError::invalid(format!("{field} must be between 0 and 1, got {value}")));
+    }
+    Ok(())
+}
+
+fn check_count(field: &str, len: usize, max: usize) -> Result<(), InputError> {
+    if len > max {
+        return Err(InputError::invalid(format!("{field} has {len} entries, more than the limit of {max}")));
+    }
+    Ok(())
+}
+
+impl Envelope {
+    /// Checks everything that can be checked without state. Upgrading older
+    /// schema versions would happen here; version 1 is the first.
+    pub fn validate(&self) -> Result<(), InputError> {
+        if self.schema_version != SCHEMA_VERSION_CURRENT {
+            return Err(InputError::new(
+                InputErrorKind::UnsupportedSchemaVersion,
+                format!(
+                    "schema_version {} is not supported (this build reads {})",
+                    self.schema_version, SCHEMA_VERSION_CURRENT
+                ),
+            ));
+        }
+        check_id("event_id", &self.event_id)?;
+        check_id("producer", &self.producer)?;
+        self.payload.validate()
+    }
+}
+
+impl Payload {
+    pub fn validate(&self) -> Result<(), InputError> {
+        match self {
+            Payload::SecurityUpserted(e) => {
+                check_id("security", e.security.as_str())?;
+                if e.sector.is_empty() {
+                    return Err(InputError::invalid("sector is empty"));
+                }
+                for s in &e.substitutes {
+                    check_id("substitute", s.as_str())?;
+                    if *s == e.security {
+                        return Err(InputError::invalid(format!("{} names itself as a substitute", e.security)));
+                    }
+                }
+                Ok(())
+            }
+            Payload::ModelPublished(e) => validate_model(e),
+            Payload::PriceTick(e) => {
+                check_id("security", e.security.as_str())?;
+                check_positive("price", e.price)
+            }
+            Payload::EsgScoreChanged(e) => {
+                check_id("security", e.security.as_str())?;
+                check_id("provider", &e.provider)?;
+                if e.score < Decimal::ZERO || e.score > Decimal::ONE_HUNDRED {
+                    return Err(InputError::invalid(format!("score must be between 0 and 100, got {}", e.score)));
+                }
+                Ok(())
+            }
+            Payload::HouseholdUpserted(e) => validate_household(e),
+            Payload::RestrictionEdited(e) => {
+                check_id("household", e.household.as_str())?;
+                check_id("restriction_id", e.restriction_id.as_str())?;
+                if let Some(a) = &e.account {
+                    check_id("account", a.as_str())?;
+                }
+                match (e.op, &e.rule) {
+                    (EditOp::Remove, _) => Ok(()),
+                    (_, None) => Err(InputError::invalid("add and change need a rule")),
+                    (_, Some(rule)) => validate_rule(rule),
+                }
+            }
+            Payload::CashFlow(e) => {
+                check_id("household", e.household.as_str())?;
+                check_id("account", e.account.as_str())?;
+                check_positive("amount", e.amount)
+            }
+            Payload::Fill(e) => {
+                check_id("household", e.household.as_str())?;
+                check_id("account", e.account.as_str())?;
+                check_id("security", e.security.as_str())?;
+                if let Some(o) = &e.order_id {
+                    check_id("order_id", o.as_str())?;
+                }
+                match e.status {
+                    FillStatus::Partial | FillStatus::Filled => {
+                        if e.status == FillStatus::Partial || e.order_id.is_none() {
+                            check_positive("quantity", e.quantity)?;
+                        } else {
+                            check_non_negative("quantity", e.quantity)?;
+                        }
+                        check_positive("price", e.price)
+                    }
+                    FillStatus::Rejected | FillStatus::Cancelled => {
+                        if e.order_id.is_none() {
+                            return Err(InputError::invalid("a rejection or cancellation must name its order_id"));
+                        }
+                        check_non_negative("quantity", e.quantity)?;
+                        check_non_negative("price", e.price)
+                    }
+                }
+            }
+            Payload::Clock(_) => Ok(()),
+            Payload::CorporateAction(e) => {
+                check_id("security", e.security.as_str())?;
+                match e.kind {
+                    CorporateActionKind::Split { numerator, denominator } => {
+                        if numerator == 0 || denominator == 0 {
+                            return Err(InputError::invalid("split ratio terms must be positive"));
+                        }
+                        if numerator == denominator {
+                            return Err(InputError::invalid("a split of 1-for-1 changes nothing"));
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn validate_model(e: &ModelPublished) -> Result<(), InputError> {
+    check_id("model", e.model.as_str())?;
+    if e.version == 0 {
+        return Err(InputError::invalid("model version must be at least 1"));
+    }
+    check_count("weights", e.weights.len(), MODEL_SECURITIES_MAX)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sum = Decimal::ZERO;
+    for w in &e.weights {
+        check_id("security", w.security.as_str())?;
+        check_fraction(&format!("weight of {}", w.security), w.weight)?;
+        if !seen.insert(&w.security) {
+            return Err(InputError::invalid(format!("{} appears twice in the model", w.security)));
+        }
+        sum = sum
+            .checked_add(w.weight)
+            .ok_or_else(|| InputError::invalid("weights overflow when summed"))?;
+    }
+    if sum > Decimal::ONE {
+        return Err(InputError::invalid(format!("model weights sum to {sum}, more than 1")));
+    }
+    Ok(())
+}
+
+fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
+    check_id("household", e.household.as_str())?;
+    check_fraction("short_term_rate", e.tax.short_term_rate)?;
+    check_fraction("long_term_rate", e.tax.long_term_rate)?;
+    if let Some(b) = e.tax.annual_gain_budget_usd {
+        check_non_negative("annual_gain_budget_usd", b)?;
+    }
+    if e.accounts.is_empty() {
+        return Err(InputError::invalid("a household needs at least one account"));
+    }
+    check_count("accounts", e.accounts.len(), HOUSEHOLD_ACCOUNTS_MAX)?;
+    let mut ids = std::collections::BTreeSet::new();
+    for a in &e.accounts {
+        check_id("account", a.account.as_str())?;
+        if !ids.insert(&a.account) {
+            return Err(InputError::invalid(format!("account {} appears twice", a.account)));
+        }
+        check_count("sleeves", a.sleeves.len(), ACCOUNT_SLEEVES_MAX)?;
+        check_count("opening_lots", a.opening_lots.len(), ACCOUNT_OPENING_LOTS_MAX)?;
+        let mut sum = Decimal::ZERO;
+        for s in &a.sleeves {
+            check_id("model", s.model.as_str())?;
+            check_fraction(&format!("sleeve percent of {}", s.model), s.percent)?;
+            sum += s.percent;
+        }
+        if !a.sleeves.is_empty() && sum != Decimal::ONE {
+            return Err(InputError::invalid(format!(
+                "sleeve percents of account {} sum to {sum}, not 1",
+                a.account
+            )));
+        }
+        let st = &a.settings;
+        check_non_negative("min_trade_usd", st.min_trade_usd)?;
+        check_fraction("cash_reserve_pct", st.cash_reserve_pct)?;
+        check_fraction("drift_band_abs", st.drift_band_abs)?;
+        check_fraction("drift_band_rel", st.drift_band_rel)?;
+        check_non_negative("opening_cash", a.opening_cash)?;
+        for l in &a.opening_lots {
+            check_id("security", l.security.as_str())?;
+            check_positive(&format!("quantity of opening lot in {}", l.security), l.quantity)?;
+            check_non_negative(&format!("cost_per_share of opening lot in {}", l.security), l.cost_per_share)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_rule(rule: &RestrictionRule) -> Result<(), InputError> {
+    match rule {
+        RestrictionRule::DoNotBuy { security }
+        | RestrictionRule::DoNotHold { security }
+        | RestrictionRule::KeepLegacy { security } => check_id("security", security.as_str()),
+        RestrictionRule::SectorExclusion { sector } => {
+            if sector.is_empty() {
+                return Err(InputError::invalid("sector is empty"));
+            }
+            Ok(())
+        }
+        RestrictionRule::EsgMinimum { min_score, .. } => {
+            if *min_score < Decimal::ZERO || *min_score > Decimal::ONE_HUNDRED {
+                return Err(InputError::invalid(format!("min_score must be between 0 and 100, got {min_score}")));
+            }
+            Ok(())
+        }
+        RestrictionRule::MaxWeight { security, max_weight } => {
+            check_id("security", security.as_str())?;
+            check_fraction("max_weight", *max_weight)
+        }
+        RestrictionRule::Substitute { security, substitute } => {
+            check_id("security", security.as_str())?;
+            check_id("substitute", substitute.as_str())?;
+            if security == substitute {
+                return Err(InputError::invalid("a security cannot substitute for itself"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Decodes and validates the JSON form of one event.
+pub fn decode_json(bytes: &[u8]) -> Result<Envelope, InputError> {
+    let env: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| InputError::new(InputErrorKind::Malformed, format!("not a valid event: {e}")))?;
+    env.validate()?;
+    Ok(env)
+}

@@ -1,0 +1,181 @@
+//! What the engine emits: trade orders, audit records and dead letters
+//! (DESIGN §4). Their JSON bytes are the engine's output; replay compares them
+//! byte for byte, so every collection here is ordered.
+
+use crate::event::{InputErrorKind, Side};
+use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderReason {
+    ModelChange,
+    Restriction,
+    Esg,
+    Drift,
+    CashFlow,
+    Harvest,
+    Replacement,
+    Setup,
+}
+
+impl OrderReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderReason::ModelChange => "model_change",
+            OrderReason::Restriction => "restriction",
+            OrderReason::Esg => "esg",
+            OrderReason::Drift => "drift",
+            OrderReason::CashFlow => "cash_flow",
+            OrderReason::Harvest => "harvest",
+            OrderReason::Replacement => "replacement",
+            OrderReason::Setup => "setup",
+        }
+    }
+}
+
+/// One lot a sell relieves, and how many of its shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotRelief {
+    pub lot_id: u64,
+    pub quantity: Decimal,
+    pub cost_per_share: Decimal,
+    /// Estimated gain (positive) or loss (negative) at the reference price.
+    pub est_gain_usd: Decimal,
+    pub long_term: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: OrderId,
+    /// Position in the engine's order stream (1-based, gap-free).
+    pub seq: u64,
+    pub household: HouseholdId,
+    pub account: AccountId,
+    pub security: SecurityId,
+    pub side: Side,
+    pub quantity: Decimal,
+    /// The confirmed price the decision sized the order with.
+    pub ref_price: Decimal,
+    pub reason: OrderReason,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<LotRelief>,
+    /// The input event whose decision made this order.
+    pub cause_event_id: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Why a trade the target called for was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    InsideBand,
+    BelowMinimum,
+    Restricted,
+    NoPrice,
+    UnconfirmedPrice,
+    InsufficientCash,
+    WashSaleBlock,
+    TaxBudget,
+    LegacyHolding,
+    RoundsToZero,
+    PendingOrder,
+    ShortTermDeferral,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InsideBand => "inside_band",
+            SkipReason::BelowMinimum => "below_minimum",
+            SkipReason::Restricted => "restricted",
+            SkipReason::NoPrice => "no_price",
+            SkipReason::UnconfirmedPrice => "unconfirmed_price",
+            SkipReason::InsufficientCash => "insufficient_cash",
+            SkipReason::WashSaleBlock => "wash_sale_block",
+            SkipReason::TaxBudget => "tax_budget",
+            SkipReason::LegacyHolding => "legacy_holding",
+            SkipReason::RoundsToZero => "rounds_to_zero",
+            SkipReason::PendingOrder => "pending_order",
+            SkipReason::ShortTermDeferral => "short_term_deferral",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    pub security: SecurityId,
+    pub side: Side,
+    pub reason: SkipReason,
+    pub detail: String,
+}
+
+/// The inputs a decision used, so compliance can re-derive it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionInputs {
+    /// Number of inputs applied before this decision (the state version).
+    pub state_version: u64,
+    pub account_value_usd: Decimal,
+    pub cash_usd: Decimal,
+    pub models: BTreeMap<ModelId, u64>,
+    /// Restrictions in force, with their versions.
+    pub restrictions: BTreeMap<RestrictionId, u32>,
+    /// Prices of the securities traded or skipped.
+    pub prices: BTreeMap<SecurityId, Decimal>,
+}
+
+/// The body of one audit record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditBody {
+    /// An input was applied to state.
+    Applied { event_type: String, summary: String },
+    /// An input was refused; it also went to the dead-letter stream.
+    Rejected { event_type: Option<String>, error: InputErrorKind, reason: String },
+    /// An input whose event id was already applied; it had no effect.
+    Duplicate { event_type: String, first_seq: u64 },
+    /// A rebalance decision for one account.
+    Decision {
+        account: AccountId,
+        rules: Vec<String>,
+        inputs: DecisionInputs,
+        orders: Vec<OrderId>,
+        skipped: Vec<Skip>,
+    },
+    /// A tax event recorded while applying a fill (realized gain, wash-sale adjustment).
+    Tax { account: AccountId, detail: String, realized_usd: Decimal },
+}
+
+/// An audit record. `prev_hash` and `hash` chain the records of one stream
+/// (a household, or `reference` for reference data): `hash` is SHA-256 over
+/// `prev_hash` and the record's canonical JSON with `hash` left empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the engine's audit stream (1-based, gap-free).
+    pub seq: u64,
+    pub stream: String,
+    pub stream_seq: u64,
+    pub event_id: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub household: Option<HouseholdId>,
+    pub body: AuditBody,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// An input the engine refused, kept with its bytes and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub event_id: Option<String>,
+    pub error: InputErrorKind,
+    pub reason: String,
+    /// Where the input came from (`topic/partition/offset`), as the edge reported it.
+    pub source: String,
+    /// The refused bytes, hex-encoded.
+    pub raw_hex: String,
+}
