@@ -664,7 +664,7 @@ fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
         check_non_negative("min_trade_usd", st.min_trade_usd)?;
         check_fraction("cash_reserve_pct", st.cash_reserve_pct)?;
         check_fraction("drift_band_abs", st.drift_band_abs)?;
-        check_fraction("drift_band_rel", st.drift_band_rel)?;
+        check_non_negative("drift_band_rel", st.drift_band_rel)?;
         check_non_negative("opening_cash", a.opening_cash)?;
         for l in &a.opening_lots {
             check_id("security", l.security.as_str())?;

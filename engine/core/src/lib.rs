@@ -5,3 +5,12 @@
 pub mod event;
 pub mod ids;
 pub mod output;
+pub mod fold;
+pub mod rebalance;
+pub mod state;
+
+pub use fold::{apply, decide, step, Applied, Decision, Input};
+pub use state::State;
+
+#[cfg(test)]
+mod tests;

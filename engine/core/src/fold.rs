@@ -1,0 +1,931 @@
+//! The fold: `decide(&State, &Input) -> Decision` holds all business logic;
+//! `apply(&mut State, Decision) -> Applied` only assigns, keeps the indexes,
+//! numbers the outputs and seals the audit chain. Neither reads a clock.
+
+use crate::event::{
+    AccountSpec, CashFlow, CashFlowKind, ClockKind, CorporateAction, CorporateActionKind, EditOp, Envelope,
+    EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError, InputErrorKind, ModelPublished, Payload,
+    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side,
+};
+use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
+use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
+use crate::rebalance::{self, Context, Mode};
+use crate::state::{
+    Account, ChainHead, EsgScore, Meta, HeldPrint, Household, Lot, Model, PendingOrder, PriceState, Restriction, State,
+    REFERENCE_STREAM,
+};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One input as the edge delivers it: a decoded event, or bytes that did not decode.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    Event(&'a Envelope),
+    Undecodable(&'a InputError),
+}
+
+/// A state assignment. Each names the one stored record it replaces, so the
+/// store writes exactly what changed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Security(SecurityUpserted),
+    Model(ModelId, Model),
+    Price(SecurityId, PriceState),
+    Esg(SecurityId, EsgScore),
+    /// The household record (tax profile, restrictions, realized ledger); its accounts are kept.
+    Household(Household),
+    /// The account record (settings, cash, pending orders); its lots are kept.
+    Account(HouseholdId, Account),
+    /// One security's lots in one account (empty removes them).
+    Lots(HouseholdId, AccountId, SecurityId, Vec<Lot>),
+    Seen(String),
+}
+
+/// An audit record before it is numbered and chained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditDraft {
+    pub household: Option<HouseholdId>,
+    pub body: crate::output::AuditBody,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    pub event_id: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+    pub changes: Vec<Change>,
+    /// Orders without `seq` (numbered by apply).
+    pub orders: Vec<Order>,
+    pub audit: Vec<AuditDraft>,
+    pub rejection: Option<InputError>,
+}
+
+/// What applying a decision produced, for the edge to store and publish.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    pub orders: Vec<Order>,
+    pub audit: Vec<AuditRecord>,
+    /// The refusal, numbered in the dead-letter stream, if the input was refused.
+    pub rejection: Option<(u64, InputError)>,
+    pub touched: Vec<Touched>,
+}
+
+/// A stored record that changed (derived from the changes; the store writes these).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touched {
+    Security(SecurityId),
+    Model(ModelId),
+    Price(SecurityId),
+    Esg(SecurityId),
+    Household(HouseholdId),
+    Account(HouseholdId, AccountId),
+    Lots(HouseholdId, AccountId, SecurityId),
+    Seen(String),
+    Chain(String),
+    Meta,
+}
+
+pub fn decide(state: &State, input: Input<'_>) -> Decision {
+    let env = match input {
+        Input::Undecodable(err) => return rejected(None, None, err.clone()),
+        Input::Event(env) => env,
+    };
+    if let Some(first) = state.meta.seen.get(&env.event_id) {
+        return Decision {
+            event_id: Some(env.event_id.clone()),
+            at: Some(env.event_time),
+            audit: vec![AuditDraft {
+                household: household_of(&env.payload),
+                body: AuditBody::Duplicate { event_type: env.payload.type_name().to_string(), first_seq: *first },
+            }],
+            ..Decision::default()
+        };
+    }
+    let result = match &env.payload {
+        Payload::SecurityUpserted(e) => Ok(decide_security(e)),
+        Payload::ModelPublished(e) => decide_model(state, env, e),
+        Payload::PriceTick(e) => decide_price(state, e),
+        Payload::EsgScoreChanged(e) => decide_esg(state, env, e),
+        Payload::HouseholdUpserted(e) => decide_household(state, env, e),
+        Payload::RestrictionEdited(e) => decide_restriction(state, env, e),
+        Payload::CashFlow(e) => decide_cash_flow(state, env, e),
+        Payload::Fill(e) => decide_fill(state, e),
+        Payload::Clock(e) => Ok(decide_clock(state, env, e.kind, e.trade_date)),
+        Payload::CorporateAction(e) => decide_corporate_action(state, e),
+    };
+    match result {
+        Ok(mut d) => {
+            d.event_id = Some(env.event_id.clone());
+            d.at = Some(env.event_time);
+            d.changes.push(Change::Seen(env.event_id.clone()));
+            // The applied-input record comes first, decisions after it.
+            if !matches!(d.audit.first(), Some(AuditDraft { body: AuditBody::Applied { .. }, .. })) {
+                d.audit.insert(
+                    0,
+                    AuditDraft {
+                        household: household_of(&env.payload),
+                        body: AuditBody::Applied { event_type: env.payload.type_name().to_string(), summary: summarize(&env.payload) },
+                    },
+                );
+            }
+            d
+        }
+        Err(err) => {
+            let mut d = rejected(Some(env.event_id.clone()), Some(env.payload.type_name()), err);
+            d.at = Some(env.event_time);
+            d.audit[0].household = household_of(&env.payload).filter(|h| state.households.contains_key(h));
+            d
+        }
+    }
+}
+
+fn rejected(event_id: Option<String>, event_type: Option<&str>, err: InputError) -> Decision {
+    Decision {
+        event_id,
+        audit: vec![AuditDraft {
+            household: None,
+            body: AuditBody::Rejected { event_type: event_type.map(str::to_string), error: err.kind, reason: err.message.clone() },
+        }],
+        rejection: Some(err),
+        ..Decision::default()
+    }
+}
+
+fn household_of(p: &Payload) -> Option<HouseholdId> {
+    match p.key() {
+        crate::event::EventKey::Household(h) => Some(h.clone()),
+        crate::event::EventKey::Reference(_) => None,
+    }
+}
+
+fn summarize(p: &Payload) -> String {
+    match p {
+        Payload::SecurityUpserted(e) => format!("{} in {}", e.security, e.sector),
+        Payload::ModelPublished(e) => format!("{} v{} with {} securities", e.model, e.version, e.weights.len()),
+        Payload::PriceTick(e) => format!("{} {}", e.security, e.price),
+        Payload::EsgScoreChanged(e) => format!("{} {} by {}", e.security, e.score, e.provider),
+        Payload::HouseholdUpserted(e) => format!("{} with {} accounts", e.household, e.accounts.len()),
+        Payload::RestrictionEdited(e) => format!("{:?} {}", e.op, e.restriction_id),
+        Payload::CashFlow(e) => format!("{:?} {} to {}", e.kind, e.amount, e.account),
+        Payload::Fill(e) => format!(
+            "{:?} {} {} {} @ {} ({})",
+            e.status,
+            e.side.as_str(),
+            e.quantity,
+            e.security,
+            e.price,
+            e.order_id.as_ref().map_or("outside trade", |o| o.as_str())
+        ),
+        Payload::Clock(e) => format!("{:?} {}", e.kind, e.trade_date),
+        Payload::CorporateAction(e) => format!("{} {:?} ex {}", e.security, e.kind, e.ex_date),
+    }
+}
+
+fn unknown(what: impl Into<String>) -> InputError {
+    InputError::new(InputErrorKind::UnknownReference, what)
+}
+
+fn out_of_order(what: impl Into<String>) -> InputError {
+    InputError::new(InputErrorKind::OutOfOrder, what)
+}
+
+fn decide_security(e: &SecurityUpserted) -> Decision {
+    Decision { changes: vec![Change::Security(e.clone())], ..Decision::default() }
+}
+
+fn decide_model(state: &State, env: &Envelope, e: &ModelPublished) -> Result<Decision, InputError> {
+    if let Some(current) = state.models.get(&e.model) {
+        if e.version <= current.version {
+            return Err(out_of_order(format!(
+                "model {} version {} is not newer than the current version {}",
+                e.model, e.version, current.version
+            )));
+        }
+    }
+    if let Some(w) = e.weights.iter().find(|w| !state.securities.contains_key(&w.security)) {
+        return Err(unknown(format!("model {} names unknown security {}", e.model, w.security)));
+    }
+    let model = Model { version: e.version, kind: e.kind, weights: e.weights.iter().map(|w| (w.security.clone(), w.weight)).collect() };
+    let mut d = Decision { changes: vec![Change::Model(e.model.clone(), model.clone())], ..Decision::default() };
+    // Decide the subscribers against reference data as it will be with the new model.
+    let mut next = reference_of(state);
+    next.models.insert(e.model.clone(), model);
+    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::ModelChange, mode: Mode::Full };
+    for h in state.subscribers.get(&e.model).into_iter().flatten() {
+        let hh = &state.households[h];
+        let accounts: Vec<AccountId> =
+            hh.accounts.values().filter(|a| a.sleeves.iter().any(|s| s.model == e.model)).map(|a| a.id.clone()).collect();
+        rebalance_household(&next, hh, env, &accounts, &ctx, &mut d);
+    }
+    Ok(d)
+}
+
+/// Reference data (securities, models, prices, ESG) and settings without
+/// households or the dedupe set: what a decision reads besides its household.
+fn reference_of(state: &State) -> State {
+    State {
+        securities: state.securities.clone(),
+        models: state.models.clone(),
+        prices: state.prices.clone(),
+        esg: state.esg.clone(),
+        meta: Meta { applied: state.meta.applied, settings: state.meta.settings.clone(), ..Meta::default() },
+        ..State::default()
+    }
+}
+
+fn decide_price(state: &State, e: &PriceTick) -> Result<Decision, InputError> {
+    if !state.securities.contains_key(&e.security) {
+        return Err(unknown(format!("price for unknown security {}", e.security)));
+    }
+    let next = match state.prices.get(&e.security) {
+        None => PriceState { price: e.price, as_of: e.as_of, held: None },
+        Some(last) => {
+            let latest = last.held.as_ref().map_or(last.as_of, |h| h.as_of.max(last.as_of));
+            if e.as_of <= latest {
+                return Err(out_of_order(format!("price of {} as of {} is not newer than {}", e.security, e.as_of, latest)));
+            }
+            let jump_max = state.meta.settings.price_jump_max;
+            let near = |reference: Decimal| ((e.price - reference).abs() / reference) <= jump_max;
+            match &last.held {
+                _ if near(last.price) => PriceState { price: e.price, as_of: e.as_of, held: None },
+                // A second print near the held one confirms it.
+                Some(h) if near(h.price) => PriceState { price: e.price, as_of: e.as_of, held: None },
+                _ => PriceState { price: last.price, as_of: last.as_of, held: Some(HeldPrint { price: e.price, as_of: e.as_of }) },
+            }
+        }
+    };
+    let mut d = Decision::default();
+    if let Some(h) = &next.held {
+        d.audit.push(AuditDraft {
+            household: None,
+            body: AuditBody::Applied {
+                event_type: "price_tick".to_string(),
+                summary: format!(
+                    "{} {} held: moves more than {}% from the confirmed {}; decisions keep using {} until a later tick confirms it",
+                    e.security,
+                    h.price,
+                    (state.meta.settings.price_jump_max * Decimal::ONE_HUNDRED).normalize(),
+                    next.price,
+                    next.price
+                ),
+            },
+        });
+    }
+    d.changes.push(Change::Price(e.security.clone(), next));
+    Ok(d)
+}
+
+fn decide_esg(state: &State, env: &Envelope, e: &EsgScoreChanged) -> Result<Decision, InputError> {
+    if !state.securities.contains_key(&e.security) {
+        return Err(unknown(format!("ESG score for unknown security {}", e.security)));
+    }
+    if let Some(last) = state.esg.get(&e.security) {
+        if e.as_of < last.as_of {
+            return Err(out_of_order(format!("ESG score of {} as of {} is older than {}", e.security, e.as_of, last.as_of)));
+        }
+    }
+    let score = EsgScore { provider: e.provider.clone(), score: e.score, as_of: e.as_of };
+    let mut d = Decision { changes: vec![Change::Esg(e.security.clone(), score.clone())], ..Decision::default() };
+    let mut next = reference_of(state);
+    next.esg.insert(e.security.clone(), score);
+    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::Esg, mode: Mode::Full };
+    for h in rebalance::households_touching(state, &e.security) {
+        let hh = &state.households[&h];
+        if !hh.has_esg_screen() {
+            continue;
+        }
+        let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
+        rebalance_household(&next, hh, env, &accounts, &ctx, &mut d);
+    }
+    Ok(d)
+}
+
+fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Result<Decision, InputError> {
+    for a in &e.accounts {
+        if let Some(l) = a.opening_lots.iter().find(|l| !state.securities.contains_key(&l.security)) {
+            return Err(unknown(format!("account {} opens with unknown security {}", a.account, l.security)));
+        }
+    }
+    let existing = state.households.get(&e.household);
+    let mut hh = existing.map(header_of).unwrap_or_else(|| Household {
+        id: e.household.clone(),
+        tax: e.tax.clone(),
+        accounts: BTreeMap::new(),
+        restrictions: BTreeMap::new(),
+        realized: BTreeMap::new(),
+    });
+    hh.tax = e.tax.clone();
+    let mut d = Decision { changes: vec![Change::Household(hh.clone())], ..Decision::default() };
+    let mut next_hh = existing.cloned().unwrap_or_else(|| hh.clone());
+    next_hh.tax = e.tax.clone();
+    for spec in &e.accounts {
+        let (account, lots) = upsert_account(existing.and_then(|h| h.accounts.get(&spec.account)), spec);
+        d.changes.push(Change::Account(e.household.clone(), header_account(&account)));
+        for (sec, l) in &lots {
+            d.changes.push(Change::Lots(e.household.clone(), spec.account.clone(), sec.clone(), l.clone()));
+        }
+        let mut full = account.clone();
+        if !lots.is_empty() {
+            full.lots = lots;
+        }
+        next_hh.accounts.insert(spec.account.clone(), full);
+    }
+    let accounts: Vec<AccountId> = e.accounts.iter().map(|a| a.account.clone()).collect();
+    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::Setup, mode: Mode::Full };
+    rebalance_household(state, &next_hh, env, &accounts, &ctx, &mut d);
+    Ok(d)
+}
+
+/// An account as the upsert leaves it, and its opening lots if it is new.
+fn upsert_account(existing: Option<&Account>, spec: &AccountSpec) -> (Account, BTreeMap<SecurityId, Vec<Lot>>) {
+    if let Some(a) = existing {
+        let mut a = a.clone();
+        a.kind = spec.kind;
+        a.sleeves = spec.sleeves.clone();
+        a.settings = spec.settings.clone();
+        return (a, BTreeMap::new());
+    }
+    let mut lots: BTreeMap<SecurityId, Vec<Lot>> = BTreeMap::new();
+    let mut next_lot_id = 1;
+    for l in &spec.opening_lots {
+        lots.entry(l.security.clone()).or_default().push(Lot {
+            lot_id: next_lot_id,
+            quantity: l.quantity,
+            cost_per_share: l.cost_per_share,
+            acquired: l.acquired,
+            holding_start: l.acquired,
+        });
+        next_lot_id += 1;
+    }
+    let account = Account {
+        id: spec.account.clone(),
+        kind: spec.kind,
+        sleeves: spec.sleeves.clone(),
+        settings: spec.settings.clone(),
+        cash: spec.opening_cash,
+        withdrawal_due: Decimal::ZERO,
+        lots: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        next_lot_id,
+    };
+    (account, lots)
+}
+
+fn header_of(h: &Household) -> Household {
+    Household { accounts: BTreeMap::new(), ..h.clone() }
+}
+
+fn header_account(a: &Account) -> Account {
+    Account { lots: BTreeMap::new(), ..a.clone() }
+}
+
+fn decide_restriction(state: &State, env: &Envelope, e: &RestrictionEdited) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("restriction for unknown household {}", e.household)));
+    };
+    if let Some(a) = &e.account {
+        if !existing.accounts.contains_key(a) {
+            return Err(unknown(format!("restriction for unknown account {a} of household {}", e.household)));
+        }
+    }
+    if let Some(rule) = &e.rule {
+        for sec in rule_securities(rule) {
+            if !state.securities.contains_key(sec) {
+                return Err(unknown(format!("restriction names unknown security {sec}")));
+            }
+        }
+    }
+    let mut hh = header_of(existing);
+    let current = hh.restrictions.get(&e.restriction_id);
+    match (e.op, current) {
+        (EditOp::Add, Some(_)) => {
+            return Err(InputError::invalid(format!("restriction {} already exists; use change", e.restriction_id)))
+        }
+        (EditOp::Change | EditOp::Remove, None) => {
+            return Err(unknown(format!("no restriction {} in household {}", e.restriction_id, e.household)))
+        }
+        (EditOp::Remove, Some(_)) => {
+            hh.restrictions.remove(&e.restriction_id);
+        }
+        (EditOp::Add | EditOp::Change, cur) => {
+            let version = cur.map_or(1, |r| r.version + 1);
+            let rule = e.rule.clone().expect("validated: add and change carry a rule");
+            hh.restrictions
+                .insert(e.restriction_id.clone(), Restriction { rule, account: e.account.clone(), effective: e.effective, version });
+        }
+    }
+    let mut d = Decision { changes: vec![Change::Household(hh.clone())], ..Decision::default() };
+    let mut next_hh = existing.clone();
+    next_hh.restrictions = hh.restrictions;
+    let accounts: Vec<AccountId> = match &e.account {
+        Some(a) => vec![a.clone()],
+        None => existing.accounts.keys().cloned().collect(),
+    };
+    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::Restriction, mode: Mode::Full };
+    rebalance_household(state, &next_hh, env, &accounts, &ctx, &mut d);
+    Ok(d)
+}
+
+fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
+    match rule {
+        RestrictionRule::DoNotBuy { security }
+        | RestrictionRule::DoNotHold { security }
+        | RestrictionRule::KeepLegacy { security }
+        | RestrictionRule::MaxWeight { security, .. } => vec![security],
+        RestrictionRule::Substitute { security, substitute } => vec![security, substitute],
+        RestrictionRule::SectorExclusion { .. } | RestrictionRule::EsgMinimum { .. } => vec![],
+    }
+}
+
+fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
+    let hh = state.households.get(&e.household).ok_or_else(|| unknown(format!("cash flow for unknown household {}", e.household)))?;
+    let account = hh
+        .accounts
+        .get(&e.account)
+        .ok_or_else(|| unknown(format!("cash flow for unknown account {} of household {}", e.account, e.household)))?;
+    let mut next = account.clone();
+    let mode = match e.kind {
+        CashFlowKind::Deposit => {
+            next.cash = next.cash.checked_add(e.amount).ok_or_else(|| InputError::invalid("cash overflows"))?;
+            Mode::InvestCash
+        }
+        CashFlowKind::Withdrawal => {
+            next.withdrawal_due += e.amount;
+            pay_withdrawals(&mut next);
+            Mode::RaiseCash
+        }
+    };
+    let mut d = Decision { changes: vec![Change::Account(e.household.clone(), header_account(&next))], ..Decision::default() };
+    let mut next_hh = hh.clone();
+    next_hh.accounts.insert(e.account.clone(), next);
+    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::CashFlow, mode };
+    rebalance_household(state, &next_hh, env, std::slice::from_ref(&e.account), &ctx, &mut d);
+    Ok(d)
+}
+
+/// Due withdrawals leave as soon as settled cash covers them (in part if need be).
+fn pay_withdrawals(a: &mut Account) {
+    let pay = a.withdrawal_due.min(a.cash).max(Decimal::ZERO);
+    a.cash -= pay;
+    a.withdrawal_due -= pay;
+}
+
+fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
+    let hh = state.households.get(&e.household).ok_or_else(|| unknown(format!("fill for unknown household {}", e.household)))?;
+    let account = hh
+        .accounts
+        .get(&e.account)
+        .ok_or_else(|| unknown(format!("fill for unknown account {} of household {}", e.account, e.household)))?;
+    if !state.securities.contains_key(&e.security) {
+        return Err(unknown(format!("fill in unknown security {}", e.security)));
+    }
+    let mut acct = header_account(account);
+    let mut lots = account.lots.get(&e.security).cloned().unwrap_or_default();
+    let mut hh_next = header_of(hh);
+    let mut d = Decision::default();
+
+    // Which lots a sell relieves: the order's own, else the account's policy.
+    let mut relief: Vec<(u64, Decimal)> = Vec::new();
+    if let Some(order_id) = &e.order_id {
+        let pending = acct
+            .pending
+            .get(order_id)
+            .ok_or_else(|| unknown(format!("no open order {order_id} in account {}", e.account)))?
+            .clone();
+        if pending.security != e.security || pending.side != e.side {
+            return Err(InputError::invalid(format!(
+                "fill for order {order_id} is {} {} but the order is {} {}",
+                e.side.as_str(),
+                e.security,
+                pending.side.as_str(),
+                pending.security
+            )));
+        }
+        if e.quantity > pending.open_quantity {
+            return Err(InputError::invalid(format!(
+                "fill of {} exceeds the {} open on order {order_id}",
+                e.quantity, pending.open_quantity
+            )));
+        }
+        let mut rest = pending.clone();
+        rest.open_quantity -= e.quantity;
+        if e.side == Side::Sell {
+            let mut left = e.quantity;
+            for l in rest.lots.iter_mut() {
+                let take = l.quantity.min(left);
+                if take > Decimal::ZERO {
+                    relief.push((l.lot_id, take));
+                    l.quantity -= take;
+                    left -= take;
+                }
+            }
+            rest.lots.retain(|l| l.quantity > Decimal::ZERO);
+        }
+        let closes = matches!(e.status, FillStatus::Filled | FillStatus::Rejected | FillStatus::Cancelled)
+            || rest.open_quantity <= Decimal::ZERO;
+        if closes {
+            acct.pending.remove(order_id);
+        } else {
+            acct.pending.insert(order_id.clone(), rest);
+        }
+    }
+    let executed = matches!(e.status, FillStatus::Partial | FillStatus::Filled) && e.quantity > Decimal::ZERO;
+    if executed {
+        let value = e.quantity * e.price;
+        match e.side {
+            Side::Buy => {
+                lots.push(Lot {
+                    lot_id: acct.next_lot_id,
+                    quantity: e.quantity,
+                    cost_per_share: e.price,
+                    acquired: e.trade_date,
+                    holding_start: e.trade_date,
+                });
+                acct.next_lot_id += 1;
+                acct.cash -= value;
+            }
+            Side::Sell => {
+                let held: Decimal = lots.iter().map(|l| l.quantity).sum();
+                if e.quantity > held {
+                    return Err(InputError::invalid(format!("sell of {} {} exceeds the {held} held", e.quantity, e.security)));
+                }
+                relief = complete_relief(hh, account, &lots, relief, e.quantity, e.price, e.trade_date);
+                let realized = relieve(&mut lots, &relief, e.price, e.trade_date);
+                acct.cash += value;
+                if account.kind.is_taxable() {
+                    let year = hh_next.realized.entry(e.trade_date.year()).or_default();
+                    year.short_term_usd += realized.short_term;
+                    year.long_term_usd += realized.long_term;
+                    d.changes.push(Change::Household(hh_next.clone()));
+                }
+                d.audit.push(AuditDraft {
+                    household: Some(e.household.clone()),
+                    body: AuditBody::Tax {
+                        account: e.account.clone(),
+                        detail: format!(
+                            "sold {} {} from lots {}: short-term {}, long-term {}{}",
+                            e.quantity,
+                            e.security,
+                            relief.iter().map(|(id, q)| format!("#{id}×{q}")).collect::<Vec<_>>().join(", "),
+                            realized.short_term,
+                            realized.long_term,
+                            if account.kind.is_taxable() { "" } else { " (tax-deferred account: not reportable)" }
+                        ),
+                        realized_usd: realized.short_term + realized.long_term,
+                    },
+                });
+            }
+        }
+        pay_withdrawals(&mut acct);
+    }
+    d.changes.push(Change::Account(e.household.clone(), acct));
+    if executed {
+        d.changes.push(Change::Lots(e.household.clone(), e.account.clone(), e.security.clone(), lots));
+    }
+    Ok(d)
+}
+
+/// Fills the relief list up to `qty` with lots chosen by the account's policy
+/// (for outside sells, or an order whose lots were sold meanwhile).
+fn complete_relief(
+    hh: &Household,
+    account: &Account,
+    lots: &[Lot],
+    mut relief: Vec<(u64, Decimal)>,
+    qty: Decimal,
+    price: Decimal,
+    on: NaiveDate,
+) -> Vec<(u64, Decimal)> {
+    // Keep only what the lots can still give.
+    relief.retain(|(id, q)| lots.iter().any(|l| l.lot_id == *id && l.quantity >= *q));
+    let mut left = qty - relief.iter().map(|(_, q)| *q).sum::<Decimal>();
+    if left <= Decimal::ZERO {
+        return relief;
+    }
+    let mut view = account.clone();
+    let mut remaining: Vec<Lot> = lots.to_vec();
+    for (id, q) in &relief {
+        if let Some(l) = remaining.iter_mut().find(|l| l.lot_id == *id) {
+            l.quantity -= *q;
+        }
+    }
+    remaining.retain(|l| l.quantity > Decimal::ZERO);
+    let sec = SecurityId::new("_");
+    view.lots = BTreeMap::from([(sec.clone(), remaining)]);
+    view.pending.clear();
+    for r in rebalance::choose_lots(&State::default(), hh, &view, &sec, left, price, on) {
+        left -= r.quantity;
+        match relief.iter_mut().find(|(id, _)| *id == r.lot_id) {
+            Some((_, q)) => *q += r.quantity,
+            None => relief.push((r.lot_id, r.quantity)),
+        }
+    }
+    relief
+}
+
+struct Realized {
+    short_term: Decimal,
+    long_term: Decimal,
+}
+
+fn relieve(lots: &mut Vec<Lot>, relief: &[(u64, Decimal)], price: Decimal, on: NaiveDate) -> Realized {
+    let mut r = Realized { short_term: Decimal::ZERO, long_term: Decimal::ZERO };
+    for (id, q) in relief {
+        let lot = lots.iter_mut().find(|l| l.lot_id == *id).expect("relief names held lots");
+        let gain = (price - lot.cost_per_share) * *q;
+        if lot.is_long_term(on) {
+            r.long_term += gain;
+        } else {
+            r.short_term += gain;
+        }
+        lot.quantity -= *q;
+    }
+    lots.retain(|l| l.quantity > Decimal::ZERO);
+    r
+}
+
+fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: NaiveDate) -> Decision {
+    let mut d = Decision::default();
+    let reason = match kind {
+        ClockKind::MarketClose | ClockKind::Review => OrderReason::Drift,
+    };
+    let ctx = Context { now: env.event_time, trade_date, reason, mode: Mode::Full };
+    for hh in state.households.values() {
+        let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
+        rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
+    }
+    d
+}
+
+fn decide_corporate_action(state: &State, e: &CorporateAction) -> Result<Decision, InputError> {
+    if !state.securities.contains_key(&e.security) {
+        return Err(unknown(format!("corporate action for unknown security {}", e.security)));
+    }
+    let CorporateActionKind::Split { numerator, denominator } = e.kind;
+    let (n, dn) = (Decimal::from(numerator), Decimal::from(denominator));
+    let mut d = Decision::default();
+    if let Some(p) = state.prices.get(&e.security) {
+        let mut p = p.clone();
+        p.price = p.price * dn / n;
+        d.changes.push(Change::Price(e.security.clone(), p));
+    }
+    for h in state.holders.get(&e.security).into_iter().flatten() {
+        for (a, account) in &state.households[h].accounts {
+            let mut touched = false;
+            if let Some(lots) = account.lots.get(&e.security) {
+                let split: Vec<Lot> = lots
+                    .iter()
+                    .map(|l| Lot { quantity: l.quantity * n / dn, cost_per_share: l.cost_per_share * dn / n, ..l.clone() })
+                    .collect();
+                d.changes.push(Change::Lots(h.clone(), a.clone(), e.security.clone(), split));
+                touched = true;
+            }
+            let mut acct = header_account(account);
+            for p in acct.pending.values_mut().filter(|p| p.security == e.security) {
+                p.open_quantity = p.open_quantity * n / dn;
+                p.ref_price = p.ref_price * dn / n;
+                for l in p.lots.iter_mut() {
+                    l.quantity = l.quantity * n / dn;
+                    l.cost_per_share = l.cost_per_share * dn / n;
+                }
+                touched = true;
+            }
+            if touched {
+                d.changes.push(Change::Account(h.clone(), acct));
+            }
+        }
+    }
+    Ok(d)
+}
+
+fn rebalance_household(state: &State, hh: &Household, env: &Envelope, accounts: &[AccountId], ctx: &Context, d: &mut Decision) {
+    for a in accounts {
+        let Some(account) = hh.accounts.get(a) else { continue };
+        let plan = rebalance::plan_account(state, hh, account, ctx);
+        emit_plan(env, hh, account, plan, ctx, d);
+    }
+}
+
+/// Turns a plan into orders, pending entries and the decision's audit record.
+fn emit_plan(env: &Envelope, hh: &Household, account: &Account, plan: rebalance::Plan, ctx: &Context, d: &mut Decision) {
+    // A decision may already have changed this account (a cash flow); build on that.
+    let earlier = d.changes.iter().position(|c| matches!(c, Change::Account(h, a) if *h == hh.id && a.id == account.id));
+    let mut acct = match earlier.map(|i| &d.changes[i]) {
+        Some(Change::Account(_, prev)) => prev.clone(),
+        _ => header_account(account),
+    };
+    let mut ids = Vec::new();
+    for o in plan.orders {
+        let order_id = order_id(&env.event_id, &hh.id, &account.id, &o.security, o.side);
+        acct.pending.insert(
+            order_id.clone(),
+            PendingOrder {
+                security: o.security.clone(),
+                side: o.side,
+                open_quantity: o.quantity,
+                ref_price: o.ref_price,
+                reason: o.reason,
+                lots: o.lots.clone(),
+            },
+        );
+        ids.push(order_id.clone());
+        d.orders.push(Order {
+            order_id,
+            seq: 0,
+            household: hh.id.clone(),
+            account: account.id.clone(),
+            security: o.security,
+            side: o.side,
+            quantity: o.quantity,
+            ref_price: o.ref_price,
+            reason: o.reason,
+            lots: o.lots,
+            cause_event_id: env.event_id.clone(),
+            decided_at: ctx.now,
+        });
+    }
+    if !ids.is_empty() {
+        let change = Change::Account(hh.id.clone(), acct);
+        match earlier {
+            Some(i) => d.changes[i] = change,
+            None => d.changes.push(change),
+        }
+    }
+    d.audit.push(AuditDraft {
+        household: Some(hh.id.clone()),
+        body: AuditBody::Decision { account: account.id.clone(), rules: plan.rules, inputs: plan.inputs, orders: ids, skipped: plan.skipped },
+    });
+}
+
+/// Deterministic order id: the same decision always names its order the same,
+/// so a redelivered or replayed decision is recognisably the same order.
+pub fn order_id(event_id: &str, h: &HouseholdId, a: &AccountId, sec: &SecurityId, side: Side) -> OrderId {
+    let mut hasher = Sha256::new();
+    for part in [event_id, h.as_str(), a.as_str(), sec.as_str(), side.as_str()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    OrderId(format!("o-{}", hex::encode(&hasher.finalize()[..12])))
+}
+
+/// Applies a decision. Infallible: every check happened in `decide`.
+pub fn apply(state: &mut State, d: Decision) -> Applied {
+    let mut touched: BTreeSet<Touched> = BTreeSet::new();
+    state.meta.applied += 1;
+    touched.insert(Touched::Meta);
+    for change in d.changes {
+        apply_change(state, change, &mut touched);
+    }
+    let mut orders = d.orders;
+    for o in orders.iter_mut() {
+        state.meta.order_seq += 1;
+        o.seq = state.meta.order_seq;
+    }
+    let rejection = d.rejection.map(|err| {
+        state.meta.dead_letter_seq += 1;
+        (state.meta.dead_letter_seq, err)
+    });
+    let mut audit = Vec::with_capacity(d.audit.len());
+    for draft in d.audit {
+        let stream = draft.household.as_ref().map_or_else(|| REFERENCE_STREAM.to_string(), |h| format!("household/{h}"));
+        let head = state.meta.chains.entry(stream.clone()).or_default();
+        state.meta.audit_seq += 1;
+        let mut record = AuditRecord {
+            seq: state.meta.audit_seq,
+            stream_seq: head.count + 1,
+            stream,
+            event_id: d.event_id.clone(),
+            at: d.at,
+            household: draft.household,
+            body: draft.body,
+            prev_hash: head.hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = audit_hash(&record);
+        *head = ChainHead { count: record.stream_seq, hash: record.hash.clone() };
+        touched.insert(Touched::Chain(record.stream.clone()));
+        audit.push(record);
+    }
+    Applied { orders, audit, rejection, touched: touched.into_iter().collect() }
+}
+
+/// SHA-256 over the record's canonical JSON with an empty `hash` (which
+/// includes `prev_hash`): any change to a record or its place breaks the chain.
+pub fn audit_hash(record: &AuditRecord) -> String {
+    let mut unsealed = record.clone();
+    unsealed.hash.clear();
+    let bytes = serde_json::to_vec(&unsealed).expect("audit records serialize");
+    hex::encode(Sha256::digest(&bytes))
+}
+
+fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touched>) {
+    match change {
+        Change::Security(s) => {
+            touched.insert(Touched::Security(s.security.clone()));
+            state.securities.insert(s.security.clone(), s);
+        }
+        Change::Model(id, m) => {
+            touched.insert(Touched::Model(id.clone()));
+            state.models.insert(id, m);
+        }
+        Change::Price(id, p) => {
+            touched.insert(Touched::Price(id.clone()));
+            state.prices.insert(id, p);
+        }
+        Change::Esg(id, e) => {
+            touched.insert(Touched::Esg(id.clone()));
+            state.esg.insert(id, e);
+        }
+        Change::Household(h) => {
+            touched.insert(Touched::Household(h.id.clone()));
+            match state.households.get_mut(&h.id) {
+                Some(cur) => {
+                    cur.tax = h.tax;
+                    cur.restrictions = h.restrictions;
+                    cur.realized = h.realized;
+                }
+                None => {
+                    state.households.insert(h.id.clone(), h);
+                }
+            }
+        }
+        Change::Account(h, a) => {
+            touched.insert(Touched::Account(h.clone(), a.id.clone()));
+            let hh = state.households.get_mut(&h).expect("accounts change only in known households");
+            let old_models: BTreeSet<ModelId> = hh.models();
+            match hh.accounts.get_mut(&a.id) {
+                Some(cur) => {
+                    let lots = std::mem::take(&mut cur.lots);
+                    *cur = Account { lots, ..a };
+                }
+                None => {
+                    hh.accounts.insert(a.id.clone(), a);
+                }
+            }
+            let new_models = hh.models();
+            if old_models != new_models {
+                reindex_subscriptions(state, &h, &old_models, &new_models);
+            }
+        }
+        Change::Lots(h, a, sec, lots) => {
+            touched.insert(Touched::Lots(h.clone(), a.clone(), sec.clone()));
+            let hh = state.households.get_mut(&h).expect("lots change only in known households");
+            let account = hh.accounts.get_mut(&a).expect("lots change only in known accounts");
+            if lots.is_empty() {
+                account.lots.remove(&sec);
+            } else {
+                account.lots.insert(sec.clone(), lots);
+            }
+            let holds = hh.accounts.values().any(|acc| acc.lots.contains_key(&sec));
+            if holds {
+                state.holders.entry(sec).or_default().insert(h);
+            } else if let Some(set) = state.holders.get_mut(&sec) {
+                set.remove(&h);
+                if set.is_empty() {
+                    state.holders.remove(&sec);
+                }
+            }
+        }
+        Change::Seen(id) => {
+            touched.insert(Touched::Seen(id.clone()));
+            state.meta.seen.insert(id, state.meta.applied);
+        }
+    }
+}
+
+fn reindex_subscriptions(state: &mut State, h: &HouseholdId, old: &BTreeSet<ModelId>, new: &BTreeSet<ModelId>) {
+    for m in old.difference(new) {
+        if let Some(set) = state.subscribers.get_mut(m) {
+            set.remove(h);
+            if set.is_empty() {
+                state.subscribers.remove(m);
+            }
+        }
+    }
+    for m in new.difference(old) {
+        state.subscribers.entry(m.clone()).or_default().insert(h.clone());
+    }
+}
+
+/// Rebuilds the indexes from households (after loading state from a store).
+pub fn rebuild_indexes(state: &mut State) {
+    state.subscribers.clear();
+    state.holders.clear();
+    for (h, hh) in &state.households {
+        for m in hh.models() {
+            state.subscribers.entry(m).or_default().insert(h.clone());
+        }
+        for a in hh.accounts.values() {
+            for sec in a.lots.keys() {
+                state.holders.entry(sec.clone()).or_default().insert(h.clone());
+            }
+        }
+    }
+}
+
+/// Decide and apply in one step.
+pub fn step(state: &mut State, input: Input<'_>) -> Applied {
+    let d = decide(state, input);
+    apply(state, d)
+}

@@ -1,0 +1,258 @@
+//! The engine's state: reference data (securities, models, prices, ESG) and
+//! households (accounts, lots, cash, pending orders, restrictions), plus the
+//! indexes that keep reactions proportional and the counters that number the
+//! outputs. Every map is ordered, so anything derived from state is stable.
+
+use crate::event::{
+    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve,
+    TaxProfile,
+};
+use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
+use crate::output::{LotRelief, OrderReason};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The audit stream that reference-data inputs chain into.
+pub const REFERENCE_STREAM: &str = "reference";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub securities: BTreeMap<SecurityId, SecurityUpserted>,
+    pub models: BTreeMap<ModelId, Model>,
+    pub prices: BTreeMap<SecurityId, PriceState>,
+    pub esg: BTreeMap<SecurityId, EsgScore>,
+    pub households: BTreeMap<HouseholdId, Household>,
+    /// Index: model → households with an account following it.
+    pub subscribers: BTreeMap<ModelId, BTreeSet<HouseholdId>>,
+    /// Index: security → households holding it or with a pending order in it.
+    pub holders: BTreeMap<SecurityId, BTreeSet<HouseholdId>>,
+    pub meta: Meta,
+}
+
+/// Counters and chain heads. They reach the outputs (sequence numbers,
+/// hashes), so they are state like everything else.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Inputs applied so far (including refused ones): the state version.
+    pub applied: u64,
+    pub order_seq: u64,
+    pub audit_seq: u64,
+    pub dead_letter_seq: u64,
+    /// Audit chain head per stream: (records in the stream, hash of the last).
+    pub chains: BTreeMap<String, ChainHead>,
+    /// Event ids applied so far, with the state version at which they were.
+    pub seen: BTreeMap<String, u64>,
+    pub settings: EngineSettings,
+}
+
+/// Engine-wide settings that decisions depend on. They are state: recorded
+/// with the store and used unchanged by replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// A tick moving more than this fraction from the last confirmed price is
+    /// held until a later tick confirms it.
+    pub price_jump_max: Decimal,
+    /// Decimal places of fractional-share quantities (rounded toward zero).
+    pub fractional_dp: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { price_jump_max: Decimal::new(25, 2), fractional_dp: 4 }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub count: u64,
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub version: u64,
+    pub kind: ModelKind,
+    pub weights: BTreeMap<SecurityId, Decimal>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceState {
+    /// The last confirmed price: the only one decisions use.
+    pub price: Decimal,
+    pub as_of: DateTime<Utc>,
+    /// A print that jumped too far from `price`, held until a later tick confirms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldPrint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPrint {
+    pub price: Decimal,
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EsgScore {
+    pub provider: String,
+    pub score: Decimal,
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Household {
+    pub id: HouseholdId,
+    pub tax: TaxProfile,
+    /// Stored under keys of their own, so a household's record stays small.
+    #[serde(skip)]
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub restrictions: BTreeMap<RestrictionId, Restriction>,
+    /// Realized gains (+) and losses (−) by calendar year, short and long term.
+    pub realized: BTreeMap<i32, RealizedYear>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealizedYear {
+    pub short_term_usd: Decimal,
+    pub long_term_usd: Decimal,
+    pub disallowed_usd: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Restriction {
+    pub rule: RestrictionRule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
+    pub effective: DateTime<Utc>,
+    /// Starts at 1 and grows with every change.
+    pub version: u32,
+}
+
+impl Restriction {
+    pub fn in_force(&self, account: &AccountId, now: DateTime<Utc>) -> bool {
+        self.effective <= now && self.account.as_ref().is_none_or(|a| a == account)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub kind: AccountKind,
+    pub sleeves: Vec<Sleeve>,
+    pub settings: AccountSettings,
+    pub cash: Decimal,
+    /// Withdrawals requested and not yet paid out (paid as cash allows).
+    pub withdrawal_due: Decimal,
+    /// Open lots by security, in acquisition order. Stored per security under
+    /// keys of their own, so a trade rewrites one security's lots only.
+    #[serde(skip)]
+    pub lots: BTreeMap<SecurityId, Vec<Lot>>,
+    pub pending: BTreeMap<OrderId, PendingOrder>,
+    /// Next lot id in this account (lot ids never repeat).
+    pub next_lot_id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    pub lot_id: u64,
+    pub quantity: Decimal,
+    /// Adjusted basis per share (wash-sale adjustments included).
+    pub cost_per_share: Decimal,
+    pub acquired: NaiveDate,
+    /// Start of the holding period for the one-year test (differs from
+    /// `acquired` when a wash sale carried a holding period over).
+    pub holding_start: NaiveDate,
+}
+
+impl Lot {
+    /// Long term means held more than one year: a lot bought on 2024-03-15
+    /// is long-term when sold on 2025-03-16 or later, not on 2025-03-15.
+    pub fn is_long_term(&self, on: NaiveDate) -> bool {
+        on > one_year_after(self.holding_start)
+    }
+}
+
+/// The same calendar day one year later (Feb 29 maps to Feb 28).
+pub fn one_year_after(d: NaiveDate) -> NaiveDate {
+    use chrono::Datelike;
+    d.with_year(d.year() + 1)
+        .unwrap_or_else(|| NaiveDate::from_ymd_opt(d.year() + 1, 2, 28).expect("Feb 28 exists"))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOrder {
+    pub security: SecurityId,
+    pub side: Side,
+    /// Shares not yet executed.
+    pub open_quantity: Decimal,
+    pub ref_price: Decimal,
+    pub reason: OrderReason,
+    /// For sells: the lots still to relieve, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<LotRelief>,
+}
+
+impl Account {
+    pub fn quantity(&self, security: &SecurityId) -> Decimal {
+        self.lots.get(security).map_or(Decimal::ZERO, |lots| lots.iter().map(|l| l.quantity).sum())
+    }
+
+    /// Held quantity plus open buys minus open sells.
+    pub fn projected_quantity(&self, security: &SecurityId) -> Decimal {
+        let mut q = self.quantity(security);
+        for p in self.pending.values().filter(|p| &p.security == security) {
+            match p.side {
+                Side::Buy => q += p.open_quantity,
+                Side::Sell => q -= p.open_quantity,
+            }
+        }
+        q
+    }
+
+    /// Cash after every open order executes at its reference price and due
+    /// withdrawals are paid.
+    pub fn projected_cash(&self) -> Decimal {
+        let mut c = self.cash - self.withdrawal_due;
+        for p in self.pending.values() {
+            let v = p.open_quantity * p.ref_price;
+            match p.side {
+                Side::Buy => c -= v,
+                Side::Sell => c += v,
+            }
+        }
+        c
+    }
+
+    /// Securities held or with an open order, in order.
+    pub fn securities(&self) -> BTreeSet<SecurityId> {
+        let mut s: BTreeSet<SecurityId> = self.lots.keys().cloned().collect();
+        s.extend(self.pending.values().map(|p| p.security.clone()));
+        s
+    }
+}
+
+impl Household {
+    pub fn restrictions_in_force<'a>(
+        &'a self,
+        account: &'a AccountId,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = (&'a RestrictionId, &'a Restriction)> + 'a {
+        self.restrictions.iter().filter(move |(_, r)| r.in_force(account, now))
+    }
+
+    pub fn has_esg_screen(&self) -> bool {
+        self.restrictions.values().any(|r| matches!(r.rule, RestrictionRule::EsgMinimum { .. }))
+    }
+
+    pub fn models(&self) -> BTreeSet<ModelId> {
+        self.accounts.values().flat_map(|a| a.sleeves.iter().map(|s| s.model.clone())).collect()
+    }
+}
+
+impl EsgMode {
+    pub fn sells(self) -> bool {
+        self == EsgMode::Divest
+    }
+}

@@ -1,0 +1,569 @@
+//! Given / when / then: each event type's effect on state and outputs.
+
+use crate::event::*;
+use crate::fold::{audit_hash, step, Applied, Input};
+use crate::ids::*;
+use crate::output::{AuditBody, OrderReason, SkipReason};
+use crate::state::{State, REFERENCE_STREAM};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn date(s: &str) -> NaiveDate {
+    NaiveDate::from_str(s).unwrap()
+}
+
+/// A test world: state plus a clock that only moves when a test says so.
+struct World {
+    state: State,
+    now: DateTime<Utc>,
+    next_id: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        Self { state: State::default(), now: Utc.with_ymd_and_hms(2025, 1, 2, 21, 0, 0).unwrap(), next_id: 0 }
+    }
+
+    fn env(&mut self, payload: Payload) -> Envelope {
+        self.next_id += 1;
+        Envelope {
+            event_id: format!("e{}", self.next_id),
+            producer: "test".into(),
+            event_time: self.now,
+            schema_version: 1,
+            payload,
+        }
+    }
+
+    fn when(&mut self, payload: Payload) -> Applied {
+        let env = self.env(payload);
+        env.validate().expect("test events are valid");
+        step(&mut self.state, Input::Event(&env))
+    }
+
+    fn when_env(&mut self, env: &Envelope) -> Applied {
+        step(&mut self.state, Input::Event(env))
+    }
+
+    fn advance(&mut self, days: i64) {
+        self.now += Duration::days(days);
+    }
+
+    fn security(&mut self, sym: &str, sector: &str) {
+        self.when(Payload::SecurityUpserted(SecurityUpserted {
+            security: sym.into(),
+            name: String::new(),
+            sector: sector.into(),
+            sub_industry: String::new(),
+            identical_group: None,
+            substitutes: vec![],
+        }));
+    }
+
+    fn price(&mut self, sym: &str, p: &str) -> Applied {
+        self.now += Duration::seconds(1);
+        self.when(Payload::PriceTick(PriceTick { security: sym.into(), price: d(p), as_of: self.now }))
+    }
+
+    fn model(&mut self, id: &str, version: u64, weights: &[(&str, &str)]) -> Applied {
+        self.when(Payload::ModelPublished(ModelPublished {
+            model: id.into(),
+            version,
+            kind: ModelKind::Standard,
+            weights: weights.iter().map(|(s, w)| ModelWeight { security: (*s).into(), weight: d(w) }).collect(),
+        }))
+    }
+
+    /// A market of four names in two sectors, priced, and a 4-name model.
+    fn market() -> Self {
+        let mut w = World::new();
+        w.security("AAPL", "Information Technology");
+        w.security("MSFT", "Information Technology");
+        w.security("XOM", "Energy");
+        w.security("CVX", "Energy");
+        w.price("AAPL", "100");
+        w.price("MSFT", "200");
+        w.price("XOM", "50");
+        w.price("CVX", "25");
+        w.model("m1", 1, &[("AAPL", "0.25"), ("MSFT", "0.25"), ("XOM", "0.25"), ("CVX", "0.24")]);
+        w
+    }
+
+    fn household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
+        self.household_with(h, cash, lots, AccountSettings::default())
+    }
+
+    /// A household whose bands are so wide that only forced trades happen.
+    fn quiet_household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
+        let settings = AccountSettings { drift_band_abs: Decimal::ONE, drift_band_rel: d("10"), ..AccountSettings::default() };
+        self.household_with(h, cash, lots, settings)
+    }
+
+    fn household_with(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>, settings: AccountSettings) -> Applied {
+        self.when(Payload::HouseholdUpserted(HouseholdUpserted {
+            household: h.into(),
+            tax: TaxProfile::default(),
+            accounts: vec![AccountSpec {
+                account: "A1".into(),
+                kind: AccountKind::Taxable,
+                sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
+                settings,
+                opening_cash: d(cash),
+                opening_lots: lots,
+            }],
+        }))
+    }
+
+    fn account(&self, h: &str) -> &crate::state::Account {
+        &self.state.households[&HouseholdId::new(h)].accounts[&AccountId::new("A1")]
+    }
+
+    fn fill_all(&mut self, applied: &Applied, price_of: impl Fn(&str) -> Decimal) {
+        for o in applied.orders.clone() {
+            let p = price_of(o.security.as_str());
+            self.when(Payload::Fill(Fill {
+                household: o.household.clone(),
+                account: o.account.clone(),
+                order_id: Some(o.order_id.clone()),
+                security: o.security.clone(),
+                side: o.side,
+                status: FillStatus::Filled,
+                quantity: o.quantity,
+                price: p,
+                trade_date: self.now.date_naive(),
+                reason: None,
+            }));
+        }
+    }
+}
+
+fn lot(sec: &str, qty: &str, cost: &str, acquired: &str) -> OpeningLot {
+    OpeningLot { security: sec.into(), quantity: d(qty), cost_per_share: d(cost), acquired: date(acquired) }
+}
+
+fn decision_skips(a: &Applied) -> Vec<(String, SkipReason)> {
+    a.audit
+        .iter()
+        .flat_map(|r| match &r.body {
+            AuditBody::Decision { skipped, .. } => skipped.iter().map(|s| (s.security.0.clone(), s.reason)).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn security_upserted_is_stored_and_audited_on_the_reference_chain() {
+    let mut w = World::new();
+    w.security("AAPL", "Information Technology");
+    assert_eq!(w.state.securities[&SecurityId::new("AAPL")].sector, "Information Technology");
+    let head = &w.state.meta.chains[REFERENCE_STREAM];
+    assert_eq!(head.count, 1);
+    assert_eq!(w.state.meta.applied, 1);
+}
+
+#[test]
+fn model_with_an_unknown_security_is_refused_and_dead_lettered() {
+    let mut w = World::market();
+    let before = w.state.models.clone();
+    let a = w.model("m2", 1, &[("AAPL", "0.5"), ("NOPE", "0.5")]);
+    assert_eq!(a.rejection.as_ref().map(|(seq, e)| (*seq, e.kind)), Some((1, InputErrorKind::UnknownReference)));
+    assert!(a.rejection.unwrap().1.message.contains("NOPE"));
+    assert_eq!(w.state.models, before);
+    assert!(matches!(a.audit[0].body, AuditBody::Rejected { .. }));
+}
+
+#[test]
+fn stale_model_version_is_refused_as_out_of_order() {
+    let mut w = World::market();
+    let a = w.model("m1", 1, &[("AAPL", "1")]);
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::OutOfOrder);
+}
+
+#[test]
+fn model_weights_that_sum_above_one_fail_validation() {
+    let mut w = World::market();
+    let env = w.env(Payload::ModelPublished(ModelPublished {
+        model: "m9".into(),
+        version: 1,
+        kind: ModelKind::Standard,
+        weights: vec![
+            ModelWeight { security: "AAPL".into(), weight: d("0.6") },
+            ModelWeight { security: "MSFT".into(), weight: d("0.5") },
+        ],
+    }));
+    let err = env.validate().unwrap_err();
+    assert_eq!(err.kind, InputErrorKind::InvalidValue);
+    assert!(err.message.contains("sum to 1.1"), "{}", err.message);
+}
+
+#[test]
+fn price_jump_is_held_until_confirmed_and_decisions_keep_the_confirmed_price() {
+    let mut w = World::market();
+    let a = w.price("XOM", "20"); // -60%: a spin-off or a bad print
+    assert!(a.rejection.is_none());
+    let px = &w.state.prices[&SecurityId::new("XOM")];
+    assert_eq!(px.price, d("50"));
+    assert_eq!(px.held.as_ref().unwrap().price, d("20"));
+    assert!(matches!(&a.audit[0].body, AuditBody::Applied { summary, .. } if summary.contains("held")));
+    // A second print near the held one confirms it.
+    w.price("XOM", "21");
+    let px = &w.state.prices[&SecurityId::new("XOM")];
+    assert_eq!((px.price, px.held.is_none()), (d("21"), true));
+}
+
+#[test]
+fn a_bad_print_that_reverts_is_discarded() {
+    let mut w = World::market();
+    w.price("AAPL", "160");
+    w.price("AAPL", "101");
+    let px = &w.state.prices[&SecurityId::new("AAPL")];
+    assert_eq!((px.price, px.held.is_none()), (d("101"), true));
+}
+
+#[test]
+fn price_for_unknown_security_or_older_than_the_last_is_refused() {
+    let mut w = World::market();
+    let a = w.price("NOPE", "1");
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
+    let old = w.now - Duration::days(1);
+    let a = w.when(Payload::PriceTick(PriceTick { security: "AAPL".into(), price: d("99"), as_of: old }));
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::OutOfOrder);
+}
+
+#[test]
+fn new_household_in_cash_buys_its_model_in_whole_shares_within_the_reserve() {
+    let mut w = World::market();
+    let a = w.household("H1", "100000", vec![]);
+    let buys: Vec<_> = a.orders.iter().map(|o| (o.security.0.as_str(), o.quantity, o.reason)).collect();
+    assert_eq!(
+        buys,
+        vec![
+            // Most under-weight first.
+            ("AAPL", d("250"), OrderReason::Setup),
+            ("MSFT", d("125"), OrderReason::Setup),
+            ("XOM", d("500"), OrderReason::Setup),
+            ("CVX", d("960"), OrderReason::Setup),
+        ]
+    );
+    let spent: Decimal = a.orders.iter().map(|o| o.quantity * o.ref_price).sum();
+    assert!(spent <= d("99000"), "1% cash reserve kept: spent {spent}");
+    // Projected positions now include the pending buys: a second look trades nothing.
+    w.advance(1);
+    let again = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
+    assert!(again.orders.is_empty());
+    assert!(decision_skips(&again).iter().any(|(_, r)| *r == SkipReason::InsideBand));
+}
+
+#[test]
+fn fractional_accounts_buy_fractions_rounded_toward_zero() {
+    let mut w = World::market();
+    w.when(Payload::HouseholdUpserted(HouseholdUpserted {
+        household: "H1".into(),
+        tax: TaxProfile::default(),
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
+            settings: AccountSettings { fractional: true, min_trade_usd: d("1"), ..AccountSettings::default() },
+            opening_cash: d("1000"),
+            opening_lots: vec![],
+        }],
+    }));
+    let msft = w.account("H1").pending.values().find(|p| p.security.0 == "MSFT").unwrap().open_quantity;
+    assert_eq!(msft, d("1.25"));
+}
+
+#[test]
+fn trades_below_the_minimum_are_skipped_with_the_reason() {
+    let mut w = World::market();
+    let a = w.household("H1", "300", vec![]);
+    assert!(a.orders.is_empty());
+    let skips = decision_skips(&a);
+    assert!(skips.iter().any(|(_, r)| *r == SkipReason::RoundsToZero || *r == SkipReason::BelowMinimum), "{skips:?}");
+}
+
+#[test]
+fn fills_create_lots_move_cash_and_close_pending_orders() {
+    let mut w = World::market();
+    let a = w.household("H1", "100000", vec![]);
+    w.advance(1);
+    w.fill_all(&a, |s| if s == "AAPL" { d("101") } else { d("1") * d(if s == "MSFT" { "200" } else if s == "XOM" { "50" } else { "25" }) });
+    let acct = w.account("H1");
+    assert!(acct.pending.is_empty());
+    let aapl = &acct.lots[&SecurityId::new("AAPL")];
+    assert_eq!((aapl.len(), aapl[0].quantity, aapl[0].cost_per_share), (1, d("250"), d("101")));
+    assert_eq!(acct.cash, d("100000") - d("25250") - d("25000") - d("25000") - d("24000"));
+    assert!(w.state.holders[&SecurityId::new("AAPL")].contains(&HouseholdId::new("H1")));
+}
+
+#[test]
+fn a_partial_fill_keeps_the_rest_open_and_a_rejection_releases_it() {
+    let mut w = World::market();
+    let a = w.household("H1", "100000", vec![]);
+    let o = a.orders.iter().find(|o| o.security.0 == "AAPL").unwrap().clone();
+    let fill = |status, qty: &str| {
+        Payload::Fill(Fill {
+            household: "H1".into(),
+            account: "A1".into(),
+            order_id: Some(o.order_id.clone()),
+            security: "AAPL".into(),
+            side: Side::Buy,
+            status,
+            quantity: d(qty),
+            price: d("100"),
+            trade_date: date("2025-01-03"),
+            reason: None,
+        })
+    };
+    w.when(fill(FillStatus::Partial, "100"));
+    assert_eq!(w.account("H1").pending[&o.order_id].open_quantity, d("150"));
+    w.when(fill(FillStatus::Rejected, "0"));
+    assert!(!w.account("H1").pending.contains_key(&o.order_id));
+    assert_eq!(w.account("H1").quantity(&"AAPL".into()), d("100"));
+}
+
+#[test]
+fn fill_for_an_unknown_order_or_overfill_is_refused() {
+    let mut w = World::market();
+    let a = w.household("H1", "100000", vec![]);
+    let o = a.orders[0].clone();
+    let mut f = Fill {
+        household: "H1".into(),
+        account: "A1".into(),
+        order_id: Some("o-nope".into()),
+        security: o.security.clone(),
+        side: o.side,
+        status: FillStatus::Filled,
+        quantity: o.quantity,
+        price: d("1"),
+        trade_date: date("2025-01-03"),
+        reason: None,
+    };
+    let r = w.when(Payload::Fill(f.clone()));
+    assert_eq!(r.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
+    f.order_id = Some(o.order_id.clone());
+    f.quantity = o.quantity + Decimal::ONE;
+    let r = w.when(Payload::Fill(f));
+    assert_eq!(r.rejection.unwrap().1.kind, InputErrorKind::InvalidValue);
+    assert_eq!(w.account("H1").pending[&o.order_id].open_quantity, o.quantity);
+}
+
+#[test]
+fn sells_relieve_losses_first_then_long_term_then_short_term_gains() {
+    let mut w = World::market();
+    // Model holds no XOM: the whole position is sold; lots chosen least-tax first.
+    w.model("m1", 2, &[("AAPL", "0.5"), ("MSFT", "0.49")]);
+    w.household(
+        "H1",
+        "0",
+        vec![
+            lot("XOM", "100", "30", "2024-12-01"), // short-term gain 20/share
+            lot("XOM", "100", "40", "2022-01-01"), // long-term gain 10/share
+            lot("XOM", "100", "60", "2024-06-01"), // loss 10/share
+        ],
+    );
+    let sell = w.account("H1").pending.values().find(|p| p.security.0 == "XOM").unwrap().clone();
+    let order: Vec<u64> = sell.lots.iter().map(|l| l.lot_id).collect();
+    assert_eq!(order, vec![3, 2, 1]);
+    assert_eq!(sell.open_quantity, d("300"));
+}
+
+#[test]
+fn a_sell_fill_realizes_gains_by_term_in_the_household_ledger() {
+    let mut w = World::market();
+    w.model("m1", 2, &[("AAPL", "0.5"), ("MSFT", "0.49")]);
+    let a = w.household("H1", "0", vec![lot("XOM", "100", "40", "2022-01-01"), lot("XOM", "100", "60", "2024-06-01")]);
+    w.fill_all(&a, |_| d("50"));
+    let ledger = &w.state.households[&HouseholdId::new("H1")].realized[&2025];
+    assert_eq!((ledger.long_term_usd, ledger.short_term_usd), (d("1000"), d("-1000")));
+    assert!(w.account("H1").lots.get(&SecurityId::new("XOM")).is_none());
+}
+
+#[test]
+fn do_not_hold_forces_a_sale_and_do_not_buy_only_stops_buys() {
+    let mut w = World::market();
+    w.household("H1", "50000", vec![lot("XOM", "500", "40", "2020-01-01")]);
+    let no_buy = w.when(Payload::RestrictionEdited(RestrictionEdited {
+        household: "H1".into(),
+        restriction_id: "r1".into(),
+        op: EditOp::Add,
+        rule: Some(RestrictionRule::DoNotBuy { security: "AAPL".into() }),
+        account: None,
+        effective: w.now,
+    }));
+    assert!(no_buy.orders.iter().all(|o| o.security.0 != "AAPL" || o.side == Side::Sell));
+    let hold = w.when(Payload::RestrictionEdited(RestrictionEdited {
+        household: "H1".into(),
+        restriction_id: "r2".into(),
+        op: EditOp::Add,
+        rule: Some(RestrictionRule::DoNotHold { security: "XOM".into() }),
+        account: None,
+        effective: w.now,
+    }));
+    let xom = hold.orders.iter().find(|o| o.security.0 == "XOM").expect("forced sale");
+    assert_eq!((xom.side, xom.reason), (Side::Sell, OrderReason::Restriction));
+    // Together with the drift sell already open, every share is on its way out.
+    assert_eq!(w.account("H1").projected_quantity(&"XOM".into()), d("0"));
+    assert!(w.state.households[&HouseholdId::new("H1")].restrictions[&RestrictionId::new("r2")].version == 1);
+}
+
+#[test]
+fn do_not_buy_skips_a_buy_with_the_restricted_reason() {
+    let mut w = World::market();
+    w.when(Payload::HouseholdUpserted(HouseholdUpserted {
+        household: "H1".into(),
+        tax: TaxProfile::default(),
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
+            settings: AccountSettings::default(),
+            opening_cash: d("0"),
+            opening_lots: vec![],
+        }],
+    }));
+    w.when(Payload::RestrictionEdited(RestrictionEdited {
+        household: "H1".into(),
+        restriction_id: "r1".into(),
+        op: EditOp::Add,
+        rule: Some(RestrictionRule::DoNotBuy { security: "AAPL".into() }),
+        account: None,
+        effective: w.now,
+    }));
+    let a = w.when(Payload::CashFlow(CashFlow { household: "H1".into(), account: "A1".into(), kind: CashFlowKind::Deposit, amount: d("100000") }));
+    assert!(a.orders.iter().all(|o| o.security.0 != "AAPL"));
+    // AAPL's weight went to its sector (MSFT), not to cash.
+    let msft = a.orders.iter().find(|o| o.security.0 == "MSFT").unwrap();
+    assert_eq!(msft.quantity, d("250"));
+    assert_eq!(msft.reason, OrderReason::CashFlow);
+}
+
+#[test]
+fn an_esg_downgrade_divests_only_screened_households() {
+    let mut w = World::market();
+    w.quiet_household("H1", "0", vec![lot("CVX", "1000", "20", "2020-01-01")]);
+    w.quiet_household("H2", "0", vec![lot("CVX", "1000", "20", "2020-01-01")]);
+    w.when(Payload::RestrictionEdited(RestrictionEdited {
+        household: "H1".into(),
+        restriction_id: "esg".into(),
+        op: EditOp::Add,
+        rule: Some(RestrictionRule::EsgMinimum { min_score: d("30"), mode: EsgMode::Divest }),
+        account: None,
+        effective: w.now,
+    }));
+    let a = w.when(Payload::EsgScoreChanged(EsgScoreChanged { security: "CVX".into(), provider: "p".into(), score: d("12"), as_of: w.now }));
+    let sells: Vec<_> = a.orders.iter().map(|o| (o.household.0.as_str(), o.security.0.as_str(), o.reason)).collect();
+    assert_eq!(sells, vec![("H1", "CVX", OrderReason::Esg)]);
+}
+
+#[test]
+fn a_withdrawal_raises_cash_from_losses_first_and_pays_out_when_settled() {
+    let mut w = World::market();
+    w.quiet_household("H1", "0", vec![lot("AAPL", "100", "50", "2020-01-01"), lot("XOM", "400", "80", "2024-06-01")]);
+    let a = w.when(Payload::CashFlow(CashFlow { household: "H1".into(), account: "A1".into(), kind: CashFlowKind::Withdrawal, amount: d("5000") }));
+    let o = &a.orders[0];
+    assert_eq!((o.security.0.as_str(), o.side, o.reason), ("XOM", Side::Sell, OrderReason::CashFlow));
+    assert!(o.quantity * o.ref_price >= d("5000"));
+    assert_eq!(w.account("H1").withdrawal_due, d("5000"));
+    w.fill_all(&a, |_| d("50"));
+    assert_eq!(w.account("H1").withdrawal_due, d("0"));
+}
+
+#[test]
+fn clock_trades_only_outside_the_band() {
+    let mut w = World::market();
+    let a = w.household("H1", "100000", vec![]);
+    w.fill_all(&a, |s| match s {
+        "AAPL" => d("100"),
+        "MSFT" => d("200"),
+        "XOM" => d("50"),
+        _ => d("25"),
+    });
+    w.advance(1);
+    w.price("AAPL", "110"); // AAPL weight 25% → ~26.8%: inside ±3pp
+    let a = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
+    assert!(a.orders.is_empty(), "{:?}", a.orders);
+    w.advance(1);
+    w.price("AAPL", "135"); // ~30.9%: outside
+    let a = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
+    let o = &a.orders[0];
+    assert_eq!((o.security.0.as_str(), o.side, o.reason), ("AAPL", Side::Sell, OrderReason::Drift));
+}
+
+#[test]
+fn a_split_multiplies_lots_and_divides_basis_and_price() {
+    let mut w = World::market();
+    w.household("H1", "0", vec![lot("AAPL", "10", "700", "2014-01-02")]);
+    let a = w.when(Payload::CorporateAction(CorporateAction {
+        security: "AAPL".into(),
+        ex_date: date("2025-01-03"),
+        kind: CorporateActionKind::Split { numerator: 7, denominator: 1 },
+    }));
+    assert!(a.rejection.is_none());
+    let lots = &w.account("H1").lots[&SecurityId::new("AAPL")];
+    assert_eq!((lots[0].quantity, lots[0].cost_per_share), (d("70"), d("100")));
+    assert_eq!(w.state.prices[&SecurityId::new("AAPL")].price.normalize(), d("100") / d("7"));
+}
+
+#[test]
+fn a_duplicate_event_id_has_no_effect_and_is_audited() {
+    let mut w = World::market();
+    let env = w.env(Payload::CashFlow(CashFlow { household: "H9".into(), account: "A1".into(), kind: CashFlowKind::Deposit, amount: d("1") }));
+    w.household("H1", "0", vec![]);
+    let env = Envelope { payload: Payload::CashFlow(CashFlow { household: "H1".into(), account: "A1".into(), kind: CashFlowKind::Deposit, amount: d("1000") }), ..env };
+    w.when_env(&env);
+    let cash = w.account("H1").cash;
+    let again = w.when_env(&env);
+    assert_eq!(w.account("H1").cash, cash);
+    assert!(matches!(again.audit[0].body, AuditBody::Duplicate { .. }));
+    assert!(again.orders.is_empty());
+}
+
+#[test]
+fn audit_records_chain_per_stream() {
+    let mut w = World::market();
+    w.household("H1", "100000", vec![]);
+    w.household("H2", "100000", vec![]);
+    let mut all = vec![];
+    let mut w2 = World::market();
+    for h in ["H1", "H2"] {
+        all.extend(w2.household(h, "100000", vec![]).audit);
+    }
+    let h1: Vec<_> = all.iter().filter(|r| r.stream == "household/H1").collect();
+    assert!(h1.len() >= 2);
+    for pair in h1.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+        assert_eq!(pair[1].stream_seq, pair[0].stream_seq + 1);
+    }
+    for r in &all {
+        assert_eq!(audit_hash(r), r.hash);
+    }
+}
+
+#[test]
+fn the_fold_is_deterministic() {
+    let run = || {
+        let mut w = World::market();
+        let a = w.household("H1", "100000", vec![lot("XOM", "10", "80", "2024-01-01")]);
+        serde_json::to_string(&(a.orders, a.audit)).unwrap()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn more_than_one_year_means_the_day_after_the_anniversary() {
+    let l = crate::state::Lot {
+        lot_id: 1,
+        quantity: d("1"),
+        cost_per_share: d("1"),
+        acquired: date("2024-03-15"),
+        holding_start: date("2024-03-15"),
+    };
+    assert!(!l.is_long_term(date("2025-03-15")));
+    assert!(l.is_long_term(date("2025-03-16")));
+}

@@ -1,0 +1,130 @@
+//! The folder: in-memory state in front of a store. Inputs are folded one by
+//! one; their effects accumulate in one write batch (the changed state
+//! records, the journal entries, the outputs and the input positions), which
+//! `commit` writes atomically and durably. The runner, replay and the
+//! benchmarks all fold through here, so they produce the same bytes.
+
+use crate::codec::{encode_journal, encode_touched};
+use crate::keys::{self, seq_key};
+use crate::{load_state, Store, StoreError, WriteBatch};
+use overlay_core::fold::{step, Applied, Input, Touched};
+use overlay_core::output::DeadLetter;
+use overlay_core::state::EngineSettings;
+use overlay_core::State;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What one committed batch produced, for the publisher and the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outputs {
+    pub inputs: u64,
+    pub orders: u64,
+    pub audit: u64,
+    pub dead_letters: u64,
+    pub bytes: u64,
+}
+
+pub struct Folder<'s> {
+    store: &'s dyn Store,
+    state: State,
+    batch: WriteBatch,
+    touched: BTreeSet<Touched>,
+    positions: BTreeMap<String, u64>,
+    pending: Outputs,
+}
+
+impl<'s> Folder<'s> {
+    /// Loads state from `store`. A new store takes `settings`; an existing one
+    /// keeps the settings it was created with (decisions depend on them).
+    pub fn open(store: &'s dyn Store, settings: EngineSettings) -> Result<Self, StoreError> {
+        let mut state = load_state(store)?;
+        let fresh = state.meta.applied == 0;
+        if fresh {
+            state.meta.settings = settings;
+        }
+        Ok(Self {
+            store,
+            state,
+            batch: WriteBatch::default(),
+            touched: BTreeSet::new(),
+            positions: BTreeMap::new(),
+            pending: Outputs::default(),
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store
+    }
+
+    /// Inputs folded since the last commit.
+    pub fn uncommitted(&self) -> u64 {
+        self.pending.inputs
+    }
+
+    /// Folds one input. `source` names where it came from (`topic/partition/offset`);
+    /// `position` is the input position to record with it (source key, next offset).
+    pub fn fold(&mut self, source: &str, position: Option<(&str, u64)>, raw: &[u8], input: Input<'_>) -> Applied {
+        let applied = step(&mut self.state, input);
+        let seq = self.state.meta.applied;
+        self.batch.put(seq_key(keys::JOURNAL, seq), encode_journal(source, raw));
+        for o in &applied.orders {
+            self.batch.put(seq_key(keys::ORDERS, o.seq), serde_json::to_vec(o).expect("orders serialize"));
+        }
+        for a in &applied.audit {
+            self.batch.put(seq_key(keys::AUDIT, a.seq), serde_json::to_vec(a).expect("audit serializes"));
+        }
+        if let Some((dl_seq, err)) = &applied.rejection {
+            let dl = DeadLetter {
+                seq: *dl_seq,
+                event_id: applied.audit.first().and_then(|a| a.event_id.clone()),
+                error: err.kind,
+                reason: err.message.clone(),
+                source: source.to_string(),
+                raw_hex: hex::encode(raw),
+            };
+            self.batch.put(seq_key(keys::DEAD_LETTERS, dl.seq), serde_json::to_vec(&dl).expect("dead letters serialize"));
+            self.pending.dead_letters += 1;
+        }
+        if let Some((key, next)) = position {
+            self.positions.insert(key.to_string(), next);
+        }
+        self.touched.extend(applied.touched.iter().cloned());
+        self.pending.inputs += 1;
+        self.pending.orders += applied.orders.len() as u64;
+        self.pending.audit += applied.audit.len() as u64;
+        applied
+    }
+
+    /// Writes everything folded since the last commit in one atomic, durable batch.
+    pub fn commit(&mut self) -> Result<Outputs, StoreError> {
+        if self.pending.inputs == 0 {
+            return Ok(Outputs::default());
+        }
+        let mut out = self.pending;
+        let batch = self.take_batch();
+        out.bytes = batch.bytes() as u64;
+        self.store.commit(batch)?;
+        Ok(out)
+    }
+
+    /// The batch as it would be committed now, without writing it (benchmarks
+    /// write the same bytes straight to sled as their baseline).
+    pub fn take_batch(&mut self) -> WriteBatch {
+        let mut batch = std::mem::take(&mut self.batch);
+        for t in std::mem::take(&mut self.touched) {
+            let (k, v) = encode_touched(&self.state, &t);
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        for (source, next) in std::mem::take(&mut self.positions) {
+            batch.put(keys::position_key(&source), next.to_be_bytes().to_vec());
+        }
+        self.pending = Outputs::default();
+        batch
+    }
+}

@@ -1,0 +1,69 @@
+//! The key space. One ordered keyspace holds everything, so one batch can
+//! change state, record the input, queue the outputs and move the input
+//! position atomically. Ids never contain '/' (checked when events decode).
+//!
+//! | prefix | record |
+//! |---|---|
+//! | `s:` | state: `s:sec:`, `s:mod:`, `s:px:`, `s:esg:`, `s:hh:`, `s:ac:H/A`, `s:lot:H/A/S`, `s:seen:`, `s:chain:`, `s:meta` |
+//! | `j:` + u64 BE | the input journal: source and raw bytes of each applied input |
+//! | `o:` + u64 BE | orders (JSON) |
+//! | `a:` + u64 BE | audit records (JSON) |
+//! | `d:` + u64 BE | dead letters (JSON) |
+//! | `p:` + source | input position: next offset to read, u64 BE |
+//! | `c:` + output | publish cursor: last output seq published, u64 BE |
+//! | `x:` + name | engine metadata that is not state (format version, first-run settings) |
+
+pub const STATE: &[u8] = b"s:";
+pub const JOURNAL: &[u8] = b"j:";
+pub const ORDERS: &[u8] = b"o:";
+pub const AUDIT: &[u8] = b"a:";
+pub const DEAD_LETTERS: &[u8] = b"d:";
+pub const POSITIONS: &[u8] = b"p:";
+pub const CURSORS: &[u8] = b"c:";
+
+pub const SECURITY: &str = "s:sec:";
+pub const MODEL: &str = "s:mod:";
+pub const PRICE: &str = "s:px:";
+pub const ESG: &str = "s:esg:";
+pub const HOUSEHOLD: &str = "s:hh:";
+pub const ACCOUNT: &str = "s:ac:";
+pub const LOTS: &str = "s:lot:";
+pub const SEEN: &str = "s:seen:";
+pub const CHAIN: &str = "s:chain:";
+pub const META: &str = "s:meta";
+
+pub fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 8);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+pub fn text_key(prefix: &str, parts: &[&str]) -> Vec<u8> {
+    let mut k = String::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    k.push_str(prefix);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push('/');
+        }
+        k.push_str(p);
+    }
+    k.into_bytes()
+}
+
+pub fn position_key(source: &str) -> Vec<u8> {
+    let mut k = POSITIONS.to_vec();
+    k.extend_from_slice(source.as_bytes());
+    k
+}
+
+pub fn cursor_key(output: &str) -> Vec<u8> {
+    let mut k = CURSORS.to_vec();
+    k.extend_from_slice(output.as_bytes());
+    k
+}

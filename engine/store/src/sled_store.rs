@@ -1,0 +1,63 @@
+use crate::{Store, StoreError, WriteBatch};
+use std::path::Path;
+
+/// sled 0.34, one tree. `commit` is `apply_batch` (atomic) then `flush` (durable).
+pub struct SledStore {
+    db: sled::Db,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl SledStore {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::Io(format!("opening the store at {}: {e}", dir.display())))?;
+        Ok(Self { db })
+    }
+
+    /// The raw sled handle, for benchmarks that measure sled itself.
+    pub fn raw(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+impl Store for SledStore {
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.db.apply_batch(b).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_> {
+        let prefix = prefix.to_vec();
+        let iter = match start {
+            Some(s) => self.db.range(s.to_vec()..),
+            None => self.db.range(prefix.clone()..),
+        };
+        Box::new(
+            iter.take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
+        )
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
