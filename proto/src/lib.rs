@@ -1,1 +1,639 @@
-//! Protobuf wire format.
+//! Protobuf wire format (`overlay.v1`) and its conversions to the domain types
+//! of `overlay_core`.
+//!
+//! The schemas live in `proto/overlay/v1/*.proto`; [`pb`] holds the prost code
+//! generated from them. Conventions on the wire: decimals are exact decimal
+//! text (`"1.50"` stays `"1.50"`), dates are `YYYY-MM-DD`, instants are `int64`
+//! Unix microseconds UTC (finer precision is truncated on encode), enums start
+//! with an `UNSPECIFIED` zero that a decoder refuses.
+//!
+//! Decoding never panics: every failure to turn bytes into an [`Envelope`] is
+//! an [`InputError`] of kind [`InputErrorKind::Malformed`] naming the field,
+//! and a decoded envelope then passes [`Envelope::validate`], exactly like the
+//! JSON path ([`overlay_core::event::decode_json`]).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use overlay_core::event::{
+    AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, CorporateAction,
+    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError,
+    InputErrorKind, LotPolicy, ModelKind, ModelPublished, ModelWeight, OpeningLot, Payload, PriceTick,
+    RestrictionEdited, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile,
+};
+use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
+use overlay_core::output::{
+    AuditBody, AuditRecord, DeadLetter, DecisionInputs, LotRelief, Order, OrderReason, Skip, SkipReason,
+};
+use prost::Message;
+use rust_decimal::Decimal;
+
+/// The prost types generated from `overlay/v1/*.proto` (package `overlay.v1`).
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/overlay.v1.rs"));
+}
+
+// ---------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------
+
+/// Encodes an input event in the protobuf form.
+pub fn encode_envelope(env: &Envelope) -> Vec<u8> {
+    pb::Envelope::from(env).encode_to_vec()
+}
+
+/// Decodes and validates the protobuf form of one event: the twin of
+/// [`overlay_core::event::decode_json`].
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, InputError> {
+    let msg = pb::Envelope::decode(bytes).map_err(|e| malformed(format!("not a valid protobuf Envelope: {e}")))?;
+    envelope_from_pb(msg)
+}
+
+/// Converts a decoded protobuf envelope to the domain form and validates it.
+pub fn envelope_from_pb(msg: pb::Envelope) -> Result<Envelope, InputError> {
+    let payload = msg.payload.ok_or_else(|| malformed("payload is missing".to_string()))?;
+    let env = Envelope {
+        event_id: msg.event_id,
+        producer: msg.producer,
+        event_time: time("event_time", msg.event_time)?,
+        schema_version: msg.schema_version,
+        payload: payload_from_pb(payload)?,
+    };
+    env.validate()?;
+    Ok(env)
+}
+
+/// Encodes a trade order in the protobuf form.
+pub fn encode_order(order: &Order) -> Vec<u8> {
+    pb::Order::from(order).encode_to_vec()
+}
+
+/// Encodes an audit record in the protobuf form. Its hash chain stays defined
+/// over the canonical JSON form.
+pub fn encode_audit_record(record: &AuditRecord) -> Vec<u8> {
+    pb::AuditRecord::from(record).encode_to_vec()
+}
+
+/// Encodes a dead letter in the protobuf form.
+pub fn encode_dead_letter(letter: &DeadLetter) -> Vec<u8> {
+    pb::DeadLetter::from(letter).encode_to_vec()
+}
+
+// ---------------------------------------------------------------------------
+// Field helpers
+// ---------------------------------------------------------------------------
+
+fn malformed(message: String) -> InputError {
+    InputError::new(InputErrorKind::Malformed, message)
+}
+
+/// `-?[0-9]+(\.[0-9]+)?`: the decimal text the schemas allow (no sign `+`,
+/// exponent, underscore or bare point, which `Decimal` would otherwise accept).
+fn is_decimal_text(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    all_digits(int) && frac.is_none_or(all_digits)
+}
+
+fn dec(field: &str, s: &str) -> Result<Decimal, InputError> {
+    if !is_decimal_text(s) {
+        return Err(malformed(format!("{field}: {s:?} is not a decimal number")));
+    }
+    Decimal::from_str_exact(s).map_err(|e| malformed(format!("{field}: {s:?} is not an exact decimal ({e})")))
+}
+
+fn dec_or(field: &str, s: Option<String>, default: Decimal) -> Result<Decimal, InputError> {
+    s.map_or(Ok(default), |s| dec(field, &s))
+}
+
+fn date(field: &str, s: &str) -> Result<NaiveDate, InputError> {
+    let shape_ok = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    let parsed = if shape_ok { NaiveDate::parse_from_str(s, "%Y-%m-%d").ok() } else { None };
+    parsed.ok_or_else(|| malformed(format!("{field}: {s:?} is not a date (YYYY-MM-DD)")))
+}
+
+fn time(field: &str, micros: i64) -> Result<DateTime<Utc>, InputError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| malformed(format!("{field}: {micros} microseconds is out of the supported time range")))
+}
+
+fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn required<T>(field: &str, v: Option<T>) -> Result<T, InputError> {
+    v.ok_or_else(|| malformed(format!("{field} is missing")))
+}
+
+/// A domain enum read from its protobuf `i32`; `UNSPECIFIED` and unknown
+/// values are malformed.
+trait FromPbEnum: Sized {
+    fn from_pb(field: &str, raw: i32) -> Result<Self, InputError>;
+
+    fn from_pb_or(field: &str, raw: Option<i32>, default: Self) -> Result<Self, InputError> {
+        raw.map_or(Ok(default), |r| Self::from_pb(field, r))
+    }
+}
+
+/// Maps a domain enum to the prost enum of the same name, both ways. Variant
+/// names match because prost strips the `KIND_` prefixes.
+macro_rules! enum_mapping {
+    ($($name:ident { $($v:ident),+ $(,)? })*) => {$(
+        impl From<$name> for pb::$name {
+            fn from(v: $name) -> Self {
+                match v { $($name::$v => pb::$name::$v,)+ }
+            }
+        }
+        impl FromPbEnum for $name {
+            fn from_pb(field: &str, raw: i32) -> Result<Self, InputError> {
+                match pb::$name::try_from(raw) {
+                    $(Ok(pb::$name::$v) => Ok($name::$v),)+
+                    Ok(pb::$name::Unspecified) => Err(malformed(format!("{field} is unspecified"))),
+                    Err(_) => Err(malformed(format!("{field}: {raw} is not a known {} value", stringify!($name)))),
+                }
+            }
+        }
+    )*};
+}
+
+enum_mapping! {
+    ModelKind { Standard, DirectIndex }
+    AccountKind { Taxable, Ira, Roth }
+    LotPolicy { MinTax, Fifo, Hifo }
+    EsgMode { Divest, NoNewBuys }
+    EditOp { Add, Change, Remove }
+    CashFlowKind { Deposit, Withdrawal }
+    Side { Buy, Sell }
+    FillStatus { Partial, Filled, Rejected, Cancelled }
+    ClockKind { MarketClose, Review }
+    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup }
+    SkipReason {
+        InsideBand, BelowMinimum, Restricted, NoPrice, UnconfirmedPrice, InsufficientCash,
+        WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral,
+    }
+    InputErrorKind { Malformed, UnsupportedSchemaVersion, InvalidValue, UnknownReference, OutOfOrder }
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Domain -> protobuf
+// ---------------------------------------------------------------------------
+
+impl From<&Envelope> for pb::Envelope {
+    fn from(env: &Envelope) -> Self {
+        pb::Envelope {
+            event_id: env.event_id.clone(),
+            producer: env.producer.clone(),
+            event_time: micros(&env.event_time),
+            schema_version: env.schema_version,
+            payload: Some(pb::envelope::Payload::from(&env.payload)),
+        }
+    }
+}
+
+impl From<&Payload> for pb::envelope::Payload {
+    fn from(p: &Payload) -> Self {
+        use pb::envelope::Payload as P;
+        match p {
+            Payload::SecurityUpserted(m) => P::SecurityUpserted(pb::SecurityUpserted {
+                security: m.security.to_string(),
+                name: m.name.clone(),
+                sector: m.sector.clone(),
+                sub_industry: m.sub_industry.clone(),
+                identical_group: m.identical_group.clone(),
+                substitutes: strings(&m.substitutes),
+            }),
+            Payload::ModelPublished(m) => P::ModelPublished(pb::ModelPublished {
+                model: m.model.to_string(),
+                version: m.version,
+                kind: Some(pb::ModelKind::from(m.kind) as i32),
+                weights: m
+                    .weights
+                    .iter()
+                    .map(|w| pb::ModelWeight { security: w.security.to_string(), weight: w.weight.to_string() })
+                    .collect(),
+            }),
+            Payload::PriceTick(m) => P::PriceTick(pb::PriceTick {
+                security: m.security.to_string(),
+                price: m.price.to_string(),
+                as_of: micros(&m.as_of),
+            }),
+            Payload::EsgScoreChanged(m) => P::EsgScoreChanged(pb::EsgScoreChanged {
+                security: m.security.to_string(),
+                provider: m.provider.clone(),
+                score: m.score.to_string(),
+                as_of: micros(&m.as_of),
+            }),
+            Payload::HouseholdUpserted(m) => P::HouseholdUpserted(pb::HouseholdUpserted {
+                household: m.household.to_string(),
+                tax: Some(pb::TaxProfile {
+                    short_term_rate: Some(m.tax.short_term_rate.to_string()),
+                    long_term_rate: Some(m.tax.long_term_rate.to_string()),
+                    annual_gain_budget_usd: m.tax.annual_gain_budget_usd.map(|d| d.to_string()),
+                }),
+                accounts: m.accounts.iter().map(pb::AccountSpec::from).collect(),
+            }),
+            Payload::RestrictionEdited(m) => P::RestrictionEdited(pb::RestrictionEdited {
+                household: m.household.to_string(),
+                restriction_id: m.restriction_id.to_string(),
+                op: pb::EditOp::from(m.op) as i32,
+                rule: m.rule.as_ref().map(pb::RestrictionRule::from),
+                account: m.account.as_ref().map(ToString::to_string),
+                effective: micros(&m.effective),
+            }),
+            Payload::CashFlow(m) => P::CashFlow(pb::CashFlow {
+                household: m.household.to_string(),
+                account: m.account.to_string(),
+                kind: pb::CashFlowKind::from(m.kind) as i32,
+                amount: m.amount.to_string(),
+            }),
+            Payload::Fill(m) => P::Fill(pb::Fill {
+                household: m.household.to_string(),
+                account: m.account.to_string(),
+                order_id: m.order_id.as_ref().map(ToString::to_string),
+                security: m.security.to_string(),
+                side: pb::Side::from(m.side) as i32,
+                status: pb::FillStatus::from(m.status) as i32,
+                quantity: m.quantity.to_string(),
+                price: m.price.to_string(),
+                trade_date: m.trade_date.to_string(),
+                reason: m.reason.clone(),
+            }),
+            Payload::Clock(m) => {
+                P::Clock(pb::Clock { kind: pb::ClockKind::from(m.kind) as i32, trade_date: m.trade_date.to_string() })
+            }
+            Payload::CorporateAction(m) => P::CorporateAction(pb::CorporateAction {
+                security: m.security.to_string(),
+                ex_date: m.ex_date.to_string(),
+                action: Some(match m.kind {
+                    CorporateActionKind::Split { numerator, denominator } => {
+                        pb::corporate_action::Action::Split(pb::corporate_action::Split { numerator, denominator })
+                    }
+                }),
+            }),
+        }
+    }
+}
+
+impl From<&AccountSpec> for pb::AccountSpec {
+    fn from(a: &AccountSpec) -> Self {
+        let s = &a.settings;
+        pb::AccountSpec {
+            account: a.account.to_string(),
+            kind: Some(pb::AccountKind::from(a.kind) as i32),
+            sleeves: a
+                .sleeves
+                .iter()
+                .map(|s| pb::Sleeve { model: s.model.to_string(), percent: s.percent.to_string() })
+                .collect(),
+            settings: Some(pb::AccountSettings {
+                fractional: Some(s.fractional),
+                min_trade_usd: Some(s.min_trade_usd.to_string()),
+                cash_reserve_pct: Some(s.cash_reserve_pct.to_string()),
+                drift_band_abs: Some(s.drift_band_abs.to_string()),
+                drift_band_rel: Some(s.drift_band_rel.to_string()),
+                lot_policy: Some(pb::LotPolicy::from(s.lot_policy) as i32),
+            }),
+            opening_cash: Some(a.opening_cash.to_string()),
+            opening_lots: a
+                .opening_lots
+                .iter()
+                .map(|l| pb::OpeningLot {
+                    security: l.security.to_string(),
+                    quantity: l.quantity.to_string(),
+                    cost_per_share: l.cost_per_share.to_string(),
+                    acquired: l.acquired.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&RestrictionRule> for pb::RestrictionRule {
+    fn from(r: &RestrictionRule) -> Self {
+        use pb::restriction_rule as r_pb;
+        use r_pb::Kind as K;
+        let kind = match r {
+            RestrictionRule::DoNotBuy { security } => K::DoNotBuy(r_pb::DoNotBuy { security: security.to_string() }),
+            RestrictionRule::DoNotHold { security } => K::DoNotHold(r_pb::DoNotHold { security: security.to_string() }),
+            RestrictionRule::SectorExclusion { sector } => {
+                K::SectorExclusion(r_pb::SectorExclusion { sector: sector.clone() })
+            }
+            RestrictionRule::EsgMinimum { min_score, mode } => K::EsgMinimum(r_pb::EsgMinimum {
+                min_score: min_score.to_string(),
+                mode: pb::EsgMode::from(*mode) as i32,
+            }),
+            RestrictionRule::KeepLegacy { security } => {
+                K::KeepLegacy(r_pb::KeepLegacy { security: security.to_string() })
+            }
+            RestrictionRule::MaxWeight { security, max_weight } => {
+                K::MaxWeight(r_pb::MaxWeight { security: security.to_string(), max_weight: max_weight.to_string() })
+            }
+            RestrictionRule::Substitute { security, substitute } => {
+                K::Substitute(r_pb::Substitute { security: security.to_string(), substitute: substitute.to_string() })
+            }
+        };
+        pb::RestrictionRule { kind: Some(kind) }
+    }
+}
+
+impl From<&Order> for pb::Order {
+    fn from(o: &Order) -> Self {
+        pb::Order {
+            order_id: o.order_id.to_string(),
+            seq: o.seq,
+            household: o.household.to_string(),
+            account: o.account.to_string(),
+            security: o.security.to_string(),
+            side: pb::Side::from(o.side) as i32,
+            quantity: o.quantity.to_string(),
+            ref_price: o.ref_price.to_string(),
+            reason: pb::OrderReason::from(o.reason) as i32,
+            lots: o.lots.iter().map(pb::LotRelief::from).collect(),
+            cause_event_id: o.cause_event_id.clone(),
+            decided_at: micros(&o.decided_at),
+        }
+    }
+}
+
+impl From<&LotRelief> for pb::LotRelief {
+    fn from(l: &LotRelief) -> Self {
+        pb::LotRelief {
+            lot_id: l.lot_id,
+            quantity: l.quantity.to_string(),
+            cost_per_share: l.cost_per_share.to_string(),
+            est_gain_usd: l.est_gain_usd.to_string(),
+            long_term: l.long_term,
+        }
+    }
+}
+
+impl From<&AuditRecord> for pb::AuditRecord {
+    fn from(r: &AuditRecord) -> Self {
+        use pb::audit_record::{self as a, Body};
+        let body = match &r.body {
+            AuditBody::Applied { event_type, summary } => {
+                Body::Applied(a::Applied { event_type: event_type.clone(), summary: summary.clone() })
+            }
+            AuditBody::Rejected { event_type, error, reason } => Body::Rejected(a::Rejected {
+                event_type: event_type.clone(),
+                error: pb::InputErrorKind::from(*error) as i32,
+                reason: reason.clone(),
+            }),
+            AuditBody::Duplicate { event_type, first_seq } => {
+                Body::Duplicate(a::Duplicate { event_type: event_type.clone(), first_seq: *first_seq })
+            }
+            AuditBody::Decision { account, rules, inputs, orders, skipped } => Body::Decision(a::Decision {
+                account: account.to_string(),
+                rules: rules.clone(),
+                inputs: Some(pb::DecisionInputs::from(inputs)),
+                orders: strings(orders),
+                skipped: skipped.iter().map(pb::Skip::from).collect(),
+            }),
+            AuditBody::Tax { account, detail, realized_usd } => Body::Tax(a::Tax {
+                account: account.to_string(),
+                detail: detail.clone(),
+                realized_usd: realized_usd.to_string(),
+            }),
+        };
+        pb::AuditRecord {
+            seq: r.seq,
+            stream: r.stream.clone(),
+            stream_seq: r.stream_seq,
+            event_id: r.event_id.clone(),
+            at: r.at.as_ref().map(micros),
+            household: r.household.as_ref().map(ToString::to_string),
+            body: Some(body),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
+}
+
+impl From<&DecisionInputs> for pb::DecisionInputs {
+    fn from(d: &DecisionInputs) -> Self {
+        pb::DecisionInputs {
+            state_version: d.state_version,
+            account_value_usd: d.account_value_usd.to_string(),
+            cash_usd: d.cash_usd.to_string(),
+            models: d.models.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            restrictions: d.restrictions.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            prices: d.prices.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+}
+
+impl From<&Skip> for pb::Skip {
+    fn from(s: &Skip) -> Self {
+        pb::Skip {
+            security: s.security.to_string(),
+            side: pb::Side::from(s.side) as i32,
+            reason: pb::SkipReason::from(s.reason) as i32,
+            detail: s.detail.clone(),
+        }
+    }
+}
+
+impl From<&DeadLetter> for pb::DeadLetter {
+    fn from(d: &DeadLetter) -> Self {
+        pb::DeadLetter {
+            seq: d.seq,
+            event_id: d.event_id.clone(),
+            error: pb::InputErrorKind::from(d.error) as i32,
+            reason: d.reason.clone(),
+            source: d.source.clone(),
+            raw_hex: d.raw_hex.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Protobuf -> domain (no validation here; `Envelope::validate` follows)
+// ---------------------------------------------------------------------------
+
+fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
+    use pb::envelope::Payload as P;
+    Ok(match p {
+        P::SecurityUpserted(m) => Payload::SecurityUpserted(SecurityUpserted {
+            security: SecurityId(m.security),
+            name: m.name,
+            sector: m.sector,
+            sub_industry: m.sub_industry,
+            identical_group: m.identical_group,
+            substitutes: m.substitutes.into_iter().map(SecurityId).collect(),
+        }),
+        P::ModelPublished(m) => Payload::ModelPublished(ModelPublished {
+            model: ModelId(m.model),
+            version: m.version,
+            kind: ModelKind::from_pb_or("model_published.kind", m.kind, ModelKind::default())?,
+            weights: m
+                .weights
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    Ok(ModelWeight {
+                        weight: dec(&format!("model_published.weights[{i}].weight"), &w.weight)?,
+                        security: SecurityId(w.security),
+                    })
+                })
+                .collect::<Result<_, InputError>>()?,
+        }),
+        P::PriceTick(m) => Payload::PriceTick(PriceTick {
+            security: SecurityId(m.security),
+            price: dec("price_tick.price", &m.price)?,
+            as_of: time("price_tick.as_of", m.as_of)?,
+        }),
+        P::EsgScoreChanged(m) => Payload::EsgScoreChanged(EsgScoreChanged {
+            security: SecurityId(m.security),
+            provider: m.provider,
+            score: dec("esg_score_changed.score", &m.score)?,
+            as_of: time("esg_score_changed.as_of", m.as_of)?,
+        }),
+        P::HouseholdUpserted(m) => Payload::HouseholdUpserted(household_from_pb(m)?),
+        P::RestrictionEdited(m) => Payload::RestrictionEdited(RestrictionEdited {
+            household: HouseholdId(m.household),
+            restriction_id: RestrictionId(m.restriction_id),
+            op: EditOp::from_pb("restriction_edited.op", m.op)?,
+            rule: m.rule.map(rule_from_pb).transpose()?,
+            account: m.account.map(AccountId),
+            effective: time("restriction_edited.effective", m.effective)?,
+        }),
+        P::CashFlow(m) => Payload::CashFlow(CashFlow {
+            household: HouseholdId(m.household),
+            account: AccountId(m.account),
+            kind: CashFlowKind::from_pb("cash_flow.kind", m.kind)?,
+            amount: dec("cash_flow.amount", &m.amount)?,
+        }),
+        P::Fill(m) => Payload::Fill(Fill {
+            household: HouseholdId(m.household),
+            account: AccountId(m.account),
+            order_id: m.order_id.map(OrderId),
+            security: SecurityId(m.security),
+            side: Side::from_pb("fill.side", m.side)?,
+            status: FillStatus::from_pb("fill.status", m.status)?,
+            quantity: dec("fill.quantity", &m.quantity)?,
+            price: dec("fill.price", &m.price)?,
+            trade_date: date("fill.trade_date", &m.trade_date)?,
+            reason: m.reason,
+        }),
+        P::Clock(m) => Payload::Clock(Clock {
+            kind: ClockKind::from_pb("clock.kind", m.kind)?,
+            trade_date: date("clock.trade_date", &m.trade_date)?,
+        }),
+        P::CorporateAction(m) => Payload::CorporateAction(CorporateAction {
+            ex_date: date("corporate_action.ex_date", &m.ex_date)?,
+            kind: match required("corporate_action.action", m.action)? {
+                pb::corporate_action::Action::Split(s) => {
+                    CorporateActionKind::Split { numerator: s.numerator, denominator: s.denominator }
+                }
+            },
+            security: SecurityId(m.security),
+        }),
+    })
+}
+
+fn household_from_pb(m: pb::HouseholdUpserted) -> Result<HouseholdUpserted, InputError> {
+    let tax = match m.tax {
+        None => TaxProfile::default(),
+        Some(t) => {
+            let d = TaxProfile::default();
+            TaxProfile {
+                short_term_rate: dec_or(
+                    "household_upserted.tax.short_term_rate",
+                    t.short_term_rate,
+                    d.short_term_rate,
+                )?,
+                long_term_rate: dec_or("household_upserted.tax.long_term_rate", t.long_term_rate, d.long_term_rate)?,
+                annual_gain_budget_usd: t
+                    .annual_gain_budget_usd
+                    .map(|s| dec("household_upserted.tax.annual_gain_budget_usd", &s))
+                    .transpose()?,
+            }
+        }
+    };
+    let accounts = m
+        .accounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| account_from_pb(&format!("household_upserted.accounts[{i}]"), a))
+        .collect::<Result<_, _>>()?;
+    Ok(HouseholdUpserted { household: HouseholdId(m.household), tax, accounts })
+}
+
+fn account_from_pb(path: &str, a: pb::AccountSpec) -> Result<AccountSpec, InputError> {
+    let settings = match a.settings {
+        None => AccountSettings::default(),
+        Some(s) => {
+            let d = AccountSettings::default();
+            let f = |name: &str| format!("{path}.settings.{name}");
+            AccountSettings {
+                fractional: s.fractional.unwrap_or(d.fractional),
+                min_trade_usd: dec_or(&f("min_trade_usd"), s.min_trade_usd, d.min_trade_usd)?,
+                cash_reserve_pct: dec_or(&f("cash_reserve_pct"), s.cash_reserve_pct, d.cash_reserve_pct)?,
+                drift_band_abs: dec_or(&f("drift_band_abs"), s.drift_band_abs, d.drift_band_abs)?,
+                drift_band_rel: dec_or(&f("drift_band_rel"), s.drift_band_rel, d.drift_band_rel)?,
+                lot_policy: LotPolicy::from_pb_or(&f("lot_policy"), s.lot_policy, d.lot_policy)?,
+            }
+        }
+    };
+    let sleeves = a
+        .sleeves
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(Sleeve { percent: dec(&format!("{path}.sleeves[{i}].percent"), &s.percent)?, model: ModelId(s.model) })
+        })
+        .collect::<Result<_, InputError>>()?;
+    let opening_lots = a
+        .opening_lots
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let f = |name: &str| format!("{path}.opening_lots[{i}].{name}");
+            Ok(OpeningLot {
+                quantity: dec(&f("quantity"), &l.quantity)?,
+                cost_per_share: dec(&f("cost_per_share"), &l.cost_per_share)?,
+                acquired: date(&f("acquired"), &l.acquired)?,
+                security: SecurityId(l.security),
+            })
+        })
+        .collect::<Result<_, InputError>>()?;
+    Ok(AccountSpec {
+        kind: AccountKind::from_pb_or(&format!("{path}.kind"), a.kind, AccountKind::default())?,
+        opening_cash: dec_or(&format!("{path}.opening_cash"), a.opening_cash, Decimal::ZERO)?,
+        account: AccountId(a.account),
+        sleeves,
+        settings,
+        opening_lots,
+    })
+}
+
+fn rule_from_pb(r: pb::RestrictionRule) -> Result<RestrictionRule, InputError> {
+    use pb::restriction_rule::Kind as K;
+    Ok(match required("restriction_edited.rule.kind", r.kind)? {
+        K::DoNotBuy(k) => RestrictionRule::DoNotBuy { security: SecurityId(k.security) },
+        K::DoNotHold(k) => RestrictionRule::DoNotHold { security: SecurityId(k.security) },
+        K::SectorExclusion(k) => RestrictionRule::SectorExclusion { sector: k.sector },
+        K::EsgMinimum(k) => RestrictionRule::EsgMinimum {
+            min_score: dec("restriction_edited.rule.esg_minimum.min_score", &k.min_score)?,
+            mode: EsgMode::from_pb("restriction_edited.rule.esg_minimum.mode", k.mode)?,
+        },
+        K::KeepLegacy(k) => RestrictionRule::KeepLegacy { security: SecurityId(k.security) },
+        K::MaxWeight(k) => RestrictionRule::MaxWeight {
+            max_weight: dec("restriction_edited.rule.max_weight.max_weight", &k.max_weight)?,
+            security: SecurityId(k.security),
+        },
+        K::Substitute(k) => {
+            RestrictionRule::Substitute { security: SecurityId(k.security), substitute: SecurityId(k.substitute) }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

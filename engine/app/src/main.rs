@@ -1,1 +1,235 @@
-fn main() {}
+//! `overlay`: the overlay-manager engine's command-line program.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use overlay_app::config::Config;
+use overlay_app::demo::{run_demo, DemoOptions};
+use overlay_app::runner::{self, Engine, RunOptions};
+use overlay_app::{publish, show, topics};
+use overlay_log::EmbeddedLog;
+use overlay_scenario::demo::DemoSpec;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+#[derive(Parser)]
+#[command(name = "overlay", version, about = "Overlay-manager engine: keeps client households on their model portfolios, tax- and restriction-aware, event-sourced.")]
+struct Cli {
+    /// Where the engine keeps its log and state.
+    #[arg(long, global = true, env = "OVERLAY_DATA_DIR", default_value = "./overlay-data")]
+    data_dir: PathBuf,
+    /// Configuration file (TOML; see schemas/config.schema.json).
+    #[arg(long, global = true, env = "OVERLAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the whole flow on real prices: 1,000 households, models, restrictions, a custodian.
+    Demo {
+        #[arg(long, default_value_t = 1000)]
+        households: usize,
+        /// Trading days after the setup day.
+        #[arg(long, default_value_t = 20)]
+        days: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First day (YYYY-MM-DD, within 2013-02-08..2015-12-31).
+        #[arg(long, default_value = "2015-01-02")]
+        start: chrono::NaiveDate,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Appends events (JSON, a JSON array, or NDJSON) to the input topics.
+    Publish {
+        /// Files to read ("-" for standard input).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Decode but do not validate (the engine then refuses bad events itself).
+        #[arg(long)]
+        unchecked: bool,
+        /// Append each line verbatim to --topic, with no decoding at all.
+        #[arg(long, requires = "topic")]
+        raw: bool,
+        #[arg(long)]
+        topic: Option<String>,
+        /// Partition key for --raw.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Folds the input topics into state and publishes orders and audit records.
+    Run {
+        /// Keep running and fold new events as they arrive (stop with Ctrl-C or SIGTERM).
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many inputs.
+        #[arg(long)]
+        max_inputs: Option<u64>,
+    },
+    /// Prints published orders as JSON lines.
+    Orders {
+        #[arg(long)]
+        household: Option<String>,
+    },
+    /// Prints published audit records as JSON lines.
+    Audit {
+        #[arg(long)]
+        household: Option<String>,
+    },
+    /// Prints refused inputs with their reasons, as JSON lines.
+    DeadLetters,
+    /// Input positions, end offsets and lag, per partition.
+    Status,
+    /// Compliance replay.
+    Replay {
+        #[command(subcommand)]
+        command: ReplayCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReplayCommand {
+    /// Re-folds the input journal in a fresh store and checks state and every output byte.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overlay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OVERLAY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = Config::load(cli.config.as_deref())?;
+    let data_dir = cli.data_dir;
+    let stdout = std::io::stdout();
+    match cli.command {
+        Command::Demo { households, days, seed, start, quiet } => {
+            let spec = DemoSpec { households, price_days: days, seed, start_date: start };
+            let progress = !quiet && std::io::stderr().is_terminal();
+            let summary = run_demo(&data_dir, &cfg, &DemoOptions { spec, progress })?;
+            summary.print(&data_dir, &mut stdout.lock())?;
+        }
+        Command::Publish { files, unchecked, raw, topic, key } => {
+            let log = open_log(&data_dir, &cfg)?;
+            let mut texts = Vec::new();
+            for f in &files {
+                let text = if f.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+                } else {
+                    std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+                };
+                texts.push((f.display().to_string(), text));
+            }
+            if raw {
+                let topic = topic.expect("clap requires --topic with --raw");
+                let mut n = 0;
+                for (_, text) in &texts {
+                    n += publish::publish_raw(&log, &topic, key.as_deref(), text)?;
+                }
+                eprintln!("published {n} raw records to {topic}");
+                return Ok(());
+            }
+            // Everything is decoded before anything is written.
+            let mut events = Vec::new();
+            for (name, text) in &texts {
+                events.extend(publish::parse_events(text, name, !unchecked)?);
+            }
+            let n = topics::publish_events(&log, &events)?;
+            eprintln!("published {n} events");
+        }
+        Command::Run { follow, max_inputs } => {
+            let mut engine = Engine::open(&data_dir, &cfg)?;
+            if follow {
+                let stop = engine.stop_handle();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for signals");
+                    rt.block_on(wait_for_shutdown());
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+            let stats = engine.run(&RunOptions { follow, max_inputs }, &mut |_| {})?;
+            eprintln!(
+                "folded {} inputs in {} batches: {} orders, {} audit records, {} dead letters",
+                stats.inputs, stats.batches, stats.orders, stats.audit, stats.dead_letters
+            );
+        }
+        Command::Orders { household } => {
+            let log = open_log(&data_dir, &cfg)?;
+            show::print_topic(&log, topics::ORDERS, household.as_deref(), &mut stdout.lock())?;
+        }
+        Command::Audit { household } => {
+            let log = open_log(&data_dir, &cfg)?;
+            show::print_topic(&log, topics::AUDIT, household.as_deref(), &mut stdout.lock())?;
+        }
+        Command::DeadLetters => {
+            let log = open_log(&data_dir, &cfg)?;
+            show::print_topic(&log, topics::DEAD_LETTERS, None, &mut stdout.lock())?;
+        }
+        Command::Status => {
+            let engine = Engine::open(&data_dir, &cfg)?;
+            let mut out = stdout.lock();
+            writeln!(out, "{:<28} {:>12} {:>12} {:>8}", "input", "position", "end", "lag")?;
+            for topic in topics::INPUTS {
+                for p in 0..engine.log().partitions(topic)? {
+                    let key = format!("{topic}/{p}");
+                    let pos = overlay_store::position(engine.store(), &key)?.unwrap_or(0);
+                    let end = engine.log().end_offset(topic, p)?;
+                    writeln!(out, "{key:<28} {pos:>12} {end:>12} {:>8}", end.saturating_sub(pos))?;
+                }
+            }
+            let m = &engine.state().meta;
+            writeln!(out, "applied {} inputs; {} orders, {} audit records, {} dead letters", m.applied, m.order_seq, m.audit_seq, m.dead_letter_seq)?;
+        }
+        Command::Replay { command: ReplayCommand::Verify } => {
+            let store = overlay_store::SledStore::open(&runner::store_dir(&data_dir))
+                .context("opening the state store (stop the engine first)")?;
+            let total = overlay_store::load_state(&store)?.meta.applied;
+            if total == 0 {
+                bail!("{} has no recorded inputs to replay", data_dir.display());
+            }
+            let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+            let report = overlay_replay::verify(&store, &mut |done, _| bar.set_position(done));
+            bar.finish_and_clear();
+            let report = report.map_err(|e| anyhow::anyhow!("replay verify FAILED: {e}"))?;
+            writeln!(
+                stdout.lock(),
+                "replay verify OK: {} inputs re-folded; {} orders, {} audit records, {} dead letters identical; state hash {}",
+                report.inputs, report.orders, report.audit, report.dead_letters, report.state_hash
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn open_log(data_dir: &std::path::Path, cfg: &Config) -> Result<EmbeddedLog> {
+    let log = EmbeddedLog::open(&runner::log_dir(data_dir)).context("opening the embedded log")?;
+    topics::ensure_topics(&log, cfg.log.household_partitions)?;
+    Ok(log)
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -23,8 +23,8 @@ pub struct Outputs {
     pub bytes: u64,
 }
 
-pub struct Folder<'s> {
-    store: &'s dyn Store,
+pub struct Folder {
+    store: Box<dyn Store>,
     state: State,
     batch: WriteBatch,
     touched: BTreeSet<Touched>,
@@ -32,11 +32,11 @@ pub struct Folder<'s> {
     pending: Outputs,
 }
 
-impl<'s> Folder<'s> {
+impl Folder {
     /// Loads state from `store`. A new store takes `settings`; an existing one
     /// keeps the settings it was created with (decisions depend on them).
-    pub fn open(store: &'s dyn Store, settings: EngineSettings) -> Result<Self, StoreError> {
-        let mut state = load_state(store)?;
+    pub fn open(store: Box<dyn Store>, settings: EngineSettings) -> Result<Self, StoreError> {
+        let mut state = load_state(store.as_ref())?;
         let fresh = state.meta.applied == 0;
         if fresh {
             state.meta.settings = settings;
@@ -56,6 +56,11 @@ impl<'s> Folder<'s> {
     }
 
     pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Gives the store back (after a final commit).
+    pub fn into_store(self) -> Box<dyn Store> {
         self.store
     }
 

@@ -1,0 +1,9 @@
+//! The `overlay` program's pieces: configuration, topics, the runner with its
+//! outbox publisher, `publish`, the output printers, and the demo.
+
+pub mod config;
+pub mod demo;
+pub mod publish;
+pub mod runner;
+pub mod show;
+pub mod topics;

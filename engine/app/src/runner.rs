@@ -1,0 +1,258 @@
+//! The runner: reads the input topics, folds each input through the store's
+//! folder, commits atomic batches, then publishes the committed outputs.
+//!
+//! Order of inputs: a k-way merge of the input partitions by (event time,
+//! topic, partition, offset). Given the same log contents it yields the same
+//! sequence from any restart point, so an interrupted run and an
+//! uninterrupted one fold the same inputs in the same order. In follow mode,
+//! records that arrive later are folded when they arrive; the journal records
+//! the order actually used, and replay follows the journal.
+//!
+//! Exactly-once effect: each input's effects and its position are in the same
+//! batch; outputs are published only after their batch is durable, and the
+//! publisher resumes from the last record it finds in each output topic.
+
+use crate::config::Config;
+use crate::topics::{self, ENGINE_GROUP, INPUTS};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use overlay_core::event::{Envelope, InputError};
+use overlay_core::fold::{Applied, Input};
+use overlay_core::State;
+use overlay_log::{EmbeddedLog, Record};
+use overlay_store::{keys, Folder, SledStore, Store};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most output records published in one append.
+const PUBLISH_CHUNK_MAX: usize = 1000;
+
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("log")
+}
+
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("state")
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Keep waiting for new inputs instead of stopping when caught up.
+    pub follow: bool,
+    /// Stop after this many inputs (for tests and tools).
+    pub max_inputs: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub inputs: u64,
+    pub orders: u64,
+    pub audit: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+    pub bytes: u64,
+}
+
+struct Head {
+    offset: u64,
+    raw: Vec<u8>,
+    decoded: Result<Envelope, InputError>,
+}
+
+impl Head {
+    /// Undecodable inputs sort first: they have no time of their own.
+    fn time(&self) -> DateTime<Utc> {
+        self.decoded.as_ref().map_or(DateTime::<Utc>::MIN_UTC, |e| e.event_time)
+    }
+}
+
+struct Source {
+    topic: &'static str,
+    rank: usize,
+    partition: u32,
+    next: u64,
+    buf: VecDeque<Head>,
+}
+
+impl Source {
+    fn key(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+/// An engine on the embedded log: the log, and the folder over a sled store.
+pub struct Engine {
+    log: EmbeddedLog,
+    folder: Folder,
+    cfg: Config,
+    stop: Arc<AtomicBool>,
+}
+
+impl Engine {
+    pub fn open(data_dir: &Path, cfg: &Config) -> Result<Self> {
+        cfg.validate()?;
+        let log = EmbeddedLog::open(&log_dir(data_dir)).context("opening the embedded log")?;
+        topics::ensure_topics(&log, cfg.log.household_partitions)?;
+        let store = SledStore::open(&store_dir(data_dir)).context("opening the state store (is another engine running on this data directory?)")?;
+        let folder = Folder::open(Box::new(store), cfg.engine.settings.clone())?;
+        let engine = Self { log, folder, cfg: cfg.clone(), stop: Arc::new(AtomicBool::new(false)) };
+        // Outputs committed before a crash but not yet published go out first.
+        engine.publish()?;
+        Ok(engine)
+    }
+
+    pub fn log(&self) -> &EmbeddedLog {
+        &self.log
+    }
+
+    pub fn state(&self) -> &State {
+        self.folder.state()
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.folder.store()
+    }
+
+    /// A flag that, once set, makes `run` finish its batch and return.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn sources(&self) -> Result<Vec<Source>> {
+        let mut out = Vec::new();
+        for (rank, topic) in INPUTS.iter().enumerate() {
+            for partition in 0..self.log.partitions(topic)? {
+                let mut s = Source { topic, rank, partition, next: 0, buf: VecDeque::new() };
+                s.next = overlay_store::position(self.folder.store(), &s.key())?.unwrap_or(0);
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn refill(&self, s: &mut Source) -> Result<()> {
+        let from = s.buf.back().map_or(s.next, |h| h.offset + 1);
+        let records = self.log.read(s.topic, s.partition, from, self.cfg.engine.read_records_max, 16 << 20)?;
+        for r in records {
+            let decoded = overlay_proto::decode_envelope(&r.value);
+            s.buf.push_back(Head { offset: r.offset, raw: r.value, decoded });
+        }
+        Ok(())
+    }
+
+    /// Folds inputs until caught up (or, following, until stopped).
+    pub fn run(&mut self, opts: &RunOptions, observer: &mut dyn FnMut(&Applied)) -> Result<RunStats> {
+        let mut sources = self.sources()?;
+        let mut stats = RunStats::default();
+        loop {
+            if self.stop.load(Ordering::Relaxed) || opts.max_inputs.is_some_and(|m| stats.inputs >= m) {
+                break;
+            }
+            for s in sources.iter_mut().filter(|s| s.buf.is_empty()) {
+                self.refill(s)?;
+            }
+            let pick = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.buf.front().map(|h| ((h.time(), s.rank, s.partition, h.offset), i)))
+                .min()
+                .map(|(_, i)| i);
+            let Some(i) = pick else {
+                self.commit(&mut stats, &sources)?;
+                if !opts.follow {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(self.cfg.engine.idle_poll_ms));
+                continue;
+            };
+            let s = &mut sources[i];
+            let head = s.buf.pop_front().expect("picked a source with a head");
+            s.next = head.offset + 1;
+            let source = format!("{}/{}/{}", s.topic, s.partition, head.offset);
+            let position = s.key();
+            let input = match &head.decoded {
+                Ok(env) => Input::Event(env),
+                Err(e) => Input::Undecodable(e),
+            };
+            let applied = self.folder.fold(&source, Some((&position, s.next)), &head.raw, input);
+            observer(&applied);
+            stats.inputs += 1;
+            if self.folder.uncommitted() >= self.cfg.engine.batch_inputs_max as u64 {
+                self.commit(&mut stats, &sources)?;
+            }
+        }
+        self.commit(&mut stats, &sources)?;
+        Ok(stats)
+    }
+
+    fn commit(&mut self, stats: &mut RunStats, sources: &[Source]) -> Result<()> {
+        let out = self.folder.commit()?;
+        if out.inputs == 0 {
+            return Ok(());
+        }
+        stats.batches += 1;
+        stats.orders += out.orders;
+        stats.audit += out.audit;
+        stats.dead_letters += out.dead_letters;
+        stats.bytes += out.bytes;
+        self.publish()?;
+        // Advisory group positions, for lag tools: the store's positions are the truth.
+        for s in sources {
+            self.log.commit(ENGINE_GROUP, s.topic, s.partition, s.next)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes committed outputs not yet in their topics.
+    pub fn publish(&self) -> Result<()> {
+        publish_outbox(self.folder.store(), &self.log)
+    }
+}
+
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+/// Outbox → output topics, exactly once: the store's cursor says what was
+/// published; if a crash came between an append and the cursor update, the
+/// topic's last record says it instead.
+pub fn publish_outbox(store: &dyn Store, log: &EmbeddedLog) -> Result<()> {
+    for (output, prefix, topic) in [
+        ("orders", keys::ORDERS, topics::ORDERS),
+        ("audit", keys::AUDIT, topics::AUDIT),
+        ("dead-letters", keys::DEAD_LETTERS, topics::DEAD_LETTERS),
+    ] {
+        let mut cursor = overlay_store::cursor(store, output)?;
+        let end = log.end_offset(topic, 0)?;
+        if end > 0 {
+            let last = log.read(topic, 0, end - 1, 1, usize::MAX)?;
+            if let Some(r) = last.first() {
+                let seq: SeqOnly = serde_json::from_slice(&r.value).context("reading the last published output")?;
+                cursor = cursor.max(seq.seq);
+            }
+        }
+        let mut chunk: Vec<Record> = Vec::new();
+        let mut last = cursor;
+        for r in overlay_store::records_after(store, prefix, cursor) {
+            let (seq, value) = r?;
+            chunk.push(Record::new(value, 0));
+            last = seq;
+            if chunk.len() >= PUBLISH_CHUNK_MAX {
+                log.append(topic, &chunk)?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            log.append(topic, &chunk)?;
+        }
+        if last != overlay_store::cursor(store, output)? {
+            overlay_store::set_cursor(store, output, last)?;
+        }
+    }
+    Ok(())
+}

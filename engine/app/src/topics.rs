@@ -1,0 +1,63 @@
+//! Topic names, keys and how an event becomes a log record. The embedded log
+//! and the Kafka transport use the same names and keys.
+
+use anyhow::Result;
+use overlay_core::event::{Envelope, EventKey};
+use overlay_log::{EmbeddedLog, Record};
+
+/// Reference data (securities, models, prices, ESG, corporate actions, clock):
+/// one partition, read in full by every engine instance.
+pub const REFERENCE: &str = "overlay.reference";
+/// Household events, keyed (and so partitioned) by household.
+pub const HOUSEHOLDS: &str = "overlay.households";
+/// Trade orders for custodians.
+pub const ORDERS: &str = "overlay.orders";
+pub const AUDIT: &str = "overlay.audit";
+pub const DEAD_LETTERS: &str = "overlay.dead-letters";
+
+/// The consumer group the engine commits its (advisory) positions under.
+pub const ENGINE_GROUP: &str = "overlay-engine";
+
+pub const INPUTS: [&str; 2] = [REFERENCE, HOUSEHOLDS];
+
+pub fn ensure_topics(log: &EmbeddedLog, household_partitions: u32) -> Result<()> {
+    log.create_topic(REFERENCE, 1)?;
+    log.create_topic(HOUSEHOLDS, household_partitions)?;
+    // One partition per output keeps each output stream a single ordered log,
+    // which the publisher's exactly-once recovery relies on.
+    for t in [ORDERS, AUDIT, DEAD_LETTERS] {
+        log.create_topic(t, 1)?;
+    }
+    Ok(())
+}
+
+/// The topic and record for an event: household events keyed by household,
+/// reference events by their subject.
+pub fn record_for(env: &Envelope, value: Vec<u8>) -> (&'static str, Record) {
+    let ts = env.event_time.timestamp_millis().max(0) as u64;
+    match env.payload.key() {
+        EventKey::Household(h) => (HOUSEHOLDS, Record::keyed(h.as_str().as_bytes().to_vec(), value, ts)),
+        EventKey::Reference(k) => (REFERENCE, Record::keyed(k.as_bytes().to_vec(), value, ts)),
+    }
+}
+
+/// Appends events to their topics in protobuf, one append (and fsync) per topic.
+pub fn publish_events(log: &EmbeddedLog, events: &[Envelope]) -> Result<usize> {
+    let mut reference = Vec::new();
+    let mut households = Vec::new();
+    for env in events {
+        let (topic, rec) = record_for(env, overlay_proto::encode_envelope(env));
+        if topic == REFERENCE {
+            reference.push(rec);
+        } else {
+            households.push(rec);
+        }
+    }
+    if !reference.is_empty() {
+        log.append(REFERENCE, &reference)?;
+    }
+    if !households.is_empty() {
+        log.append(HOUSEHOLDS, &households)?;
+    }
+    Ok(events.len())
+}
