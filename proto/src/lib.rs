@@ -17,7 +17,7 @@ use overlay_core::event::{
     AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, CorporateAction,
     CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError,
     InputErrorKind, LotPolicy, ModelKind, ModelPublished, ModelWeight, OpeningLot, Payload, PriceTick,
-    RestrictionEdited, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile,
+    RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side, Sleeve, TaxProfile,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -238,6 +238,16 @@ impl From<&Payload> for pb::envelope::Payload {
                     annual_gain_budget_usd: m.tax.annual_gain_budget_usd.map(|d| d.to_string()),
                 }),
                 accounts: m.accounts.iter().map(pb::AccountSpec::from).collect(),
+                restrictions: m
+                    .restrictions
+                    .iter()
+                    .map(|r| pb::RestrictionSpec {
+                        restriction_id: r.restriction_id.to_string(),
+                        rule: Some(pb::RestrictionRule::from(&r.rule)),
+                        account: r.account.as_ref().map(ToString::to_string),
+                        effective: micros(&r.effective),
+                    })
+                    .collect(),
             }),
             Payload::RestrictionEdited(m) => P::RestrictionEdited(pb::RestrictionEdited {
                 household: m.household.to_string(),
@@ -563,7 +573,21 @@ fn household_from_pb(m: pb::HouseholdUpserted) -> Result<HouseholdUpserted, Inpu
         .enumerate()
         .map(|(i, a)| account_from_pb(&format!("household_upserted.accounts[{i}]"), a))
         .collect::<Result<_, _>>()?;
-    Ok(HouseholdUpserted { household: HouseholdId(m.household), tax, accounts })
+    let restrictions = m
+        .restrictions
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let path = format!("household_upserted.restrictions[{i}]");
+            Ok(RestrictionSpec {
+                restriction_id: RestrictionId(r.restriction_id),
+                rule: rule_from_pb(required(&format!("{path}.rule"), r.rule)?)?,
+                account: r.account.map(AccountId),
+                effective: time(&format!("{path}.effective"), r.effective)?,
+            })
+        })
+        .collect::<Result<_, InputError>>()?;
+    Ok(HouseholdUpserted { household: HouseholdId(m.household), tax, accounts, restrictions })
 }
 
 fn account_from_pb(path: &str, a: pb::AccountSpec) -> Result<AccountSpec, InputError> {

@@ -109,6 +109,12 @@ fn every_payload() -> Vec<Payload> {
                     opening_lots: vec![],
                 },
             ],
+            restrictions: vec![RestrictionSpec {
+                restriction_id: "keep-aapl".into(),
+                rule: RestrictionRule::KeepLegacy { security: "AAPL".into() },
+                account: Some("HH-1001-TAX".into()),
+                effective: at("2025-03-14T12:00:00Z"),
+            }],
         }),
         restriction(Some(RestrictionRule::DoNotBuy { security: "XOM".into() }), EditOp::Add),
         Payload::CashFlow(CashFlow {
@@ -225,6 +231,7 @@ fn unset_optional_fields_take_the_json_defaults() {
                 settings: Some(pb::AccountSettings { drift_band_abs: Some("0.05".into()), ..Default::default() }),
                 ..Default::default()
             }],
+            restrictions: vec![],
         })),
     };
     // when

@@ -15,11 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Examples the engine cannot decode today because of a known engine/core bug.
 /// The test fails once the bug is fixed, so the entry gets removed.
-const KNOWN_CORE_BUGS: &[(&str, &str)] = &[(
-    "corporate_action.json",
-    "CorporateAction combines #[serde(deny_unknown_fields)] with a #[serde(flatten)] field, \
-     so serde refuses the flattened `action` key and no corporate action decodes from JSON",
-)];
+const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
 const PAYLOAD_TYPES: [&str; 10] = [
     "security_upserted",

@@ -259,7 +259,26 @@ pub struct HouseholdUpserted {
     #[serde(default)]
     pub tax: TaxProfile,
     pub accounts: Vec<AccountSpec>,
+    /// Restrictions that come with the household (at onboarding, the client's
+    /// rules arrive with the account), so its first decision honours them.
+    /// Each is added, or changed where it differs from the one in force;
+    /// restrictions not listed are kept (remove them with restriction_edited).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<RestrictionSpec>,
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictionSpec {
+    pub restriction_id: RestrictionId,
+    pub rule: RestrictionRule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
+    pub effective: DateTime<Utc>,
+}
+
+/// Most restrictions one household carries.
+pub const HOUSEHOLD_RESTRICTIONS_MAX: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -401,8 +420,9 @@ pub enum CorporateActionKind {
     Split { numerator: u32, denominator: u32 },
 }
 
+/// (No `deny_unknown_fields` here: serde cannot combine it with `flatten`;
+/// unknown fields are still refused by the flattened action's own rule.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CorporateAction {
     pub security: SecurityId,
     pub ex_date: NaiveDate,
@@ -467,6 +487,15 @@ fn check_id(field: &str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Times travel as microseconds in protobuf: finer ones would not survive
+/// the wire, so they are refused rather than silently truncated.
+fn check_time(field: &str, t: &DateTime<Utc>) -> Result<(), InputError> {
+    if t.timestamp_subsec_nanos() % 1_000 != 0 {
+        return Err(InputError::invalid(format!("{field} has sub-microsecond precision ({t}); microseconds at most")));
+    }
+    Ok(())
+}
+
 fn check_positive(field: &str, value: Decimal) -> Result<(), InputError> {
     if value <= Decimal::ZERO {
         return Err(InputError::invalid(format!("{field} must be positive, got {value}")));
@@ -510,6 +539,7 @@ impl Envelope {
         }
         check_id("event_id", &self.event_id)?;
         check_id("producer", &self.producer)?;
+        check_time("event_time", &self.event_time)?;
         self.payload.validate()
     }
 }
@@ -533,11 +563,13 @@ impl Payload {
             Payload::ModelPublished(e) => validate_model(e),
             Payload::PriceTick(e) => {
                 check_id("security", e.security.as_str())?;
+                check_time("as_of", &e.as_of)?;
                 check_positive("price", e.price)
             }
             Payload::EsgScoreChanged(e) => {
                 check_id("security", e.security.as_str())?;
                 check_id("provider", &e.provider)?;
+                check_time("as_of", &e.as_of)?;
                 if e.score < Decimal::ZERO || e.score > Decimal::ONE_HUNDRED {
                     return Err(InputError::invalid(format!("score must be between 0 and 100, got {}", e.score)));
                 }
@@ -547,6 +579,7 @@ impl Payload {
             Payload::RestrictionEdited(e) => {
                 check_id("household", e.household.as_str())?;
                 check_id("restriction_id", e.restriction_id.as_str())?;
+                check_time("effective", &e.effective)?;
                 if let Some(a) = &e.account {
                     check_id("account", a.as_str())?;
                 }
@@ -638,6 +671,21 @@ fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
     }
     if e.accounts.is_empty() {
         return Err(InputError::invalid("a household needs at least one account"));
+    }
+    check_count("restrictions", e.restrictions.len(), HOUSEHOLD_RESTRICTIONS_MAX)?;
+    let mut rids = std::collections::BTreeSet::new();
+    for r in &e.restrictions {
+        check_id("restriction_id", r.restriction_id.as_str())?;
+        if !rids.insert(&r.restriction_id) {
+            return Err(InputError::invalid(format!("restriction {} appears twice", r.restriction_id)));
+        }
+        if let Some(a) = &r.account {
+            if !e.accounts.iter().any(|x| &x.account == a) {
+                return Err(InputError::invalid(format!("restriction {} names account {a}, which the household does not list", r.restriction_id)));
+            }
+        }
+        check_time("effective", &r.effective)?;
+        validate_rule(&r.rule)?;
     }
     check_count("accounts", e.accounts.len(), HOUSEHOLD_ACCOUNTS_MAX)?;
     let mut ids = std::collections::BTreeSet::new();

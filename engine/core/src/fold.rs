@@ -40,6 +40,8 @@ pub enum Change {
     Account(HouseholdId, Account),
     /// One security's lots in one account (empty removes them).
     Lots(HouseholdId, AccountId, SecurityId, Vec<Lot>),
+    /// One open order (None closes it).
+    Pending(HouseholdId, AccountId, OrderId, Option<PendingOrder>),
     Seen(String),
 }
 
@@ -81,6 +83,7 @@ pub enum Touched {
     Household(HouseholdId),
     Account(HouseholdId, AccountId),
     Lots(HouseholdId, AccountId, SecurityId),
+    Pending(HouseholdId, AccountId, OrderId),
     Seen(String),
     Chain(String),
     Meta,
@@ -307,6 +310,11 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
             return Err(unknown(format!("account {} opens with unknown security {}", a.account, l.security)));
         }
     }
+    for r in &e.restrictions {
+        if let Some(sec) = rule_securities(&r.rule).into_iter().find(|s| !state.securities.contains_key(*s)) {
+            return Err(unknown(format!("restriction {} names unknown security {sec}", r.restriction_id)));
+        }
+    }
     let existing = state.households.get(&e.household);
     let mut hh = existing.map(header_of).unwrap_or_else(|| Household {
         id: e.household.clone(),
@@ -316,9 +324,20 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         realized: BTreeMap::new(),
     });
     hh.tax = e.tax.clone();
+    for spec in &e.restrictions {
+        let next = Restriction { rule: spec.rule.clone(), account: spec.account.clone(), effective: spec.effective, version: 1 };
+        match hh.restrictions.get(&spec.restriction_id) {
+            Some(cur) if (&cur.rule, &cur.account, cur.effective) == (&next.rule, &next.account, next.effective) => {}
+            cur => {
+                let version = cur.map_or(1, |c| c.version + 1);
+                hh.restrictions.insert(spec.restriction_id.clone(), Restriction { version, ..next });
+            }
+        }
+    }
     let mut d = Decision { changes: vec![Change::Household(hh.clone())], ..Decision::default() };
     let mut next_hh = existing.cloned().unwrap_or_else(|| hh.clone());
     next_hh.tax = e.tax.clone();
+    next_hh.restrictions = hh.restrictions.clone();
     for spec in &e.accounts {
         let (account, lots) = upsert_account(existing.and_then(|h| h.accounts.get(&spec.account)), spec);
         d.changes.push(Change::Account(e.household.clone(), header_account(&account)));
@@ -372,12 +391,30 @@ fn upsert_account(existing: Option<&Account>, spec: &AccountSpec) -> (Account, B
     (account, lots)
 }
 
+/// The household record without its accounts (never clones lots).
 fn header_of(h: &Household) -> Household {
-    Household { accounts: BTreeMap::new(), ..h.clone() }
+    Household {
+        id: h.id.clone(),
+        tax: h.tax.clone(),
+        accounts: BTreeMap::new(),
+        restrictions: h.restrictions.clone(),
+        realized: h.realized.clone(),
+    }
 }
 
+/// The account record without its lots (never clones lots).
 fn header_account(a: &Account) -> Account {
-    Account { lots: BTreeMap::new(), ..a.clone() }
+    Account {
+        id: a.id.clone(),
+        kind: a.kind,
+        sleeves: a.sleeves.clone(),
+        settings: a.settings.clone(),
+        cash: a.cash,
+        withdrawal_due: a.withdrawal_due,
+        lots: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        next_lot_id: a.next_lot_id,
+    }
 }
 
 fn decide_restriction(state: &State, env: &Envelope, e: &RestrictionEdited) -> Result<Decision, InputError> {
@@ -488,7 +525,7 @@ fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
     // Which lots a sell relieves: the order's own, else the account's policy.
     let mut relief: Vec<(u64, Decimal)> = Vec::new();
     if let Some(order_id) = &e.order_id {
-        let pending = acct
+        let pending = account
             .pending
             .get(order_id)
             .ok_or_else(|| unknown(format!("no open order {order_id} in account {}", e.account)))?
@@ -524,11 +561,8 @@ fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
         }
         let closes = matches!(e.status, FillStatus::Filled | FillStatus::Rejected | FillStatus::Cancelled)
             || rest.open_quantity <= Decimal::ZERO;
-        if closes {
-            acct.pending.remove(order_id);
-        } else {
-            acct.pending.insert(order_id.clone(), rest);
-        }
+        let rest = if closes { None } else { Some(rest) };
+        d.changes.push(Change::Pending(e.household.clone(), e.account.clone(), order_id.clone(), rest));
     }
     let executed = matches!(e.status, FillStatus::Partial | FillStatus::Filled) && e.quantity > Decimal::ZERO;
     if executed {
@@ -614,7 +648,7 @@ fn complete_relief(
     let sec = SecurityId::new("_");
     view.lots = BTreeMap::from([(sec.clone(), remaining)]);
     view.pending.clear();
-    for r in rebalance::choose_lots(&State::default(), hh, &view, &sec, left, price, on) {
+    for r in rebalance::choose_lots(hh, &view, &sec, left, price, on) {
         left -= r.quantity;
         match relief.iter_mut().find(|(id, _)| *id == r.lot_id) {
             Some((_, q)) => *q += r.quantity,
@@ -672,27 +706,22 @@ fn decide_corporate_action(state: &State, e: &CorporateAction) -> Result<Decisio
     }
     for h in state.holders.get(&e.security).into_iter().flatten() {
         for (a, account) in &state.households[h].accounts {
-            let mut touched = false;
             if let Some(lots) = account.lots.get(&e.security) {
                 let split: Vec<Lot> = lots
                     .iter()
                     .map(|l| Lot { quantity: l.quantity * n / dn, cost_per_share: l.cost_per_share * dn / n, ..l.clone() })
                     .collect();
                 d.changes.push(Change::Lots(h.clone(), a.clone(), e.security.clone(), split));
-                touched = true;
             }
-            let mut acct = header_account(account);
-            for p in acct.pending.values_mut().filter(|p| p.security == e.security) {
+            for (id, p) in account.pending.iter().filter(|(_, p)| p.security == e.security) {
+                let mut p = p.clone();
                 p.open_quantity = p.open_quantity * n / dn;
                 p.ref_price = p.ref_price * dn / n;
                 for l in p.lots.iter_mut() {
                     l.quantity = l.quantity * n / dn;
                     l.cost_per_share = l.cost_per_share * dn / n;
                 }
-                touched = true;
-            }
-            if touched {
-                d.changes.push(Change::Account(h.clone(), acct));
+                d.changes.push(Change::Pending(h.clone(), a.clone(), id.clone(), Some(p)));
             }
         }
     }
@@ -709,26 +738,22 @@ fn rebalance_household(state: &State, hh: &Household, env: &Envelope, accounts: 
 
 /// Turns a plan into orders, pending entries and the decision's audit record.
 fn emit_plan(env: &Envelope, hh: &Household, account: &Account, plan: rebalance::Plan, ctx: &Context, d: &mut Decision) {
-    // A decision may already have changed this account (a cash flow); build on that.
-    let earlier = d.changes.iter().position(|c| matches!(c, Change::Account(h, a) if *h == hh.id && a.id == account.id));
-    let mut acct = match earlier.map(|i| &d.changes[i]) {
-        Some(Change::Account(_, prev)) => prev.clone(),
-        _ => header_account(account),
-    };
     let mut ids = Vec::new();
     for o in plan.orders {
         let order_id = order_id(&env.event_id, &hh.id, &account.id, &o.security, o.side);
-        acct.pending.insert(
+        d.changes.push(Change::Pending(
+            hh.id.clone(),
+            account.id.clone(),
             order_id.clone(),
-            PendingOrder {
+            Some(PendingOrder {
                 security: o.security.clone(),
                 side: o.side,
                 open_quantity: o.quantity,
                 ref_price: o.ref_price,
                 reason: o.reason,
                 lots: o.lots.clone(),
-            },
-        );
+            }),
+        ));
         ids.push(order_id.clone());
         d.orders.push(Order {
             order_id,
@@ -744,13 +769,6 @@ fn emit_plan(env: &Envelope, hh: &Household, account: &Account, plan: rebalance:
             cause_event_id: env.event_id.clone(),
             decided_at: ctx.now,
         });
-    }
-    if !ids.is_empty() {
-        let change = Change::Account(hh.id.clone(), acct);
-        match earlier {
-            Some(i) => d.changes[i] = change,
-            None => d.changes.push(change),
-        }
     }
     d.audit.push(AuditDraft {
         household: Some(hh.id.clone()),
@@ -857,7 +875,8 @@ fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touche
             match hh.accounts.get_mut(&a.id) {
                 Some(cur) => {
                     let lots = std::mem::take(&mut cur.lots);
-                    *cur = Account { lots, ..a };
+                    let pending = std::mem::take(&mut cur.pending);
+                    *cur = Account { lots, pending, ..a };
                 }
                 None => {
                     hh.accounts.insert(a.id.clone(), a);
@@ -886,6 +905,18 @@ fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touche
                     state.holders.remove(&sec);
                 }
             }
+        }
+        Change::Pending(h, a, id, p) => {
+            touched.insert(Touched::Pending(h.clone(), a.clone(), id.clone()));
+            let account = state
+                .households
+                .get_mut(&h)
+                .and_then(|hh| hh.accounts.get_mut(&a))
+                .expect("orders change only in known accounts");
+            match p {
+                Some(p) => account.pending.insert(id, p),
+                None => account.pending.remove(&id),
+            };
         }
         Change::Seen(id) => {
             touched.insert(Touched::Seen(id.clone()));

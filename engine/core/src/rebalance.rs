@@ -3,11 +3,12 @@
 //! with bands, trades sized, and sells given their lots. Pure: it reads state
 //! and returns a plan; the fold turns the plan into orders and changes.
 
-use crate::event::{AccountKind, LotPolicy, RestrictionRule, Side};
+use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side};
 use crate::ids::{HouseholdId, RestrictionId, SecurityId};
 use crate::output::{DecisionInputs, LotRelief, OrderReason, Skip, SkipReason};
-use crate::state::{Account, Household, Lot, State};
+use crate::state::{Account, Household, Lot, Restriction, State};
 use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,59 +50,101 @@ pub struct Plan {
 
 /// Why a security is constrained for this account.
 #[derive(Clone, Debug, Default)]
-struct Constraints {
+struct Constraints<'a> {
     /// Must be sold entirely, with the reason to give the sale.
-    forced_sell: BTreeMap<SecurityId, OrderReason>,
+    forced_sell: BTreeMap<&'a SecurityId, OrderReason>,
     /// May not be bought (the restriction that says so).
-    no_buy: BTreeMap<SecurityId, String>,
+    no_buy: BTreeMap<&'a SecurityId, String>,
     /// Never traded; counts toward the account.
-    legacy: BTreeSet<SecurityId>,
+    legacy: BTreeSet<&'a SecurityId>,
 }
 
 /// The blended account target after restrictions, plus the constraints.
-struct Target {
-    weights: BTreeMap<SecurityId, Decimal>,
-    constraints: Constraints,
+struct Target<'a> {
+    weights: BTreeMap<&'a SecurityId, Decimal>,
+    constraints: Constraints<'a>,
 }
 
-pub fn plan_account(state: &State, household: &Household, account: &Account, ctx: &Context) -> Plan {
+/// Positions and cash as if every open order executed: computed once per
+/// decision, since every rule reads them.
+pub struct Projection<'a> {
+    quantity: BTreeMap<&'a SecurityId, Decimal>,
+    cash: Decimal,
+    /// Cash plus holdings at confirmed prices (unpriced holdings count zero).
+    value: Decimal,
+}
+
+impl<'a> Projection<'a> {
+    pub fn of(state: &State, account: &'a Account) -> Self {
+        let mut quantity: BTreeMap<&'a SecurityId, Decimal> = BTreeMap::new();
+        for (sec, lots) in &account.lots {
+            quantity.insert(sec, lots.iter().map(|l| l.quantity).sum());
+        }
+        for p in account.pending.values() {
+            let q = quantity.entry(&p.security).or_default();
+            match p.side {
+                Side::Buy => *q += p.open_quantity,
+                Side::Sell => *q -= p.open_quantity,
+            }
+        }
+        let cash = account.projected_cash();
+        let mut value = cash;
+        for (sec, q) in &quantity {
+            if let Ok(p) = confirmed_price(state, sec) {
+                value += *q * p;
+            }
+        }
+        Self { quantity, cash, value: value.max(Decimal::ZERO) }
+    }
+
+    pub fn quantity(&self, sec: &SecurityId) -> Decimal {
+        self.quantity.get(sec).copied().unwrap_or_default()
+    }
+
+    fn weight(&self, state: &State, sec: &SecurityId) -> Decimal {
+        match confirmed_price(state, sec) {
+            Ok(p) if self.value > Decimal::ZERO => self.quantity(sec) * p / self.value,
+            _ => Decimal::ZERO,
+        }
+    }
+}
+
+pub fn plan_account<'a>(state: &'a State, household: &'a Household, account: &'a Account, ctx: &Context) -> Plan {
     let mut plan = Plan::default();
     plan.inputs.state_version = state.meta.applied;
-    let value = account_value(state, account);
-    plan.inputs.account_value_usd = value.total;
+    let proj = Projection::of(state, account);
+    plan.inputs.account_value_usd = proj.value;
     plan.inputs.cash_usd = account.cash;
     for (id, r) in household.restrictions_in_force(&account.id, ctx.now) {
         plan.inputs.restrictions.insert(id.clone(), r.version);
     }
-    let target = account_target(state, household, account, ctx, &mut plan);
-    if value.total <= Decimal::ZERO {
+    let target = account_target(state, household, account, &proj, ctx, &mut plan);
+    if proj.value <= Decimal::ZERO {
         plan.rules.push("account_value: nothing to invest".to_string());
         return plan;
     }
-    let mut candidates: BTreeSet<SecurityId> = target.weights.keys().cloned().collect();
-    candidates.extend(account.securities());
+    let mut candidates: BTreeSet<&SecurityId> = target.weights.keys().copied().collect();
+    candidates.extend(proj.quantity.iter().filter(|(_, q)| **q != Decimal::ZERO).map(|(s, _)| *s));
 
-    let mut sells = Vec::new();
-    let mut buys: Vec<(SecurityId, Decimal, Decimal)> = Vec::new(); // (security, value wanted, drift)
+    let mut sells: Vec<(&SecurityId, Decimal, Decimal, OrderReason)> = Vec::new();
+    let mut buys: Vec<(&SecurityId, Decimal, Decimal)> = Vec::new(); // (security, value wanted, drift)
     let mut inside_band = 0usize;
-    let mut inside_band_max = (Decimal::ZERO, None::<SecurityId>);
+    let mut inside_band_max = (Decimal::ZERO, None::<&SecurityId>);
 
-    for sec in &candidates {
+    for sec in candidates {
+        let qty = proj.quantity(sec);
+        let wanted = target.weights.get(sec).copied().unwrap_or_default();
         let price = match confirmed_price(state, sec) {
             Ok(p) => p,
             Err(reason) => {
-                let held = account.projected_quantity(sec);
-                let wanted = target.weights.get(sec).copied().unwrap_or_default();
-                if held > Decimal::ZERO || wanted > Decimal::ZERO {
+                if qty > Decimal::ZERO || wanted > Decimal::ZERO {
                     let side = if wanted > Decimal::ZERO { Side::Buy } else { Side::Sell };
                     plan.skipped.push(skip(sec, side, reason, "no confirmed price to size a trade"));
                 }
                 continue;
             }
         };
-        let qty = account.projected_quantity(sec);
-        let current = qty * price / value.total;
-        let wanted = target.weights.get(sec).copied().unwrap_or_default();
+        let current = qty * price / proj.value;
         let drift = current - wanted;
 
         if target.constraints.legacy.contains(sec) {
@@ -112,8 +155,7 @@ pub fn plan_account(state: &State, household: &Household, account: &Account, ctx
         }
         if let Some(reason) = target.constraints.forced_sell.get(sec) {
             if qty > Decimal::ZERO && ctx.mode != Mode::InvestCash {
-                plan.inputs.prices.insert(sec.clone(), price);
-                sells.push((sec.clone(), qty, price, *reason));
+                sells.push((sec, qty, price, *reason));
             }
             continue;
         }
@@ -123,22 +165,21 @@ pub fn plan_account(state: &State, household: &Household, account: &Account, ctx
             Mode::Full if !outside => {
                 inside_band += 1;
                 if drift.abs() > inside_band_max.0 {
-                    inside_band_max = (drift.abs(), Some(sec.clone()));
+                    inside_band_max = (drift.abs(), Some(sec));
                 }
             }
             Mode::Full | Mode::InvestCash if drift < Decimal::ZERO => {
-                buys.push((sec.clone(), -drift * value.total, drift));
+                buys.push((sec, -drift * proj.value, drift));
             }
             Mode::Full if drift > Decimal::ZERO => {
-                let q = round_quantity(drift * value.total / price, account.settings.fractional, state);
-                plan.inputs.prices.insert(sec.clone(), price);
-                sells.push((sec.clone(), q.min(qty), price, ctx.reason));
+                let q = round_quantity(drift * proj.value / price, account.settings.fractional, state);
+                sells.push((sec, q.min(qty), price, ctx.reason));
             }
             _ => {}
         }
     }
     if inside_band > 0 {
-        let detail = match &inside_band_max.1 {
+        let detail = match inside_band_max.1 {
             Some(s) => format!("{inside_band} securities inside their bands; largest drift {} ({s})", pct(inside_band_max.0)),
             None => format!("{inside_band} securities on target"),
         };
@@ -146,37 +187,56 @@ pub fn plan_account(state: &State, household: &Household, account: &Account, ctx
     }
 
     if ctx.mode == Mode::RaiseCash {
-        sells = raise_cash_sells(state, account, &target.constraints, value.total);
+        sells = raise_cash_sells(state, account, &proj, &target.constraints);
     }
 
     // Sells first: their proceeds fund the buys.
     let mut proceeds = Decimal::ZERO;
     for (sec, qty, price, reason) in sells {
-        if let Some(order) = size_sell(state, household, account, &sec, qty, price, reason, ctx, &mut plan) {
+        if let Some(order) = size_sell(household, account, &proj, sec, qty, price, reason, ctx, &mut plan) {
             proceeds += order.quantity * price;
             plan.orders.push(order);
         }
     }
-    let reserve = value.total * account.settings.cash_reserve_pct;
-    let available = account.projected_cash() + proceeds - reserve;
+    let reserve = proj.value * account.settings.cash_reserve_pct;
+    let available = proj.cash + proceeds - reserve;
     size_buys(state, account, &target.constraints, buys, available, ctx, &mut plan);
+    summarize_skips(&mut plan.skipped);
     plan
 }
 
-struct AccountValue {
-    total: Decimal,
-}
+/// Most skips listed one by one per mechanical reason; the rest are counted.
+pub const SKIPS_LISTED_PER_REASON_MAX: usize = 10;
 
-/// Projected cash plus projected holdings at confirmed prices. Holdings with
-/// no confirmed price count at zero (and cannot be traded).
-fn account_value(state: &State, account: &Account) -> AccountValue {
-    let mut total = account.projected_cash();
-    for sec in account.securities() {
-        if let Ok(p) = confirmed_price(state, &sec) {
-            total += account.projected_quantity(&sec) * p;
+/// Mechanical skips (below the minimum, less than a share, out of cash) can
+/// number in the hundreds for a small account on a 500-name index, every day.
+/// The first few of each such reason are listed with their details, the rest
+/// counted in one entry; restrictions, wash sales and tax budget skips are
+/// always listed one by one.
+fn summarize_skips(skipped: &mut Vec<Skip>) {
+    let mechanical = |r: SkipReason| matches!(r, SkipReason::BelowMinimum | SkipReason::RoundsToZero | SkipReason::InsufficientCash);
+    let mut counts: BTreeMap<SkipReason, usize> = BTreeMap::new();
+    let mut more: BTreeMap<SkipReason, (usize, Side)> = BTreeMap::new();
+    skipped.retain(|s| {
+        if !mechanical(s.reason) {
+            return true;
         }
+        let n = counts.entry(s.reason).or_default();
+        *n += 1;
+        if *n <= SKIPS_LISTED_PER_REASON_MAX {
+            return true;
+        }
+        more.entry(s.reason).or_insert((0, s.side)).0 += 1;
+        false
+    });
+    for (reason, (n, side)) in more {
+        skipped.push(Skip {
+            security: SecurityId::new("*"),
+            side,
+            reason,
+            detail: format!("{n} more securities skipped for the same reason"),
+        });
     }
-    AccountValue { total: total.max(Decimal::ZERO) }
 }
 
 fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal, SkipReason> {
@@ -211,86 +271,105 @@ fn pct(x: Decimal) -> String {
 
 /// Sleeves blended by percent (the same security in two sleeves is netted),
 /// then restrictions and screens applied.
-fn account_target(state: &State, household: &Household, account: &Account, ctx: &Context, plan: &mut Plan) -> Target {
-    let mut weights: BTreeMap<SecurityId, Decimal> = BTreeMap::new();
+fn account_target<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    proj: &Projection<'a>,
+    ctx: &Context,
+    plan: &mut Plan,
+) -> Target<'a> {
+    let mut weights: BTreeMap<&'a SecurityId, Decimal> = BTreeMap::new();
     for sleeve in &account.sleeves {
         match state.models.get(&sleeve.model) {
             Some(model) => {
                 plan.inputs.models.insert(sleeve.model.clone(), model.version);
                 plan.rules.push(format!("target: {} v{} × {}", sleeve.model, model.version, sleeve.percent.normalize()));
-                for (sec, w) in &model.weights {
-                    *weights.entry(sec.clone()).or_default() += *w * sleeve.percent;
+                let subset;
+                let model_weights = match model.kind {
+                    ModelKind::DirectIndex => {
+                        let n = state.meta.settings.direct_index_size(proj.value * sleeve.percent, account.settings.fractional);
+                        subset = direct_index_subset(state, &model.weights, n as usize, proj);
+                        if subset.len() < model.weights.len() {
+                            plan.rules.push(format!(
+                                "direct index {}: {} of {} names for a ${} sleeve, sector weights kept",
+                                sleeve.model,
+                                subset.len(),
+                                model.weights.len(),
+                                (proj.value * sleeve.percent).round_dp(0)
+                            ));
+                        }
+                        &subset
+                    }
+                    ModelKind::Standard => &model.weights.iter().map(|(s, w)| (s, *w)).collect(),
+                };
+                for (sec, w) in model_weights {
+                    *weights.entry(sec).or_default() += *w * sleeve.percent;
                 }
             }
             None => plan.rules.push(format!("target: model {} not published yet; its sleeve stays in cash", sleeve.model)),
         }
     }
     let mut constraints = Constraints::default();
-    let value = account_value(state, account).total;
-    let current_weight = |sec: &SecurityId| -> Decimal {
-        match (confirmed_price(state, sec), value > Decimal::ZERO) {
-            (Ok(p), true) => account.projected_quantity(sec) * p / value,
-            _ => Decimal::ZERO,
-        }
-    };
-    let mut removed: Vec<(SecurityId, Decimal)> = Vec::new();
-    let mut substitutes: BTreeMap<SecurityId, SecurityId> = BTreeMap::new();
-    let rules_in_force: Vec<(&RestrictionId, &crate::state::Restriction)> =
-        household.restrictions_in_force(&account.id, ctx.now).collect();
-
+    let mut removed: Vec<(&'a SecurityId, Decimal)> = Vec::new();
+    let mut substitutes: BTreeMap<&'a SecurityId, &'a SecurityId> = BTreeMap::new();
+    let rules_in_force: Vec<(&'a RestrictionId, &'a Restriction)> = household.restrictions_in_force(&account.id, ctx.now).collect();
+    if rules_in_force.is_empty() {
+        fit_to_room(&mut weights, account.settings.cash_reserve_pct, plan);
+        return Target { weights, constraints };
+    }
     for (id, r) in &rules_in_force {
         if let RestrictionRule::Substitute { security, substitute } = &r.rule {
-            substitutes.insert(security.clone(), substitute.clone());
+            substitutes.insert(security, substitute);
             plan.rules.push(format!("restriction {id} v{}: substitute {substitute} for {security}", r.version));
         }
     }
     // Which securities each rule touches: those in the target or held.
-    let mut universe: BTreeSet<SecurityId> = weights.keys().cloned().collect();
-    universe.extend(account.securities());
+    let mut universe: BTreeSet<&'a SecurityId> = weights.keys().copied().collect();
+    universe.extend(proj.quantity.keys().copied());
     // (security, forced-sale reason or none for buy-only, rule tag)
-    let mut exclusions: Vec<(SecurityId, Option<OrderReason>, String)> = Vec::new();
-    let mut caps: Vec<(SecurityId, Decimal, String)> = Vec::new();
+    let mut exclusions: Vec<(&'a SecurityId, Option<OrderReason>, String)> = Vec::new();
+    let mut caps: Vec<(&'a SecurityId, Decimal, String)> = Vec::new();
     for (id, r) in &rules_in_force {
         let tag = format!("restriction {id} v{}", r.version);
         match &r.rule {
             RestrictionRule::DoNotHold { security } => {
                 plan.rules.push(format!("{tag}: do not hold {security}"));
-                exclusions.push((security.clone(), Some(OrderReason::Restriction), tag));
+                exclusions.push((security, Some(OrderReason::Restriction), tag));
             }
             RestrictionRule::DoNotBuy { security } => {
                 plan.rules.push(format!("{tag}: do not buy {security}"));
-                exclusions.push((security.clone(), None, tag));
+                exclusions.push((security, None, tag));
             }
             RestrictionRule::SectorExclusion { sector } => {
                 plan.rules.push(format!("{tag}: exclude sector {sector}"));
-                for sec in universe.iter().filter(|s| state.securities.get(*s).is_some_and(|x| &x.sector == sector)) {
-                    exclusions.push((sec.clone(), Some(OrderReason::Restriction), tag.clone()));
+                for sec in universe.iter().filter(|s| state.securities.get(**s).is_some_and(|x| &x.sector == sector)) {
+                    exclusions.push((sec, Some(OrderReason::Restriction), tag.clone()));
                 }
             }
             RestrictionRule::EsgMinimum { min_score, mode } => {
                 plan.rules.push(format!("{tag}: ESG score at least {min_score} ({mode:?})"));
-                for sec in universe.iter().filter(|s| state.esg.get(*s).is_some_and(|e| e.score < *min_score)) {
-                    let forced = mode.sells().then_some(OrderReason::Esg);
-                    exclusions.push((sec.clone(), forced, tag.clone()));
+                for sec in universe.iter().filter(|s| state.esg.get(**s).is_some_and(|e| e.score < *min_score)) {
+                    exclusions.push((sec, mode.sells().then_some(OrderReason::Esg), tag.clone()));
                 }
             }
             RestrictionRule::KeepLegacy { security } => {
                 plan.rules.push(format!("{tag}: keep legacy {security}"));
-                constraints.legacy.insert(security.clone());
+                constraints.legacy.insert(security);
             }
-            RestrictionRule::MaxWeight { security, max_weight } => caps.push((security.clone(), *max_weight, tag)),
+            RestrictionRule::MaxWeight { security, max_weight } => caps.push((security, *max_weight, tag)),
             RestrictionRule::Substitute { .. } => {}
         }
     }
     for (sec, forced, tag) in exclusions {
-        let original = weights.remove(&sec).unwrap_or_default();
+        let original = weights.remove(sec).unwrap_or_default();
         // Buy-only restrictions keep what is held, up to the original target.
-        let keep = if forced.is_none() { original.min(current_weight(&sec)) } else { Decimal::ZERO };
+        let keep = if forced.is_none() { original.min(proj.weight(state, sec)) } else { Decimal::ZERO };
         if keep > Decimal::ZERO {
-            weights.insert(sec.clone(), keep);
+            weights.insert(sec, keep);
         }
         if original > keep {
-            removed.push((sec.clone(), original - keep));
+            removed.push((sec, original - keep));
         }
         match forced {
             Some(reason) => {
@@ -302,10 +381,10 @@ fn account_target(state: &State, household: &Household, account: &Account, ctx: 
         }
     }
     for (sec, cap, tag) in caps {
-        if let Some(w) = weights.get_mut(&sec) {
+        if let Some(w) = weights.get_mut(sec) {
             if *w > cap {
                 plan.rules.push(format!("{tag}: cap {sec} at {}", pct(cap)));
-                removed.push((sec.clone(), *w - cap));
+                removed.push((sec, *w - cap));
                 *w = cap;
             }
         }
@@ -313,31 +392,120 @@ fn account_target(state: &State, household: &Household, account: &Account, ctx: 
     redistribute(state, &mut weights, removed, &substitutes, &constraints, plan);
 
     // Legacy holdings count toward the account: the rest of the target shrinks to fit.
-    let legacy_weight: Decimal = constraints.legacy.iter().map(current_weight).sum();
+    let legacy_weight: Decimal = constraints.legacy.iter().map(|s| proj.weight(state, s)).sum();
     for sec in &constraints.legacy {
-        weights.remove(sec);
+        weights.remove(*sec);
     }
+    if legacy_weight > Decimal::ZERO {
+        plan.rules.push(format!("legacy holdings take {}", pct(legacy_weight)));
+    }
+    fit_to_room(&mut weights, legacy_weight + account.settings.cash_reserve_pct, plan);
+    Target { weights, constraints }
+}
+
+/// Scales the target down (if need be) so it leaves `taken` of the account
+/// free: the cash reserve, and legacy holdings that count toward the account.
+fn fit_to_room(weights: &mut BTreeMap<&SecurityId, Decimal>, taken: Decimal, plan: &mut Plan) {
+    weights.retain(|_, w| *w > Decimal::ZERO);
     let total: Decimal = weights.values().sum();
-    let room = (Decimal::ONE - legacy_weight).max(Decimal::ZERO);
+    let room = (Decimal::ONE - taken).max(Decimal::ZERO);
     if total > room && total > Decimal::ZERO {
         let scale = room / total;
         for w in weights.values_mut() {
-            *w *= scale;
+            *w = (*w * scale).round_dp_with_strategy(8, RoundingStrategy::ToZero);
         }
-        plan.rules.push(format!("legacy holdings take {}; targets scaled by {}", pct(legacy_weight), scale.round_dp(6)));
+        plan.rules.push(format!("targets scaled by {} to leave {} for cash reserve and legacy holdings", scale.round_dp(6), pct(taken)));
     }
-    weights.retain(|_, w| *w > Decimal::ZERO);
-    Target { weights, constraints }
+}
+
+/// A direct index held with `n` names (0 or ≥ the index: all of them): each
+/// sector gets names in proportion to its index weight (largest remainder,
+/// at least one per sector while names last), the largest names of the
+/// sector first, except that names already held and ranked within half again
+/// the sector's quota keep their place (so small weight changes do not churn
+/// the subset). Within a sector, chosen names are scaled up so the sector
+/// keeps its index weight.
+pub fn direct_index_subset<'a>(
+    state: &State,
+    index: &'a BTreeMap<SecurityId, Decimal>,
+    n: usize,
+    proj: &Projection<'_>,
+) -> BTreeMap<&'a SecurityId, Decimal> {
+    if n == 0 || n >= index.len() {
+        return index.iter().map(|(s, w)| (s, *w)).collect();
+    }
+    let unknown = String::new();
+    let mut sectors: BTreeMap<&str, Vec<(&'a SecurityId, Decimal)>> = BTreeMap::new();
+    for (sec, w) in index {
+        let sector = state.securities.get(sec).map_or(unknown.as_str(), |s| s.sector.as_str());
+        sectors.entry(sector).or_default().push((sec, *w));
+    }
+    let total: Decimal = index.values().sum();
+    if total <= Decimal::ZERO {
+        return BTreeMap::new();
+    }
+    // Quotas: floor of the proportional share, then one each by largest remainder.
+    let mut quotas: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
+    for (sector, names) in &sectors {
+        let share = names.iter().map(|(_, w)| *w).sum::<Decimal>() / total * Decimal::from(n);
+        let floor = share.floor();
+        quotas.insert(sector, (floor.to_usize().unwrap_or(0), share - floor));
+    }
+    let mut left = n.saturating_sub(quotas.values().map(|q| q.0).sum());
+    let mut by_remainder: Vec<(&str, Decimal, usize)> = quotas.iter().map(|(s, q)| (*s, q.1, q.0)).collect();
+    // Empty sectors first (every sector represented while names last), then largest remainder.
+    by_remainder.sort_by(|a, b| (a.2 > 0, std::cmp::Reverse(a.1), a.0).cmp(&(b.2 > 0, std::cmp::Reverse(b.1), b.0)));
+    for (sector, _, _) in by_remainder {
+        if left == 0 {
+            break;
+        }
+        quotas.get_mut(sector).expect("quota per sector").0 += 1;
+        left -= 1;
+    }
+    let mut out = BTreeMap::new();
+    for (sector, mut names) in sectors {
+        let quota = quotas[sector].0.min(names.len());
+        if quota == 0 {
+            continue;
+        }
+        names.sort_by(|a, b| (std::cmp::Reverse(a.1), a.0).cmp(&(std::cmp::Reverse(b.1), b.0)));
+        let keep_rank = quota + quota.div_ceil(2);
+        let mut chosen: Vec<(&'a SecurityId, Decimal)> = names
+            .iter()
+            .take(keep_rank)
+            .filter(|(s, _)| proj.quantity(s) > Decimal::ZERO)
+            .take(quota)
+            .copied()
+            .collect();
+        for (s, w) in &names {
+            if chosen.len() >= quota {
+                break;
+            }
+            if !chosen.iter().any(|(c, _)| c == s) {
+                chosen.push((s, *w));
+            }
+        }
+        let sector_weight: Decimal = names.iter().map(|(_, w)| *w).sum();
+        let chosen_weight: Decimal = chosen.iter().map(|(_, w)| *w).sum();
+        if chosen_weight <= Decimal::ZERO {
+            continue;
+        }
+        for (s, w) in chosen {
+            // Rounded toward zero so the subset never sums above the index.
+            out.insert(s, (w * sector_weight / chosen_weight).round_dp_with_strategy(8, RoundingStrategy::ToZero));
+        }
+    }
+    out
 }
 
 /// Removed weight goes to the named substitute, else pro rata within the
 /// same sector, else pro rata to the rest, else stays in cash.
-fn redistribute(
-    state: &State,
-    weights: &mut BTreeMap<SecurityId, Decimal>,
-    removed: Vec<(SecurityId, Decimal)>,
-    substitutes: &BTreeMap<SecurityId, SecurityId>,
-    constraints: &Constraints,
+fn redistribute<'a>(
+    state: &'a State,
+    weights: &mut BTreeMap<&'a SecurityId, Decimal>,
+    removed: Vec<(&'a SecurityId, Decimal)>,
+    substitutes: &BTreeMap<&'a SecurityId, &'a SecurityId>,
+    constraints: &Constraints<'a>,
     plan: &mut Plan,
 ) {
     let eligible = |s: &SecurityId| {
@@ -345,33 +513,30 @@ fn redistribute(
     };
     for (sec, w) in removed {
         let named = substitutes
-            .get(&sec)
+            .get(sec)
+            .copied()
             .into_iter()
-            .chain(state.securities.get(&sec).into_iter().flat_map(|s| s.substitutes.iter()))
+            .chain(state.securities.get(sec).into_iter().flat_map(|s| s.substitutes.iter()))
             .find(|s| eligible(s) && state.securities.contains_key(*s));
         if let Some(sub) = named {
-            *weights.entry(sub.clone()).or_default() += w;
+            *weights.entry(sub).or_default() += w;
             plan.rules.push(format!("redistribute: {} of {sec} to substitute {sub}", pct(w)));
             continue;
         }
-        let sector = state.securities.get(&sec).map(|s| s.sector.as_str());
-        let same_sector: Vec<SecurityId> = weights
+        let sector = state.securities.get(sec).map(|s| s.sector.as_str());
+        let same_sector: Vec<&'a SecurityId> = weights
             .keys()
-            .filter(|s| eligible(s) && state.securities.get(*s).map(|x| x.sector.as_str()) == sector)
-            .cloned()
+            .filter(|s| eligible(s) && state.securities.get(**s).map(|x| x.sector.as_str()) == sector)
+            .copied()
             .collect();
-        let pool = if same_sector.is_empty() {
-            weights.keys().filter(|s| eligible(s)).cloned().collect::<Vec<_>>()
-        } else {
-            same_sector.clone()
-        };
-        let base: Decimal = pool.iter().map(|s| weights[s]).sum();
+        let pool = if same_sector.is_empty() { weights.keys().filter(|s| eligible(s)).copied().collect::<Vec<_>>() } else { same_sector.clone() };
+        let base: Decimal = pool.iter().map(|s| weights[*s]).sum();
         if base <= Decimal::ZERO {
             plan.rules.push(format!("redistribute: {} of {sec} kept in cash (nothing eligible)", pct(w)));
             continue;
         }
         for s in &pool {
-            let x = weights.get_mut(s).expect("pool is drawn from weights");
+            let x = weights.get_mut(*s).expect("pool is drawn from weights");
             *x += w * *x / base;
         }
         let scope = if same_sector.is_empty() { "the rest" } else { "its sector" };
@@ -381,9 +546,9 @@ fn redistribute(
 
 #[allow(clippy::too_many_arguments)]
 fn size_sell(
-    state: &State,
     household: &Household,
     account: &Account,
+    proj: &Projection<'_>,
     sec: &SecurityId,
     qty: Decimal,
     price: Decimal,
@@ -392,7 +557,7 @@ fn size_sell(
     plan: &mut Plan,
 ) -> Option<PlannedOrder> {
     let forced = matches!(reason, OrderReason::Restriction | OrderReason::Esg);
-    let held = account.projected_quantity(sec);
+    let held = proj.quantity(sec);
     let qty = if forced { held } else { qty.min(held) };
     if qty <= Decimal::ZERO {
         plan.skipped.push(skip(sec, Side::Sell, SkipReason::RoundsToZero, "sell rounds to zero shares"));
@@ -407,10 +572,10 @@ fn size_sell(
         ));
         return None;
     }
-    let lots = choose_lots(state, household, account, sec, qty, price, ctx.trade_date);
+    let lots = choose_lots(household, account, sec, qty, price, ctx.trade_date);
     let relieved: Decimal = lots.iter().map(|l| l.quantity).sum();
     if relieved <= Decimal::ZERO {
-        plan.skipped.push(skip(sec, Side::Sell, SkipReason::PendingOrder, "every lot is already committed to an open sell"));
+        plan.skipped.push(skip(sec, Side::Sell, SkipReason::PendingOrder, "no free lots: the position is still in open orders"));
         return None;
     }
     plan.inputs.prices.insert(sec.clone(), price);
@@ -419,16 +584,7 @@ fn size_sell(
 
 /// Lots to relieve for a sell of `qty`, by the account's policy. Lots already
 /// committed to open sells are not offered again.
-pub fn choose_lots(
-    state: &State,
-    household: &Household,
-    account: &Account,
-    sec: &SecurityId,
-    qty: Decimal,
-    price: Decimal,
-    on: NaiveDate,
-) -> Vec<LotRelief> {
-    let _ = state;
+pub fn choose_lots(household: &Household, account: &Account, sec: &SecurityId, qty: Decimal, price: Decimal, on: NaiveDate) -> Vec<LotRelief> {
     let Some(lots) = account.lots.get(sec) else { return Vec::new() };
     let mut committed: BTreeMap<u64, Decimal> = BTreeMap::new();
     for p in account.pending.values().filter(|p| &p.security == sec && p.side == Side::Sell) {
@@ -443,7 +599,7 @@ pub fn choose_lots(
         .collect();
     let policy = if account.kind == AccountKind::Taxable { account.settings.lot_policy } else { LotPolicy::Fifo };
     match policy {
-        LotPolicy::Fifo => ranked.sort_by(|a, b| (a.0.acquired, a.0.lot_id).cmp(&(b.0.acquired, b.0.lot_id))),
+        LotPolicy::Fifo => ranked.sort_by_key(|(l, _)| (l.acquired, l.lot_id)),
         LotPolicy::Hifo => ranked.sort_by(|a, b| (b.0.cost_per_share, a.0.lot_id).cmp(&(a.0.cost_per_share, b.0.lot_id))),
         LotPolicy::MinTax => ranked.sort_by(|a, b| {
             let ta = tax_per_share(household, a.0, price, on);
@@ -479,33 +635,32 @@ fn tax_per_share(household: &Household, lot: &Lot, price: Decimal, on: NaiveDate
     gain * rate
 }
 
-/// For a withdrawal: sells that raise the cash shortfall from the lots that
-/// cost the least tax, across all tradable securities.
-fn raise_cash_sells(
+/// For a withdrawal: sells that raise the cash shortfall from the securities
+/// whose cheapest lot costs the least tax per dollar (losses first).
+fn raise_cash_sells<'a>(
     state: &State,
-    account: &Account,
-    constraints: &Constraints,
-    value: Decimal,
-) -> Vec<(SecurityId, Decimal, Decimal, OrderReason)> {
-    let reserve = value * account.settings.cash_reserve_pct;
-    let mut shortfall = reserve - account.projected_cash();
+    account: &'a Account,
+    proj: &Projection<'a>,
+    constraints: &Constraints<'a>,
+) -> Vec<(&'a SecurityId, Decimal, Decimal, OrderReason)> {
+    let reserve = proj.value * account.settings.cash_reserve_pct;
+    let mut shortfall = reserve - proj.cash;
     let mut out = Vec::new();
     if shortfall <= Decimal::ZERO {
         return out;
     }
-    // Rank securities by their cheapest lot's gain per dollar (losses first).
-    let mut ranked: Vec<(Decimal, SecurityId, Decimal, Decimal)> = Vec::new();
+    let mut ranked: Vec<(Decimal, &'a SecurityId, Decimal, Decimal)> = Vec::new();
     for (sec, lots) in &account.lots {
         if constraints.legacy.contains(sec) {
             continue;
         }
         let Ok(price) = confirmed_price(state, sec) else { continue };
-        let qty = account.projected_quantity(sec);
+        let qty = proj.quantity(sec);
         if qty <= Decimal::ZERO {
             continue;
         }
         let best = lots.iter().map(|l| (price - l.cost_per_share) / price).min().unwrap_or_default();
-        ranked.push((best, sec.clone(), qty, price));
+        ranked.push((best, sec, qty, price));
     }
     ranked.sort();
     for (_, sec, qty, price) in ranked {
@@ -524,8 +679,8 @@ fn raise_cash_sells(
 fn size_buys(
     state: &State,
     account: &Account,
-    constraints: &Constraints,
-    mut buys: Vec<(SecurityId, Decimal, Decimal)>,
+    constraints: &Constraints<'_>,
+    mut buys: Vec<(&SecurityId, Decimal, Decimal)>,
     available: Decimal,
     ctx: &Context,
     plan: &mut Plan,
@@ -533,24 +688,24 @@ fn size_buys(
     if ctx.mode == Mode::RaiseCash {
         return;
     }
-    buys.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+    buys.sort_by(|a, b| (a.2, a.0).cmp(&(b.2, b.0)));
     let mut cash = available.max(Decimal::ZERO);
     for (sec, want_usd, _) in buys {
-        if let Some(why) = constraints.no_buy.get(&sec) {
-            plan.skipped.push(skip(&sec, Side::Buy, SkipReason::Restricted, format!("{why} forbids buying")));
+        if let Some(why) = constraints.no_buy.get(sec) {
+            plan.skipped.push(skip(sec, Side::Buy, SkipReason::Restricted, format!("{why} forbids buying")));
             continue;
         }
-        let price = match confirmed_price(state, &sec) {
+        let price = match confirmed_price(state, sec) {
             Ok(p) => p,
             Err(r) => {
-                plan.skipped.push(skip(&sec, Side::Buy, r, "no confirmed price"));
+                plan.skipped.push(skip(sec, Side::Buy, r, "no confirmed price"));
                 continue;
             }
         };
         let usd = want_usd.min(cash);
         if usd < want_usd && usd < account.settings.min_trade_usd {
             plan.skipped.push(skip(
-                &sec,
+                sec,
                 Side::Buy,
                 SkipReason::InsufficientCash,
                 format!("wanted ${}, ${} available", want_usd.round_dp(2), cash.round_dp(2)),
@@ -559,12 +714,12 @@ fn size_buys(
         }
         let qty = round_quantity(usd / price, account.settings.fractional, state);
         if qty <= Decimal::ZERO {
-            plan.skipped.push(skip(&sec, Side::Buy, SkipReason::RoundsToZero, format!("${} buys less than one share", usd.round_dp(2))));
+            plan.skipped.push(skip(sec, Side::Buy, SkipReason::RoundsToZero, format!("${} buys less than one share", usd.round_dp(2))));
             continue;
         }
         if qty * price < account.settings.min_trade_usd {
             plan.skipped.push(skip(
-                &sec,
+                sec,
                 Side::Buy,
                 SkipReason::BelowMinimum,
                 format!("buy of ${} is below the ${} minimum", (qty * price).round_dp(2), account.settings.min_trade_usd),
@@ -573,7 +728,7 @@ fn size_buys(
         }
         cash -= qty * price;
         plan.inputs.prices.insert(sec.clone(), price);
-        plan.orders.push(PlannedOrder { security: sec, side: Side::Buy, quantity: qty, ref_price: price, reason: ctx.reason, lots: Vec::new() });
+        plan.orders.push(PlannedOrder { security: sec.clone(), side: Side::Buy, quantity: qty, ref_price: price, reason: ctx.reason, lots: Vec::new() });
     }
 }
 

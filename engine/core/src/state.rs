@@ -57,11 +57,50 @@ pub struct EngineSettings {
     pub price_jump_max: Decimal,
     /// Decimal places of fractional-share quantities (rounded toward zero).
     pub fractional_dp: u32,
+    /// How many names a direct-index sleeve holds, by the sleeve's value:
+    /// each row applies from its `value_usd_min` up. A sleeve holds the full
+    /// index when the row's `names` is 0 or at least the index's size.
+    pub direct_index_names: Vec<SubsetRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsetRow {
+    pub value_usd_min: Decimal,
+    /// Names with whole shares.
+    pub names: u32,
+    /// Names when the account trades fractional shares (small positions cost nothing to hold).
+    pub names_fractional: u32,
+}
+
+impl EngineSettings {
+    /// The subset size for a direct-index sleeve worth `value` (0 = full index).
+    pub fn direct_index_size(&self, value: Decimal, fractional: bool) -> u32 {
+        self.direct_index_names
+            .iter()
+            .filter(|r| r.value_usd_min <= value)
+            .max_by_key(|r| r.value_usd_min)
+            .map_or(0, |r| if fractional { r.names_fractional } else { r.names })
+    }
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { price_jump_max: Decimal::new(25, 2), fractional_dp: 4 }
+        // Industry practice: about 30 names at $500k, 40 at $1M, 80 at $2M,
+        // the full index for large accounts.
+        let row = |usd: i64, names, names_fractional| SubsetRow { value_usd_min: Decimal::from(usd), names, names_fractional };
+        Self {
+            price_jump_max: Decimal::new(25, 2),
+            fractional_dp: 4,
+            direct_index_names: vec![
+                row(0, 20, 40),
+                row(250_000, 25, 50),
+                row(500_000, 30, 60),
+                row(1_000_000, 40, 80),
+                row(2_000_000, 80, 160),
+                row(5_000_000, 0, 0),
+            ],
+        }
     }
 }
 
@@ -149,6 +188,8 @@ pub struct Account {
     /// keys of their own, so a trade rewrites one security's lots only.
     #[serde(skip)]
     pub lots: BTreeMap<SecurityId, Vec<Lot>>,
+    /// Open orders, each stored under a key of its own (a fill rewrites one).
+    #[serde(skip)]
     pub pending: BTreeMap<OrderId, PendingOrder>,
     /// Next lot id in this account (lot ids never repeat).
     pub next_lot_id: u64,

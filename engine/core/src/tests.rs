@@ -116,6 +116,7 @@ impl World {
                 opening_cash: d(cash),
                 opening_lots: lots,
             }],
+            restrictions: vec![],
         }))
     }
 
@@ -273,6 +274,7 @@ fn fractional_accounts_buy_fractions_rounded_toward_zero() {
             opening_cash: d("1000"),
             opening_lots: vec![],
         }],
+        restrictions: vec![],
     }));
     let msft = w.account("H1").pending.values().find(|p| p.security.0 == "MSFT").unwrap().open_quantity;
     assert_eq!(msft, d("1.25"));
@@ -381,7 +383,7 @@ fn a_sell_fill_realizes_gains_by_term_in_the_household_ledger() {
     w.fill_all(&a, |_| d("50"));
     let ledger = &w.state.households[&HouseholdId::new("H1")].realized[&2025];
     assert_eq!((ledger.long_term_usd, ledger.short_term_usd), (d("1000"), d("-1000")));
-    assert!(w.account("H1").lots.get(&SecurityId::new("XOM")).is_none());
+    assert!(!w.account("H1").lots.contains_key(&SecurityId::new("XOM")));
 }
 
 #[test]
@@ -426,6 +428,7 @@ fn do_not_buy_skips_a_buy_with_the_restricted_reason() {
             opening_cash: d("0"),
             opening_lots: vec![],
         }],
+        restrictions: vec![],
     }));
     w.when(Payload::RestrictionEdited(RestrictionEdited {
         household: "H1".into(),
@@ -566,4 +569,73 @@ fn more_than_one_year_means_the_day_after_the_anniversary() {
     };
     assert!(!l.is_long_term(date("2025-03-15")));
     assert!(l.is_long_term(date("2025-03-16")));
+}
+
+#[test]
+fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
+    let mut w = World::new();
+    let mut weights = vec![];
+    // 40 names: 30 in Tech (60% of the index), 10 in Energy (40%).
+    for i in 0..40 {
+        let (sym, sector) = if i < 30 { (format!("T{i:02}"), "Tech") } else { (format!("E{i:02}"), "Energy") };
+        w.security(&sym, sector);
+        w.price(&sym, "10");
+        let weight = if i < 30 { d("0.02") } else { d("0.04") };
+        weights.push((sym, weight));
+    }
+    let state = &w.state;
+    let index: std::collections::BTreeMap<SecurityId, Decimal> = weights.iter().map(|(s, w)| (SecurityId::new(s.as_str()), *w)).collect();
+    let empty = crate::state::Account {
+        id: "A".into(),
+        kind: AccountKind::Taxable,
+        sleeves: vec![],
+        settings: AccountSettings::default(),
+        cash: d("0"),
+        withdrawal_due: d("0"),
+        lots: Default::default(),
+        pending: Default::default(),
+        next_lot_id: 1,
+    };
+    let proj = crate::rebalance::Projection::of(state, &empty);
+    let subset = crate::rebalance::direct_index_subset(state, &index, 10, &proj);
+    assert_eq!(subset.len(), 10);
+    let tech: Decimal = subset.iter().filter(|(s, _)| s.0.starts_with('T')).map(|(_, w)| *w).sum();
+    let energy: Decimal = subset.iter().filter(|(s, _)| s.0.starts_with('E')).map(|(_, w)| *w).sum();
+    assert_eq!((subset.keys().filter(|s| s.0.starts_with('T')).count(), tech.round_dp(6)), (6, d("0.6")));
+    assert_eq!((subset.keys().filter(|s| s.0.starts_with('E')).count(), energy.round_dp(6)), (4, d("0.4")));
+    assert!(subset.values().sum::<Decimal>() <= Decimal::ONE);
+    // A held name ranked just outside the quota keeps its place.
+    let mut holder = empty.clone();
+    holder.lots.insert("T08".into(), vec![crate::state::Lot { lot_id: 1, quantity: d("1"), cost_per_share: d("1"), acquired: date("2020-01-01"), holding_start: date("2020-01-01") }]);
+    let proj = crate::rebalance::Projection::of(state, &holder);
+    let subset = crate::rebalance::direct_index_subset(state, &index, 10, &proj);
+    assert!(subset.contains_key(&SecurityId::new("T08")), "{subset:?}");
+    assert_eq!(subset.len(), 10);
+}
+
+#[test]
+fn restrictions_that_arrive_with_a_new_household_shape_its_first_trades() {
+    let mut w = World::market();
+    let a = w.when(Payload::HouseholdUpserted(HouseholdUpserted {
+        household: "H1".into(),
+        tax: TaxProfile::default(),
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
+            settings: AccountSettings::default(),
+            opening_cash: d("100000"),
+            opening_lots: vec![],
+        }],
+        restrictions: vec![RestrictionSpec {
+            restriction_id: "no-energy".into(),
+            rule: RestrictionRule::SectorExclusion { sector: "Energy".into() },
+            account: None,
+            effective: w.now,
+        }],
+    }));
+    assert!(a.orders.iter().all(|o| o.security.0 != "XOM" && o.security.0 != "CVX"), "{:?}", a.orders);
+    assert!(!a.orders.is_empty());
+    let r = &w.state.households[&HouseholdId::new("H1")].restrictions[&RestrictionId::new("no-energy")];
+    assert_eq!(r.version, 1);
 }

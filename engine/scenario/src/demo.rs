@@ -32,7 +32,7 @@
 //!    Telecommunication Services, 3% cash); UMA weights go as the square root
 //!    of the proxy, rounded down to 4 decimals.
 //! 5. `household_upserted` for each household (see [`DemoSpec`]).
-//! 6. `restriction_edited` (add) for about 25% of households.
+//! 6. setup restrictions, inside `household_upserted`, for about 25% of households.
 //! 7. `clock` market_close.
 //!
 //! Days `k = 1..=price_days`: `price_tick` for every security with a close
@@ -56,11 +56,8 @@
 //!
 //! # Onboarding order
 //!
-//! A restriction can only name a household that exists, so a new household's
-//! restrictions follow its `household_upserted`. An engine that rebalances on
-//! the upsert itself plans the first trades before those restrictions arrive
-//! (a minute later); the restriction edits then re-plan them. The event
-//! types offer no way to create a household together with its restrictions.
+//! A new household's setup restrictions travel inside its `household_upserted`
+//! (as they do at onboarding), so its first decision already honours them.
 //!
 //! # Determinism
 //!
@@ -76,7 +73,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 use overlay_core::event::{
     AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, EditOp,
     Envelope, EsgMode, EsgScoreChanged, HouseholdUpserted, LotPolicy, ModelKind, ModelPublished,
-    ModelWeight, OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule,
+    ModelWeight, OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec,
     SecurityUpserted, Sleeve, TaxProfile, SCHEMA_VERSION_CURRENT,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, RestrictionId, SecurityId};
@@ -472,6 +469,8 @@ impl<'a> Generator<'a> {
 
         let th0 = t0 + Duration::minutes(1);
         let mut households = Vec::with_capacity(spec.households);
+        // Where each household's upsert is in `ev`: its setup restrictions join it.
+        let mut household_event = Vec::with_capacity(spec.households);
         // Dollars expected in each security across all accounts ("widely held").
         let mut held_dollars = vec![0.0f64; self.secs.len()];
         let mut model_dollars = [0.0f64; 3];
@@ -503,6 +502,7 @@ impl<'a> Generator<'a> {
                 held_dollars[i] += v;
             }
             ev.push(self.envelope(PRODUCER_CRM, th0, payload));
+            household_event.push(ev.len() - 1);
             households.push(hh);
         }
         for (m, weights) in [&cw_v1, &growth, &income].into_iter().enumerate() {
@@ -530,8 +530,14 @@ impl<'a> Generator<'a> {
                         rule: rule.clone(),
                         account: account.clone(),
                     });
-                    let payload = restriction(hh, id, EditOp::Add, Some(rule), account, th0);
-                    ev.push(self.envelope(PRODUCER_CRM, th0, payload));
+                    if let Payload::HouseholdUpserted(up) = &mut ev[household_event[h]].payload {
+                        up.restrictions.push(RestrictionSpec {
+                            restriction_id: RestrictionId::new(format!("r{id}")),
+                            rule,
+                            account,
+                            effective: th0,
+                        });
+                    }
                     restrictions += 1;
                 }
             }
@@ -889,6 +895,7 @@ impl<'a> Generator<'a> {
             household: id.clone(),
             tax,
             accounts: specs,
+            restrictions: Vec::new(),
         });
         let hh = Household {
             id,

@@ -5,8 +5,8 @@
 use crate::keys::{self, text_key};
 use crate::StoreError;
 use overlay_core::fold::{rebuild_indexes, Touched};
-use overlay_core::ids::{AccountId, HouseholdId, ModelId, SecurityId};
-use overlay_core::state::{Account, ChainHead, EngineSettings, EsgScore, Household, Lot, Meta, Model, PriceState, State};
+use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
+use overlay_core::state::{Account, ChainHead, EngineSettings, EsgScore, Household, Lot, Meta, Model, PendingOrder, PriceState, State};
 use serde::{Deserialize, Serialize};
 
 /// The counters and settings of `Meta`; chains and the dedupe set have keys of their own.
@@ -39,6 +39,10 @@ pub fn encode_touched(state: &State, t: &Touched) -> (Vec<u8>, Option<Vec<u8>>) 
             text_key(keys::LOTS, &[h.as_str(), a.as_str(), s.as_str()]),
             state.households.get(h).and_then(|hh| hh.accounts.get(a)).and_then(|acc| acc.lots.get(s)).map(json),
         ),
+        Touched::Pending(h, a, o) => (
+            text_key(keys::PENDING, &[h.as_str(), a.as_str(), o.as_str()]),
+            state.households.get(h).and_then(|hh| hh.accounts.get(a)).and_then(|acc| acc.pending.get(o)).map(json),
+        ),
         Touched::Seen(id) => (text_key(keys::SEEN, &[id]), state.meta.seen.get(id).map(|v| v.to_be_bytes().to_vec())),
         Touched::Chain(stream) => (text_key(keys::CHAIN, &[stream]), state.meta.chains.get(stream).map(json)),
         Touched::Meta => {
@@ -65,6 +69,7 @@ pub fn decode_state<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> 
     // Accounts and lots may be read before their household record; gather and attach after.
     let mut accounts: Vec<(HouseholdId, Account)> = Vec::new();
     let mut lots: Vec<(HouseholdId, AccountId, SecurityId, Vec<Lot>)> = Vec::new();
+    let mut pending: Vec<(HouseholdId, AccountId, OrderId, PendingOrder)> = Vec::new();
     for (k, v) in records {
         let key = std::str::from_utf8(k).map_err(|_| StoreError::Corrupt("state key is not UTF-8".into()))?;
         if let Some(id) = key.strip_prefix(keys::SECURITY) {
@@ -87,6 +92,12 @@ pub fn decode_state<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> 
                 return Err(StoreError::Corrupt(format!("bad lots key {key}")));
             };
             lots.push((HouseholdId::new(h), AccountId::new(a), SecurityId::new(s), parse(k, v)?));
+        } else if let Some(rest) = key.strip_prefix(keys::PENDING) {
+            let mut parts = rest.splitn(3, '/');
+            let (Some(h), Some(a), Some(o)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(StoreError::Corrupt(format!("bad pending-order key {key}")));
+            };
+            pending.push((HouseholdId::new(h), AccountId::new(a), OrderId::new(o), parse(k, v)?));
         } else if let Some(id) = key.strip_prefix(keys::SEEN) {
             let at: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt(format!("bad seen record {key}")))?;
             state.meta.seen.insert(id.to_string(), u64::from_be_bytes(at));
@@ -118,6 +129,14 @@ pub fn decode_state<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> 
             .and_then(|hh| hh.accounts.get_mut(&a))
             .ok_or_else(|| StoreError::Corrupt(format!("lots of missing account {h}/{a}")))?;
         account.lots.insert(s, l);
+    }
+    for (h, a, o, p) in pending {
+        let account = state
+            .households
+            .get_mut(&h)
+            .and_then(|hh| hh.accounts.get_mut(&a))
+            .ok_or_else(|| StoreError::Corrupt(format!("open order of missing account {h}/{a}")))?;
+        account.pending.insert(o, p);
     }
     rebuild_indexes(&mut state);
     Ok(state)

@@ -4,7 +4,7 @@
 //!
 //! | prefix | record |
 //! |---|---|
-//! | `s:` | state: `s:sec:`, `s:mod:`, `s:px:`, `s:esg:`, `s:hh:`, `s:ac:H/A`, `s:lot:H/A/S`, `s:seen:`, `s:chain:`, `s:meta` |
+//! | `s:` | state: `s:sec:`, `s:mod:`, `s:px:`, `s:esg:`, `s:hh:`, `s:ac:H/A`, `s:lot:H/A/S`, `s:po:H/A/O`, `s:seen:`, `s:chain:`, `s:meta` |
 //! | `j:` + u64 BE | the input journal: source and raw bytes of each applied input |
 //! | `o:` + u64 BE | orders (JSON) |
 //! | `a:` + u64 BE | audit records (JSON) |
@@ -28,6 +28,7 @@ pub const ESG: &str = "s:esg:";
 pub const HOUSEHOLD: &str = "s:hh:";
 pub const ACCOUNT: &str = "s:ac:";
 pub const LOTS: &str = "s:lot:";
+pub const PENDING: &str = "s:po:";
 pub const SEEN: &str = "s:seen:";
 pub const CHAIN: &str = "s:chain:";
 pub const META: &str = "s:meta";

@@ -52,13 +52,16 @@ impl WriteBatch {
     }
 }
 
+/// Records in key order, as a store yields them.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+
 /// An ordered key-value store with atomic, durable batches.
 pub trait Store {
     /// Applies every op atomically and makes it durable before returning.
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every record whose key starts with `prefix`, in key order, from `start` (inclusive) if given.
-    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_>;
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_>;
     /// Bytes used on disk (or in memory).
     fn size_bytes(&self) -> u64;
 }

@@ -1,4 +1,4 @@
-use crate::{Store, StoreError, WriteBatch};
+use crate::{Records, Store, StoreError, WriteBatch};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -31,7 +31,7 @@ impl Store for MemStore {
         Ok(self.map.borrow().get(key).cloned())
     }
 
-    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_> {
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_> {
         let from = start.unwrap_or(prefix).to_vec();
         // Snapshot the range: callers may commit while iterating.
         let items: Vec<_> = self

@@ -1,4 +1,4 @@
-use crate::{Store, StoreError, WriteBatch};
+use crate::{Records, Store, StoreError, WriteBatch};
 use std::path::Path;
 
 /// sled 0.34, one tree. `commit` is `apply_batch` (atomic) then `flush` (durable).
@@ -45,7 +45,7 @@ impl Store for SledStore {
         Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_> {
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_> {
         let prefix = prefix.to_vec();
         let iter = match start {
             Some(s) => self.db.range(s.to_vec()..),
