@@ -7,7 +7,7 @@ use overlay_core::state::EngineSettings;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub log: LogConfig,
@@ -33,12 +33,6 @@ pub struct EngineConfig {
     /// Settings decisions depend on; recorded with the store when it is
     /// created, and kept from then on (replay uses the recorded ones).
     pub settings: EngineSettings,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { log: LogConfig::default(), engine: EngineConfig::default() }
-    }
 }
 
 impl Default for LogConfig {
@@ -68,5 +62,44 @@ impl Config {
         anyhow::ensure!((1..=100_000).contains(&self.engine.read_records_max), "engine.read_records_max must be 1..=100000");
         anyhow::ensure!(self.engine.settings.fractional_dp <= 8, "engine.settings.fractional_dp must be at most 8");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn the_example_config_parses_validates_against_its_schema_and_equals_the_defaults_it_spells_out() {
+        let path = repo().join("schemas/examples/config.toml");
+        let cfg = Config::load(Some(&path)).expect("the example config loads");
+        let mut expected = Config::default();
+        expected.log.household_partitions = 16;
+        assert_eq!(cfg, expected);
+
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/config.schema.json")).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        let as_json: serde_json::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&as_json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // The engine's own defaults, serialized, are a valid configuration too.
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        assert!(validator.is_valid(&defaults));
+        // And a misspelled field is caught by both.
+        let bad: serde_json::Value = serde_json::json!({"engine": {"batch_input_max": 10}});
+        assert!(!validator.is_valid(&bad));
+        assert!(toml::from_str::<Config>("[engine]\nbatch_input_max = 10\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut cfg = Config::default();
+        cfg.log.household_partitions = 0;
+        assert!(cfg.validate().is_err());
     }
 }
