@@ -327,32 +327,14 @@ fn account_target<'a>(
     // Which securities each rule touches: those in the target or held.
     let mut universe: BTreeSet<&'a SecurityId> = weights.keys().copied().collect();
     universe.extend(proj.quantity.keys().copied());
-    // (security, forced-sale reason or none for buy-only, rule tag)
-    let mut exclusions: Vec<(&'a SecurityId, Option<OrderReason>, String)> = Vec::new();
     let mut caps: Vec<(&'a SecurityId, Decimal, String)> = Vec::new();
     for (id, r) in &rules_in_force {
         let tag = format!("restriction {id} v{}", r.version);
         match &r.rule {
-            RestrictionRule::DoNotHold { security } => {
-                plan.rules.push(format!("{tag}: do not hold {security}"));
-                exclusions.push((security, Some(OrderReason::Restriction), tag));
-            }
-            RestrictionRule::DoNotBuy { security } => {
-                plan.rules.push(format!("{tag}: do not buy {security}"));
-                exclusions.push((security, None, tag));
-            }
-            RestrictionRule::SectorExclusion { sector } => {
-                plan.rules.push(format!("{tag}: exclude sector {sector}"));
-                for sec in universe.iter().filter(|s| state.securities.get(**s).is_some_and(|x| &x.sector == sector)) {
-                    exclusions.push((sec, Some(OrderReason::Restriction), tag.clone()));
-                }
-            }
-            RestrictionRule::EsgMinimum { min_score, mode } => {
-                plan.rules.push(format!("{tag}: ESG score at least {min_score} ({mode:?})"));
-                for sec in universe.iter().filter(|s| state.esg.get(**s).is_some_and(|e| e.score < *min_score)) {
-                    exclusions.push((sec, mode.sells().then_some(OrderReason::Esg), tag.clone()));
-                }
-            }
+            RestrictionRule::DoNotHold { security } => plan.rules.push(format!("{tag}: do not hold {security}")),
+            RestrictionRule::DoNotBuy { security } => plan.rules.push(format!("{tag}: do not buy {security}")),
+            RestrictionRule::SectorExclusion { sector } => plan.rules.push(format!("{tag}: exclude sector {sector}")),
+            RestrictionRule::EsgMinimum { min_score, mode } => plan.rules.push(format!("{tag}: ESG score at least {min_score} ({mode:?})")),
             RestrictionRule::KeepLegacy { security } => {
                 plan.rules.push(format!("{tag}: keep legacy {security}"));
                 constraints.legacy.insert(security);
@@ -361,6 +343,9 @@ fn account_target<'a>(
             RestrictionRule::Substitute { .. } => {}
         }
     }
+    // (security, forced-sale reason or none for buy-only, rule tag)
+    let exclusions: Vec<(&'a SecurityId, Option<OrderReason>, String)> =
+        universe.iter().filter_map(|sec| rule_check(state, &rules_in_force, sec).map(|(f, t)| (*sec, f, t))).collect();
     for (sec, forced, tag) in exclusions {
         let original = weights.remove(sec).unwrap_or_default();
         // Buy-only restrictions keep what is held, up to the original target.
@@ -389,7 +374,8 @@ fn account_target<'a>(
             }
         }
     }
-    redistribute(state, &mut weights, removed, &substitutes, &constraints, plan);
+    let eligible = |s: &SecurityId| !constraints.legacy.contains(s) && rule_check(state, &rules_in_force, s).is_none();
+    redistribute(state, &mut weights, removed, &substitutes, &eligible, plan);
 
     // Legacy holdings count toward the account: the rest of the target shrinks to fit.
     let legacy_weight: Decimal = constraints.legacy.iter().map(|s| proj.weight(state, s)).sum();
@@ -416,6 +402,37 @@ fn fit_to_room(weights: &mut BTreeMap<&SecurityId, Decimal>, taken: Decimal, pla
         }
         plan.rules.push(format!("targets scaled by {} to leave {} for cash reserve and legacy holdings", scale.round_dp(6), pct(taken)));
     }
+}
+
+/// Whether the rules in force exclude `sec`: Some(forced-sale reason, or none
+/// for a buy-only rule; the rule's tag). Forced rules win over buy-only ones.
+fn rule_check(state: &State, rules: &[(&RestrictionId, &Restriction)], sec: &SecurityId) -> Option<(Option<OrderReason>, String)> {
+    let mut found: Option<(Option<OrderReason>, String)> = None;
+    for (id, r) in rules {
+        let hit = match &r.rule {
+            RestrictionRule::DoNotHold { security } => (security == sec).then_some(Some(OrderReason::Restriction)),
+            RestrictionRule::DoNotBuy { security } => (security == sec).then_some(None),
+            RestrictionRule::SectorExclusion { sector } => {
+                state.securities.get(sec).is_some_and(|s| &s.sector == sector).then_some(Some(OrderReason::Restriction))
+            }
+            RestrictionRule::EsgMinimum { min_score, mode } => state
+                .esg
+                .get(sec)
+                .is_some_and(|e| e.score < *min_score)
+                .then_some(mode.sells().then_some(OrderReason::Esg)),
+            RestrictionRule::KeepLegacy { .. } | RestrictionRule::MaxWeight { .. } | RestrictionRule::Substitute { .. } => None,
+        };
+        if let Some(forced) = hit {
+            let better = match &found {
+                None => true,
+                Some((f, _)) => f.is_none() && forced.is_some(),
+            };
+            if better {
+                found = Some((forced, format!("restriction {id} v{}", r.version)));
+            }
+        }
+    }
+    found
 }
 
 /// A direct index held with `n` names (0 or ≥ the index: all of them): each
@@ -505,12 +522,9 @@ fn redistribute<'a>(
     weights: &mut BTreeMap<&'a SecurityId, Decimal>,
     removed: Vec<(&'a SecurityId, Decimal)>,
     substitutes: &BTreeMap<&'a SecurityId, &'a SecurityId>,
-    constraints: &Constraints<'a>,
+    eligible: &dyn Fn(&SecurityId) -> bool,
     plan: &mut Plan,
 ) {
-    let eligible = |s: &SecurityId| {
-        !constraints.forced_sell.contains_key(s) && !constraints.no_buy.contains_key(s) && !constraints.legacy.contains(s)
-    };
     for (sec, w) in removed {
         let named = substitutes
             .get(sec)

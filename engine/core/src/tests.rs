@@ -639,3 +639,42 @@ fn restrictions_that_arrive_with_a_new_household_shape_its_first_trades() {
     let r = &w.state.households[&HouseholdId::new("H1")].restrictions[&RestrictionId::new("no-energy")];
     assert_eq!(r.version, 1);
 }
+
+#[test]
+fn excluded_weight_never_goes_to_a_substitute_that_is_itself_excluded() {
+    let mut w = World::market();
+    // XOM names CVX as its substitute; both fail the household's ESG minimum.
+    w.when(Payload::SecurityUpserted(SecurityUpserted {
+        security: "XOM".into(),
+        name: String::new(),
+        sector: "Energy".into(),
+        sub_industry: String::new(),
+        identical_group: None,
+        substitutes: vec!["CVX".into()],
+    }));
+    for (sym, score) in [("XOM", "10"), ("CVX", "12"), ("AAPL", "80"), ("MSFT", "75")] {
+        w.when(Payload::EsgScoreChanged(EsgScoreChanged { security: sym.into(), provider: "p".into(), score: d(score), as_of: w.now }));
+    }
+    let a = w.when(Payload::HouseholdUpserted(HouseholdUpserted {
+        household: "H1".into(),
+        tax: TaxProfile::default(),
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
+            settings: AccountSettings::default(),
+            opening_cash: d("100000"),
+            opening_lots: vec![],
+        }],
+        restrictions: vec![RestrictionSpec {
+            restriction_id: "esg".into(),
+            rule: RestrictionRule::EsgMinimum { min_score: d("30"), mode: EsgMode::Divest },
+            account: None,
+            effective: w.now,
+        }],
+    }));
+    let bought: Vec<&str> = a.orders.iter().map(|o| o.security.0.as_str()).collect();
+    assert_eq!(bought, vec!["AAPL", "MSFT"], "energy excluded, its weight spread over the rest");
+    let rules = a.audit.iter().find_map(|r| match &r.body { AuditBody::Decision { rules, .. } => Some(rules.clone()), _ => None }).unwrap();
+    assert!(rules.iter().any(|r| r.contains("of XOM pro rata to the rest")), "{rules:?}");
+}
