@@ -678,3 +678,48 @@ fn excluded_weight_never_goes_to_a_substitute_that_is_itself_excluded() {
     let rules = a.audit.iter().find_map(|r| match &r.body { AuditBody::Decision { rules, .. } => Some(rules.clone()), _ => None }).unwrap();
     assert!(rules.iter().any(|r| r.contains("of XOM pro rata to the rest")), "{rules:?}");
 }
+
+#[test]
+fn a_model_update_rebalances_only_its_subscribers() {
+    let mut w = World::market();
+    w.model("m2", 1, &[("AAPL", "0.5"), ("XOM", "0.49")]);
+    let a1 = w.household("H1", "100000", vec![]);
+    w.fill_all(&a1, |_| d("1"));
+    w.when(Payload::HouseholdUpserted(HouseholdUpserted {
+        household: "H2".into(),
+        tax: TaxProfile::default(),
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: vec![Sleeve { model: "m2".into(), percent: Decimal::ONE }],
+            settings: AccountSettings::default(),
+            opening_cash: d("100000"),
+            opening_lots: vec![],
+        }],
+        restrictions: vec![],
+    }));
+    w.advance(1);
+    let a = w.model("m1", 2, &[("AAPL", "0.10"), ("MSFT", "0.40"), ("XOM", "0.25"), ("CVX", "0.24")]);
+    assert!(!a.orders.is_empty());
+    assert!(a.orders.iter().all(|o| o.household.0 == "H1" && o.reason == OrderReason::ModelChange), "{:?}", a.orders);
+    let decided: Vec<_> = a.audit.iter().filter_map(|r| match r.body { AuditBody::Decision { .. } => r.household.clone(), _ => None }).collect();
+    assert_eq!(decided, vec![HouseholdId::new("H1")]);
+    let inputs = a.audit.iter().find_map(|r| match &r.body { AuditBody::Decision { inputs, .. } => Some(inputs.clone()), _ => None }).unwrap();
+    assert_eq!(inputs.models[&ModelId::new("m1")], 2, "the decision names the model version it used");
+}
+
+#[test]
+fn a_price_tick_changes_only_the_price_table() {
+    let mut w = World::market();
+    w.household("H1", "100000", vec![]);
+    let before = w.state.households.clone();
+    let a = w.price("AAPL", "180"); // held as a jump, but even a plain tick decides nothing
+    let b = w.price("MSFT", "201");
+    for x in [&a, &b] {
+        assert!(x.orders.is_empty());
+        assert_eq!(x.audit.len(), 1);
+        assert_eq!(x.audit[0].stream, REFERENCE_STREAM);
+    }
+    assert_eq!(w.state.households, before);
+    assert!(b.touched.iter().all(|t| matches!(t, crate::fold::Touched::Price(_) | crate::fold::Touched::Seen(_) | crate::fold::Touched::Chain(_) | crate::fold::Touched::Meta)));
+}
