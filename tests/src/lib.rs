@@ -1,1 +1,374 @@
-//! End-to-end test support.
+//! End-to-end test support: build the `overlay` program once, run it on a
+//! data directory as a user would, feed it events, and read what it printed.
+//!
+//! Everything here drives the real binary (`overlay --data-dir DIR …`) in a
+//! child process; the only in-process access is read-only, to the embedded
+//! log (end offsets and the engine's advisory group positions), which is
+//! safe to read while an engine runs.
+
+use overlay_core::event::Envelope;
+use overlay_log::EmbeddedLog;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use overlay_app::topics;
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `overlay` binary: `$OVERLAY_BIN` if set, otherwise built once per
+/// test process with `cargo build -p overlay --bin overlay` (in release when
+/// the tests themselves are).
+pub fn overlay_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("OVERLAY_BIN") {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "OVERLAY_BIN={} is not a file", p.display());
+            return p;
+        }
+        build_overlay()
+    })
+    .clone()
+}
+
+fn build_overlay() -> PathBuf {
+    let root = workspace_root();
+    let release = !cfg!(debug_assertions);
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(&root).args(["build", "-p", "overlay", "--bin", "overlay", "--message-format=json-render-diagnostics"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    let started = Instant::now();
+    let out = cmd.stderr(Stdio::inherit()).output().expect("running cargo build");
+    assert!(out.status.success(), "cargo build -p overlay failed ({})", out.status);
+    // Cargo names the executable it built; fall back to the usual place.
+    let from_messages = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|m| {
+        (m["reason"] == "compiler-artifact" && m["target"]["name"] == "overlay" && m["executable"].is_string())
+            .then(|| PathBuf::from(m["executable"].as_str().unwrap()))
+    });
+    let bin = from_messages.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let target = if target.is_absolute() { target } else { root.join(target) };
+        target.join(if release { "release" } else { "debug" }).join(format!("overlay{}", std::env::consts::EXE_SUFFIX))
+    });
+    assert!(bin.is_file(), "cargo built no overlay binary at {}", bin.display());
+    eprintln!("[support] overlay binary {} (cargo build took {:.1} s)", bin.display(), started.elapsed().as_secs_f64());
+    pin(&bin)
+}
+
+/// A link to `bin` private to this test process, so that a rebuild of the
+/// workspace while the tests run (another cargo command) cannot swap the
+/// program between two runs of one test. Links left by test processes that
+/// are gone are removed.
+fn pin(bin: &Path) -> PathBuf {
+    let dir = bin.parent().expect("the binary is in a directory").join("overlay-tests-pinned");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return bin.to_path_buf();
+    }
+    // Only where /proc tells which processes are alive (Linux).
+    let entries = if Path::new("/proc/self").exists() { std::fs::read_dir(&dir).ok() } else { None };
+    if let Some(entries) = entries {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("overlay-").and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let pinned = dir.join(format!("overlay-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pinned);
+    if std::fs::hard_link(bin, &pinned).is_ok() || std::fs::copy(bin, &pinned).is_ok() {
+        pinned
+    } else {
+        bin.to_path_buf()
+    }
+}
+
+/// What one run of the program did.
+#[derive(Debug)]
+pub struct Run {
+    pub args: Vec<String>,
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with everything the program said unless it exited 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(
+            self.success(),
+            "`overlay {}` failed ({:?})\n--- stderr:\n{}\n--- stdout (head):\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stderr,
+            head(&self.stdout, 2000)
+        );
+        self
+    }
+
+    /// Panics unless the program exited with a non-zero code.
+    #[track_caller]
+    pub fn fails(self) -> Self {
+        assert!(
+            self.code.is_some_and(|c| c != 0),
+            "`overlay {}` should have failed, but exited {:?}\n--- stderr:\n{}\n--- stdout (head):\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stderr,
+            head(&self.stdout, 2000)
+        );
+        self
+    }
+
+    /// The non-empty stdout lines, each parsed as JSON.
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<Value> {
+        json_lines(&self.stdout)
+    }
+}
+
+pub fn head(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[track_caller]
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {}", head(l, 300))))
+        .collect()
+}
+
+/// `overlay --data-dir DIR <args>`, without configuration from the environment.
+pub fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(overlay_bin());
+    cmd.arg("--data-dir").arg(dir).args(args);
+    cmd.env_remove("OVERLAY_DATA_DIR").env_remove("OVERLAY_CONFIG").env_remove("OVERLAY_LOG");
+    cmd
+}
+
+/// Runs `overlay --data-dir DIR <args>` to the end.
+pub fn overlay(dir: &Path, args: &[&str]) -> Run {
+    overlay_with_stdin(dir, args, None)
+}
+
+/// Runs `overlay --data-dir DIR <args>` with `stdin` on its standard input.
+pub fn overlay_with_stdin(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+    let mut cmd = command(dir, args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawning overlay");
+    let writer = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        // A thread, so a program that answers before reading everything cannot deadlock us.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let out = child.wait_with_output().expect("waiting for overlay");
+    if let Some(w) = writer {
+        w.join().expect("stdin writer");
+    }
+    Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Starts `overlay --data-dir DIR <args>` in the background, output discarded
+/// except stderr (kept in a file, for diagnosing an unexpected exit).
+pub fn spawn(dir: &Path, args: &[&str], stderr_to: &Path) -> Child {
+    let err = std::fs::File::create(stderr_to).expect("stderr file");
+    command(dir, args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).spawn().expect("spawning overlay")
+}
+
+/// Events as NDJSON, one event per line, in the JSON form `overlay publish` reads.
+pub fn ndjson(events: &[Envelope]) -> String {
+    let mut s = String::new();
+    for e in events {
+        s.push_str(&serde_json::to_string(e).expect("events serialize"));
+        s.push('\n');
+    }
+    s
+}
+
+/// `overlay publish -` with the events on standard input.
+pub fn publish(dir: &Path, events: &[Envelope]) -> Run {
+    overlay_with_stdin(dir, &["publish", "-"], Some(ndjson(events).into_bytes()))
+}
+
+/// `overlay publish <extra args> -` with `text` on standard input.
+pub fn publish_text(dir: &Path, extra: &[&str], text: &str) -> Run {
+    let mut args = vec!["publish"];
+    args.extend_from_slice(extra);
+    args.push("-");
+    overlay_with_stdin(dir, &args, Some(text.as_bytes().to_vec()))
+}
+
+/// `overlay publish FILE`.
+pub fn publish_file(dir: &Path, file: &Path) -> Run {
+    overlay(dir, &["publish", file.to_str().expect("a UTF-8 path")])
+}
+
+/// The raw text `overlay orders` prints (one JSON line per order).
+pub fn orders_text(dir: &Path) -> String {
+    overlay(dir, &["orders"]).ok().stdout
+}
+
+pub fn audit_text(dir: &Path) -> String {
+    overlay(dir, &["audit"]).ok().stdout
+}
+
+pub fn dead_letters_text(dir: &Path) -> String {
+    overlay(dir, &["dead-letters"]).ok().stdout
+}
+
+pub fn orders(dir: &Path) -> Vec<Value> {
+    json_lines(&orders_text(dir))
+}
+
+pub fn audit(dir: &Path) -> Vec<Value> {
+    json_lines(&audit_text(dir))
+}
+
+pub fn dead_letters(dir: &Path) -> Vec<Value> {
+    json_lines(&dead_letters_text(dir))
+}
+
+/// The embedded log of a data directory (read-only use; safe while an engine runs).
+pub fn open_log(dir: &Path) -> EmbeddedLog {
+    EmbeddedLog::open(&overlay_app::runner::log_dir(dir)).expect("opening the embedded log")
+}
+
+/// End offset of every partition of every topic in the data directory's
+/// log (`topic/partition` → end); empty when there is no log yet.
+pub fn end_offsets(dir: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let log_dir = overlay_app::runner::log_dir(dir);
+    if !log_dir.exists() {
+        return out;
+    }
+    let log = EmbeddedLog::open(&log_dir).expect("opening the embedded log");
+    for t in log.topics().expect("listing topics") {
+        for p in 0..log.partitions(&t).expect("partitions") {
+            out.insert(format!("{t}/{p}"), log.end_offset(&t, p).expect("end offset"));
+        }
+    }
+    out
+}
+
+/// Inputs published but not yet folded, by the engine's advisory group
+/// positions (committed after each batch; may lag the store by one batch).
+pub fn input_lag(log: &EmbeddedLog) -> u64 {
+    let mut lag = 0;
+    for t in topics::INPUTS {
+        let Ok(parts) = log.partitions(t) else { continue };
+        for p in 0..parts {
+            let end = log.end_offset(t, p).expect("end offset");
+            let pos = log.committed(topics::ENGINE_GROUP, t, p).expect("group position").unwrap_or(0);
+            lag += end.saturating_sub(pos);
+        }
+    }
+    lag
+}
+
+/// Every input published, over all input partitions.
+pub fn input_count(log: &EmbeddedLog) -> u64 {
+    topics::INPUTS
+        .iter()
+        .filter_map(|t| log.partitions(t).ok().map(|n| (t, n)))
+        .map(|(t, n)| (0..n).map(|p| log.end_offset(t, p).expect("end offset")).sum::<u64>())
+        .sum()
+}
+
+/// Values of `field` that occur more than once.
+pub fn duplicates<'a>(records: impl IntoIterator<Item = &'a Value>, field: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut dups = BTreeSet::new();
+    for r in records {
+        let v = r[field].to_string();
+        if !seen.insert(v.clone()) {
+            dups.insert(v);
+        }
+    }
+    dups.into_iter().collect()
+}
+
+/// Where two texts first differ, by line, for a readable failure.
+pub fn first_difference(a: &str, b: &str) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (la.get(i), lb.get(i));
+        if x != y {
+            return Some(format!(
+                "line {} differs ({} vs {} lines):\n  left:  {}\n  right: {}",
+                i + 1,
+                la.len(),
+                lb.len(),
+                x.map_or("<none>", |s| head(s, 600)),
+                y.map_or("<none>", |s| head(s, 600))
+            ));
+        }
+    }
+    Some("texts differ only in line endings".into())
+}
+
+/// A small deterministic xorshift64* generator (no `rand` dependency).
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        // Avoid the all-zero state; mix the seed a little.
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A fresh temporary directory for one test's data directories.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("a temporary directory")
+}

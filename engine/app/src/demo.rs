@@ -44,6 +44,8 @@ pub struct DemoSummary {
     pub skips_by_reason: BTreeMap<String, u64>,
     pub dead_letters_by_kind: BTreeMap<String, u64>,
     pub elapsed_s: f64,
+    /// A household of the scenario, for the hints printed after the summary.
+    pub example_household: Option<String>,
 }
 
 impl DemoSummary {
@@ -81,7 +83,8 @@ impl DemoSummary {
         let rate = if self.elapsed_s > 0.0 { self.events as f64 / self.elapsed_s } else { 0.0 };
         writeln!(out, "  elapsed       {:.1} s, {:.0} events/s (durable: every batch flushed to sled)", self.elapsed_s, rate)?;
         writeln!(out, "  data dir      {}", data_dir.display())?;
-        writeln!(out, "next: overlay orders --household H0001 | head   ·   overlay audit --household H0001 | head   ·   overlay replay verify")?;
+        let h = self.example_household.as_deref().unwrap_or("HOUSEHOLD");
+        writeln!(out, "next: overlay orders --household {h} | head   ·   overlay audit --household {h} | head   ·   overlay replay verify")?;
         Ok(())
     }
 }
@@ -129,6 +132,10 @@ pub fn run_demo(data_dir: &Path, cfg: &Config, opts: &DemoOptions) -> Result<Dem
         days: scenario.days.len(),
         first_day: scenario.days.first().map(|d| d.date),
         last_day: scenario.days.last().map(|d| d.date),
+        example_household: scenario.events().find_map(|e| match &e.payload {
+            Payload::HouseholdUpserted(h) => Some(h.household.to_string()),
+            _ => None,
+        }),
         ..DemoSummary::default()
     };
     let bar = if opts.progress { ProgressBar::new(scenario.info.events as u64) } else { ProgressBar::hidden() };
@@ -226,7 +233,7 @@ impl Custodian {
     }
 }
 
-fn fills_for(o: &Order, date: NaiveDate, at: DateTime<Utc>) -> Vec<Envelope> {
+pub fn fills_for(o: &Order, date: NaiveDate, at: DateTime<Utc>) -> Vec<Envelope> {
     let fill = |n: u32, status: FillStatus, quantity: Decimal, reason: Option<&str>| Envelope {
         event_id: format!("fill-{}-{n}", o.order_id),
         producer: "custodian".into(),
@@ -245,11 +252,11 @@ fn fills_for(o: &Order, date: NaiveDate, at: DateTime<Utc>) -> Vec<Envelope> {
             reason: reason.map(str::to_string),
         }),
     };
-    if o.seq % 97 == 0 {
+    if o.seq.is_multiple_of(97) {
         return vec![fill(1, FillStatus::Rejected, Decimal::ZERO, Some("simulated: rejected by the custodian"))];
     }
     let half = (o.quantity / Decimal::TWO).round_dp_with_strategy(0, RoundingStrategy::ToZero);
-    if o.seq % 31 == 0 && half > Decimal::ZERO {
+    if o.seq.is_multiple_of(31) && half > Decimal::ZERO {
         return vec![fill(1, FillStatus::Partial, half, None), fill(2, FillStatus::Filled, o.quantity - half, None)];
     }
     vec![fill(1, FillStatus::Filled, o.quantity, None)]

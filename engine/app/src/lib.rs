@@ -1,6 +1,7 @@
 //! The `overlay` program's pieces: configuration, topics, the runner with its
 //! outbox publisher, `publish`, the output printers, and the demo.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod publish;

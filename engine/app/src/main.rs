@@ -89,6 +89,15 @@ enum Command {
         #[command(subcommand)]
         command: ReplayCommand,
     },
+    /// Runs the benchmarks and prints a table (see BENCHMARKS.md).
+    Bench {
+        /// Smaller inputs: checks that everything runs; not figures to quote.
+        #[arg(long)]
+        quick: bool,
+        /// Run only this benchmark (durable-fold or tick-fold).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +110,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stops early (`overlay orders | head`) is not an error.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("overlay: {e:#}");
             ExitCode::FAILURE
@@ -210,6 +223,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 "replay verify OK: {} inputs re-folded; {} orders, {} audit records, {} dead letters identical; state hash {}",
                 report.inputs, report.orders, report.audit, report.dead_letters, report.state_hash
             )?;
+        }
+        Command::Bench { quick, only } => {
+            overlay_app::bench::run(&overlay_app::bench::BenchOptions { quick, only }, &mut stdout.lock())?;
         }
     }
     Ok(())

@@ -186,7 +186,19 @@ impl Engine {
             }
         }
         self.commit(&mut stats, &sources)?;
+        // Even with nothing new folded, leave the advisory positions true (a
+        // kill may have come between a batch and its group commit).
+        self.commit_group(&sources)?;
         Ok(stats)
+    }
+
+    fn commit_group(&self, sources: &[Source]) -> Result<()> {
+        for s in sources {
+            if self.log.committed(ENGINE_GROUP, s.topic, s.partition)? != Some(s.next) {
+                self.log.commit(ENGINE_GROUP, s.topic, s.partition, s.next)?;
+            }
+        }
+        Ok(())
     }
 
     fn commit(&mut self, stats: &mut RunStats, sources: &[Source]) -> Result<()> {
@@ -201,10 +213,7 @@ impl Engine {
         stats.bytes += out.bytes;
         self.publish()?;
         // Advisory group positions, for lag tools: the store's positions are the truth.
-        for s in sources {
-            self.log.commit(ENGINE_GROUP, s.topic, s.partition, s.next)?;
-        }
-        Ok(())
+        self.commit_group(sources)
     }
 
     /// Publishes committed outputs not yet in their topics.
@@ -232,7 +241,16 @@ pub fn publish_outbox(store: &dyn Store, log: &EmbeddedLog) -> Result<()> {
         if end > 0 {
             let last = log.read(topic, 0, end - 1, 1, usize::MAX)?;
             if let Some(r) = last.first() {
-                let seq: SeqOnly = serde_json::from_slice(&r.value).context("reading the last published output")?;
+                let seq: SeqOnly = serde_json::from_slice(&r.value)
+                    .with_context(|| format!("the last record of {topic} is not one the engine wrote"))?;
+                // Only the engine writes output topics; a record claiming a seq
+                // the store never produced means something else wrote there.
+                let highest = overlay_store::last_seq(store, prefix)?;
+                anyhow::ensure!(
+                    seq.seq <= highest,
+                    "{topic} ends with seq {} but the engine has produced only {highest}: refusing to publish past records that are not its own",
+                    seq.seq
+                );
                 cursor = cursor.max(seq.seq);
             }
         }

@@ -62,6 +62,8 @@ pub trait Store {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every record whose key starts with `prefix`, in key order, from `start` (inclusive) if given.
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_>;
+    /// The record with the greatest key starting with `prefix`.
+    fn last(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Bytes used on disk (or in memory).
     fn size_bytes(&self) -> u64;
 }
@@ -116,6 +118,11 @@ pub fn set_cursor(store: &dyn Store, output: &str, seq: u64) -> Result<(), Store
 pub fn be_u64(v: &[u8]) -> Result<u64, StoreError> {
     let a: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt(format!("expected 8 bytes, got {}", v.len())))?;
     Ok(u64::from_be_bytes(a))
+}
+
+/// The highest seq recorded in one output stream (0 if none).
+pub fn last_seq(store: &dyn Store, prefix: &'static [u8]) -> Result<u64, StoreError> {
+    Ok(store.last(prefix)?.and_then(|(k, _)| keys::seq_of(&k)).unwrap_or(0))
 }
 
 /// Records of one output stream (`keys::ORDERS`, `AUDIT`, `DEAD_LETTERS`,

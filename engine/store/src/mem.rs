@@ -44,6 +44,11 @@ impl Store for MemStore {
         Box::new(items.into_iter())
     }
 
+    fn last(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let m = self.map.borrow();
+        Ok(m.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).last().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
     fn size_bytes(&self) -> u64 {
         self.map.borrow().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
     }

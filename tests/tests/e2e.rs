@@ -1,0 +1,15 @@
+//! End-to-end tests: the `overlay` program, built once, driven as a user
+//! would (publish, run, read outputs), on temporary data directories.
+//!
+//! One test binary; the scenarios live in `e2e/*.rs`.
+
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/crash_cycles.rs"]
+mod crash_cycles;
+#[path = "e2e/demo_smoke.rs"]
+mod demo_smoke;
+#[path = "e2e/documented_flow.rs"]
+mod documented_flow;
+#[path = "e2e/duplicates.rs"]
+mod duplicates;

@@ -1,0 +1,270 @@
+//! Crash cycles: `overlay run` killed with SIGKILL at pseudo-random moments,
+//! over and over, must end with exactly the outputs of an uninterrupted run.
+//!
+//! Given a demo scenario (real prices, households with legacy lots,
+//! restrictions) and the simulated custodian's fills for every order,
+//! when data directory A folds it with uninterrupted runs and data directory B
+//! folds the same inputs while being killed at least N times mid-work
+//! (N = 50, or `OVERLAY_CRASH_CYCLES`), then B's order, audit and
+//! dead-letter topics are byte-for-byte A's, no order is published twice, and
+//! `overlay replay verify` passes on B.
+//!
+//! B also runs with small batches and small reads (a config file), so kills
+//! land between many commits and publishes, and so the test also checks that
+//! outputs do not depend on how inputs were batched.
+
+use overlay_app::demo::Custodian;
+use overlay_core::event::{Envelope, Payload, PriceTick};
+use overlay_scenario::{demo, DemoSpec, MarketData};
+use overlay_tests::*;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Scenario size: about 3,000 reference and household events and, from
+/// their orders, a few thousand custodian fills; a debug-build `overlay run`
+/// takes a few seconds over it.
+const HOUSEHOLDS: usize = 30;
+const PRICE_DAYS: usize = 3;
+const DEFAULT_KILLS: u64 = 50;
+const SIGKILL: i32 = 9;
+
+const B_CONFIG: &str = "[engine]\nbatch_inputs_max = 64\nread_records_max = 37\n";
+
+#[derive(Debug, Default)]
+struct CycleStats {
+    cycles: u64,
+    /// Kills that found the process still running (it died of SIGKILL).
+    landed: u64,
+    /// Of those, kills that left inputs unfolded (by the engine's advisory
+    /// group positions, which it moves after each batch is committed and
+    /// published): the process died with work in hand.
+    landed_mid_work: u64,
+    /// Runs that finished on their own before the kill.
+    finished: u64,
+    /// Inputs waiting to be folded before the first cycle and after the last.
+    lag_before: u64,
+    lag_after: u64,
+    /// The final pacing factor (1 = the reference run's speed was right).
+    pace: f64,
+}
+
+/// Starts `overlay run` on `dir` again and again, each time killing it after
+/// a pseudo-random delay, until `target` kills have landed on a running
+/// process. `pace` is the starting pacing factor (a cautious 0.7, or what an earlier phase learned).
+///
+/// Pacing: the delay is uniform in [0.3 × startup, startup + 1.5 × pace ×
+/// remaining work / kills left), where startup is how long a run with nothing
+/// to do takes and remaining work is the input lag at the reference run's
+/// speed. `pace` corrects for this machine's speed right now (other tests,
+/// other builds): each cycle it is multiplied by (lag now / lag planned),
+/// bounded to [0.6, 1.25], where the plan spreads the work evenly over the
+/// kills; and it is halved when a run finishes before its kill (and startup
+/// is cut when a run with nothing to do does). So the kills spread over the
+/// whole of the work instead of the work ending early.
+fn kill_cycles(dir: &Path, args: &[&str], target: u64, seed: u64, mut startup_s: f64, inputs_per_s: f64, pace: f64) -> CycleStats {
+    let log = open_log(dir);
+    let stderr_file = dir.with_extension("stderr.txt");
+    let mut st = CycleStats { pace, ..CycleStats::default() };
+    let max_cycles = target * 20 + 200;
+    st.lag_before = input_lag(&log);
+    while st.landed < target {
+        assert!(st.cycles < max_cycles, "{} cycles without landing {target} kills: {st:?}", st.cycles);
+        st.cycles += 1;
+        // A new generator per cycle, seeded by the cycle: any cycle can be replayed alone.
+        let mut rng = XorShift::new(seed ^ st.cycles.wrapping_mul(0xA24B_AED4_963E_E407));
+        let lag = input_lag(&log);
+        let kills_left = target - st.landed;
+        let planned = st.lag_before as f64 * kills_left as f64 / target as f64;
+        if planned > 0.0 {
+            // Proportional, and bounded per cycle: one lucky or unlucky cycle moves it little.
+            st.pace = (st.pace * (lag as f64 / planned).clamp(0.6, 1.25)).clamp(0.01, 4.0);
+        }
+        let work_s = st.pace * lag as f64 / inputs_per_s;
+        let delay = 0.3 * startup_s + rng.unit() * (0.7 * startup_s + 1.5 * work_s / kills_left as f64);
+        let mut child = spawn(dir, args, &stderr_file);
+        std::thread::sleep(Duration::from_secs_f64(delay));
+        let still_running = child.try_wait().expect("try_wait").is_none();
+        if still_running {
+            child.kill().expect("SIGKILL");
+        }
+        let status = child.wait().expect("wait");
+        if status.signal() == Some(SIGKILL) {
+            assert!(still_running);
+            st.landed += 1;
+            if input_lag(&log) > 0 {
+                st.landed_mid_work += 1;
+            }
+        } else {
+            let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+            assert!(status.success(), "cycle {}: `overlay run` failed after a crash ({status}):\n{stderr}", st.cycles);
+            st.finished += 1;
+            st.pace = (st.pace * 0.5).max(0.01);
+            if lag == 0 {
+                // Nothing to do, and still it ended before the kill: starts are quicker than measured.
+                startup_s *= 0.8;
+            }
+        }
+    }
+    st.lag_after = input_lag(&log);
+    st
+}
+
+const GARBAGE_ARGS: [&str; 5] = ["--raw", "--topic", "overlay.households", "--key", "hh-00002"];
+const GARBAGE: &str = "this is not an event\n";
+
+/// Inputs real feeds carry, so the dead-letter and duplicate paths crash too:
+/// a price for a security nobody listed, and a household event delivered twice.
+fn bad_inputs(scenario: &overlay_scenario::Demo) -> Vec<Envelope> {
+    let day1 = &scenario.days[1];
+    let at = day1.events.last().expect("day 1 has events").event_time;
+    let unknown = Envelope {
+        event_id: "crash-test-unknown-security".into(),
+        producer: "price-feed".into(),
+        event_time: at,
+        schema_version: 1,
+        payload: Payload::PriceTick(PriceTick { security: "ZZZZ".into(), price: rust_decimal::Decimal::new(1234, 2), as_of: at }),
+    };
+    let mut again =
+        scenario.events().find(|e| matches!(e.payload, Payload::HouseholdUpserted(_))).expect("the scenario has households").clone();
+    again.event_time = at;
+    vec![unknown, again]
+}
+
+fn target_kills() -> u64 {
+    match std::env::var("OVERLAY_CRASH_CYCLES") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("OVERLAY_CRASH_CYCLES={v:?} is not a number")),
+        Err(_) => DEFAULT_KILLS,
+    }
+}
+
+fn fills(dir: &Path, date: chrono::NaiveDate) -> Vec<Envelope> {
+    Custodian::default().fills(&open_log(dir), date).expect("the custodian reads the orders topic")
+}
+
+/// Asserts that `run` folded exactly `inputs` inputs (from its closing line).
+#[track_caller]
+fn assert_folded(run: &Run, inputs: usize) {
+    assert!(run.stderr.contains(&format!("folded {inputs} inputs")), "expected `folded {inputs} inputs`, got:\n{}", run.stderr);
+}
+
+#[test]
+fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
+    let started = Instant::now();
+    let target = target_kills();
+    let spec = DemoSpec { households: HOUSEHOLDS, price_days: PRICE_DAYS, ..DemoSpec::default() };
+    let scenario = demo(&spec, &MarketData::embedded().expect("shipped market data")).expect("demo scenario");
+    let last_day = scenario.days.last().expect("at least one day").date;
+    let mut events: Vec<Envelope> = scenario.events().cloned().collect();
+    events.extend(bad_inputs(&scenario));
+    let root = tempdir("overlay-crash-");
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let cfg = root.path().join("b.toml");
+    std::fs::write(&cfg, B_CONFIG).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let b_run = ["--config", cfg, "run"];
+    let bin = overlay_bin();
+    eprintln!("[crash] scenario: {} events, {} households; binary {}", events.len(), HOUSEHOLDS, bin.display());
+
+    // Given the reference: A folds everything without interruption.
+    publish(&a, &events).ok();
+    publish_text(&a, &GARBAGE_ARGS, GARBAGE).ok();
+    let main_a = overlay(&a, &["run"]).ok();
+    assert_folded(&main_a, events.len() + 1);
+    let fills_a = fills(&a, last_day);
+    assert!(!fills_a.is_empty(), "the scenario made no orders to fill");
+    publish(&a, &fills_a).ok();
+    let fills_run_a = overlay(&a, &["run"]).ok();
+    assert_folded(&fills_run_a, fills_a.len());
+    // A run with nothing to do: what a start costs, for scaling the delays.
+    // The quickest of three, as other work on the machine only ever slows a run down.
+    let startup_s = (0..3)
+        .map(|_| {
+            let idle = overlay(&a, &["run"]).ok();
+            assert_folded(&idle, 0);
+            idle.elapsed.as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let rate = |n: usize, run: &Run| n as f64 / (run.elapsed.as_secs_f64() - startup_s).max(0.05);
+    let (main_rate, fills_rate) = (rate(events.len(), &main_a), rate(fills_a.len(), &fills_run_a));
+    eprintln!(
+        "[crash] reference: main run {:.2} s, fills run ({} fills) {:.2} s, idle start {:.3} s",
+        main_a.elapsed.as_secs_f64(),
+        fills_a.len(),
+        fills_run_a.elapsed.as_secs_f64(),
+        startup_s
+    );
+
+    // When B folds the same inputs while being killed over and over.
+    let (t_main, t_fills) = (main_a.elapsed.as_secs_f64(), fills_run_a.elapsed.as_secs_f64());
+    let main_kills = ((target as f64 * t_main / (t_main + t_fills)).round() as u64).clamp(1.min(target), target);
+    let fills_kills = target - main_kills;
+    let b_started = Instant::now();
+    publish(&b, &events).ok();
+    publish_text(&b, &GARBAGE_ARGS, GARBAGE).ok();
+    let main_b = kill_cycles(&b, &b_run, main_kills, 0x5EED_0001, startup_s, main_rate, 0.7);
+    overlay(&b, &b_run).ok();
+    let fills_b = fills(&b, last_day);
+    assert!(fills_b == fills_a, "the custodian answered B's orders differently from A's ({} vs {} fills)", fills_b.len(), fills_a.len());
+    publish(&b, &fills_b).ok();
+    let fills_cycles = kill_cycles(&b, &b_run, fills_kills, 0x5EED_0002, startup_s, fills_rate, main_b.pace);
+    overlay(&b, &b_run).ok();
+    let last = overlay(&b, &b_run).ok();
+    assert_folded(&last, 0);
+    let landed = main_b.landed + fills_cycles.landed;
+    let mid_work = main_b.landed_mid_work + fills_cycles.landed_mid_work;
+    println!(
+        "[crash] kills landed: {landed} ({mid_work} mid-work, leaving inputs unfolded) in {:.1} s; main phase {main_b:?}; fills phase {fills_cycles:?}",
+        b_started.elapsed().as_secs_f64()
+    );
+    eprintln!("[crash] kills landed: {landed} ({mid_work} mid-work, leaving inputs unfolded)");
+
+    // Then every output is A's, byte for byte.
+    let (orders_a, orders_b) = (orders_text(&a), orders_text(&b));
+    assert!(!orders_a.is_empty(), "the reference made no orders");
+    let dups = duplicates(&json_lines(&orders_b), "order_id");
+    assert!(dups.is_empty(), "B published {} order ids more than once, e.g. {:?}", dups.len(), &dups[..dups.len().min(5)]);
+    if let Some(d) = first_difference(&orders_a, &orders_b) {
+        panic!("orders differ after crash cycles: {d}");
+    }
+    let (audit_a, audit_b) = (audit_text(&a), audit_text(&b));
+    if let Some(d) = first_difference(&audit_a, &audit_b) {
+        panic!("audit records differ after crash cycles: {d}");
+    }
+    let audit_kinds: Vec<String> = json_lines(&audit_b).iter().map(|r| r["body"]["kind"].as_str().unwrap_or("?").to_string()).collect();
+    assert_eq!(
+        audit_kinds.iter().filter(|k| *k == "duplicate").count(),
+        1,
+        "the re-delivered household event is audited once as duplicate"
+    );
+    let (dl_a, dl_b) = (dead_letters_text(&a), dead_letters_text(&b));
+    if let Some(d) = first_difference(&dl_a, &dl_b) {
+        panic!("dead letters differ after crash cycles: {d}");
+    }
+    let mut kinds: Vec<String> = json_lines(&dl_b).iter().map(|d| d["error"].as_str().unwrap_or("?").to_string()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["malformed", "unknown_reference"], "dead letters of the bad inputs");
+    // Sequence numbers are gap-free from 1: nothing lost, nothing doubled.
+    for (i, o) in json_lines(&orders_b).iter().enumerate() {
+        assert_eq!(o["seq"].as_u64(), Some(i as u64 + 1), "order {} is out of sequence", i + 1);
+    }
+    let (status_a, status_b) = (overlay(&a, &["status"]).ok().stdout, overlay(&b, &["status"]).ok().stdout);
+    assert_eq!(status_a, status_b, "positions and counters differ");
+    let verify = overlay(&b, &["replay", "verify"]).ok();
+    assert!(verify.stdout.contains("replay verify OK"), "{}", verify.stdout);
+    // And the kills did land in the middle of the work (checked last: a
+    // difference in the outputs is the more useful failure).
+    assert!(landed >= target, "only {landed} of {target} kills landed");
+    assert!(mid_work * 3 >= landed * 2, "too few kills landed mid-work: {mid_work} of {landed}");
+    assert!(
+        main_kills == 0 || main_b.lag_after < main_b.lag_before,
+        "no batch was committed during the main phase's kill cycles: {main_b:?}"
+    );
+    eprintln!(
+        "[crash] {} orders, {} dead letters identical; replay verify {:.1} s; test {:.1} s",
+        json_lines(&orders_b).len(),
+        json_lines(&dl_b).len(),
+        verify.elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
