@@ -490,7 +490,7 @@ fn check_id(field: &str, value: &str) -> Result<(), InputError> {
 /// Times travel as microseconds in protobuf: finer ones would not survive
 /// the wire, so they are refused rather than silently truncated.
 fn check_time(field: &str, t: &DateTime<Utc>) -> Result<(), InputError> {
-    if t.timestamp_subsec_nanos() % 1_000 != 0 {
+    if !t.timestamp_subsec_nanos().is_multiple_of(1_000) {
         return Err(InputError::invalid(format!("{field} has sub-microsecond precision ({t}); microseconds at most")));
     }
     Ok(())

@@ -52,8 +52,10 @@ impl WriteBatch {
     }
 }
 
+/// One stored record: key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
 /// Records in key order, as a store yields them.
-pub type Records<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+pub type Records<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
 
 /// An ordered key-value store with atomic, durable batches.
 pub trait Store {
@@ -63,7 +65,7 @@ pub trait Store {
     /// Every record whose key starts with `prefix`, in key order, from `start` (inclusive) if given.
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_>;
     /// The record with the greatest key starting with `prefix`.
-    fn last(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
     /// Bytes used on disk (or in memory).
     fn size_bytes(&self) -> u64;
 }

@@ -1,4 +1,4 @@
-use crate::{Records, Store, StoreError, WriteBatch};
+use crate::{Entry, Records, Store, StoreError, WriteBatch};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -44,7 +44,7 @@ impl Store for MemStore {
         Box::new(items.into_iter())
     }
 
-    fn last(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         let m = self.map.borrow();
         Ok(m.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).last().map(|(k, v)| (k.clone(), v.clone())))
     }

@@ -1,4 +1,4 @@
-use crate::{Records, Store, StoreError, WriteBatch};
+use crate::{Entry, Records, Store, StoreError, WriteBatch};
 use std::path::Path;
 
 /// sled 0.34, one tree. `commit` is `apply_batch` (atomic) then `flush` (durable).
@@ -57,7 +57,7 @@ impl Store for SledStore {
         )
     }
 
-    fn last(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         Ok(self.db.scan_prefix(prefix).next_back().transpose().map_err(io)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
