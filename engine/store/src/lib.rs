@@ -141,3 +141,6 @@ pub fn records_after<'a>(
         Ok((seq, v))
     })
 }
+
+#[cfg(test)]
+mod tests;
