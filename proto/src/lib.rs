@@ -389,15 +389,15 @@ impl From<&AuditRecord> for pb::AuditRecord {
         use pb::audit_record::{self as a, Body};
         let body = match &r.body {
             AuditBody::Applied { event_type, summary } => {
-                Body::Applied(a::Applied { event_type: event_type.clone(), summary: summary.clone() })
+                Body::Applied(a::Applied { event_type: event_type.to_string(), summary: summary.clone() })
             }
             AuditBody::Rejected { event_type, error, reason } => Body::Rejected(a::Rejected {
-                event_type: event_type.clone(),
+                event_type: event_type.as_ref().map(ToString::to_string),
                 error: pb::InputErrorKind::from(*error) as i32,
                 reason: reason.clone(),
             }),
             AuditBody::Duplicate { event_type, first_seq } => {
-                Body::Duplicate(a::Duplicate { event_type: event_type.clone(), first_seq: *first_seq })
+                Body::Duplicate(a::Duplicate { event_type: event_type.to_string(), first_seq: *first_seq })
             }
             AuditBody::Decision { account, rules, inputs, orders, skipped } => Body::Decision(a::Decision {
                 account: account.to_string(),
@@ -414,7 +414,7 @@ impl From<&AuditRecord> for pb::AuditRecord {
         };
         pb::AuditRecord {
             seq: r.seq,
-            stream: r.stream.clone(),
+            stream: r.stream.to_string(),
             stream_seq: r.stream_seq,
             event_id: r.event_id.clone(),
             at: r.at.as_ref().map(micros),

@@ -11,12 +11,14 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
-    Account, ChainHead, EsgScore, Meta, HeldPrint, Household, Lot, Model, PendingOrder, PriceState, Restriction, State,
+    Account, EsgScore, Meta, HeldPrint, Household, Lot, Model, PendingOrder, PriceState, Restriction, State,
     REFERENCE_STREAM,
 };
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
+use crate::text::hex_lower;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One input as the edge delivers it: a decoded event, or bytes that did not decode.
@@ -70,7 +72,11 @@ pub struct Applied {
     pub audit: Vec<AuditRecord>,
     /// The refusal, numbered in the dead-letter stream, if the input was refused.
     pub rejection: Option<(u64, InputError)>,
+    /// Stored records that changed (may repeat; the store writes each once).
     pub touched: Vec<Touched>,
+    /// The audit records' canonical JSON, as chained by [`seal`]: the bytes the
+    /// engine stores and publishes.
+    pub audit_json: Vec<Vec<u8>>,
 }
 
 /// A stored record that changed (derived from the changes; the store writes these).
@@ -85,7 +91,7 @@ pub enum Touched {
     Lots(HouseholdId, AccountId, SecurityId),
     Pending(HouseholdId, AccountId, OrderId),
     Seen(String),
-    Chain(String),
+    Chain(Cow<'static, str>),
     Meta,
 }
 
@@ -100,7 +106,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
             at: Some(env.event_time),
             audit: vec![AuditDraft {
                 household: household_of(&env.payload),
-                body: AuditBody::Duplicate { event_type: env.payload.type_name().to_string(), first_seq: *first },
+                body: AuditBody::Duplicate { event_type: env.payload.type_name().into(), first_seq: *first },
             }],
             ..Decision::default()
         };
@@ -128,7 +134,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
                     0,
                     AuditDraft {
                         household: household_of(&env.payload),
-                        body: AuditBody::Applied { event_type: env.payload.type_name().to_string(), summary: summarize(&env.payload) },
+                        body: AuditBody::Applied { event_type: env.payload.type_name().into(), summary: summarize(&env.payload) },
                     },
                 );
             }
@@ -143,12 +149,12 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
     }
 }
 
-fn rejected(event_id: Option<String>, event_type: Option<&str>, err: InputError) -> Decision {
+fn rejected(event_id: Option<String>, event_type: Option<&'static str>, err: InputError) -> Decision {
     Decision {
         event_id,
         audit: vec![AuditDraft {
             household: None,
-            body: AuditBody::Rejected { event_type: event_type.map(str::to_string), error: err.kind, reason: err.message.clone() },
+            body: AuditBody::Rejected { event_type: event_type.map(Into::into), error: err.kind, reason: err.message.clone() },
         }],
         rejection: Some(err),
         ..Decision::default()
@@ -163,6 +169,13 @@ fn household_of(p: &Payload) -> Option<HouseholdId> {
 }
 
 fn summarize(p: &Payload) -> String {
+    use std::fmt::Write;
+    if let Payload::PriceTick(e) = p {
+        // The hottest input: written straight into one right-sized string.
+        let mut s = String::with_capacity(e.security.as_str().len() + 24);
+        let _ = write!(s, "{} {}", e.security, e.price);
+        return s;
+    }
     match p {
         Payload::SecurityUpserted(e) => format!("{} in {}", e.security, e.sector),
         Payload::ModelPublished(e) => format!("{} v{} with {} securities", e.model, e.version, e.weights.len()),
@@ -263,7 +276,7 @@ fn decide_price(state: &State, e: &PriceTick) -> Result<Decision, InputError> {
         d.audit.push(AuditDraft {
             household: None,
             body: AuditBody::Applied {
-                event_type: "price_tick".to_string(),
+                event_type: "price_tick".into(),
                 summary: format!(
                     "{} {} held: moves more than {}% from the confirmed {}; decisions keep using {} until a later tick confirms it",
                     e.security,
@@ -784,14 +797,15 @@ pub fn order_id(event_id: &str, h: &HouseholdId, a: &AccountId, sec: &SecurityId
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
-    OrderId(format!("o-{}", hex::encode(&hasher.finalize()[..12])))
+    OrderId(format!("o-{}", hex_lower(&hasher.finalize()[..12])))
 }
 
-/// Applies a decision. Infallible: every check happened in `decide`.
+/// Applies a decision. Infallible: every check happened in `decide`. Orders
+/// and audit records are numbered here; the audit chain is sealed by [`seal`].
 pub fn apply(state: &mut State, d: Decision) -> Applied {
-    let mut touched: BTreeSet<Touched> = BTreeSet::new();
+    let mut touched: Vec<Touched> = Vec::with_capacity(d.changes.len() + 2);
     state.meta.applied += 1;
-    touched.insert(Touched::Meta);
+    touched.push(Touched::Meta);
     for change in d.changes {
         apply_change(state, change, &mut touched);
     }
@@ -806,57 +820,86 @@ pub fn apply(state: &mut State, d: Decision) -> Applied {
     });
     let mut audit = Vec::with_capacity(d.audit.len());
     for draft in d.audit {
-        let stream = draft.household.as_ref().map_or_else(|| REFERENCE_STREAM.to_string(), |h| format!("household/{h}"));
-        let head = state.meta.chains.entry(stream.clone()).or_default();
+        let stream: Cow<'static, str> =
+            draft.household.as_ref().map_or(Cow::Borrowed(REFERENCE_STREAM), |h| Cow::Owned(format!("household/{h}")));
+        let head = match state.meta.chains.get_mut(stream.as_ref()) {
+            Some(head) => head,
+            None => state.meta.chains.entry(stream.to_string()).or_default(),
+        };
+        head.count += 1;
         state.meta.audit_seq += 1;
-        let mut record = AuditRecord {
+        audit.push(AuditRecord {
             seq: state.meta.audit_seq,
-            stream_seq: head.count + 1,
+            stream_seq: head.count,
             stream,
             event_id: d.event_id.clone(),
             at: d.at,
             household: draft.household,
             body: draft.body,
-            prev_hash: head.hash.clone(),
+            prev_hash: String::new(),
             hash: String::new(),
-        };
-        record.hash = audit_hash(&record);
-        *head = ChainHead { count: record.stream_seq, hash: record.hash.clone() };
-        touched.insert(Touched::Chain(record.stream.clone()));
-        audit.push(record);
+        });
     }
-    Applied { orders, audit, rejection, touched: touched.into_iter().collect() }
+    for r in &audit {
+        touched.push(Touched::Chain(r.stream.clone()));
+    }
+    Applied { orders, audit, rejection, touched, audit_json: Vec::new() }
 }
 
-/// SHA-256 over the record's canonical JSON with an empty `hash` (which
-/// includes `prev_hash`): any change to a record or its place breaks the chain.
+/// The tail every unsealed record's canonical JSON ends with (`hash` is the
+/// record's last field and is empty until sealed).
+const UNSEALED_TAIL: &[u8] = br#","hash":""}"#;
+
+/// Chains the audit records of an applied decision: each record takes its
+/// stream's head as `prev_hash`, and its `hash` is SHA-256 over its canonical
+/// JSON with an empty `hash`. Serializes each record once; the sealed bytes
+/// are kept in `audit_json` for the store.
+pub fn seal(state: &mut State, applied: &mut Applied) {
+    applied.audit_json.reserve(applied.audit.len());
+    for r in applied.audit.iter_mut() {
+        let head = state.meta.chains.get_mut(r.stream.as_ref()).expect("apply opened the stream");
+        r.prev_hash = std::mem::take(&mut head.hash);
+        let mut bytes = serde_json::to_vec(&*r).expect("audit records serialize");
+        assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
+        r.hash = hex_lower(&Sha256::digest(&bytes));
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(r.hash.as_bytes());
+        bytes.extend_from_slice(b"\"}");
+        head.hash = r.hash.clone();
+        applied.audit_json.push(bytes);
+    }
+}
+
+/// The hash a sealed record must carry: SHA-256 over its canonical JSON with
+/// an empty `hash` (which includes `prev_hash`), so any change to a record or
+/// its place in the chain breaks it.
 pub fn audit_hash(record: &AuditRecord) -> String {
     let mut unsealed = record.clone();
     unsealed.hash.clear();
     let bytes = serde_json::to_vec(&unsealed).expect("audit records serialize");
-    hex::encode(Sha256::digest(&bytes))
+    hex_lower(&Sha256::digest(&bytes))
 }
 
-fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touched>) {
+fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
     match change {
         Change::Security(s) => {
-            touched.insert(Touched::Security(s.security.clone()));
+            touched.push(Touched::Security(s.security.clone()));
             state.securities.insert(s.security.clone(), s);
         }
         Change::Model(id, m) => {
-            touched.insert(Touched::Model(id.clone()));
+            touched.push(Touched::Model(id.clone()));
             state.models.insert(id, m);
         }
         Change::Price(id, p) => {
-            touched.insert(Touched::Price(id.clone()));
+            touched.push(Touched::Price(id.clone()));
             state.prices.insert(id, p);
         }
         Change::Esg(id, e) => {
-            touched.insert(Touched::Esg(id.clone()));
+            touched.push(Touched::Esg(id.clone()));
             state.esg.insert(id, e);
         }
         Change::Household(h) => {
-            touched.insert(Touched::Household(h.id.clone()));
+            touched.push(Touched::Household(h.id.clone()));
             match state.households.get_mut(&h.id) {
                 Some(cur) => {
                     cur.tax = h.tax;
@@ -869,7 +912,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touche
             }
         }
         Change::Account(h, a) => {
-            touched.insert(Touched::Account(h.clone(), a.id.clone()));
+            touched.push(Touched::Account(h.clone(), a.id.clone()));
             let hh = state.households.get_mut(&h).expect("accounts change only in known households");
             let old_models: BTreeSet<ModelId> = hh.models();
             match hh.accounts.get_mut(&a.id) {
@@ -888,7 +931,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touche
             }
         }
         Change::Lots(h, a, sec, lots) => {
-            touched.insert(Touched::Lots(h.clone(), a.clone(), sec.clone()));
+            touched.push(Touched::Lots(h.clone(), a.clone(), sec.clone()));
             let hh = state.households.get_mut(&h).expect("lots change only in known households");
             let account = hh.accounts.get_mut(&a).expect("lots change only in known accounts");
             if lots.is_empty() {
@@ -907,7 +950,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touche
             }
         }
         Change::Pending(h, a, id, p) => {
-            touched.insert(Touched::Pending(h.clone(), a.clone(), id.clone()));
+            touched.push(Touched::Pending(h.clone(), a.clone(), id.clone()));
             let account = state
                 .households
                 .get_mut(&h)
@@ -919,7 +962,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut BTreeSet<Touche
             };
         }
         Change::Seen(id) => {
-            touched.insert(Touched::Seen(id.clone()));
+            touched.push(Touched::Seen(id.clone()));
             state.meta.seen.insert(id, state.meta.applied);
         }
     }
@@ -955,8 +998,10 @@ pub fn rebuild_indexes(state: &mut State) {
     }
 }
 
-/// Decide and apply in one step.
+/// Decide, apply and seal: one input folded.
 pub fn step(state: &mut State, input: Input<'_>) -> Applied {
     let d = decide(state, input);
-    apply(state, d)
+    let mut applied = apply(state, d);
+    seal(state, &mut applied);
+    applied
 }

@@ -8,6 +8,7 @@ pub mod output;
 pub mod fold;
 pub mod rebalance;
 pub mod state;
+pub mod text;
 
 pub use fold::{apply, decide, step, Applied, Decision, Input};
 pub use state::State;

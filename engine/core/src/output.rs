@@ -7,6 +7,7 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, Securi
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -132,11 +133,11 @@ pub struct DecisionInputs {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditBody {
     /// An input was applied to state.
-    Applied { event_type: String, summary: String },
+    Applied { event_type: Cow<'static, str>, summary: String },
     /// An input was refused; it also went to the dead-letter stream.
-    Rejected { event_type: Option<String>, error: InputErrorKind, reason: String },
+    Rejected { event_type: Option<Cow<'static, str>>, error: InputErrorKind, reason: String },
     /// An input whose event id was already applied; it had no effect.
-    Duplicate { event_type: String, first_seq: u64 },
+    Duplicate { event_type: Cow<'static, str>, first_seq: u64 },
     /// A rebalance decision for one account.
     Decision {
         account: AccountId,
@@ -156,9 +157,10 @@ pub enum AuditBody {
 pub struct AuditRecord {
     /// Position in the engine's audit stream (1-based, gap-free).
     pub seq: u64,
-    pub stream: String,
+    pub stream: Cow<'static, str>,
     pub stream_seq: u64,
     pub event_id: Option<String>,
+    #[serde(serialize_with = "crate::text::serialize_opt_time")]
     pub at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub household: Option<HouseholdId>,

@@ -43,8 +43,31 @@ pub struct Meta {
     /// Audit chain head per stream: (records in the stream, hash of the last).
     pub chains: BTreeMap<String, ChainHead>,
     /// Event ids applied so far, with the state version at which they were.
-    pub seen: BTreeMap<String, u64>,
+    /// Stored one key per id, never serialized with `Meta`.
+    #[serde(skip)]
+    pub seen: SeenEvents,
     pub settings: EngineSettings,
+}
+
+/// The idempotency set: event id → the state version that applied it.
+/// Lookups and inserts only: it is never iterated, so its order cannot reach
+/// state or output (and its hasher is fixed, so even that order would not vary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeenEvents(std::collections::HashMap<String, u64, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>);
+
+impl SeenEvents {
+    pub fn get(&self, event_id: &str) -> Option<&u64> {
+        self.0.get(event_id)
+    }
+    pub fn insert(&mut self, event_id: String, applied: u64) {
+        self.0.insert(event_id, applied);
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Engine-wide settings that decisions depend on. They are state: recorded

@@ -546,6 +546,12 @@ fn audit_records_chain_per_stream() {
     for r in &all {
         assert_eq!(audit_hash(r), r.hash);
     }
+    // The sealed bytes the store keeps are exactly the record's JSON.
+    let applied = w.household("H3", "100000", vec![]);
+    for (r, bytes) in applied.audit.iter().zip(&applied.audit_json) {
+        assert_eq!(bytes, &serde_json::to_vec(r).unwrap());
+    }
+    assert_eq!(applied.audit.len(), applied.audit_json.len());
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub fn encode_touched(state: &State, t: &Touched) -> (Vec<u8>, Option<Vec<u8>>) 
             state.households.get(h).and_then(|hh| hh.accounts.get(a)).and_then(|acc| acc.pending.get(o)).map(json),
         ),
         Touched::Seen(id) => (text_key(keys::SEEN, &[id]), state.meta.seen.get(id).map(|v| v.to_be_bytes().to_vec())),
-        Touched::Chain(stream) => (text_key(keys::CHAIN, &[stream]), state.meta.chains.get(stream).map(json)),
+        Touched::Chain(stream) => (text_key(keys::CHAIN, &[stream]), state.meta.chains.get(stream.as_ref()).map(json)),
         Touched::Meta => {
             let m = &state.meta;
             let rec = MetaRecord {

@@ -78,8 +78,8 @@ impl Folder {
         for o in &applied.orders {
             self.batch.put(seq_key(keys::ORDERS, o.seq), serde_json::to_vec(o).expect("orders serialize"));
         }
-        for a in &applied.audit {
-            self.batch.put(seq_key(keys::AUDIT, a.seq), serde_json::to_vec(a).expect("audit serializes"));
+        for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
+            self.batch.put(seq_key(keys::AUDIT, a.seq), bytes.clone());
         }
         if let Some((dl_seq, err)) = &applied.rejection {
             let dl = DeadLetter {
