@@ -6,7 +6,7 @@
 
 use overlay_core::fold::Input;
 use overlay_core::state::EngineSettings;
-use overlay_store::{codec, keys, load_state, records_after, state_hash, Folder, MemStore, Store, StoreError};
+use overlay_store::{codec, keys, load_meta, records_after, state_hash, Folder, MemStore, Store, StoreError};
 
 /// Inputs folded between commits of the replay's own (in-memory) store.
 const REPLAY_BATCH_INPUTS: u64 = 10_000;
@@ -36,14 +36,14 @@ pub struct VerifyReport {
 
 /// The settings the recorded store was created with.
 pub fn recorded_settings(store: &dyn Store) -> Result<EngineSettings, ReplayError> {
-    Ok(load_state(store)?.meta.settings)
+    Ok(load_meta(store)?.settings)
 }
 
 /// Re-folds the whole journal of `recorded` into a fresh in-memory store.
 /// `progress` is called with (inputs done, inputs total).
 pub fn rebuild(recorded: &dyn Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Folder, ReplayError> {
-    let settings = recorded_settings(recorded)?;
-    let total = load_state(recorded)?.meta.applied;
+    let meta = load_meta(recorded)?;
+    let (settings, total) = (meta.settings, meta.applied);
     if total == 0 {
         return Err(ReplayError::EmptyJournal);
     }

@@ -210,7 +210,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Replay { command: ReplayCommand::Verify } => {
             let store = overlay_store::SledStore::open(&runner::store_dir(&data_dir))
                 .context("opening the state store (stop the engine first)")?;
-            let total = overlay_store::load_state(&store)?.meta.applied;
+            let total = overlay_store::load_meta(&store)?.applied;
             if total == 0 {
                 bail!("{} has no recorded inputs to replay", data_dir.display());
             }

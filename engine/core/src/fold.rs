@@ -227,7 +227,7 @@ fn decide_model(state: &State, env: &Envelope, e: &ModelPublished) -> Result<Dec
     // Decide the subscribers against reference data as it will be with the new model.
     let mut next = reference_of(state);
     next.models.insert(e.model.clone(), model);
-    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::ModelChange, mode: Mode::Full };
+    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::ModelChange, Mode::Full);
     for h in state.subscribers.get(&e.model).into_iter().flatten() {
         let hh = &state.households[h];
         let accounts: Vec<AccountId> =
@@ -305,7 +305,7 @@ fn decide_esg(state: &State, env: &Envelope, e: &EsgScoreChanged) -> Result<Deci
     let mut d = Decision { changes: vec![Change::Esg(e.security.clone(), score.clone())], ..Decision::default() };
     let mut next = reference_of(state);
     next.esg.insert(e.security.clone(), score);
-    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::Esg, mode: Mode::Full };
+    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::Esg, Mode::Full);
     for h in rebalance::households_touching(state, &e.security) {
         let hh = &state.households[&h];
         if !hh.has_esg_screen() {
@@ -364,7 +364,7 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         next_hh.accounts.insert(spec.account.clone(), full);
     }
     let accounts: Vec<AccountId> = e.accounts.iter().map(|a| a.account.clone()).collect();
-    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::Setup, mode: Mode::Full };
+    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::Setup, Mode::Full);
     rebalance_household(state, &next_hh, env, &accounts, &ctx, &mut d);
     Ok(d)
 }
@@ -472,7 +472,7 @@ fn decide_restriction(state: &State, env: &Envelope, e: &RestrictionEdited) -> R
         Some(a) => vec![a.clone()],
         None => existing.accounts.keys().cloned().collect(),
     };
-    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::Restriction, mode: Mode::Full };
+    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::Restriction, Mode::Full);
     rebalance_household(state, &next_hh, env, &accounts, &ctx, &mut d);
     Ok(d)
 }
@@ -509,7 +509,7 @@ fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decis
     let mut d = Decision { changes: vec![Change::Account(e.household.clone(), header_account(&next))], ..Decision::default() };
     let mut next_hh = hh.clone();
     next_hh.accounts.insert(e.account.clone(), next);
-    let ctx = Context { now: env.event_time, trade_date: env.event_time.date_naive(), reason: OrderReason::CashFlow, mode };
+    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::CashFlow, mode);
     rebalance_household(state, &next_hh, env, std::slice::from_ref(&e.account), &ctx, &mut d);
     Ok(d)
 }
@@ -697,7 +697,7 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
     let reason = match kind {
         ClockKind::MarketClose | ClockKind::Review => OrderReason::Drift,
     };
-    let ctx = Context { now: env.event_time, trade_date, reason, mode: Mode::Full };
+    let ctx = Context::new(env.event_time, trade_date, reason, Mode::Full);
     for hh in state.households.values() {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
         rebalance_household(state, hh, env, &accounts, &ctx, &mut d);

@@ -4,13 +4,15 @@
 //! and returns a plan; the fold turns the plan into orders and changes.
 
 use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side};
-use crate::ids::{HouseholdId, RestrictionId, SecurityId};
+use crate::ids::{HouseholdId, ModelId, RestrictionId, SecurityId};
 use crate::output::{DecisionInputs, LotRelief, OrderReason, Skip, SkipReason};
 use crate::state::{Account, Household, Lot, Restriction, State};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 /// What a decision is for: a full drift check, or a cash flow that only buys
 /// (deposit) or only sells (withdrawal).
@@ -28,6 +30,67 @@ pub struct Context {
     /// The reason given to discretionary (drift) trades of this decision.
     pub reason: OrderReason,
     pub mode: Mode,
+    /// Direct-index subset plans by (model, names), shared by the accounts of
+    /// one decision (a clock event plans hundreds of accounts on one index).
+    subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
+}
+
+impl Context {
+    pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
+        Self { now, trade_date, reason, mode, subsets: RefCell::new(BTreeMap::new()) }
+    }
+}
+
+/// An index grouped by sector: each sector's quota of names, its index
+/// weight, and its names largest first. Depends on the index and the subset
+/// size only, so one plan serves every account of that size.
+#[derive(Debug)]
+pub struct SubsetPlan {
+    sectors: Vec<(usize, Decimal, Vec<(SecurityId, Decimal)>)>,
+}
+
+impl SubsetPlan {
+    fn new(state: &State, index: &BTreeMap<SecurityId, Decimal>, n: usize) -> Self {
+        let unknown = String::new();
+        let mut sectors: BTreeMap<&str, Vec<(SecurityId, Decimal)>> = BTreeMap::new();
+        for (sec, w) in index {
+            let sector = state.securities.get(sec).map_or(unknown.as_str(), |s| s.sector.as_str());
+            sectors.entry(sector).or_default().push((sec.clone(), *w));
+        }
+        let total: Decimal = index.values().sum();
+        if total <= Decimal::ZERO {
+            return Self { sectors: Vec::new() };
+        }
+        // Quotas: floor of the proportional share, then one each by largest remainder.
+        let mut quotas: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
+        for (sector, names) in &sectors {
+            let share = names.iter().map(|(_, w)| *w).sum::<Decimal>() / total * Decimal::from(n);
+            let floor = share.floor();
+            quotas.insert(sector, (floor.to_usize().unwrap_or(0), share - floor));
+        }
+        let mut left = n.saturating_sub(quotas.values().map(|q| q.0).sum());
+        let mut by_remainder: Vec<(&str, Decimal, usize)> = quotas.iter().map(|(s, q)| (*s, q.1, q.0)).collect();
+        // Empty sectors first (every sector represented while names last), then largest remainder.
+        by_remainder.sort_by(|a, b| (a.2 > 0, std::cmp::Reverse(a.1), a.0).cmp(&(b.2 > 0, std::cmp::Reverse(b.1), b.0)));
+        for (sector, _, _) in by_remainder {
+            if left == 0 {
+                break;
+            }
+            quotas.get_mut(sector).expect("quota per sector").0 += 1;
+            left -= 1;
+        }
+        let mut out = Vec::new();
+        for (sector, mut names) in sectors {
+            let quota = quotas[sector].0.min(names.len());
+            if quota == 0 {
+                continue;
+            }
+            names.sort_by(|a, b| (std::cmp::Reverse(a.1), &a.0).cmp(&(std::cmp::Reverse(b.1), &b.0)));
+            let weight = names.iter().map(|(_, w)| *w).sum();
+            out.push((quota, weight, names));
+        }
+        Self { sectors: out }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,7 +352,7 @@ fn account_target<'a>(
                 let model_weights = match model.kind {
                     ModelKind::DirectIndex => {
                         let n = state.meta.settings.direct_index_size(proj.value * sleeve.percent, account.settings.fractional);
-                        subset = direct_index_subset(state, &model.weights, n as usize, proj);
+                        subset = direct_index_subset(state, &sleeve.model, &model.weights, n as usize, proj, ctx);
                         if subset.len() < model.weights.len() {
                             plan.rules.push(format!(
                                 "direct index {}: {} of {} names for a ${} sleeve, sector weights kept",
@@ -444,72 +507,43 @@ fn rule_check(state: &State, rules: &[(&RestrictionId, &Restriction)], sec: &Sec
 /// keeps its index weight.
 pub fn direct_index_subset<'a>(
     state: &State,
+    model: &ModelId,
     index: &'a BTreeMap<SecurityId, Decimal>,
     n: usize,
     proj: &Projection<'_>,
+    ctx: &Context,
 ) -> BTreeMap<&'a SecurityId, Decimal> {
     if n == 0 || n >= index.len() {
         return index.iter().map(|(s, w)| (s, *w)).collect();
     }
-    let unknown = String::new();
-    let mut sectors: BTreeMap<&str, Vec<(&'a SecurityId, Decimal)>> = BTreeMap::new();
-    for (sec, w) in index {
-        let sector = state.securities.get(sec).map_or(unknown.as_str(), |s| s.sector.as_str());
-        sectors.entry(sector).or_default().push((sec, *w));
-    }
-    let total: Decimal = index.values().sum();
-    if total <= Decimal::ZERO {
-        return BTreeMap::new();
-    }
-    // Quotas: floor of the proportional share, then one each by largest remainder.
-    let mut quotas: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
-    for (sector, names) in &sectors {
-        let share = names.iter().map(|(_, w)| *w).sum::<Decimal>() / total * Decimal::from(n);
-        let floor = share.floor();
-        quotas.insert(sector, (floor.to_usize().unwrap_or(0), share - floor));
-    }
-    let mut left = n.saturating_sub(quotas.values().map(|q| q.0).sum());
-    let mut by_remainder: Vec<(&str, Decimal, usize)> = quotas.iter().map(|(s, q)| (*s, q.1, q.0)).collect();
-    // Empty sectors first (every sector represented while names last), then largest remainder.
-    by_remainder.sort_by(|a, b| (a.2 > 0, std::cmp::Reverse(a.1), a.0).cmp(&(b.2 > 0, std::cmp::Reverse(b.1), b.0)));
-    for (sector, _, _) in by_remainder {
-        if left == 0 {
-            break;
-        }
-        quotas.get_mut(sector).expect("quota per sector").0 += 1;
-        left -= 1;
-    }
+    let plan = ctx
+        .subsets
+        .borrow_mut()
+        .entry((model.clone(), n))
+        .or_insert_with(|| Rc::new(SubsetPlan::new(state, index, n)))
+        .clone();
     let mut out = BTreeMap::new();
-    for (sector, mut names) in sectors {
-        let quota = quotas[sector].0.min(names.len());
-        if quota == 0 {
-            continue;
-        }
-        names.sort_by(|a, b| (std::cmp::Reverse(a.1), a.0).cmp(&(std::cmp::Reverse(b.1), b.0)));
+    for (quota, sector_weight, names) in &plan.sectors {
+        let quota = *quota;
         let keep_rank = quota + quota.div_ceil(2);
-        let mut chosen: Vec<(&'a SecurityId, Decimal)> = names
-            .iter()
-            .take(keep_rank)
-            .filter(|(s, _)| proj.quantity(s) > Decimal::ZERO)
-            .take(quota)
-            .copied()
-            .collect();
-        for (s, w) in &names {
+        let mut chosen: Vec<&(SecurityId, Decimal)> =
+            names.iter().take(keep_rank).filter(|(s, _)| proj.quantity(s) > Decimal::ZERO).take(quota).collect();
+        for name in names {
             if chosen.len() >= quota {
                 break;
             }
-            if !chosen.iter().any(|(c, _)| c == s) {
-                chosen.push((s, *w));
+            if !chosen.iter().any(|c| c.0 == name.0) {
+                chosen.push(name);
             }
         }
-        let sector_weight: Decimal = names.iter().map(|(_, w)| *w).sum();
         let chosen_weight: Decimal = chosen.iter().map(|(_, w)| *w).sum();
         if chosen_weight <= Decimal::ZERO {
             continue;
         }
         for (s, w) in chosen {
+            let (key, _) = index.get_key_value(s).expect("the plan is drawn from this index");
             // Rounded toward zero so the subset never sums above the index.
-            out.insert(s, (w * sector_weight / chosen_weight).round_dp_with_strategy(8, RoundingStrategy::ToZero));
+            out.insert(key, (*w * *sector_weight / chosen_weight).round_dp_with_strategy(8, RoundingStrategy::ToZero));
         }
     }
     out

@@ -776,8 +776,9 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
         pending: Default::default(),
         next_lot_id: 1,
     };
+    let ctx = crate::rebalance::Context::new(w.now, w.now.date_naive(), OrderReason::Drift, crate::rebalance::Mode::Full);
     let proj = crate::rebalance::Projection::of(state, &empty);
-    let subset = crate::rebalance::direct_index_subset(state, &index, 10, &proj);
+    let subset = crate::rebalance::direct_index_subset(state, &"ix".into(), &index, 10, &proj, &ctx);
     assert_eq!(subset.len(), 10);
     let tech: Decimal = subset
         .iter()
@@ -813,8 +814,9 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
             holding_start: date("2020-01-01"),
         }],
     );
+    let ctx = crate::rebalance::Context::new(w.now, w.now.date_naive(), OrderReason::Drift, crate::rebalance::Mode::Full);
     let proj = crate::rebalance::Projection::of(state, &holder);
-    let subset = crate::rebalance::direct_index_subset(state, &index, 10, &proj);
+    let subset = crate::rebalance::direct_index_subset(state, &"ix".into(), &index, 10, &proj, &ctx);
     assert!(subset.contains_key(&SecurityId::new("T08")), "{subset:?}");
     assert_eq!(subset.len(), 10);
 }

@@ -59,6 +59,20 @@ pub fn encode_touched(state: &State, t: &Touched) -> (Vec<u8>, Option<Vec<u8>>) 
     }
 }
 
+/// The counters and settings alone (no chains, no idempotency set), read
+/// from the one `s:meta` record.
+pub fn decode_meta(value: &[u8]) -> Result<Meta, StoreError> {
+    let m: MetaRecord = parse(keys::META.as_bytes(), value)?;
+    Ok(Meta {
+        applied: m.applied,
+        order_seq: m.order_seq,
+        audit_seq: m.audit_seq,
+        dead_letter_seq: m.dead_letter_seq,
+        settings: m.settings,
+        ..Meta::default()
+    })
+}
+
 fn parse<'a, T: Deserialize<'a>>(key: &[u8], value: &'a [u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(key))))
 }

@@ -76,6 +76,14 @@ pub fn load_state(store: &dyn Store) -> Result<overlay_core::State, StoreError> 
     codec::decode_state(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
 }
 
+/// The store's counters and settings, without loading the rest of state.
+pub fn load_meta(store: &dyn Store) -> Result<overlay_core::state::Meta, StoreError> {
+    match store.get(keys::META.as_bytes())? {
+        Some(v) => codec::decode_meta(&v),
+        None => Ok(overlay_core::state::Meta::default()),
+    }
+}
+
 /// SHA-256 over every state record (key and value, length-prefixed) in key
 /// order: two stores with the same state have the same hash.
 pub fn state_hash(store: &dyn Store) -> Result<String, StoreError> {
