@@ -83,7 +83,11 @@ pub fn verify(recorded: &dyn Store, progress: &mut dyn FnMut(u64, u64)) -> Resul
     report.dead_letters = compare_stream(recorded, replayed, keys::DEAD_LETTERS, "dead letters")?;
     let (a, b) = (state_hash(recorded)?, state_hash(replayed)?);
     if a != b {
-        return Err(ReplayError::StateMismatch { recorded: a, replayed: b, first_difference: first_state_difference(recorded, replayed)? });
+        return Err(ReplayError::StateMismatch {
+            recorded: a,
+            replayed: b,
+            first_difference: first_state_difference(recorded, replayed)?,
+        });
     }
     report.state_hash = a;
     Ok(report)
@@ -94,12 +98,21 @@ fn show(v: Option<&[u8]>) -> String {
         None => "(absent)".to_string(),
         Some(b) => {
             let s = String::from_utf8_lossy(b);
-            if s.len() > 600 { format!("{}…", &s[..s.floor_char_boundary(600)]) } else { s.into_owned() }
+            if s.len() > 600 {
+                format!("{}…", &s[..s.floor_char_boundary(600)])
+            } else {
+                s.into_owned()
+            }
         }
     }
 }
 
-fn compare_stream(recorded: &dyn Store, replayed: &dyn Store, prefix: &'static [u8], stream: &'static str) -> Result<u64, ReplayError> {
+fn compare_stream(
+    recorded: &dyn Store,
+    replayed: &dyn Store,
+    prefix: &'static [u8],
+    stream: &'static str,
+) -> Result<u64, ReplayError> {
     let mut a = records_after(recorded, prefix, 0);
     let mut b = records_after(replayed, prefix, 0);
     let mut n = 0;
@@ -128,7 +141,8 @@ fn first_state_difference(recorded: &dyn Store, replayed: &dyn Store) -> Result<
             (None, None) => return Ok("none found".into()),
             (Some(x), Some(y)) if x == y => continue,
             (x, y) => {
-                let key = |r: &Option<(Vec<u8>, Vec<u8>)>| r.as_ref().map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+                let key =
+                    |r: &Option<(Vec<u8>, Vec<u8>)>| r.as_ref().map(|(k, _)| String::from_utf8_lossy(k).into_owned());
                 return Ok(format!(
                     "recorded {} = {}, replayed {} = {}",
                     key(&x).unwrap_or_default(),

@@ -43,7 +43,14 @@ fn build_overlay() -> PathBuf {
     let root = workspace_root();
     let release = !cfg!(debug_assertions);
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(&root).args(["build", "-p", "overlay", "--bin", "overlay", "--message-format=json-render-diagnostics"]);
+    cmd.current_dir(&root).args([
+        "build",
+        "-p",
+        "overlay",
+        "--bin",
+        "overlay",
+        "--message-format=json-render-diagnostics",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -54,10 +61,13 @@ fn build_overlay() -> PathBuf {
     let out = cmd.stderr(Stdio::inherit()).output().expect("running cargo build");
     assert!(out.status.success(), "cargo build -p overlay failed ({})", out.status);
     // Cargo names the executable it built; fall back to the usual place.
-    let from_messages = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|m| {
-        (m["reason"] == "compiler-artifact" && m["target"]["name"] == "overlay" && m["executable"].is_string())
-            .then(|| PathBuf::from(m["executable"].as_str().unwrap()))
-    });
+    let from_messages = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|m| {
+            (m["reason"] == "compiler-artifact" && m["target"]["name"] == "overlay" && m["executable"].is_string())
+                .then(|| PathBuf::from(m["executable"].as_str().unwrap()))
+        });
     let bin = from_messages.unwrap_or_else(|| {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         let target = if target.is_absolute() { target } else { root.join(target) };
@@ -179,7 +189,9 @@ pub fn overlay(dir: &Path, args: &[&str]) -> Run {
 /// Runs `overlay --data-dir DIR <args>` with `stdin` on its standard input.
 pub fn overlay_with_stdin(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
     let mut cmd = command(dir, args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd.spawn().expect("spawning overlay");
     let writer = stdin.map(|bytes| {

@@ -57,9 +57,18 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!((1..=1024).contains(&self.log.household_partitions), "log.household_partitions must be 1..=1024");
-        anyhow::ensure!((1..=100_000).contains(&self.engine.batch_inputs_max), "engine.batch_inputs_max must be 1..=100000");
-        anyhow::ensure!((1..=100_000).contains(&self.engine.read_records_max), "engine.read_records_max must be 1..=100000");
+        anyhow::ensure!(
+            (1..=1024).contains(&self.log.household_partitions),
+            "log.household_partitions must be 1..=1024"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.engine.batch_inputs_max),
+            "engine.batch_inputs_max must be 1..=100000"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.engine.read_records_max),
+            "engine.read_records_max must be 1..=100000"
+        );
         anyhow::ensure!(self.engine.settings.fractional_dp <= 8, "engine.settings.fractional_dp must be at most 8");
         Ok(())
     }

@@ -72,7 +72,11 @@ impl DemoSummary {
             v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         };
-        writeln!(out, "overlay demo: {} households, {} accounts, {} securities, {} models", self.households, self.accounts, self.securities, self.models)?;
+        writeln!(
+            out,
+            "overlay demo: {} households, {} accounts, {} securities, {} models",
+            self.households, self.accounts, self.securities, self.models
+        )?;
         if let (Some(a), Some(b)) = (self.first_day, self.last_day) {
             writeln!(out, "  days          {} trading days, {a} .. {b} (real closes)", self.days)?;
         }
@@ -81,7 +85,11 @@ impl DemoSummary {
         writeln!(out, "  skipped       {}  ({})", total(&self.skips_by_reason), list(&self.skips_by_reason))?;
         writeln!(out, "  dead letters  {}  ({})", total(&self.dead_letters_by_kind), list(&self.dead_letters_by_kind))?;
         let rate = if self.elapsed_s > 0.0 { self.events as f64 / self.elapsed_s } else { 0.0 };
-        writeln!(out, "  elapsed       {:.1} s, {:.0} events/s (durable: every batch flushed to sled)", self.elapsed_s, rate)?;
+        writeln!(
+            out,
+            "  elapsed       {:.1} s, {:.0} events/s (durable: every batch flushed to sled)",
+            self.elapsed_s, rate
+        )?;
         writeln!(out, "  data dir      {}", data_dir.display())?;
         let h = self.example_household.as_deref().unwrap_or("HOUSEHOLD");
         writeln!(out, "next: overlay orders --household {h} | head   ·   overlay audit --household {h} | head   ·   overlay replay verify")?;
@@ -101,7 +109,8 @@ fn prepare_dir(data_dir: &Path) -> Result<()> {
                     data_dir.display()
                 );
             }
-            std::fs::remove_dir_all(data_dir).with_context(|| format!("removing the previous demo in {}", data_dir.display()))?;
+            std::fs::remove_dir_all(data_dir)
+                .with_context(|| format!("removing the previous demo in {}", data_dir.display()))?;
         }
     }
     std::fs::create_dir_all(data_dir)?;

@@ -13,8 +13,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
+// The fold and the store's writer thread allocate heavily side by side;
+// mimalloc keeps them from contending the way the system allocator does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
-#[command(name = "overlay", version, about = "Overlay-manager engine: keeps client households on their model portfolios, tax- and restriction-aware, event-sourced.")]
+#[command(
+    name = "overlay",
+    version,
+    about = "Overlay-manager engine: keeps client households on their model portfolios, tax- and restriction-aware, event-sourced."
+)]
 struct Cli {
     /// Where the engine keeps its log and state.
     #[arg(long, global = true, env = "OVERLAY_DATA_DIR", default_value = "./overlay-data")]
@@ -111,7 +120,11 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that stops early (`overlay orders | head`) is not an error.
-        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -169,7 +182,10 @@ fn real_main(cli: Cli) -> Result<()> {
             if follow {
                 let stop = engine.stop_handle();
                 std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for signals");
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for signals");
                     rt.block_on(wait_for_shutdown());
                     stop.store(true, Ordering::Relaxed);
                 });
@@ -205,7 +221,11 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
             }
             let m = &engine.state().meta;
-            writeln!(out, "applied {} inputs; {} orders, {} audit records, {} dead letters", m.applied, m.order_seq, m.audit_seq, m.dead_letter_seq)?;
+            writeln!(
+                out,
+                "applied {} inputs; {} orders, {} audit records, {} dead letters",
+                m.applied, m.order_seq, m.audit_seq, m.dead_letter_seq
+            )?;
         }
         Command::Replay { command: ReplayCommand::Verify } => {
             let store = overlay_store::SledStore::open(&runner::store_dir(&data_dir))
@@ -214,7 +234,11 @@ fn real_main(cli: Cli) -> Result<()> {
             if total == 0 {
                 bail!("{} has no recorded inputs to replay", data_dir.display());
             }
-            let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+            let bar = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(total)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
             let report = overlay_replay::verify(&store, &mut |done, _| bar.set_position(done));
             bar.finish_and_clear();
             let report = report.map_err(|e| anyhow::anyhow!("replay verify FAILED: {e}"))?;
@@ -240,7 +264,8 @@ fn open_log(data_dir: &std::path::Path, cfg: &Config) -> Result<EmbeddedLog> {
 async fn wait_for_shutdown() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -50,7 +50,10 @@ pub fn parse_events(text: &str, name: &str, validate: bool) -> Result<Vec<Envelo
 /// need bytes no valid producer would send.
 pub fn publish_raw(log: &EmbeddedLog, topic: &str, key: Option<&str>, text: &str) -> Result<usize> {
     if !crate::topics::INPUTS.contains(&topic) {
-        bail!("--raw writes only to the input topics ({}); {topic} is written by the engine alone", crate::topics::INPUTS.join(", "));
+        bail!(
+            "--raw writes only to the input topics ({}); {topic} is written by the engine alone",
+            crate::topics::INPUTS.join(", ")
+        );
     }
     let records: Vec<Record> = text
         .lines()

@@ -11,6 +11,11 @@
 //! Exactly-once effect: each input's effects and its position are in the same
 //! batch; outputs are published only after their batch is durable, and the
 //! publisher resumes from the last record it finds in each output topic.
+//!
+//! Pipelining: a writer thread applies and flushes batch N while batch N+1 is
+//! folded (one batch in flight at most). In-memory state runs ahead of the
+//! store by at most that much; a crash loses only in-memory work, which is
+//! folded again from the durable positions, to the same bytes.
 
 use crate::config::Config;
 use crate::topics::{self, ENGINE_GROUP, INPUTS};
@@ -20,7 +25,7 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::State;
 use overlay_log::{EmbeddedLog, Record};
-use overlay_store::{keys, Folder, SledStore, Store};
+use overlay_store::{keys, Committer, Folder, SledStore, Store};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -88,6 +93,8 @@ impl Source {
 pub struct Engine {
     log: EmbeddedLog,
     folder: Folder,
+    /// Writes batch N while batch N+1 is folded (one batch in flight at most).
+    writer: Committer,
     cfg: Config,
     stop: Arc<AtomicBool>,
 }
@@ -97,9 +104,11 @@ impl Engine {
         cfg.validate()?;
         let log = EmbeddedLog::open(&log_dir(data_dir)).context("opening the embedded log")?;
         topics::ensure_topics(&log, cfg.log.household_partitions)?;
-        let store = SledStore::open(&store_dir(data_dir)).context("opening the state store (is another engine running on this data directory?)")?;
+        let store = SledStore::open(&store_dir(data_dir))
+            .context("opening the state store (is another engine running on this data directory?)")?;
+        let writer = Committer::new(Box::new(store.handle()));
         let folder = Folder::open(Box::new(store), cfg.engine.settings.clone())?;
-        let engine = Self { log, folder, cfg: cfg.clone(), stop: Arc::new(AtomicBool::new(false)) };
+        let engine = Self { log, folder, writer, cfg: cfg.clone(), stop: Arc::new(AtomicBool::new(false)) };
         // Outputs committed before a crash but not yet published go out first.
         engine.publish()?;
         Ok(engine)
@@ -162,7 +171,8 @@ impl Engine {
                 .min()
                 .map(|(_, i)| i);
             let Some(i) = pick else {
-                self.commit(&mut stats, &sources)?;
+                self.commit(&mut stats)?;
+                self.settle(&mut stats)?;
                 if !opts.follow {
                     break;
                 }
@@ -182,10 +192,11 @@ impl Engine {
             observer(&applied);
             stats.inputs += 1;
             if self.folder.uncommitted() >= self.cfg.engine.batch_inputs_max as u64 {
-                self.commit(&mut stats, &sources)?;
+                self.commit(&mut stats)?;
             }
         }
-        self.commit(&mut stats, &sources)?;
+        self.commit(&mut stats)?;
+        self.settle(&mut stats)?;
         // Even with nothing new folded, leave the advisory positions true (a
         // kill may have come between a batch and its group commit).
         self.commit_group(&sources)?;
@@ -201,11 +212,22 @@ impl Engine {
         Ok(())
     }
 
-    fn commit(&mut self, stats: &mut RunStats, sources: &[Source]) -> Result<()> {
-        let out = self.folder.commit()?;
-        if out.inputs == 0 {
-            return Ok(());
+    /// Hands everything folded so far to the writer, after the batch before
+    /// it is durable (and published): batches are written in order.
+    fn commit(&mut self, stats: &mut RunStats) -> Result<()> {
+        let prepared = self.folder.prepare();
+        self.settle(stats)?;
+        if let Some(p) = prepared {
+            self.writer.submit(p)?;
         }
+        Ok(())
+    }
+
+    /// Waits for the batch in flight; once it is durable, publishes its
+    /// outputs and advances the advisory group positions it recorded.
+    fn settle(&mut self, stats: &mut RunStats) -> Result<()> {
+        let Some(done) = self.writer.wait()? else { return Ok(()) };
+        let out = done.outputs;
         stats.batches += 1;
         stats.orders += out.orders;
         stats.audit += out.audit;
@@ -213,7 +235,14 @@ impl Engine {
         stats.bytes += out.bytes;
         self.publish()?;
         // Advisory group positions, for lag tools: the store's positions are the truth.
-        self.commit_group(sources)
+        for (key, next) in &done.positions {
+            if let Some((topic, partition)) =
+                key.rsplit_once('/').and_then(|(t, p)| p.parse::<u32>().ok().map(|p| (t, p)))
+            {
+                self.log.commit(ENGINE_GROUP, topic, partition, *next)?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes committed outputs not yet in their topics.

@@ -244,11 +244,7 @@ pub struct TaxProfile {
 
 impl Default for TaxProfile {
     fn default() -> Self {
-        Self {
-            short_term_rate: Decimal::new(37, 2),
-            long_term_rate: Decimal::new(20, 2),
-            annual_gain_budget_usd: None,
-        }
+        Self { short_term_rate: Decimal::new(37, 2), long_term_rate: Decimal::new(20, 2), annual_gain_budget_usd: None }
     }
 }
 
@@ -652,9 +648,7 @@ fn validate_model(e: &ModelPublished) -> Result<(), InputError> {
         if !seen.insert(&w.security) {
             return Err(InputError::invalid(format!("{} appears twice in the model", w.security)));
         }
-        sum = sum
-            .checked_add(w.weight)
-            .ok_or_else(|| InputError::invalid("weights overflow when summed"))?;
+        sum = sum.checked_add(w.weight).ok_or_else(|| InputError::invalid("weights overflow when summed"))?;
     }
     if sum > Decimal::ONE {
         return Err(InputError::invalid(format!("model weights sum to {sum}, more than 1")));
@@ -681,7 +675,10 @@ fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
         }
         if let Some(a) = &r.account {
             if !e.accounts.iter().any(|x| &x.account == a) {
-                return Err(InputError::invalid(format!("restriction {} names account {a}, which the household does not list", r.restriction_id)));
+                return Err(InputError::invalid(format!(
+                    "restriction {} names account {a}, which the household does not list",
+                    r.restriction_id
+                )));
             }
         }
         check_time("effective", &r.effective)?;
@@ -703,10 +700,7 @@ fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
             sum += s.percent;
         }
         if !a.sleeves.is_empty() && sum != Decimal::ONE {
-            return Err(InputError::invalid(format!(
-                "sleeve percents of account {} sum to {sum}, not 1",
-                a.account
-            )));
+            return Err(InputError::invalid(format!("sleeve percents of account {} sum to {sum}, not 1", a.account)));
         }
         let st = &a.settings;
         check_non_negative("min_trade_usd", st.min_trade_usd)?;

@@ -11,13 +11,13 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
-    Account, EsgScore, Meta, HeldPrint, Household, Lot, Model, PendingOrder, PriceState, Restriction, State,
+    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, PendingOrder, PriceState, Restriction, State,
     REFERENCE_STREAM,
 };
+use crate::text::hex_lower;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use crate::text::hex_lower;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -100,13 +100,21 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Input::Undecodable(err) => return rejected(None, None, err.clone()),
         Input::Event(env) => env,
     };
-    if let Some(first) = state.meta.seen.get(&env.event_id) {
+    // Ticks are idempotent by their natural key (security, as-of), so the
+    // event-id set does not grow with the price stream; every other event is
+    // idempotent by its event id.
+    let tick = matches!(env.payload, Payload::PriceTick(_));
+    let repeat = match &env.payload {
+        Payload::PriceTick(t) => repeated_tick(state, t),
+        _ => state.meta.seen.get(&env.event_id).copied(),
+    };
+    if let Some(first) = repeat {
         return Decision {
             event_id: Some(env.event_id.clone()),
             at: Some(env.event_time),
             audit: vec![AuditDraft {
                 household: household_of(&env.payload),
-                body: AuditBody::Duplicate { event_type: env.payload.type_name().into(), first_seq: *first },
+                body: AuditBody::Duplicate { event_type: env.payload.type_name().into(), first_seq: first },
             }],
             ..Decision::default()
         };
@@ -127,14 +135,19 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Ok(mut d) => {
             d.event_id = Some(env.event_id.clone());
             d.at = Some(env.event_time);
-            d.changes.push(Change::Seen(env.event_id.clone()));
+            if !tick {
+                d.changes.push(Change::Seen(env.event_id.clone()));
+            }
             // The applied-input record comes first, decisions after it.
             if !matches!(d.audit.first(), Some(AuditDraft { body: AuditBody::Applied { .. }, .. })) {
                 d.audit.insert(
                     0,
                     AuditDraft {
                         household: household_of(&env.payload),
-                        body: AuditBody::Applied { event_type: env.payload.type_name().into(), summary: summarize(&env.payload) },
+                        body: AuditBody::Applied {
+                            event_type: env.payload.type_name().into(),
+                            summary: summarize(&env.payload),
+                        },
                     },
                 );
             }
@@ -154,7 +167,11 @@ fn rejected(event_id: Option<String>, event_type: Option<&'static str>, err: Inp
         event_id,
         audit: vec![AuditDraft {
             household: None,
-            body: AuditBody::Rejected { event_type: event_type.map(Into::into), error: err.kind, reason: err.message.clone() },
+            body: AuditBody::Rejected {
+                event_type: event_type.map(Into::into),
+                error: err.kind,
+                reason: err.message.clone(),
+            },
         }],
         rejection: Some(err),
         ..Decision::default()
@@ -222,7 +239,11 @@ fn decide_model(state: &State, env: &Envelope, e: &ModelPublished) -> Result<Dec
     if let Some(w) = e.weights.iter().find(|w| !state.securities.contains_key(&w.security)) {
         return Err(unknown(format!("model {} names unknown security {}", e.model, w.security)));
     }
-    let model = Model { version: e.version, kind: e.kind, weights: e.weights.iter().map(|w| (w.security.clone(), w.weight)).collect() };
+    let model = Model {
+        version: e.version,
+        kind: e.kind,
+        weights: e.weights.iter().map(|w| (w.security.clone(), w.weight)).collect(),
+    };
     let mut d = Decision { changes: vec![Change::Model(e.model.clone(), model.clone())], ..Decision::default() };
     // Decide the subscribers against reference data as it will be with the new model.
     let mut next = reference_of(state);
@@ -230,8 +251,12 @@ fn decide_model(state: &State, env: &Envelope, e: &ModelPublished) -> Result<Dec
     let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::ModelChange, Mode::Full);
     for h in state.subscribers.get(&e.model).into_iter().flatten() {
         let hh = &state.households[h];
-        let accounts: Vec<AccountId> =
-            hh.accounts.values().filter(|a| a.sleeves.iter().any(|s| s.model == e.model)).map(|a| a.id.clone()).collect();
+        let accounts: Vec<AccountId> = hh
+            .accounts
+            .values()
+            .filter(|a| a.sleeves.iter().any(|s| s.model == e.model))
+            .map(|a| a.id.clone())
+            .collect();
         rebalance_household(&next, hh, env, &accounts, &ctx, &mut d);
     }
     Ok(d)
@@ -250,24 +275,41 @@ fn reference_of(state: &State) -> State {
     }
 }
 
+/// The state version that applied this very tick (same security, time and
+/// price), if it was applied: a redelivery.
+fn repeated_tick(state: &State, t: &PriceTick) -> Option<u64> {
+    let p = state.prices.get(&t.security)?;
+    let same = |price: Decimal, as_of: DateTime<Utc>| as_of == t.as_of && price == t.price;
+    (same(p.price, p.as_of) || p.held.as_ref().is_some_and(|h| same(h.price, h.as_of))).then_some(p.version)
+}
+
 fn decide_price(state: &State, e: &PriceTick) -> Result<Decision, InputError> {
     if !state.securities.contains_key(&e.security) {
         return Err(unknown(format!("price for unknown security {}", e.security)));
     }
+    let version = state.meta.applied + 1;
     let next = match state.prices.get(&e.security) {
-        None => PriceState { price: e.price, as_of: e.as_of, held: None },
+        None => PriceState { price: e.price, as_of: e.as_of, held: None, version },
         Some(last) => {
             let latest = last.held.as_ref().map_or(last.as_of, |h| h.as_of.max(last.as_of));
             if e.as_of <= latest {
-                return Err(out_of_order(format!("price of {} as of {} is not newer than {}", e.security, e.as_of, latest)));
+                return Err(out_of_order(format!(
+                    "price of {} as of {} is not newer than {}",
+                    e.security, e.as_of, latest
+                )));
             }
             let jump_max = state.meta.settings.price_jump_max;
             let near = |reference: Decimal| ((e.price - reference).abs() / reference) <= jump_max;
             match &last.held {
-                _ if near(last.price) => PriceState { price: e.price, as_of: e.as_of, held: None },
+                _ if near(last.price) => PriceState { price: e.price, as_of: e.as_of, held: None, version },
                 // A second print near the held one confirms it.
-                Some(h) if near(h.price) => PriceState { price: e.price, as_of: e.as_of, held: None },
-                _ => PriceState { price: last.price, as_of: last.as_of, held: Some(HeldPrint { price: e.price, as_of: e.as_of }) },
+                Some(h) if near(h.price) => PriceState { price: e.price, as_of: e.as_of, held: None, version },
+                _ => PriceState {
+                    price: last.price,
+                    as_of: last.as_of,
+                    held: Some(HeldPrint { price: e.price, as_of: e.as_of }),
+                    version,
+                },
             }
         }
     };
@@ -298,7 +340,10 @@ fn decide_esg(state: &State, env: &Envelope, e: &EsgScoreChanged) -> Result<Deci
     }
     if let Some(last) = state.esg.get(&e.security) {
         if e.as_of < last.as_of {
-            return Err(out_of_order(format!("ESG score of {} as of {} is older than {}", e.security, e.as_of, last.as_of)));
+            return Err(out_of_order(format!(
+                "ESG score of {} as of {} is older than {}",
+                e.security, e.as_of, last.as_of
+            )));
         }
     }
     let score = EsgScore { provider: e.provider.clone(), score: e.score, as_of: e.as_of };
@@ -338,7 +383,12 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
     });
     hh.tax = e.tax.clone();
     for spec in &e.restrictions {
-        let next = Restriction { rule: spec.rule.clone(), account: spec.account.clone(), effective: spec.effective, version: 1 };
+        let next = Restriction {
+            rule: spec.rule.clone(),
+            account: spec.account.clone(),
+            effective: spec.effective,
+            version: 1,
+        };
         match hh.restrictions.get(&spec.restriction_id) {
             Some(cur) if (&cur.rule, &cur.account, cur.effective) == (&next.rule, &next.account, next.effective) => {}
             cur => {
@@ -461,8 +511,10 @@ fn decide_restriction(state: &State, env: &Envelope, e: &RestrictionEdited) -> R
         (EditOp::Add | EditOp::Change, cur) => {
             let version = cur.map_or(1, |r| r.version + 1);
             let rule = e.rule.clone().expect("validated: add and change carry a rule");
-            hh.restrictions
-                .insert(e.restriction_id.clone(), Restriction { rule, account: e.account.clone(), effective: e.effective, version });
+            hh.restrictions.insert(
+                e.restriction_id.clone(),
+                Restriction { rule, account: e.account.clone(), effective: e.effective, version },
+            );
         }
     }
     let mut d = Decision { changes: vec![Change::Household(hh.clone())], ..Decision::default() };
@@ -489,7 +541,10 @@ fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
 }
 
 fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
-    let hh = state.households.get(&e.household).ok_or_else(|| unknown(format!("cash flow for unknown household {}", e.household)))?;
+    let hh = state
+        .households
+        .get(&e.household)
+        .ok_or_else(|| unknown(format!("cash flow for unknown household {}", e.household)))?;
     let account = hh
         .accounts
         .get(&e.account)
@@ -506,7 +561,8 @@ fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decis
             Mode::RaiseCash
         }
     };
-    let mut d = Decision { changes: vec![Change::Account(e.household.clone(), header_account(&next))], ..Decision::default() };
+    let mut d =
+        Decision { changes: vec![Change::Account(e.household.clone(), header_account(&next))], ..Decision::default() };
     let mut next_hh = hh.clone();
     next_hh.accounts.insert(e.account.clone(), next);
     let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::CashFlow, mode);
@@ -522,7 +578,10 @@ fn pay_withdrawals(a: &mut Account) {
 }
 
 fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
-    let hh = state.households.get(&e.household).ok_or_else(|| unknown(format!("fill for unknown household {}", e.household)))?;
+    let hh = state
+        .households
+        .get(&e.household)
+        .ok_or_else(|| unknown(format!("fill for unknown household {}", e.household)))?;
     let account = hh
         .accounts
         .get(&e.account)
@@ -595,7 +654,10 @@ fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
             Side::Sell => {
                 let held: Decimal = lots.iter().map(|l| l.quantity).sum();
                 if e.quantity > held {
-                    return Err(InputError::invalid(format!("sell of {} {} exceeds the {held} held", e.quantity, e.security)));
+                    return Err(InputError::invalid(format!(
+                        "sell of {} {} exceeds the {held} held",
+                        e.quantity, e.security
+                    )));
                 }
                 relief = complete_relief(hh, account, &lots, relief, e.quantity, e.price, e.trade_date);
                 let realized = relieve(&mut lots, &relief, e.price, e.trade_date);
@@ -722,7 +784,11 @@ fn decide_corporate_action(state: &State, e: &CorporateAction) -> Result<Decisio
             if let Some(lots) = account.lots.get(&e.security) {
                 let split: Vec<Lot> = lots
                     .iter()
-                    .map(|l| Lot { quantity: l.quantity * n / dn, cost_per_share: l.cost_per_share * dn / n, ..l.clone() })
+                    .map(|l| Lot {
+                        quantity: l.quantity * n / dn,
+                        cost_per_share: l.cost_per_share * dn / n,
+                        ..l.clone()
+                    })
                     .collect();
                 d.changes.push(Change::Lots(h.clone(), a.clone(), e.security.clone(), split));
             }
@@ -741,7 +807,14 @@ fn decide_corporate_action(state: &State, e: &CorporateAction) -> Result<Decisio
     Ok(d)
 }
 
-fn rebalance_household(state: &State, hh: &Household, env: &Envelope, accounts: &[AccountId], ctx: &Context, d: &mut Decision) {
+fn rebalance_household(
+    state: &State,
+    hh: &Household,
+    env: &Envelope,
+    accounts: &[AccountId],
+    ctx: &Context,
+    d: &mut Decision,
+) {
     for a in accounts {
         let Some(account) = hh.accounts.get(a) else { continue };
         let plan = rebalance::plan_account(state, hh, account, ctx);
@@ -750,7 +823,14 @@ fn rebalance_household(state: &State, hh: &Household, env: &Envelope, accounts: 
 }
 
 /// Turns a plan into orders, pending entries and the decision's audit record.
-fn emit_plan(env: &Envelope, hh: &Household, account: &Account, plan: rebalance::Plan, ctx: &Context, d: &mut Decision) {
+fn emit_plan(
+    env: &Envelope,
+    hh: &Household,
+    account: &Account,
+    plan: rebalance::Plan,
+    ctx: &Context,
+    d: &mut Decision,
+) {
     let mut ids = Vec::new();
     for o in plan.orders {
         let order_id = order_id(&env.event_id, &hh.id, &account.id, &o.security, o.side);
@@ -785,7 +865,13 @@ fn emit_plan(env: &Envelope, hh: &Household, account: &Account, plan: rebalance:
     }
     d.audit.push(AuditDraft {
         household: Some(hh.id.clone()),
-        body: AuditBody::Decision { account: account.id.clone(), rules: plan.rules, inputs: plan.inputs, orders: ids, skipped: plan.skipped },
+        body: AuditBody::Decision {
+            account: account.id.clone(),
+            rules: plan.rules,
+            inputs: plan.inputs,
+            orders: ids,
+            skipped: plan.skipped,
+        },
     });
 }
 
@@ -819,7 +905,9 @@ pub fn apply(state: &mut State, d: Decision) -> Applied {
         (state.meta.dead_letter_seq, err)
     });
     let mut audit = Vec::with_capacity(d.audit.len());
-    for draft in d.audit {
+    let drafts = d.audit.len();
+    let mut event_id = d.event_id;
+    for (i, draft) in d.audit.into_iter().enumerate() {
         let stream: Cow<'static, str> =
             draft.household.as_ref().map_or(Cow::Borrowed(REFERENCE_STREAM), |h| Cow::Owned(format!("household/{h}")));
         let head = match state.meta.chains.get_mut(stream.as_ref()) {
@@ -832,7 +920,8 @@ pub fn apply(state: &mut State, d: Decision) -> Applied {
             seq: state.meta.audit_seq,
             stream_seq: head.count,
             stream,
-            event_id: d.event_id.clone(),
+            // The last record takes the id; the others copy it.
+            event_id: if i + 1 == drafts { event_id.take() } else { event_id.clone() },
             at: d.at,
             household: draft.household,
             body: draft.body,
@@ -891,8 +980,15 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
             state.models.insert(id, m);
         }
         Change::Price(id, p) => {
-            touched.push(Touched::Price(id.clone()));
-            state.prices.insert(id, p);
+            // Update in place when the security is priced: the change's id then
+            // names the touched record without another copy.
+            match state.prices.get_mut(&id) {
+                Some(cur) => *cur = p,
+                None => {
+                    state.prices.insert(id.clone(), p);
+                }
+            }
+            touched.push(Touched::Price(id));
         }
         Change::Esg(id, e) => {
             touched.push(Touched::Esg(id.clone()));

@@ -3,9 +3,9 @@
 //! iteration: the same inputs give the same bytes.
 
 pub mod event;
+pub mod fold;
 pub mod ids;
 pub mod output;
-pub mod fold;
 pub mod rebalance;
 pub mod state;
 pub mod text;

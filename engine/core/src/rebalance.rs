@@ -46,7 +46,16 @@ impl Context {
 /// size only, so one plan serves every account of that size.
 #[derive(Debug)]
 pub struct SubsetPlan {
-    sectors: Vec<(usize, Decimal, Vec<(SecurityId, Decimal)>)>,
+    sectors: Vec<SectorQuota>,
+}
+
+/// One sector of an index: how many names it gets, its index weight, and its
+/// names largest first.
+#[derive(Debug)]
+struct SectorQuota {
+    quota: usize,
+    weight: Decimal,
+    names: Vec<(SecurityId, Decimal)>,
 }
 
 impl SubsetPlan {
@@ -71,7 +80,8 @@ impl SubsetPlan {
         let mut left = n.saturating_sub(quotas.values().map(|q| q.0).sum());
         let mut by_remainder: Vec<(&str, Decimal, usize)> = quotas.iter().map(|(s, q)| (*s, q.1, q.0)).collect();
         // Empty sectors first (every sector represented while names last), then largest remainder.
-        by_remainder.sort_by(|a, b| (a.2 > 0, std::cmp::Reverse(a.1), a.0).cmp(&(b.2 > 0, std::cmp::Reverse(b.1), b.0)));
+        by_remainder
+            .sort_by(|a, b| (a.2 > 0, std::cmp::Reverse(a.1), a.0).cmp(&(b.2 > 0, std::cmp::Reverse(b.1), b.0)));
         for (sector, _, _) in by_remainder {
             if left == 0 {
                 break;
@@ -87,7 +97,7 @@ impl SubsetPlan {
             }
             names.sort_by(|a, b| (std::cmp::Reverse(a.1), &a.0).cmp(&(std::cmp::Reverse(b.1), &b.0)));
             let weight = names.iter().map(|(_, w)| *w).sum();
-            out.push((quota, weight, names));
+            out.push(SectorQuota { quota, weight, names });
         }
         Self { sectors: out }
     }
@@ -243,7 +253,9 @@ pub fn plan_account<'a>(state: &'a State, household: &'a Household, account: &'a
     }
     if inside_band > 0 {
         let detail = match inside_band_max.1 {
-            Some(s) => format!("{inside_band} securities inside their bands; largest drift {} ({s})", pct(inside_band_max.0)),
+            Some(s) => {
+                format!("{inside_band} securities inside their bands; largest drift {} ({s})", pct(inside_band_max.0))
+            }
             None => format!("{inside_band} securities on target"),
         };
         plan.skipped.push(skip(&SecurityId::new("*"), Side::Buy, SkipReason::InsideBand, detail));
@@ -277,7 +289,8 @@ pub const SKIPS_LISTED_PER_REASON_MAX: usize = 10;
 /// counted in one entry; restrictions, wash sales and tax budget skips are
 /// always listed one by one.
 fn summarize_skips(skipped: &mut Vec<Skip>) {
-    let mechanical = |r: SkipReason| matches!(r, SkipReason::BelowMinimum | SkipReason::RoundsToZero | SkipReason::InsufficientCash);
+    let mechanical =
+        |r: SkipReason| matches!(r, SkipReason::BelowMinimum | SkipReason::RoundsToZero | SkipReason::InsufficientCash);
     let mut counts: BTreeMap<SkipReason, usize> = BTreeMap::new();
     let mut more: BTreeMap<SkipReason, (usize, Side)> = BTreeMap::new();
     skipped.retain(|s| {
@@ -347,11 +360,19 @@ fn account_target<'a>(
         match state.models.get(&sleeve.model) {
             Some(model) => {
                 plan.inputs.models.insert(sleeve.model.clone(), model.version);
-                plan.rules.push(format!("target: {} v{} × {}", sleeve.model, model.version, sleeve.percent.normalize()));
+                plan.rules.push(format!(
+                    "target: {} v{} × {}",
+                    sleeve.model,
+                    model.version,
+                    sleeve.percent.normalize()
+                ));
                 let subset;
                 let model_weights = match model.kind {
                     ModelKind::DirectIndex => {
-                        let n = state.meta.settings.direct_index_size(proj.value * sleeve.percent, account.settings.fractional);
+                        let n = state
+                            .meta
+                            .settings
+                            .direct_index_size(proj.value * sleeve.percent, account.settings.fractional);
                         subset = direct_index_subset(state, &sleeve.model, &model.weights, n as usize, proj, ctx);
                         if subset.len() < model.weights.len() {
                             plan.rules.push(format!(
@@ -370,13 +391,16 @@ fn account_target<'a>(
                     *weights.entry(sec).or_default() += *w * sleeve.percent;
                 }
             }
-            None => plan.rules.push(format!("target: model {} not published yet; its sleeve stays in cash", sleeve.model)),
+            None => {
+                plan.rules.push(format!("target: model {} not published yet; its sleeve stays in cash", sleeve.model))
+            }
         }
     }
     let mut constraints = Constraints::default();
     let mut removed: Vec<(&'a SecurityId, Decimal)> = Vec::new();
     let mut substitutes: BTreeMap<&'a SecurityId, &'a SecurityId> = BTreeMap::new();
-    let rules_in_force: Vec<(&'a RestrictionId, &'a Restriction)> = household.restrictions_in_force(&account.id, ctx.now).collect();
+    let rules_in_force: Vec<(&'a RestrictionId, &'a Restriction)> =
+        household.restrictions_in_force(&account.id, ctx.now).collect();
     if rules_in_force.is_empty() {
         fit_to_room(&mut weights, account.settings.cash_reserve_pct, plan);
         return Target { weights, constraints };
@@ -397,7 +421,9 @@ fn account_target<'a>(
             RestrictionRule::DoNotHold { security } => plan.rules.push(format!("{tag}: do not hold {security}")),
             RestrictionRule::DoNotBuy { security } => plan.rules.push(format!("{tag}: do not buy {security}")),
             RestrictionRule::SectorExclusion { sector } => plan.rules.push(format!("{tag}: exclude sector {sector}")),
-            RestrictionRule::EsgMinimum { min_score, mode } => plan.rules.push(format!("{tag}: ESG score at least {min_score} ({mode:?})")),
+            RestrictionRule::EsgMinimum { min_score, mode } => {
+                plan.rules.push(format!("{tag}: ESG score at least {min_score} ({mode:?})"))
+            }
             RestrictionRule::KeepLegacy { security } => {
                 plan.rules.push(format!("{tag}: keep legacy {security}"));
                 constraints.legacy.insert(security);
@@ -463,13 +489,21 @@ fn fit_to_room(weights: &mut BTreeMap<&SecurityId, Decimal>, taken: Decimal, pla
         for w in weights.values_mut() {
             *w = (*w * scale).round_dp_with_strategy(8, RoundingStrategy::ToZero);
         }
-        plan.rules.push(format!("targets scaled by {} to leave {} for cash reserve and legacy holdings", scale.round_dp(6), pct(taken)));
+        plan.rules.push(format!(
+            "targets scaled by {} to leave {} for cash reserve and legacy holdings",
+            scale.round_dp(6),
+            pct(taken)
+        ));
     }
 }
 
 /// Whether the rules in force exclude `sec`: Some(forced-sale reason, or none
 /// for a buy-only rule; the rule's tag). Forced rules win over buy-only ones.
-fn rule_check(state: &State, rules: &[(&RestrictionId, &Restriction)], sec: &SecurityId) -> Option<(Option<OrderReason>, String)> {
+fn rule_check(
+    state: &State,
+    rules: &[(&RestrictionId, &Restriction)],
+    sec: &SecurityId,
+) -> Option<(Option<OrderReason>, String)> {
     let mut found: Option<(Option<OrderReason>, String)> = None;
     for (id, r) in rules {
         let hit = match &r.rule {
@@ -483,7 +517,9 @@ fn rule_check(state: &State, rules: &[(&RestrictionId, &Restriction)], sec: &Sec
                 .get(sec)
                 .is_some_and(|e| e.score < *min_score)
                 .then_some(mode.sells().then_some(OrderReason::Esg)),
-            RestrictionRule::KeepLegacy { .. } | RestrictionRule::MaxWeight { .. } | RestrictionRule::Substitute { .. } => None,
+            RestrictionRule::KeepLegacy { .. }
+            | RestrictionRule::MaxWeight { .. }
+            | RestrictionRule::Substitute { .. } => None,
         };
         if let Some(forced) = hit {
             let better = match &found {
@@ -523,7 +559,7 @@ pub fn direct_index_subset<'a>(
         .or_insert_with(|| Rc::new(SubsetPlan::new(state, index, n)))
         .clone();
     let mut out = BTreeMap::new();
-    for (quota, sector_weight, names) in &plan.sectors {
+    for SectorQuota { quota, weight: sector_weight, names } in &plan.sectors {
         let quota = *quota;
         let keep_rank = quota + quota.div_ceil(2);
         let mut chosen: Vec<&(SecurityId, Decimal)> =
@@ -577,7 +613,11 @@ fn redistribute<'a>(
             .filter(|s| eligible(s) && state.securities.get(**s).map(|x| x.sector.as_str()) == sector)
             .copied()
             .collect();
-        let pool = if same_sector.is_empty() { weights.keys().filter(|s| eligible(s)).copied().collect::<Vec<_>>() } else { same_sector.clone() };
+        let pool = if same_sector.is_empty() {
+            weights.keys().filter(|s| eligible(s)).copied().collect::<Vec<_>>()
+        } else {
+            same_sector.clone()
+        };
         let base: Decimal = pool.iter().map(|s| weights[*s]).sum();
         if base <= Decimal::ZERO {
             plan.rules.push(format!("redistribute: {} of {sec} kept in cash (nothing eligible)", pct(w)));
@@ -623,7 +663,12 @@ fn size_sell(
     let lots = choose_lots(household, account, sec, qty, price, ctx.trade_date);
     let relieved: Decimal = lots.iter().map(|l| l.quantity).sum();
     if relieved <= Decimal::ZERO {
-        plan.skipped.push(skip(sec, Side::Sell, SkipReason::PendingOrder, "no free lots: the position is still in open orders"));
+        plan.skipped.push(skip(
+            sec,
+            Side::Sell,
+            SkipReason::PendingOrder,
+            "no free lots: the position is still in open orders",
+        ));
         return None;
     }
     plan.inputs.prices.insert(sec.clone(), price);
@@ -632,7 +677,14 @@ fn size_sell(
 
 /// Lots to relieve for a sell of `qty`, by the account's policy. Lots already
 /// committed to open sells are not offered again.
-pub fn choose_lots(household: &Household, account: &Account, sec: &SecurityId, qty: Decimal, price: Decimal, on: NaiveDate) -> Vec<LotRelief> {
+pub fn choose_lots(
+    household: &Household,
+    account: &Account,
+    sec: &SecurityId,
+    qty: Decimal,
+    price: Decimal,
+    on: NaiveDate,
+) -> Vec<LotRelief> {
     let Some(lots) = account.lots.get(sec) else { return Vec::new() };
     let mut committed: BTreeMap<u64, Decimal> = BTreeMap::new();
     for p in account.pending.values().filter(|p| &p.security == sec && p.side == Side::Sell) {
@@ -648,7 +700,9 @@ pub fn choose_lots(household: &Household, account: &Account, sec: &SecurityId, q
     let policy = if account.kind == AccountKind::Taxable { account.settings.lot_policy } else { LotPolicy::Fifo };
     match policy {
         LotPolicy::Fifo => ranked.sort_by_key(|(l, _)| (l.acquired, l.lot_id)),
-        LotPolicy::Hifo => ranked.sort_by(|a, b| (b.0.cost_per_share, a.0.lot_id).cmp(&(a.0.cost_per_share, b.0.lot_id))),
+        LotPolicy::Hifo => {
+            ranked.sort_by(|a, b| (b.0.cost_per_share, a.0.lot_id).cmp(&(a.0.cost_per_share, b.0.lot_id)))
+        }
         LotPolicy::MinTax => ranked.sort_by(|a, b| {
             let ta = tax_per_share(household, a.0, price, on);
             let tb = tax_per_share(household, b.0, price, on);
@@ -762,7 +816,12 @@ fn size_buys(
         }
         let qty = round_quantity(usd / price, account.settings.fractional, state);
         if qty <= Decimal::ZERO {
-            plan.skipped.push(skip(sec, Side::Buy, SkipReason::RoundsToZero, format!("${} buys less than one share", usd.round_dp(2))));
+            plan.skipped.push(skip(
+                sec,
+                Side::Buy,
+                SkipReason::RoundsToZero,
+                format!("${} buys less than one share", usd.round_dp(2)),
+            ));
             continue;
         }
         if qty * price < account.settings.min_trade_usd {
@@ -770,13 +829,24 @@ fn size_buys(
                 sec,
                 Side::Buy,
                 SkipReason::BelowMinimum,
-                format!("buy of ${} is below the ${} minimum", (qty * price).round_dp(2), account.settings.min_trade_usd),
+                format!(
+                    "buy of ${} is below the ${} minimum",
+                    (qty * price).round_dp(2),
+                    account.settings.min_trade_usd
+                ),
             ));
             continue;
         }
         cash -= qty * price;
         plan.inputs.prices.insert(sec.clone(), price);
-        plan.orders.push(PlannedOrder { security: sec.clone(), side: Side::Buy, quantity: qty, ref_price: price, reason: ctx.reason, lots: Vec::new() });
+        plan.orders.push(PlannedOrder {
+            security: sec.clone(),
+            side: Side::Buy,
+            quantity: qty,
+            ref_price: price,
+            reason: ctx.reason,
+            lots: Vec::new(),
+        });
     }
 }
 

@@ -4,8 +4,7 @@
 //! outputs. Every map is ordered, so anything derived from state is stable.
 
 use crate::event::{
-    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve,
-    TaxProfile,
+    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{LotRelief, OrderReason};
@@ -111,7 +110,11 @@ impl Default for EngineSettings {
     fn default() -> Self {
         // Industry practice: about 30 names at $500k, 40 at $1M, 80 at $2M,
         // the full index for large accounts.
-        let row = |usd: i64, names, names_fractional| SubsetRow { value_usd_min: Decimal::from(usd), names, names_fractional };
+        let row = |usd: i64, names, names_fractional| SubsetRow {
+            value_usd_min: Decimal::from(usd),
+            names,
+            names_fractional,
+        };
         Self {
             price_jump_max: Decimal::new(25, 2),
             fractional_dp: 4,
@@ -148,6 +151,9 @@ pub struct PriceState {
     /// A print that jumped too far from `price`, held until a later tick confirms it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldPrint>,
+    /// The state version that applied the latest tick (a repeat of that tick
+    /// is a duplicate of this input).
+    pub version: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,8 +247,7 @@ impl Lot {
 /// The same calendar day one year later (Feb 29 maps to Feb 28).
 pub fn one_year_after(d: NaiveDate) -> NaiveDate {
     use chrono::Datelike;
-    d.with_year(d.year() + 1)
-        .unwrap_or_else(|| NaiveDate::from_ymd_opt(d.year() + 1, 2, 28).expect("Feb 28 exists"))
+    d.with_year(d.year() + 1).unwrap_or_else(|| NaiveDate::from_ymd_opt(d.year() + 1, 2, 28).expect("Feb 28 exists"))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

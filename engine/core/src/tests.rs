@@ -26,11 +26,7 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        Self {
-            state: State::default(),
-            now: Utc.with_ymd_and_hms(2025, 1, 2, 21, 0, 0).unwrap(),
-            next_id: 0,
-        }
+        Self { state: State::default(), now: Utc.with_ymd_and_hms(2025, 1, 2, 21, 0, 0).unwrap(), next_id: 0 }
     }
 
     fn env(&mut self, payload: Payload) -> Envelope {
@@ -71,11 +67,7 @@ impl World {
 
     fn price(&mut self, sym: &str, p: &str) -> Applied {
         self.now += Duration::seconds(1);
-        self.when(Payload::PriceTick(PriceTick {
-            security: sym.into(),
-            price: d(p),
-            as_of: self.now,
-        }))
+        self.when(Payload::PriceTick(PriceTick { security: sym.into(), price: d(p), as_of: self.now }))
     }
 
     fn model(&mut self, id: &str, version: u64, weights: &[(&str, &str)]) -> Applied {
@@ -83,13 +75,7 @@ impl World {
             model: id.into(),
             version,
             kind: ModelKind::Standard,
-            weights: weights
-                .iter()
-                .map(|(s, w)| ModelWeight {
-                    security: (*s).into(),
-                    weight: d(w),
-                })
-                .collect(),
+            weights: weights.iter().map(|(s, w)| ModelWeight { security: (*s).into(), weight: d(w) }).collect(),
         }))
     }
 
@@ -104,11 +90,7 @@ impl World {
         w.price("MSFT", "200");
         w.price("XOM", "50");
         w.price("CVX", "25");
-        w.model(
-            "m1",
-            1,
-            &[("AAPL", "0.25"), ("MSFT", "0.25"), ("XOM", "0.25"), ("CVX", "0.24")],
-        );
+        w.model("m1", 1, &[("AAPL", "0.25"), ("MSFT", "0.25"), ("XOM", "0.25"), ("CVX", "0.24")]);
         w
     }
 
@@ -118,11 +100,8 @@ impl World {
 
     /// A household whose bands are so wide that only forced trades happen.
     fn quiet_household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
-        let settings = AccountSettings {
-            drift_band_abs: Decimal::ONE,
-            drift_band_rel: d("10"),
-            ..AccountSettings::default()
-        };
+        let settings =
+            AccountSettings { drift_band_abs: Decimal::ONE, drift_band_rel: d("10"), ..AccountSettings::default() };
         self.household_with(h, cash, lots, settings)
     }
 
@@ -133,10 +112,7 @@ impl World {
             accounts: vec![AccountSpec {
                 account: "A1".into(),
                 kind: AccountKind::Taxable,
-                sleeves: vec![Sleeve {
-                    model: "m1".into(),
-                    percent: Decimal::ONE,
-                }],
+                sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
                 settings,
                 opening_cash: d(cash),
                 opening_lots: lots,
@@ -176,10 +152,7 @@ fn upsert(h: &str, model: &str, settings: AccountSettings, cash: &str, restricti
         accounts: vec![AccountSpec {
             account: "A1".into(),
             kind: AccountKind::Taxable,
-            sleeves: vec![Sleeve {
-                model: model.into(),
-                percent: Decimal::ONE,
-            }],
+            sleeves: vec![Sleeve { model: model.into(), percent: Decimal::ONE }],
             settings,
             opening_cash: d(cash),
             opening_lots: vec![],
@@ -189,12 +162,7 @@ fn upsert(h: &str, model: &str, settings: AccountSettings, cash: &str, restricti
 }
 
 fn lot(sec: &str, qty: &str, cost: &str, acquired: &str) -> OpeningLot {
-    OpeningLot {
-        security: sec.into(),
-        quantity: d(qty),
-        cost_per_share: d(cost),
-        acquired: date(acquired),
-    }
+    OpeningLot { security: sec.into(), quantity: d(qty), cost_per_share: d(cost), acquired: date(acquired) }
 }
 
 fn decision_skips(a: &Applied) -> Vec<(String, SkipReason)> {
@@ -211,10 +179,7 @@ fn decision_skips(a: &Applied) -> Vec<(String, SkipReason)> {
 fn security_upserted_is_stored_and_audited_on_the_reference_chain() {
     let mut w = World::new();
     w.security("AAPL", "Information Technology");
-    assert_eq!(
-        w.state.securities[&SecurityId::new("AAPL")].sector,
-        "Information Technology"
-    );
+    assert_eq!(w.state.securities[&SecurityId::new("AAPL")].sector, "Information Technology");
     let head = &w.state.meta.chains[REFERENCE_STREAM];
     assert_eq!(head.count, 1);
     assert_eq!(w.state.meta.applied, 1);
@@ -225,10 +190,7 @@ fn model_with_an_unknown_security_is_refused_and_dead_lettered() {
     let mut w = World::market();
     let before = w.state.models.clone();
     let a = w.model("m2", 1, &[("AAPL", "0.5"), ("NOPE", "0.5")]);
-    assert_eq!(
-        a.rejection.as_ref().map(|(seq, e)| (*seq, e.kind)),
-        Some((1, InputErrorKind::UnknownReference))
-    );
+    assert_eq!(a.rejection.as_ref().map(|(seq, e)| (*seq, e.kind)), Some((1, InputErrorKind::UnknownReference)));
     assert!(a.rejection.unwrap().1.message.contains("NOPE"));
     assert_eq!(w.state.models, before);
     assert!(matches!(a.audit[0].body, AuditBody::Rejected { .. }));
@@ -249,14 +211,8 @@ fn model_weights_that_sum_above_one_fail_validation() {
         version: 1,
         kind: ModelKind::Standard,
         weights: vec![
-            ModelWeight {
-                security: "AAPL".into(),
-                weight: d("0.6"),
-            },
-            ModelWeight {
-                security: "MSFT".into(),
-                weight: d("0.5"),
-            },
+            ModelWeight { security: "AAPL".into(), weight: d("0.6") },
+            ModelWeight { security: "MSFT".into(), weight: d("0.5") },
         ],
     }));
     let err = env.validate().unwrap_err();
@@ -294,11 +250,7 @@ fn price_for_unknown_security_or_older_than_the_last_is_refused() {
     let a = w.price("NOPE", "1");
     assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
     let old = w.now - Duration::days(1);
-    let a = w.when(Payload::PriceTick(PriceTick {
-        security: "AAPL".into(),
-        price: d("99"),
-        as_of: old,
-    }));
+    let a = w.when(Payload::PriceTick(PriceTick { security: "AAPL".into(), price: d("99"), as_of: old }));
     assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::OutOfOrder);
 }
 
@@ -306,11 +258,7 @@ fn price_for_unknown_security_or_older_than_the_last_is_refused() {
 fn new_household_in_cash_buys_its_model_in_whole_shares_within_the_reserve() {
     let mut w = World::market();
     let a = w.household("H1", "100000", vec![]);
-    let buys: Vec<_> = a
-        .orders
-        .iter()
-        .map(|o| (o.security.0.as_str(), o.quantity, o.reason))
-        .collect();
+    let buys: Vec<_> = a.orders.iter().map(|o| (o.security.0.as_str(), o.quantity, o.reason)).collect();
     assert_eq!(
         buys,
         vec![
@@ -325,10 +273,7 @@ fn new_household_in_cash_buys_its_model_in_whole_shares_within_the_reserve() {
     assert!(spent <= d("99000"), "1% cash reserve kept: spent {spent}");
     // Projected positions now include the pending buys: a second look trades nothing.
     w.advance(1);
-    let again = w.when(Payload::Clock(Clock {
-        kind: ClockKind::MarketClose,
-        trade_date: w.now.date_naive(),
-    }));
+    let again = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
     assert!(again.orders.is_empty());
     assert!(decision_skips(&again).iter().any(|(_, r)| *r == SkipReason::InsideBand));
 }
@@ -339,21 +284,11 @@ fn fractional_accounts_buy_fractions_rounded_toward_zero() {
     w.when(upsert(
         "H1",
         "m1",
-        AccountSettings {
-            fractional: true,
-            min_trade_usd: d("1"),
-            ..AccountSettings::default()
-        },
+        AccountSettings { fractional: true, min_trade_usd: d("1"), ..AccountSettings::default() },
         "1000",
         vec![],
     ));
-    let msft = w
-        .account("H1")
-        .pending
-        .values()
-        .find(|p| p.security.0 == "MSFT")
-        .unwrap()
-        .open_quantity;
+    let msft = w.account("H1").pending.values().find(|p| p.security.0 == "MSFT").unwrap().open_quantity;
     assert_eq!(msft, d("1.25"));
 }
 
@@ -363,12 +298,7 @@ fn trades_below_the_minimum_are_skipped_with_the_reason() {
     let a = w.household("H1", "300", vec![]);
     assert!(a.orders.is_empty());
     let skips = decision_skips(&a);
-    assert!(
-        skips
-            .iter()
-            .any(|(_, r)| *r == SkipReason::RoundsToZero || *r == SkipReason::BelowMinimum),
-        "{skips:?}"
-    );
+    assert!(skips.iter().any(|(_, r)| *r == SkipReason::RoundsToZero || *r == SkipReason::BelowMinimum), "{skips:?}");
 }
 
 #[test]
@@ -393,14 +323,8 @@ fn fills_create_lots_move_cash_and_close_pending_orders() {
     let acct = w.account("H1");
     assert!(acct.pending.is_empty());
     let aapl = &acct.lots[&SecurityId::new("AAPL")];
-    assert_eq!(
-        (aapl.len(), aapl[0].quantity, aapl[0].cost_per_share),
-        (1, d("250"), d("101"))
-    );
-    assert_eq!(
-        acct.cash,
-        d("100000") - d("25250") - d("25000") - d("25000") - d("24000")
-    );
+    assert_eq!((aapl.len(), aapl[0].quantity, aapl[0].cost_per_share), (1, d("250"), d("101")));
+    assert_eq!(acct.cash, d("100000") - d("25250") - d("25000") - d("25000") - d("24000"));
     assert!(w.state.holders[&SecurityId::new("AAPL")].contains(&HouseholdId::new("H1")));
 }
 
@@ -470,13 +394,7 @@ fn sells_relieve_losses_first_then_long_term_then_short_term_gains() {
             lot("XOM", "100", "60", "2024-06-01"), // loss 10/share
         ],
     );
-    let sell = w
-        .account("H1")
-        .pending
-        .values()
-        .find(|p| p.security.0 == "XOM")
-        .unwrap()
-        .clone();
+    let sell = w.account("H1").pending.values().find(|p| p.security.0 == "XOM").unwrap().clone();
     let order: Vec<u64> = sell.lots.iter().map(|l| l.lot_id).collect();
     assert_eq!(order, vec![3, 2, 1]);
     assert_eq!(sell.open_quantity, d("300"));
@@ -486,14 +404,7 @@ fn sells_relieve_losses_first_then_long_term_then_short_term_gains() {
 fn a_sell_fill_realizes_gains_by_term_in_the_household_ledger() {
     let mut w = World::market();
     w.model("m1", 2, &[("AAPL", "0.5"), ("MSFT", "0.49")]);
-    let a = w.household(
-        "H1",
-        "0",
-        vec![
-            lot("XOM", "100", "40", "2022-01-01"),
-            lot("XOM", "100", "60", "2024-06-01"),
-        ],
-    );
+    let a = w.household("H1", "0", vec![lot("XOM", "100", "40", "2022-01-01"), lot("XOM", "100", "60", "2024-06-01")]);
     w.fill_all(&a, |_| d("50"));
     let ledger = &w.state.households[&HouseholdId::new("H1")].realized[&2025];
     assert_eq!((ledger.long_term_usd, ledger.short_term_usd), (d("1000"), d("-1000")));
@@ -508,16 +419,11 @@ fn do_not_hold_forces_a_sale_and_do_not_buy_only_stops_buys() {
         household: "H1".into(),
         restriction_id: "r1".into(),
         op: EditOp::Add,
-        rule: Some(RestrictionRule::DoNotBuy {
-            security: "AAPL".into(),
-        }),
+        rule: Some(RestrictionRule::DoNotBuy { security: "AAPL".into() }),
         account: None,
         effective: w.now,
     }));
-    assert!(no_buy
-        .orders
-        .iter()
-        .all(|o| o.security.0 != "AAPL" || o.side == Side::Sell));
+    assert!(no_buy.orders.iter().all(|o| o.security.0 != "AAPL" || o.side == Side::Sell));
     let hold = w.when(Payload::RestrictionEdited(RestrictionEdited {
         household: "H1".into(),
         restriction_id: "r2".into(),
@@ -541,9 +447,7 @@ fn do_not_buy_skips_a_buy_with_the_restricted_reason() {
         household: "H1".into(),
         restriction_id: "r1".into(),
         op: EditOp::Add,
-        rule: Some(RestrictionRule::DoNotBuy {
-            security: "AAPL".into(),
-        }),
+        rule: Some(RestrictionRule::DoNotBuy { security: "AAPL".into() }),
         account: None,
         effective: w.now,
     }));
@@ -569,10 +473,7 @@ fn an_esg_downgrade_divests_only_screened_households() {
         household: "H1".into(),
         restriction_id: "esg".into(),
         op: EditOp::Add,
-        rule: Some(RestrictionRule::EsgMinimum {
-            min_score: d("30"),
-            mode: EsgMode::Divest,
-        }),
+        rule: Some(RestrictionRule::EsgMinimum { min_score: d("30"), mode: EsgMode::Divest }),
         account: None,
         effective: w.now,
     }));
@@ -582,25 +483,14 @@ fn an_esg_downgrade_divests_only_screened_households() {
         score: d("12"),
         as_of: w.now,
     }));
-    let sells: Vec<_> = a
-        .orders
-        .iter()
-        .map(|o| (o.household.0.as_str(), o.security.0.as_str(), o.reason))
-        .collect();
+    let sells: Vec<_> = a.orders.iter().map(|o| (o.household.0.as_str(), o.security.0.as_str(), o.reason)).collect();
     assert_eq!(sells, vec![("H1", "CVX", OrderReason::Esg)]);
 }
 
 #[test]
 fn a_withdrawal_raises_cash_from_losses_first_and_pays_out_when_settled() {
     let mut w = World::market();
-    w.quiet_household(
-        "H1",
-        "0",
-        vec![
-            lot("AAPL", "100", "50", "2020-01-01"),
-            lot("XOM", "400", "80", "2024-06-01"),
-        ],
-    );
+    w.quiet_household("H1", "0", vec![lot("AAPL", "100", "50", "2020-01-01"), lot("XOM", "400", "80", "2024-06-01")]);
     let a = w.when(Payload::CashFlow(CashFlow {
         household: "H1".into(),
         account: "A1".into(),
@@ -608,10 +498,7 @@ fn a_withdrawal_raises_cash_from_losses_first_and_pays_out_when_settled() {
         amount: d("5000"),
     }));
     let o = &a.orders[0];
-    assert_eq!(
-        (o.security.0.as_str(), o.side, o.reason),
-        ("XOM", Side::Sell, OrderReason::CashFlow)
-    );
+    assert_eq!((o.security.0.as_str(), o.side, o.reason), ("XOM", Side::Sell, OrderReason::CashFlow));
     assert!(o.quantity * o.ref_price >= d("5000"));
     assert_eq!(w.account("H1").withdrawal_due, d("5000"));
     w.fill_all(&a, |_| d("50"));
@@ -630,22 +517,13 @@ fn clock_trades_only_outside_the_band() {
     });
     w.advance(1);
     w.price("AAPL", "110"); // AAPL weight 25% → ~26.8%: inside ±3pp
-    let a = w.when(Payload::Clock(Clock {
-        kind: ClockKind::MarketClose,
-        trade_date: w.now.date_naive(),
-    }));
+    let a = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
     assert!(a.orders.is_empty(), "{:?}", a.orders);
     w.advance(1);
     w.price("AAPL", "135"); // ~30.9%: outside
-    let a = w.when(Payload::Clock(Clock {
-        kind: ClockKind::MarketClose,
-        trade_date: w.now.date_naive(),
-    }));
+    let a = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
     let o = &a.orders[0];
-    assert_eq!(
-        (o.security.0.as_str(), o.side, o.reason),
-        ("AAPL", Side::Sell, OrderReason::Drift)
-    );
+    assert_eq!((o.security.0.as_str(), o.side, o.reason), ("AAPL", Side::Sell, OrderReason::Drift));
 }
 
 #[test]
@@ -655,18 +533,12 @@ fn a_split_multiplies_lots_and_divides_basis_and_price() {
     let a = w.when(Payload::CorporateAction(CorporateAction {
         security: "AAPL".into(),
         ex_date: date("2025-01-03"),
-        kind: CorporateActionKind::Split {
-            numerator: 7,
-            denominator: 1,
-        },
+        kind: CorporateActionKind::Split { numerator: 7, denominator: 1 },
     }));
     assert!(a.rejection.is_none());
     let lots = &w.account("H1").lots[&SecurityId::new("AAPL")];
     assert_eq!((lots[0].quantity, lots[0].cost_per_share), (d("70"), d("100")));
-    assert_eq!(
-        w.state.prices[&SecurityId::new("AAPL")].price.normalize(),
-        d("100") / d("7")
-    );
+    assert_eq!(w.state.prices[&SecurityId::new("AAPL")].price.normalize(), d("100") / d("7"));
 }
 
 #[test]
@@ -752,11 +624,7 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
     let mut weights = vec![];
     // 40 names: 30 in Tech (60% of the index), 10 in Energy (40%).
     for i in 0..40 {
-        let (sym, sector) = if i < 30 {
-            (format!("T{i:02}"), "Tech")
-        } else {
-            (format!("E{i:02}"), "Energy")
-        };
+        let (sym, sector) = if i < 30 { (format!("T{i:02}"), "Tech") } else { (format!("E{i:02}"), "Energy") };
         w.security(&sym, sector);
         w.price(&sym, "10");
         let weight = if i < 30 { d("0.02") } else { d("0.04") };
@@ -776,31 +644,15 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
         pending: Default::default(),
         next_lot_id: 1,
     };
-    let ctx = crate::rebalance::Context::new(w.now, w.now.date_naive(), OrderReason::Drift, crate::rebalance::Mode::Full);
+    let ctx =
+        crate::rebalance::Context::new(w.now, w.now.date_naive(), OrderReason::Drift, crate::rebalance::Mode::Full);
     let proj = crate::rebalance::Projection::of(state, &empty);
     let subset = crate::rebalance::direct_index_subset(state, &"ix".into(), &index, 10, &proj, &ctx);
     assert_eq!(subset.len(), 10);
-    let tech: Decimal = subset
-        .iter()
-        .filter(|(s, _)| s.0.starts_with('T'))
-        .map(|(_, w)| *w)
-        .sum();
-    let energy: Decimal = subset
-        .iter()
-        .filter(|(s, _)| s.0.starts_with('E'))
-        .map(|(_, w)| *w)
-        .sum();
-    assert_eq!(
-        (subset.keys().filter(|s| s.0.starts_with('T')).count(), tech.round_dp(6)),
-        (6, d("0.6"))
-    );
-    assert_eq!(
-        (
-            subset.keys().filter(|s| s.0.starts_with('E')).count(),
-            energy.round_dp(6)
-        ),
-        (4, d("0.4"))
-    );
+    let tech: Decimal = subset.iter().filter(|(s, _)| s.0.starts_with('T')).map(|(_, w)| *w).sum();
+    let energy: Decimal = subset.iter().filter(|(s, _)| s.0.starts_with('E')).map(|(_, w)| *w).sum();
+    assert_eq!((subset.keys().filter(|s| s.0.starts_with('T')).count(), tech.round_dp(6)), (6, d("0.6")));
+    assert_eq!((subset.keys().filter(|s| s.0.starts_with('E')).count(), energy.round_dp(6)), (4, d("0.4")));
     assert!(subset.values().sum::<Decimal>() <= Decimal::ONE);
     // A held name ranked just outside the quota keeps its place.
     let mut holder = empty.clone();
@@ -814,7 +666,8 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
             holding_start: date("2020-01-01"),
         }],
     );
-    let ctx = crate::rebalance::Context::new(w.now, w.now.date_naive(), OrderReason::Drift, crate::rebalance::Mode::Full);
+    let ctx =
+        crate::rebalance::Context::new(w.now, w.now.date_naive(), OrderReason::Drift, crate::rebalance::Mode::Full);
     let proj = crate::rebalance::Projection::of(state, &holder);
     let subset = crate::rebalance::direct_index_subset(state, &"ix".into(), &index, 10, &proj, &ctx);
     assert!(subset.contains_key(&SecurityId::new("T08")), "{subset:?}");
@@ -831,18 +684,12 @@ fn restrictions_that_arrive_with_a_new_household_shape_its_first_trades() {
         "100000",
         vec![RestrictionSpec {
             restriction_id: "no-energy".into(),
-            rule: RestrictionRule::SectorExclusion {
-                sector: "Energy".into(),
-            },
+            rule: RestrictionRule::SectorExclusion { sector: "Energy".into() },
             account: None,
             effective: w.now,
         }],
     ));
-    assert!(
-        a.orders.iter().all(|o| o.security.0 != "XOM" && o.security.0 != "CVX"),
-        "{:?}",
-        a.orders
-    );
+    assert!(a.orders.iter().all(|o| o.security.0 != "XOM" && o.security.0 != "CVX"), "{:?}", a.orders);
     assert!(!a.orders.is_empty());
     let r = &w.state.households[&HouseholdId::new("H1")].restrictions[&RestrictionId::new("no-energy")];
     assert_eq!(r.version, 1);
@@ -875,20 +722,13 @@ fn excluded_weight_never_goes_to_a_substitute_that_is_itself_excluded() {
         "100000",
         vec![RestrictionSpec {
             restriction_id: "esg".into(),
-            rule: RestrictionRule::EsgMinimum {
-                min_score: d("30"),
-                mode: EsgMode::Divest,
-            },
+            rule: RestrictionRule::EsgMinimum { min_score: d("30"), mode: EsgMode::Divest },
             account: None,
             effective: w.now,
         }],
     ));
     let bought: Vec<&str> = a.orders.iter().map(|o| o.security.0.as_str()).collect();
-    assert_eq!(
-        bought,
-        vec!["AAPL", "MSFT"],
-        "energy excluded, its weight spread over the rest"
-    );
+    assert_eq!(bought, vec!["AAPL", "MSFT"], "energy excluded, its weight spread over the rest");
     let rules = a
         .audit
         .iter()
@@ -897,10 +737,7 @@ fn excluded_weight_never_goes_to_a_substitute_that_is_itself_excluded() {
             _ => None,
         })
         .unwrap();
-    assert!(
-        rules.iter().any(|r| r.contains("of XOM pro rata to the rest")),
-        "{rules:?}"
-    );
+    assert!(rules.iter().any(|r| r.contains("of XOM pro rata to the rest")), "{rules:?}");
 }
 
 #[test]
@@ -911,19 +748,9 @@ fn a_model_update_rebalances_only_its_subscribers() {
     w.fill_all(&a1, |_| d("1"));
     w.when(upsert("H2", "m2", AccountSettings::default(), "100000", vec![]));
     w.advance(1);
-    let a = w.model(
-        "m1",
-        2,
-        &[("AAPL", "0.10"), ("MSFT", "0.40"), ("XOM", "0.25"), ("CVX", "0.24")],
-    );
+    let a = w.model("m1", 2, &[("AAPL", "0.10"), ("MSFT", "0.40"), ("XOM", "0.25"), ("CVX", "0.24")]);
     assert!(!a.orders.is_empty());
-    assert!(
-        a.orders
-            .iter()
-            .all(|o| o.household.0 == "H1" && o.reason == OrderReason::ModelChange),
-        "{:?}",
-        a.orders
-    );
+    assert!(a.orders.iter().all(|o| o.household.0 == "H1" && o.reason == OrderReason::ModelChange), "{:?}", a.orders);
     let decided: Vec<_> = a
         .audit
         .iter()
@@ -941,11 +768,7 @@ fn a_model_update_rebalances_only_its_subscribers() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(
-        inputs.models[&ModelId::new("m1")],
-        2,
-        "the decision names the model version it used"
-    );
+    assert_eq!(inputs.models[&ModelId::new("m1")], 2, "the decision names the model version it used");
 }
 
 #[test]
@@ -968,4 +791,27 @@ fn a_price_tick_changes_only_the_price_table() {
             | crate::fold::Touched::Chain(_)
             | crate::fold::Touched::Meta
     )));
+}
+
+#[test]
+fn a_redelivered_tick_is_a_duplicate_and_a_conflicting_one_is_refused() {
+    let mut w = World::market();
+    let at = w.now + Duration::seconds(30);
+    let tick = |p: &str| Payload::PriceTick(PriceTick { security: "AAPL".into(), price: d(p), as_of: at });
+    let first = w.when(tick("101"));
+    let applied_at = w.state.meta.applied;
+    // The same tick again, even under another event id: a duplicate, no dead letter.
+    let again = w.when(tick("101"));
+    assert!(again.rejection.is_none());
+    assert!(matches!(again.audit[0].body, AuditBody::Duplicate { first_seq, .. } if first_seq == applied_at));
+    assert!(first.rejection.is_none());
+    // Another price for the same instant: refused as out of order.
+    let conflict = w.when(tick("102"));
+    assert_eq!(conflict.rejection.unwrap().1.kind, InputErrorKind::OutOfOrder);
+    assert_eq!(w.state.prices[&SecurityId::new("AAPL")].price, d("101"));
+    // Ticks leave no trace in the event-id set.
+    assert!(w.state.meta.seen.get("e_unused").is_none());
+    let ids_before = w.state.meta.seen.len();
+    w.price("MSFT", "201");
+    assert_eq!(w.state.meta.seen.len(), ids_before);
 }

@@ -47,9 +47,9 @@ pub fn rfc3339_utc(t: &DateTime<Utc>, out: &mut Vec<u8>) {
     push_digits(out, t.second(), 2);
     if nanos != 0 {
         out.push(b'.');
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             push_digits(out, nanos / 1_000_000, 3);
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             push_digits(out, nanos / 1_000, 6);
         } else {
             push_digits(out, nanos, 9);

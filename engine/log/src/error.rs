@@ -20,11 +20,7 @@ pub enum LogError {
 
     /// `create_topic` for an existing topic with a different partition count.
     #[error("topic {topic:?} already exists with {existing} partitions, not {requested}")]
-    PartitionCountMismatch {
-        topic: String,
-        existing: u32,
-        requested: u32,
-    },
+    PartitionCountMismatch { topic: String, existing: u32, requested: u32 },
 
     /// `create_topic` with zero partitions.
     #[error("topic {topic:?} needs at least one partition")]
@@ -32,45 +28,19 @@ pub enum LogError {
 
     /// A partition number that the topic does not have.
     #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
-    BadPartition {
-        topic: String,
-        partition: u32,
-        partitions: u32,
-    },
+    BadPartition { topic: String, partition: u32, partitions: u32 },
 
     /// A record whose encoded size exceeds [`crate::MAX_RECORD_BYTES`].
-    #[error(
-        "record {index} of the batch for topic {topic:?} is too large: {size} bytes encoded, the limit is {max}"
-    )]
-    RecordTooLarge {
-        topic: String,
-        index: usize,
-        size: usize,
-        max: usize,
-    },
+    #[error("record {index} of the batch for topic {topic:?} is too large: {size} bytes encoded, the limit is {max}")]
+    RecordTooLarge { topic: String, index: usize, size: usize, max: usize },
 
     /// A record whose key exceeds [`crate::MAX_KEY_BYTES`].
-    #[error(
-        "record {index} of the batch for topic {topic:?} has a {size}-byte key, the limit is {max}"
-    )]
-    KeyTooLarge {
-        topic: String,
-        index: usize,
-        size: usize,
-        max: usize,
-    },
+    #[error("record {index} of the batch for topic {topic:?} has a {size}-byte key, the limit is {max}")]
+    KeyTooLarge { topic: String, index: usize, size: usize, max: usize },
 
     /// A read starting outside `start_offset..=end_offset`.
-    #[error(
-        "offset {offset} is out of range for {topic}/{partition}: readable offsets are {start}..={end}"
-    )]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        offset: u64,
-        start: u64,
-        end: u64,
-    },
+    #[error("offset {offset} is out of range for {topic}/{partition}: readable offsets are {start}..={end}")]
+    OffsetOutOfRange { topic: String, partition: u32, offset: u64, start: u64, end: u64 },
 
     /// A record that fails its CRC or framing checks and is not a torn tail.
     /// `offset` is the offset the damaged record holds (or should hold).
@@ -78,14 +48,7 @@ pub enum LogError {
         "corrupt record in {topic}/{partition} at offset {offset} ({}, byte {position}): {reason}",
         .path.display()
     )]
-    Corrupt {
-        topic: String,
-        partition: u32,
-        offset: u64,
-        path: PathBuf,
-        position: u64,
-        reason: String,
-    },
+    Corrupt { topic: String, partition: u32, offset: u64, path: PathBuf, position: u64, reason: String },
 
     /// A metadata file or directory layout that cannot be understood.
     #[error("invalid log metadata at {}: {reason}", .path.display())]
@@ -109,8 +72,5 @@ pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
 /// `map_err` adapter attaching a path to an `io::Error`.
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LogError::Io { path: path.to_path_buf(), source }
 }

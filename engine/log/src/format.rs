@@ -28,13 +28,7 @@ pub(crate) fn encoded_len(key: Option<&[u8]>, value: &[u8]) -> usize {
 }
 
 /// Appends one frame to `buf`. The caller has checked the size bounds.
-pub(crate) fn encode(
-    buf: &mut Vec<u8>,
-    offset: u64,
-    timestamp_ms: u64,
-    key: Option<&[u8]>,
-    value: &[u8],
-) {
+pub(crate) fn encode(buf: &mut Vec<u8>, offset: u64, timestamp_ms: u64, key: Option<&[u8]>, value: &[u8]) {
     let key_bytes = key.unwrap_or(&[]);
     let body_len = BODY_FIXED_LEN + key_bytes.len() + value.len();
     debug_assert!(HEADER_LEN + body_len <= MAX_RECORD_BYTES);
@@ -118,22 +112,14 @@ pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     let body = &buf[HEADER_LEN..len];
     let computed = crc32fast::hash(body);
     if stored != computed {
-        return Decoded::BadCrc {
-            len,
-            stored,
-            computed,
-        };
+        return Decoded::BadCrc { len, stored, computed };
     }
     if body[0] != MAGIC {
-        return Decoded::Malformed {
-            reason: format!("unknown record format version {}", body[0]),
-        };
+        return Decoded::Malformed { reason: format!("unknown record format version {}", body[0]) };
     }
     let attributes = body[1];
     if attributes & !ATTR_HAS_KEY != 0 {
-        return Decoded::Malformed {
-            reason: format!("unknown attribute bits {attributes:#04x}"),
-        };
+        return Decoded::Malformed { reason: format!("unknown attribute bits {attributes:#04x}") };
     }
     let offset = u64_at(body, 2);
     let timestamp_ms = u64_at(body, 10);
@@ -141,18 +127,10 @@ pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     let rest = &body[BODY_FIXED_LEN..];
     let has_key = attributes & ATTR_HAS_KEY != 0;
     if key_len > rest.len() || key_len > MAX_KEY_BYTES || (!has_key && key_len != 0) {
-        return Decoded::Malformed {
-            reason: format!("key length {key_len} does not fit a {body_len}-byte body"),
-        };
+        return Decoded::Malformed { reason: format!("key length {key_len} does not fit a {body_len}-byte body") };
     }
     let (key, value) = rest.split_at(key_len);
-    Decoded::Record(Frame {
-        len,
-        offset,
-        timestamp_ms,
-        key: has_key.then_some(key),
-        value,
-    })
+    Decoded::Record(Frame { len, offset, timestamp_ms, key: has_key.then_some(key), value })
 }
 
 #[cfg(test)]
@@ -172,12 +150,7 @@ mod tests {
         while at < buf.len() {
             match decode(&buf[at..]) {
                 Decoded::Record(f) => {
-                    seen.push((
-                        f.offset,
-                        f.timestamp_ms,
-                        f.key.map(<[u8]>::to_vec),
-                        f.value.to_vec(),
-                    ));
+                    seen.push((f.offset, f.timestamp_ms, f.key.map(<[u8]>::to_vec), f.value.to_vec()));
                     at += f.len;
                 }
                 other => panic!("unexpected {other:?}"),
@@ -198,18 +171,12 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, 0, 0, Some(b"k"), b"hello");
         for cut in 0..buf.len() {
-            assert!(
-                matches!(decode(&buf[..cut]), Decoded::Incomplete { .. }),
-                "cut at {cut}"
-            );
+            assert!(matches!(decode(&buf[..cut]), Decoded::Incomplete { .. }), "cut at {cut}");
         }
         let mut flipped = buf.clone();
         *flipped.last_mut().unwrap() ^= 0x40;
         assert!(matches!(decode(&flipped), Decoded::BadCrc { .. }));
-        assert!(matches!(
-            decode(&[0u8; 16]),
-            Decoded::BadLength { body_len: 0 }
-        ));
+        assert!(matches!(decode(&[0u8; 16]), Decoded::BadLength { body_len: 0 }));
         assert!(matches!(decode(&[0xff; 16]), Decoded::BadLength { .. }));
     }
 }

@@ -141,22 +141,12 @@ pub struct Record {
 impl Record {
     /// An unkeyed record (partition 0 unless [`Record::in_partition`] is used).
     pub fn new(value: impl Into<Vec<u8>>, timestamp_ms: u64) -> Self {
-        Self {
-            key: None,
-            value: value.into(),
-            timestamp_ms,
-            partition: None,
-        }
+        Self { key: None, value: value.into(), timestamp_ms, partition: None }
     }
 
     /// A keyed record, partitioned by [`partition_for_key`].
     pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, timestamp_ms: u64) -> Self {
-        Self {
-            key: Some(key.into()),
-            value: value.into(),
-            timestamp_ms,
-            partition: None,
-        }
+        Self { key: Some(key.into()), value: value.into(), timestamp_ms, partition: None }
     }
 
     /// Pins the record to `partition`.

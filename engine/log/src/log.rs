@@ -12,9 +12,7 @@ use crate::error::{io_at, LogError, Result};
 use crate::format::encoded_len;
 use crate::murmur::partition_for_key;
 use crate::partition::{sync_dir, PartitionState, PendingSync};
-use crate::{
-    Record, StoredRecord, DEFAULT_SEGMENT_BYTES, MAX_KEY_BYTES, MAX_NAME_LEN, MAX_RECORD_BYTES,
-};
+use crate::{Record, StoredRecord, DEFAULT_SEGMENT_BYTES, MAX_KEY_BYTES, MAX_NAME_LEN, MAX_RECORD_BYTES};
 
 const TOPICS_DIR: &str = "topics";
 const GROUPS_DIR: &str = "groups";
@@ -33,9 +31,7 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        Self {
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-        }
+        Self { segment_bytes: DEFAULT_SEGMENT_BYTES }
     }
 }
 
@@ -72,13 +68,11 @@ struct Topic {
 
 impl Topic {
     fn partition(&self, partition: u32) -> Result<&Mutex<PartitionState>> {
-        self.partitions
-            .get(partition as usize)
-            .ok_or_else(|| LogError::BadPartition {
-                topic: self.name.to_string(),
-                partition,
-                partitions: self.partitions.len() as u32,
-            })
+        self.partitions.get(partition as usize).ok_or_else(|| LogError::BadPartition {
+            topic: self.name.to_string(),
+            partition,
+            partitions: self.partitions.len() as u32,
+        })
     }
 }
 
@@ -105,27 +99,16 @@ fn validate_name(kind: &'static str, name: &str) -> Result<()> {
         && name.len() <= MAX_NAME_LEN
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(LogError::InvalidName {
-            kind,
-            name: name.to_string(),
-        })
+        Err(LogError::InvalidName { kind, name: name.to_string() })
     }
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_at(path))
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io_at(path))
 }
 
 /// Reads and parses a JSON file; `None` if it does not exist.
@@ -133,10 +116,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| LogError::Metadata {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
+            .map_err(|e| LogError::Metadata { path: path.to_path_buf(), reason: e.to_string() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_at(path)(e)),
     }
@@ -145,10 +125,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
 /// Durably replaces `path`: temp file, fsync, rename, fsync directory.
 /// The caller holds a lock that makes the temp name exclusive.
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| LogError::Metadata {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| LogError::Metadata { path: path.to_path_buf(), reason: e.to_string() })?;
     let mut tmp_name = path.file_name().expect("a file path").to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
@@ -178,13 +156,8 @@ fn sync_files(files: &[(File, PathBuf)]) -> Result<()> {
             .map(|w| scope.spawn(move || files.iter().skip(w).step_by(workers).try_for_each(sync)))
             .collect();
         // Join all before reporting, so no sync is still running on return.
-        let results: Vec<Result<()>> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect();
+        let results: Vec<Result<()>> =
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
         results.into_iter().collect()
     })
 }
@@ -211,21 +184,13 @@ impl EmbeddedLog {
     /// Opens (creating if needed) a log rooted at `dir`.
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<Self> {
         if options.segment_bytes == 0 {
-            return Err(LogError::InvalidOptions(
-                "segment_bytes must be at least 1".into(),
-            ));
+            return Err(LogError::InvalidOptions("segment_bytes must be at least 1".into()));
         }
         let topics_dir = dir.join(TOPICS_DIR);
         let groups_dir = dir.join(GROUPS_DIR);
         fs::create_dir_all(&topics_dir).map_err(io_at(&topics_dir))?;
         fs::create_dir_all(&groups_dir).map_err(io_at(&groups_dir))?;
-        Ok(Self {
-            root: dir.to_path_buf(),
-            topics_dir,
-            groups_dir,
-            options,
-            topics: Mutex::new(HashMap::new()),
-        })
+        Ok(Self { root: dir.to_path_buf(), topics_dir, groups_dir, options, topics: Mutex::new(HashMap::new()) })
     }
 
     /// The directory this log lives in.
@@ -247,22 +212,13 @@ impl EmbeddedLog {
         let shared_name: Arc<str> = Arc::from(name);
         let topic = Arc::new(Topic {
             partitions: (0..partitions)
-                .map(|p| {
-                    Mutex::new(PartitionState::new(
-                        shared_name.clone(),
-                        p,
-                        dir.join(p.to_string()),
-                    ))
-                })
+                .map(|p| Mutex::new(PartitionState::new(shared_name.clone(), p, dir.join(p.to_string()))))
                 .collect(),
             name: shared_name,
             dir,
             writer: Mutex::new(None),
         });
-        lock(&self.topics)
-            .entry(name.to_string())
-            .or_insert(topic)
-            .clone()
+        lock(&self.topics).entry(name.to_string()).or_insert(topic).clone()
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
@@ -271,13 +227,9 @@ impl EmbeddedLog {
             return Ok(t.clone());
         }
         let meta_path = self.topic_dir(name).join(META_FILE);
-        let meta: TopicMeta =
-            read_json(&meta_path)?.ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let meta: TopicMeta = read_json(&meta_path)?.ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         if meta.partitions == 0 {
-            return Err(LogError::Metadata {
-                path: meta_path,
-                reason: "zero partitions".into(),
-            });
+            return Err(LogError::Metadata { path: meta_path, reason: "zero partitions".into() });
         }
         Ok(self.load_topic(name, meta.partitions))
     }
@@ -288,9 +240,7 @@ impl EmbeddedLog {
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         validate_name("topic", name)?;
         if partitions == 0 {
-            return Err(LogError::NoPartitions {
-                topic: name.to_string(),
-            });
+            return Err(LogError::NoPartitions { topic: name.to_string() });
         }
         let dir = self.topic_dir(name);
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
@@ -314,13 +264,7 @@ impl EmbeddedLog {
                 }
                 sync_dir(&dir)?;
                 // meta.json appearing is the commit point of the creation.
-                write_json_atomic(
-                    &meta_path,
-                    &TopicMeta {
-                        version: 1,
-                        partitions,
-                    },
-                )?;
+                write_json_atomic(&meta_path, &TopicMeta { version: 1, partitions })?;
                 sync_dir(&self.topics_dir)?;
             }
         }
@@ -374,12 +318,7 @@ impl EmbeddedLog {
             }
             let size = encoded_len(rec.key.as_deref(), &rec.value);
             if size > MAX_RECORD_BYTES {
-                return Err(LogError::RecordTooLarge {
-                    topic: topic.to_string(),
-                    index,
-                    size,
-                    max: MAX_RECORD_BYTES,
-                });
+                return Err(LogError::RecordTooLarge { topic: topic.to_string(), index, size, max: MAX_RECORD_BYTES });
             }
             let partition = match (rec.partition, &rec.key) {
                 (Some(p), _) => {
@@ -407,13 +346,7 @@ impl EmbeddedLog {
             let mut pending = PendingSync::default();
             for (&p, which) in &routes {
                 let mut state = lock_partition(&t.partitions[p as usize]);
-                state.append(
-                    records,
-                    which,
-                    self.options.segment_bytes,
-                    &mut assigned,
-                    &mut pending,
-                )?;
+                state.append(records, which, self.options.segment_bytes, &mut assigned, &mut pending)?;
             }
             sync_files(&pending.files)?;
             for dir in &pending.dirs {
@@ -476,9 +409,7 @@ impl EmbeddedLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        self.with_partition(topic, partition, |state| {
-            state.read(from_offset, max_records, max_bytes)
-        })
+        self.with_partition(topic, partition, |state| state.read(from_offset, max_records, max_bytes))
     }
 
     /// The offset the next record of the partition will get (the high
@@ -512,14 +443,8 @@ impl EmbeddedLog {
         let lock_file = open_lock_file(&lock_path)?;
         lock_file.lock().map_err(io_at(&lock_path))?;
         let path = self.group_path(group);
-        let mut file: GroupFile = read_json(&path)?.unwrap_or(GroupFile {
-            version: 1,
-            offsets: BTreeMap::new(),
-        });
-        file.offsets
-            .entry(topic.to_string())
-            .or_default()
-            .insert(partition, offset);
+        let mut file: GroupFile = read_json(&path)?.unwrap_or(GroupFile { version: 1, offsets: BTreeMap::new() });
+        file.offsets.entry(topic.to_string()).or_default().insert(partition, offset);
         write_json_atomic(&path, &file)
     }
 
@@ -528,12 +453,7 @@ impl EmbeddedLog {
         validate_name("group", group)?;
         self.topic(topic)?.partition(partition)?;
         let file: Option<GroupFile> = read_json(&self.group_path(group))?;
-        Ok(file.and_then(|f| {
-            f.offsets
-                .get(topic)
-                .and_then(|p| p.get(&partition))
-                .copied()
-        }))
+        Ok(file.and_then(|f| f.offsets.get(topic).and_then(|p| p.get(&partition)).copied()))
     }
 }
 
@@ -546,22 +466,8 @@ mod tests {
         for ok in ["orders", "a.b-c_D9", "x", &"n".repeat(MAX_NAME_LEN)] {
             assert!(validate_name("topic", ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "a b",
-            "ü",
-            &"n".repeat(MAX_NAME_LEN + 1),
-        ] {
-            assert!(
-                matches!(
-                    validate_name("topic", bad),
-                    Err(LogError::InvalidName { .. })
-                ),
-                "{bad}"
-            );
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"n".repeat(MAX_NAME_LEN + 1)] {
+            assert!(matches!(validate_name("topic", bad), Err(LogError::InvalidName { .. })), "{bad}");
         }
     }
 

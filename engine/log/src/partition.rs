@@ -49,13 +49,7 @@ pub(crate) struct Loc {
 }
 
 impl Loc {
-    fn corrupt(
-        &self,
-        offset: u64,
-        path: &Path,
-        position: u64,
-        reason: impl Into<String>,
-    ) -> LogError {
+    fn corrupt(&self, offset: u64, path: &Path, position: u64, reason: impl Into<String>) -> LogError {
         LogError::Corrupt {
             topic: self.topic.to_string(),
             partition: self.partition,
@@ -240,10 +234,7 @@ impl Segment {
                 self.next_offset,
                 &path,
                 stat_len,
-                format!(
-                    "segment shrank to {stat_len} bytes, below its verified length {}",
-                    self.valid_len
-                ),
+                format!("segment shrank to {stat_len} bytes, below its verified length {}", self.valid_len),
             ));
         }
         if stat_len == self.valid_len {
@@ -262,10 +253,7 @@ impl Segment {
                             self.next_offset,
                             &path,
                             pos,
-                            format!(
-                                "record holds offset {}, expected {}",
-                                f.offset, self.next_offset
-                            ),
+                            format!("record holds offset {}, expected {}", f.offset, self.next_offset),
                         ));
                     }
                     let len = f.len;
@@ -282,25 +270,12 @@ impl Segment {
                         self.file_len = self.valid_len.max(r.read_to);
                         return Ok(());
                     }
-                    (
-                        None,
-                        format!(
-                            "incomplete record at end of segment ({} bytes)",
-                            r.available().len()
-                        ),
-                    )
+                    (None, format!("incomplete record at end of segment ({} bytes)", r.available().len()))
                 }
-                Decoded::BadLength { body_len } => {
-                    (Some(0), format!("impossible record length {body_len}"))
+                Decoded::BadLength { body_len } => (Some(0), format!("impossible record length {body_len}")),
+                Decoded::BadCrc { len, stored, computed } => {
+                    (Some(len), format!("CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"))
                 }
-                Decoded::BadCrc {
-                    len,
-                    stored,
-                    computed,
-                } => (
-                    Some(len),
-                    format!("CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"),
-                ),
                 Decoded::Malformed { reason } => {
                     return Err(loc.corrupt(self.next_offset, &path, pos, reason));
                 }
@@ -324,19 +299,12 @@ impl Segment {
 
     /// Reads records of this segment from `*next` on, within the verified
     /// prefix, into `out`. Returns `true` when a bound was reached.
-    fn read_into(
-        &self,
-        loc: &Loc,
-        next: &mut u64,
-        bounds: &mut Bounds,
-        out: &mut Vec<StoredRecord>,
-    ) -> Result<bool> {
+    fn read_into(&self, loc: &Loc, next: &mut u64, bounds: &mut Bounds, out: &mut Vec<StoredRecord>) -> Result<bool> {
         if *next >= self.next_offset {
             return Ok(false);
         }
         let (mut expected, start) = self.lookup(*next);
-        let mut r = ChunkReader::open(&self.path, start, Some(self.valid_len))
-            .map_err(io_at(&self.path))?;
+        let mut r = ChunkReader::open(&self.path, start, Some(self.valid_len)).map_err(io_at(&self.path))?;
         loop {
             let pos = r.pos;
             if pos >= self.valid_len {
@@ -348,24 +316,12 @@ impl Segment {
                     if r.fill(needed).map_err(io_at(&self.path))? {
                         continue;
                     }
-                    return Err(loc.corrupt(
-                        expected,
-                        &self.path,
-                        pos,
-                        "verified record is now incomplete",
-                    ));
+                    return Err(loc.corrupt(expected, &self.path, pos, "verified record is now incomplete"));
                 }
                 Decoded::BadLength { body_len } => {
-                    return Err(loc.corrupt(
-                        expected,
-                        &self.path,
-                        pos,
-                        format!("impossible record length {body_len}"),
-                    ));
+                    return Err(loc.corrupt(expected, &self.path, pos, format!("impossible record length {body_len}")));
                 }
-                Decoded::BadCrc {
-                    stored, computed, ..
-                } => {
+                Decoded::BadCrc { stored, computed, .. } => {
                     return Err(loc.corrupt(
                         expected,
                         &self.path,
@@ -373,9 +329,7 @@ impl Segment {
                         format!("CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"),
                     ));
                 }
-                Decoded::Malformed { reason } => {
-                    return Err(loc.corrupt(expected, &self.path, pos, reason))
-                }
+                Decoded::Malformed { reason } => return Err(loc.corrupt(expected, &self.path, pos, reason)),
             };
             if frame.offset != expected {
                 return Err(loc.corrupt(
@@ -434,11 +388,7 @@ pub(crate) struct PartitionState {
 
 impl PartitionState {
     pub fn new(topic: Arc<str>, partition: u32, dir: PathBuf) -> Self {
-        Self {
-            loc: Loc { topic, partition },
-            dir,
-            segments: Vec::new(),
-        }
+        Self { loc: Loc { topic, partition }, dir, segments: Vec::new() }
     }
 
     /// Forgets everything cached; the next call re-reads the disk.
@@ -532,10 +482,7 @@ impl PartitionState {
                 seg.next_offset,
                 &seg.path,
                 seg.valid_len,
-                format!(
-                    "segment ends before offset {} but the next segment starts at {next_base}",
-                    seg.next_offset
-                ),
+                format!("segment ends before offset {} but the next segment starts at {next_base}", seg.next_offset),
             ));
         }
         seg.verified = true;
@@ -552,12 +499,7 @@ impl PartitionState {
         }
     }
 
-    pub fn read(
-        &mut self,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredRecord>> {
+    pub fn read(&mut self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         self.refresh()?;
         if from < self.start_offset() || from > self.end_offset() {
             return Err(self.out_of_range(from));
@@ -566,11 +508,7 @@ impl PartitionState {
         if from == self.end_offset() || max_records == 0 {
             return Ok(out);
         }
-        let mut bounds = Bounds {
-            max_records,
-            max_bytes,
-            bytes: 0,
-        };
+        let mut bounds = Bounds { max_records, max_bytes, bytes: 0 };
         let mut next = from;
         let mut i = self.segments.partition_point(|s| s.base <= from) - 1;
         while i < self.segments.len() {
@@ -618,28 +556,19 @@ impl PartitionState {
         self.refresh()?;
         if self.segments.is_empty() {
             let path = segment_path(&self.dir, 0);
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io_at(&path))?;
+            OpenOptions::new().write(true).create(true).truncate(false).open(&path).map_err(io_at(&path))?;
             pending.dirs.insert(self.dir.clone());
             self.segments.push(Segment::new(0, path));
         }
         let mut file = {
             let seg = self.segments.last_mut().expect("at least one segment");
             let path = &seg.path;
-            let mut file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_at(path))?;
+            let mut file = OpenOptions::new().write(true).open(path).map_err(io_at(path))?;
             if seg.file_len > seg.valid_len {
                 file.set_len(seg.valid_len).map_err(io_at(path))?;
                 seg.file_len = seg.valid_len;
             }
-            file.seek(SeekFrom::Start(seg.valid_len))
-                .map_err(io_at(path))?;
+            file.seek(SeekFrom::Start(seg.valid_len)).map_err(io_at(path))?;
             file
         };
         let mut buf = Vec::with_capacity(WRITE_CHUNK.min(which.len() * 256));
@@ -656,24 +585,14 @@ impl PartitionState {
                 seg.verified = true;
                 let base = seg.next_offset;
                 let path = segment_path(&self.dir, base);
-                file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(io_at(&path))?;
+                file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_at(&path))?;
                 pending.dirs.insert(self.dir.clone());
                 self.segments.push(Segment::new(base, path));
             }
             let seg = self.segments.last_mut().expect("at least one segment");
             let offset = seg.next_offset;
             let pos = seg.valid_len;
-            encode(
-                &mut buf,
-                offset,
-                rec.timestamp_ms,
-                rec.key.as_deref(),
-                &rec.value,
-            );
+            encode(&mut buf, offset, rec.timestamp_ms, rec.key.as_deref(), &rec.value);
             seg.note(offset, pos, len);
             seg.file_len = seg.valid_len;
             assigned[i] = (self.loc.partition, offset);
@@ -681,12 +600,7 @@ impl PartitionState {
                 flush(&mut file, &mut buf, &seg.path)?;
             }
         }
-        let path = self
-            .segments
-            .last()
-            .expect("at least one segment")
-            .path
-            .clone();
+        let path = self.segments.last().expect("at least one segment").path.clone();
         flush(&mut file, &mut buf, &path)?;
         pending.files.push((file, path));
         Ok(())
@@ -705,9 +619,7 @@ fn flush(file: &mut File, buf: &mut Vec<u8>, path: &Path) -> Result<()> {
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_at(dir))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -723,10 +635,7 @@ mod tests {
         assert_eq!(parse_segment_name("00000000000000000042.seg"), Some(42));
         assert_eq!(parse_segment_name("42.seg"), None);
         assert_eq!(parse_segment_name("0000000000000000004x.seg"), None);
-        assert_eq!(
-            segment_path(Path::new("p"), 7),
-            Path::new("p").join("00000000000000000007.seg")
-        );
+        assert_eq!(segment_path(Path::new("p"), 7), Path::new("p").join("00000000000000000007.seg"));
     }
 
     #[test]

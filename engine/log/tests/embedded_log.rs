@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Instant;
 
 use overlay_log::{
-    murmur2, partition_for_key, EmbeddedLog, LogError, LogOptions, Record, StoredRecord,
-    MAX_KEY_BYTES, MAX_RECORD_BYTES, RECORD_OVERHEAD,
+    murmur2, partition_for_key, EmbeddedLog, LogError, LogOptions, Record, StoredRecord, MAX_KEY_BYTES,
+    MAX_RECORD_BYTES, RECORD_OVERHEAD,
 };
 
 fn tiny_segments(bytes: u64) -> LogOptions {
@@ -43,10 +43,7 @@ fn read_all(log: &EmbeddedLog, topic: &str, partition: u32) -> Vec<StoredRecord>
 }
 
 fn values(records: &[StoredRecord]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
-        .collect()
+    records.iter().map(|r| String::from_utf8(r.value.clone()).unwrap()).collect()
 }
 
 #[test]
@@ -62,12 +59,7 @@ fn append_and_read_round_trip_across_partitions() {
         Record::new("unkeyed", 11),
         Record::keyed("k", "keyed", 12),
         Record::new("p2-b", 13).in_partition(2),
-        Record {
-            key: Some(vec![]),
-            value: b"empty-key".to_vec(),
-            timestamp_ms: 14,
-            partition: Some(1),
-        },
+        Record { key: Some(vec![]), value: b"empty-key".to_vec(), timestamp_ms: 14, partition: Some(1) },
     ];
     let placed = log.append("orders", &batch).unwrap();
 
@@ -83,10 +75,7 @@ fn append_and_read_round_trip_across_partitions() {
 
     // And reading each partition returns exactly its records with key, value and timestamp
     for p in 0..3 {
-        assert_eq!(
-            log.end_offset("orders", p).unwrap(),
-            expected_next[p as usize]
-        );
+        assert_eq!(log.end_offset("orders", p).unwrap(), expected_next[p as usize]);
         let got = read_all(&log, "orders", p);
         let want: Vec<StoredRecord> = batch
             .iter()
@@ -120,10 +109,7 @@ fn keyed_partitioning_is_stable_and_matches_kafka_murmur2() {
         (b"foobar", -790_332_482),
         (b"a-little-bit-long-string", -985_981_536),
         (b"a-little-bit-longer-string", -1_486_304_829),
-        (
-            b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-            -58_897_971,
-        ),
+        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
         (b"abc", 479_470_107),
     ];
     for (key, hash) in vectors {
@@ -135,10 +121,7 @@ fn keyed_partitioning_is_stable_and_matches_kafka_murmur2() {
     assert_eq!(partition_for_key(b"foobar", 12), 6);
 
     // When the same keys are appended twice, from two handles
-    let records: Vec<Record> = vectors
-        .iter()
-        .map(|(k, _)| Record::keyed(k.to_vec(), "v", 0))
-        .collect();
+    let records: Vec<Record> = vectors.iter().map(|(k, _)| Record::keyed(k.to_vec(), "v", 0)).collect();
     let first = log.append("keyed", &records).unwrap();
     let other = EmbeddedLog::open(dir.path()).unwrap();
     let second = other.append("keyed", &records).unwrap();
@@ -147,9 +130,7 @@ fn keyed_partitioning_is_stable_and_matches_kafka_murmur2() {
     for (i, (key, _)) in vectors.iter().enumerate() {
         assert_eq!(first[i].0, partition_for_key(key, 12));
         assert_eq!(second[i].0, first[i].0);
-        let stored = log
-            .read("keyed", first[i].0, first[i].1, 1, usize::MAX)
-            .unwrap();
+        let stored = log.read("keyed", first[i].0, first[i].1, 1, usize::MAX).unwrap();
         assert_eq!(stored[0].key.as_deref(), Some(*key));
     }
 }
@@ -177,10 +158,7 @@ fn segments_roll_at_the_size_bound_and_reads_cross_boundaries() {
 
     // Then segment files are named by their first offset and hold at most 4 records each
     let files = segment_files(dir.path(), "roll", 0);
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
     let expected: Vec<String> = (0..30).step_by(4).map(|b| format!("{b:020}.seg")).collect();
     assert_eq!(names, expected);
     for f in &files {
@@ -192,11 +170,7 @@ fn segments_roll_at_the_size_bound_and_reads_cross_boundaries() {
         for max in [1usize, 3, 5, 100] {
             let got = log.read("roll", 0, from, max, usize::MAX).unwrap();
             let want: Vec<u64> = (from..30).take(max).collect();
-            assert_eq!(
-                got.iter().map(|r| r.offset).collect::<Vec<_>>(),
-                want,
-                "from {from} max {max}"
-            );
+            assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), want, "from {from} max {max}");
             for r in &got {
                 assert_eq!(r.value, format!("value-{:014}", r.offset).into_bytes());
                 assert_eq!(r.timestamp_ms, r.offset + 1);
@@ -207,11 +181,7 @@ fn segments_roll_at_the_size_bound_and_reads_cross_boundaries() {
     // And a fresh handle (cold index) reads the same, lazily scanning sealed segments
     let cold = EmbeddedLog::open(dir.path()).unwrap();
     assert_eq!(
-        cold.read("roll", 0, 17, 5, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect::<Vec<_>>(),
+        cold.read("roll", 0, 17, 5, usize::MAX).unwrap().iter().map(|r| r.offset).collect::<Vec<_>>(),
         vec![17, 18, 19, 20, 21]
     );
     assert_eq!(read_all(&cold, "roll", 0).len(), 30);
@@ -225,15 +195,7 @@ fn one_oversized_record_gets_a_segment_of_its_own() {
     log.create_topic("big", 1).unwrap();
 
     // When a record larger than the segment bound is appended between small ones
-    log.append(
-        "big",
-        &[
-            Record::new("a", 0),
-            Record::new(vec![7u8; 500], 0),
-            Record::new("b", 0),
-        ],
-    )
-    .unwrap();
+    log.append("big", &[Record::new("a", 0), Record::new(vec![7u8; 500], 0), Record::new("b", 0)]).unwrap();
 
     // Then it is stored alone and everything reads back
     assert_eq!(segment_files(dir.path(), "big", 0).len(), 3);
@@ -251,11 +213,7 @@ fn reopening_keeps_topics_records_and_offsets() {
         log.create_topic("a", 2).unwrap();
         log.create_topic("b", 1).unwrap();
         for i in 0..20 {
-            log.append(
-                "a",
-                &[Record::new(format!("a{i}"), i).in_partition((i % 2) as u32)],
-            )
-            .unwrap();
+            log.append("a", &[Record::new(format!("a{i}"), i).in_partition((i % 2) as u32)]).unwrap();
         }
         log.append("b", &[Record::keyed("k", "b0", 0)]).unwrap();
     }
@@ -264,30 +222,17 @@ fn reopening_keeps_topics_records_and_offsets() {
     let log = EmbeddedLog::open(dir.path()).unwrap();
 
     // Then topics, partition counts, records and ends are all there
-    assert_eq!(
-        log.topics().unwrap(),
-        vec!["a".to_string(), "b".to_string()]
-    );
+    assert_eq!(log.topics().unwrap(), vec!["a".to_string(), "b".to_string()]);
     assert_eq!(log.partitions("a").unwrap(), 2);
     assert_eq!(log.end_offset("a", 0).unwrap(), 10);
     assert_eq!(log.end_offset("a", 1).unwrap(), 10);
     let p0 = values(&read_all(&log, "a", 0));
-    assert_eq!(
-        p0,
-        (0..20)
-            .step_by(2)
-            .map(|i| format!("a{i}"))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(p0, (0..20).step_by(2).map(|i| format!("a{i}")).collect::<Vec<_>>());
     assert_eq!(values(&read_all(&log, "b", 0)), vec!["b0"]);
 
     // And appends continue from the old ends; re-creating a topic is idempotent
     log.create_topic("a", 2).unwrap();
-    assert_eq!(
-        log.append("a", &[Record::new("next", 0).in_partition(1)])
-            .unwrap(),
-        vec![(1, 10)]
-    );
+    assert_eq!(log.append("a", &[Record::new("next", 0).in_partition(1)]).unwrap(), vec![(1, 10)]);
 }
 
 #[test]
@@ -302,43 +247,26 @@ fn a_torn_tail_is_invisible_and_repaired_by_the_next_append() {
     }
     let seg = segment_files(dir.path(), "t", 0).pop().unwrap();
     let full = fs::metadata(&seg).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(full - 3)
-        .unwrap();
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(full - 3).unwrap();
 
     // When a reader opens the log
     let log = EmbeddedLog::open(dir.path()).unwrap();
 
     // Then the torn record is invisible
     assert_eq!(log.end_offset("t", 0).unwrap(), 9);
-    assert_eq!(
-        values(&read_all(&log, "t", 0)),
-        (0..9).map(|i| format!("r{i}")).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        fs::metadata(&seg).unwrap().len(),
-        full - 3,
-        "readers never modify files"
-    );
+    assert_eq!(values(&read_all(&log, "t", 0)), (0..9).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    assert_eq!(fs::metadata(&seg).unwrap().len(), full - 3, "readers never modify files");
 
     // When another handle appends
     let writer = EmbeddedLog::open(dir.path()).unwrap();
-    let placed = writer
-        .append("t", &[Record::new("after", 99), Record::new("after2", 100)])
-        .unwrap();
+    let placed = writer.append("t", &[Record::new("after", 99), Record::new("after2", 100)]).unwrap();
 
     // Then the torn bytes were truncated and offsets continue from the last complete record
     assert_eq!(placed, vec![(0, 9), (0, 10)]);
     let mut want: Vec<String> = (0..9).map(|i| format!("r{i}")).collect();
     want.extend(["after".to_string(), "after2".to_string()]);
     assert_eq!(values(&read_all(&log, "t", 0)), want);
-    assert_eq!(
-        values(&read_all(&EmbeddedLog::open(dir.path()).unwrap(), "t", 0)),
-        want
-    );
+    assert_eq!(values(&read_all(&EmbeddedLog::open(dir.path()).unwrap(), "t", 0)), want);
 }
 
 #[test]
@@ -348,15 +276,7 @@ fn zero_fill_and_partial_headers_at_the_tail_are_torn_tails_too() {
         let dir = tempfile::tempdir().unwrap();
         let log = EmbeddedLog::open(dir.path()).unwrap();
         log.create_topic("t", 1).unwrap();
-        log.append(
-            "t",
-            &[
-                Record::new("a", 0),
-                Record::new("b", 0),
-                Record::new("c", 0),
-            ],
-        )
-        .unwrap();
+        log.append("t", &[Record::new("a", 0), Record::new("b", 0), Record::new("c", 0)]).unwrap();
         let seg = segment_files(dir.path(), "t", 0).pop().unwrap();
         let len = fs::metadata(&seg).unwrap().len();
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
@@ -370,21 +290,9 @@ fn zero_fill_and_partial_headers_at_the_tail_are_torn_tails_too() {
         assert_eq!(fresh.end_offset("t", 0).unwrap(), 3, "{damage}");
 
         // And the next append truncates the damage and continues at offset 3
-        assert_eq!(
-            fresh.append("t", &[Record::new("d", 0)]).unwrap(),
-            vec![(0, 3)],
-            "{damage}"
-        );
-        assert_eq!(
-            values(&read_all(&log, "t", 0)),
-            vec!["a", "b", "c", "d"],
-            "{damage}"
-        );
-        assert_eq!(
-            fs::metadata(&seg).unwrap().len(),
-            len + (RECORD_OVERHEAD + 1) as u64,
-            "{damage}"
-        );
+        assert_eq!(fresh.append("t", &[Record::new("d", 0)]).unwrap(), vec![(0, 3)], "{damage}");
+        assert_eq!(values(&read_all(&log, "t", 0)), vec!["a", "b", "c", "d"], "{damage}");
+        assert_eq!(fs::metadata(&seg).unwrap().len(), len + (RECORD_OVERHEAD + 1) as u64, "{damage}");
     }
 }
 
@@ -395,9 +303,7 @@ fn a_flipped_byte_in_the_middle_is_reported_as_corruption_at_its_offset() {
     {
         let log = EmbeddedLog::open(dir.path()).unwrap();
         log.create_topic("t", 1).unwrap();
-        let batch: Vec<Record> = (0..10)
-            .map(|i| Record::new(format!("value-{i}"), i))
-            .collect();
+        let batch: Vec<Record> = (0..10).map(|i| Record::new(format!("value-{i}"), i)).collect();
         log.append("t", &batch).unwrap();
     }
     let frame = (RECORD_OVERHEAD + "value-0".len()) as u64;
@@ -407,26 +313,15 @@ fn a_flipped_byte_in_the_middle_is_reported_as_corruption_at_its_offset() {
     // When a fresh handle reads, asks for the end, or appends
     let log = EmbeddedLog::open(dir.path()).unwrap();
     let errors = [
-        log.read("t", 0, 0, 100, usize::MAX)
-            .map(|_| ())
-            .unwrap_err(),
+        log.read("t", 0, 0, 100, usize::MAX).map(|_| ()).unwrap_err(),
         log.end_offset("t", 0).map(|_| ()).unwrap_err(),
-        log.append("t", &[Record::new("x", 0)])
-            .map(|_| ())
-            .unwrap_err(),
+        log.append("t", &[Record::new("x", 0)]).map(|_| ()).unwrap_err(),
     ];
 
     // Then each is a corruption error naming topic, partition and offset 4 — nothing is skipped or truncated
     for err in errors {
         match &err {
-            LogError::Corrupt {
-                topic,
-                partition,
-                offset,
-                path,
-                position,
-                ..
-            } => {
+            LogError::Corrupt { topic, partition, offset, path, position, .. } => {
                 assert_eq!((topic.as_str(), *partition, *offset), ("t", 0, 4), "{err}");
                 assert_eq!(path, &seg);
                 assert_eq!(*position, 4 * frame);
@@ -434,16 +329,9 @@ fn a_flipped_byte_in_the_middle_is_reported_as_corruption_at_its_offset() {
             other => panic!("expected corruption, got {other}"),
         }
         let msg = err.to_string();
-        assert!(
-            msg.contains("t/0") && msg.contains("offset 4") && msg.contains("CRC"),
-            "{msg}"
-        );
+        assert!(msg.contains("t/0") && msg.contains("offset 4") && msg.contains("CRC"), "{msg}");
     }
-    assert_eq!(
-        fs::metadata(&seg).unwrap().len(),
-        10 * frame,
-        "nothing was truncated"
-    );
+    assert_eq!(fs::metadata(&seg).unwrap().len(), 10 * frame, "nothing was truncated");
 }
 
 #[test]
@@ -466,18 +354,11 @@ fn damage_at_the_end_of_a_sealed_segment_is_corruption_not_a_torn_tail() {
 
     // Then the damaged record (offset 1) is reported; later segments still read fine
     assert!(matches!(err, LogError::Corrupt { offset: 1, .. }), "{err}");
-    assert_eq!(
-        values(&log.read("t", 0, 2, 100, usize::MAX).unwrap()),
-        vec!["v2", "v3", "v4", "v5"]
-    );
+    assert_eq!(values(&log.read("t", 0, 2, 100, usize::MAX).unwrap()), vec!["v2", "v3", "v4", "v5"]);
 }
 
 fn flip_byte(path: &Path, at: u64) {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
     f.seek(SeekFrom::Start(at)).unwrap();
     let mut b = [0u8];
     f.read_exact(&mut b).unwrap();
@@ -491,10 +372,7 @@ fn concurrent_appenders_on_separate_handles_interleave_without_loss_or_duplicate
     // two threads on their own handles, two threads sharing one handle
     let dir = tempfile::tempdir().unwrap();
     let opts = tiny_segments(4096);
-    EmbeddedLog::open_with(dir.path(), opts.clone())
-        .unwrap()
-        .create_topic("c", 2)
-        .unwrap();
+    EmbeddedLog::open_with(dir.path(), opts.clone()).unwrap().create_topic("c", 2).unwrap();
     let shared = Arc::new(EmbeddedLog::open_with(dir.path(), opts.clone()).unwrap());
     let (batches, per_batch) = (40, 25);
 
@@ -515,9 +393,7 @@ fn concurrent_appenders_on_separate_handles_interleave_without_loss_or_duplicate
                 let mut placed = Vec::new();
                 for b in 0..batches {
                     let batch: Vec<Record> = (0..per_batch)
-                        .map(|i| {
-                            Record::new(format!("w{w}-b{b}-i{i}"), 0).in_partition((i % 2) as u32)
-                        })
+                        .map(|i| Record::new(format!("w{w}-b{b}-i{i}"), 0).in_partition((i % 2) as u32))
                         .collect();
                     let got = log.append("c", &batch).unwrap();
                     // one call's records for a partition are contiguous
@@ -531,10 +407,7 @@ fn concurrent_appenders_on_separate_handles_interleave_without_loss_or_duplicate
             })
         })
         .collect();
-    let placed: Vec<(Record, (u32, u64))> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let placed: Vec<(Record, (u32, u64))> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
 
     // Then every record got a unique (partition, offset), offsets are dense,
     // and reading back finds each record exactly where the append said
@@ -545,10 +418,7 @@ fn concurrent_appenders_on_separate_handles_interleave_without_loss_or_duplicate
     let mut by_pos = BTreeMap::new();
     for p in 0..2 {
         let records = read_all(&reader, "c", p);
-        assert_eq!(
-            records.len(),
-            placed.iter().filter(|(_, pos)| pos.0 == p).count()
-        );
+        assert_eq!(records.len(), placed.iter().filter(|(_, pos)| pos.0 == p).count());
         for (i, r) in records.into_iter().enumerate() {
             assert_eq!(r.offset, i as u64);
             by_pos.insert((p, r.offset), r.value);
@@ -558,10 +428,7 @@ fn concurrent_appenders_on_separate_handles_interleave_without_loss_or_duplicate
         assert_eq!(by_pos[pos], rec.value);
     }
     // And a reader that was open throughout sees the same, including segments other handles rolled
-    assert_eq!(
-        read_all(&shared, "c", 0).len() + read_all(&shared, "c", 1).len(),
-        total
-    );
+    assert_eq!(read_all(&shared, "c", 0).len() + read_all(&shared, "c", 1).len(), total);
 }
 
 const CHILD_DIR_ENV: &str = "OVERLAY_LOG_TEST_CHILD_DIR";
@@ -576,9 +443,8 @@ fn child_process_appender() {
     };
     let log = EmbeddedLog::open_with(Path::new(&dir), tiny_segments(8192)).unwrap();
     for b in 0..50 {
-        let batch: Vec<Record> = (0..20)
-            .map(|i| Record::keyed(format!("key-{i}"), format!("{tag}-{b}-{i}"), 0))
-            .collect();
+        let batch: Vec<Record> =
+            (0..20).map(|i| Record::keyed(format!("key-{i}"), format!("{tag}-{b}-{i}"), 0)).collect();
         log.append("x", &batch).unwrap();
     }
 }
@@ -594,12 +460,7 @@ fn appenders_in_other_processes_interleave_without_loss() {
         .iter()
         .map(|tag| {
             Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_process_appender",
-                    "--ignored",
-                    "--test-threads=1",
-                ])
+                .args(["--exact", "child_process_appender", "--ignored", "--test-threads=1"])
                 .env(CHILD_DIR_ENV, dir.path())
                 .env(CHILD_TAG_ENV, tag)
                 .stdout(Stdio::null())
@@ -609,18 +470,14 @@ fn appenders_in_other_processes_interleave_without_loss() {
         .collect();
     let reader = EmbeddedLog::open(dir.path()).unwrap();
     for b in 0..50 {
-        let batch: Vec<Record> = (0..20)
-            .map(|i| Record::keyed(format!("key-{i}"), format!("parent-{b}-{i}"), 0))
-            .collect();
+        let batch: Vec<Record> =
+            (0..20).map(|i| Record::keyed(format!("key-{i}"), format!("parent-{b}-{i}"), 0)).collect();
         log.append("x", &batch).unwrap();
         // a concurrent reader never fails nor sees a gap
         for p in 0..3 {
             let end = reader.end_offset("x", p).unwrap();
             let got = reader.read("x", p, 0, usize::MAX, usize::MAX).unwrap();
-            assert!(
-                got.len() as u64 >= end,
-                "read after end_offset sees at least {end} records"
-            );
+            assert!(got.len() as u64 >= end, "read after end_offset sees at least {end} records");
             assert!(got.iter().enumerate().all(|(i, r)| r.offset == i as u64));
         }
     }
@@ -648,24 +505,16 @@ fn a_reader_sees_records_appended_later_by_another_handle() {
     writer.append("live", &[Record::new("first", 0)]).unwrap();
     let reader = EmbeddedLog::open(dir.path()).unwrap();
     assert_eq!(reader.read("live", 0, 0, 10, usize::MAX).unwrap().len(), 1);
-    assert!(reader
-        .read("live", 0, 1, 10, usize::MAX)
-        .unwrap()
-        .is_empty());
+    assert!(reader.read("live", 0, 1, 10, usize::MAX).unwrap().is_empty());
 
     // When the writer appends enough to roll several segments
     for i in 0..20 {
-        writer
-            .append("live", &[Record::new(format!("more-{i}"), 0)])
-            .unwrap();
+        writer.append("live", &[Record::new(format!("more-{i}"), 0)]).unwrap();
     }
 
     // Then the reader sees all of it, and its end follows
     assert_eq!(reader.end_offset("live", 0).unwrap(), 21);
-    assert_eq!(
-        reader.read("live", 0, 1, 100, usize::MAX).unwrap().len(),
-        20
-    );
+    assert_eq!(reader.read("live", 0, 1, 100, usize::MAX).unwrap().len(), 20);
     assert!(segment_files(dir.path(), "live", 0).len() > 3);
 }
 
@@ -696,27 +545,14 @@ fn consumer_group_commits_are_durable_and_per_partition() {
     assert_eq!(log.committed("g2", "a", 1).unwrap(), None);
     assert!(dir.path().join("groups").join("g1.json").is_file());
     assert!(!dir.path().join("groups").join("g1.json.tmp").exists());
-    log.append("a", &[Record::new("x", 0), Record::new("y", 0)])
-        .unwrap();
-    let lag = log
-        .end_offset("a", 0)
-        .unwrap()
-        .saturating_sub(log.committed("g2", "a", 0).unwrap().unwrap_or(0));
+    log.append("a", &[Record::new("x", 0), Record::new("y", 0)]).unwrap();
+    let lag = log.end_offset("a", 0).unwrap().saturating_sub(log.committed("g2", "a", 0).unwrap().unwrap_or(0));
     assert_eq!(lag, 0);
 
     // And bad targets are refused
-    assert!(matches!(
-        log.commit("g1", "nope", 0, 1),
-        Err(LogError::UnknownTopic(_))
-    ));
-    assert!(matches!(
-        log.commit("g1", "a", 2, 1),
-        Err(LogError::BadPartition { .. })
-    ));
-    assert!(matches!(
-        log.commit("bad/group", "a", 0, 1),
-        Err(LogError::InvalidName { .. })
-    ));
+    assert!(matches!(log.commit("g1", "nope", 0, 1), Err(LogError::UnknownTopic(_))));
+    assert!(matches!(log.commit("g1", "a", 2, 1), Err(LogError::BadPartition { .. })));
+    assert!(matches!(log.commit("bad/group", "a", 0, 1), Err(LogError::InvalidName { .. })));
 }
 
 #[test]
@@ -725,9 +561,7 @@ fn read_bounds_hold_but_at_least_one_record_is_returned() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(dir.path()).unwrap();
     log.create_topic("b", 1).unwrap();
-    let batch: Vec<Record> = (0..11)
-        .map(|i| Record::new(vec![b'x'; if i == 5 { 1000 } else { 100 }], i))
-        .collect();
+    let batch: Vec<Record> = (0..11).map(|i| Record::new(vec![b'x'; if i == 5 { 1000 } else { 100 }], i)).collect();
     log.append("b", &batch).unwrap();
 
     // Then max_records bounds the count
@@ -736,11 +570,7 @@ fn read_bounds_hold_but_at_least_one_record_is_returned() {
     // And max_bytes bounds key+value bytes without splitting records
     assert_eq!(log.read("b", 0, 0, 100, 250).unwrap().len(), 2);
     assert_eq!(log.read("b", 0, 0, 100, 300).unwrap().len(), 3);
-    assert_eq!(
-        log.read("b", 0, 3, 100, 1000).unwrap().len(),
-        2,
-        "stops before the big one"
-    );
+    assert_eq!(log.read("b", 0, 3, 100, 1000).unwrap().len(), 2, "stops before the big one");
     // And a record larger than max_bytes is still returned alone when it comes first
     let big = log.read("b", 0, 5, 100, 10).unwrap();
     assert_eq!((big.len(), big[0].offset, big[0].value.len()), (1, 5, 1000));
@@ -749,12 +579,7 @@ fn read_bounds_hold_but_at_least_one_record_is_returned() {
     assert!(log.read("b", 0, 11, 100, usize::MAX).unwrap().is_empty());
     assert!(matches!(
         log.read("b", 0, 12, 100, usize::MAX),
-        Err(LogError::OffsetOutOfRange {
-            offset: 12,
-            start: 0,
-            end: 11,
-            ..
-        })
+        Err(LogError::OffsetOutOfRange { offset: 12, start: 0, end: 11, .. })
     ));
 }
 
@@ -765,74 +590,31 @@ fn invalid_requests_are_refused_with_clear_errors_and_write_nothing() {
     log.create_topic("t", 2).unwrap();
 
     let err = log.create_topic("t", 3).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LogError::PartitionCountMismatch {
-                existing: 2,
-                requested: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(matches!(
-        log.create_topic("z", 0),
-        Err(LogError::NoPartitions { .. })
-    ));
-    assert!(matches!(
-        log.create_topic("a/b", 1),
-        Err(LogError::InvalidName { .. })
-    ));
-    assert!(matches!(
-        log.create_topic("..", 1),
-        Err(LogError::InvalidName { .. })
-    ));
+    assert!(matches!(err, LogError::PartitionCountMismatch { existing: 2, requested: 3, .. }), "{err}");
+    assert!(matches!(log.create_topic("z", 0), Err(LogError::NoPartitions { .. })));
+    assert!(matches!(log.create_topic("a/b", 1), Err(LogError::InvalidName { .. })));
+    assert!(matches!(log.create_topic("..", 1), Err(LogError::InvalidName { .. })));
     let err = log.append("missing", &[Record::new("x", 0)]).unwrap_err();
     assert_eq!(err.to_string(), "unknown topic \"missing\"");
-    assert!(matches!(
-        log.read("missing", 0, 0, 1, 1),
-        Err(LogError::UnknownTopic(_))
-    ));
+    assert!(matches!(log.read("missing", 0, 0, 1, 1), Err(LogError::UnknownTopic(_))));
     let err = log.read("t", 2, 0, 1, 1).unwrap_err();
     assert_eq!(err.to_string(), "topic \"t\" has no partition 2 (it has 2)");
 
     // A bad record anywhere in the batch means nothing of the batch is written
     let too_big = Record::new(vec![0u8; MAX_RECORD_BYTES - RECORD_OVERHEAD + 1], 0);
-    let err = log
-        .append("t", &[Record::new("ok", 0), too_big])
-        .unwrap_err();
-    assert!(
-        matches!(err, LogError::RecordTooLarge { index: 1, .. }),
-        "{err}"
-    );
-    let err = log
-        .append("t", &[Record::keyed(vec![0u8; MAX_KEY_BYTES + 1], "v", 0)])
-        .unwrap_err();
+    let err = log.append("t", &[Record::new("ok", 0), too_big]).unwrap_err();
+    assert!(matches!(err, LogError::RecordTooLarge { index: 1, .. }), "{err}");
+    let err = log.append("t", &[Record::keyed(vec![0u8; MAX_KEY_BYTES + 1], "v", 0)]).unwrap_err();
     assert!(matches!(err, LogError::KeyTooLarge { .. }), "{err}");
-    let err = log
-        .append(
-            "t",
-            &[Record::new("ok", 0), Record::new("x", 0).in_partition(9)],
-        )
-        .unwrap_err();
-    assert!(
-        matches!(err, LogError::BadPartition { partition: 9, .. }),
-        "{err}"
-    );
+    let err = log.append("t", &[Record::new("ok", 0), Record::new("x", 0).in_partition(9)]).unwrap_err();
+    assert!(matches!(err, LogError::BadPartition { partition: 9, .. }), "{err}");
     assert_eq!(log.end_offset("t", 0).unwrap(), 0);
 
     // The largest allowed record fits
     let max = Record::new(vec![1u8; MAX_RECORD_BYTES - RECORD_OVERHEAD], 0);
     assert_eq!(log.append("t", &[max]).unwrap(), vec![(0, 0)]);
-    assert_eq!(
-        log.read("t", 0, 0, 1, 1).unwrap()[0].value.len(),
-        MAX_RECORD_BYTES - RECORD_OVERHEAD
-    );
-    assert!(matches!(
-        EmbeddedLog::open_with(dir.path(), tiny_segments(0)),
-        Err(LogError::InvalidOptions(_))
-    ));
+    assert_eq!(log.read("t", 0, 0, 1, 1).unwrap()[0].value.len(), MAX_RECORD_BYTES - RECORD_OVERHEAD);
+    assert!(matches!(EmbeddedLog::open_with(dir.path(), tiny_segments(0)), Err(LogError::InvalidOptions(_))));
 }
 
 #[test]
@@ -846,9 +628,8 @@ fn hundred_thousand_small_records_round_trip_quickly() {
     // When appended
     let t0 = Instant::now();
     for b in 0..100u64 {
-        let batch: Vec<Record> = (0..1000u64)
-            .map(|i| Record::keyed((b * 1000 + i).to_be_bytes().to_vec(), value.clone(), i))
-            .collect();
+        let batch: Vec<Record> =
+            (0..1000u64).map(|i| Record::keyed((b * 1000 + i).to_be_bytes().to_vec(), value.clone(), i)).collect();
         log.append("perf", &batch).unwrap();
     }
     let append = t0.elapsed();

@@ -26,13 +26,11 @@ pub const SECTORS_FILE: &str = "sectors_for_all_stocks_5yr.csv";
 pub const DOLLAR_VOLUME_FILE: &str = "avg_dollar_volume_2013.csv";
 
 /// `data/sp500/sp500_close_wide_2013-2015.csv.gz`, embedded.
-pub const PRICES_GZ: &[u8] =
-    include_bytes!("../../../data/sp500/sp500_close_wide_2013-2015.csv.gz");
+pub const PRICES_GZ: &[u8] = include_bytes!("../../../data/sp500/sp500_close_wide_2013-2015.csv.gz");
 /// `data/sp500/sectors_for_all_stocks_5yr.csv`, embedded.
 pub const SECTORS_CSV: &[u8] = include_bytes!("../../../data/sp500/sectors_for_all_stocks_5yr.csv");
 /// `data/sp500/avg_dollar_volume_2013.csv`, embedded.
-pub const DOLLAR_VOLUME_CSV: &[u8] =
-    include_bytes!("../../../data/sp500/avg_dollar_volume_2013.csv");
+pub const DOLLAR_VOLUME_CSV: &[u8] = include_bytes!("../../../data/sp500/avg_dollar_volume_2013.csv");
 
 /// Why a data file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -44,19 +42,11 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error("{file}:{line}: {message}")]
-    Malformed {
-        file: String,
-        line: usize,
-        message: String,
-    },
+    Malformed { file: String, line: usize, message: String },
 }
 
 fn malformed(file: &str, line: usize, message: impl Into<String>) -> DataError {
-    DataError::Malformed {
-        file: file.to_string(),
-        line,
-        message: message.into(),
-    }
+    DataError::Malformed { file: file.to_string(), line, message: message.into() }
 }
 
 /// Daily closes, one row per trading day, one column per ticker.
@@ -79,21 +69,11 @@ impl PricePanel {
         let mut lines = numbered_lines(reader, source);
         let (line_no, header) = match lines.next() {
             Some(r) => r?,
-            None => {
-                return Err(malformed(
-                    source,
-                    1,
-                    "empty file: expected a header `date,TICKER,...`",
-                ))
-            }
+            None => return Err(malformed(source, 1, "empty file: expected a header `date,TICKER,...`")),
         };
         let header = split_csv_line(&header).map_err(|m| malformed(source, line_no, m))?;
         if header.first().map(|h| h.trim()) != Some("date") {
-            return Err(malformed(
-                source,
-                line_no,
-                "the first header column must be `date`",
-            ));
+            return Err(malformed(source, line_no, "the first header column must be `date`"));
         }
         let mut tickers = Vec::with_capacity(header.len() - 1);
         let mut seen = BTreeSet::new();
@@ -101,11 +81,7 @@ impl PricePanel {
             let name = name.trim();
             check_ticker(name).map_err(|m| malformed(source, line_no, m))?;
             if !seen.insert(name.to_string()) {
-                return Err(malformed(
-                    source,
-                    line_no,
-                    format!("ticker {name} appears twice in the header"),
-                ));
+                return Err(malformed(source, line_no, format!("ticker {name} appears twice in the header")));
             }
             tickers.push(SecurityId::new(name));
         }
@@ -147,11 +123,7 @@ impl PricePanel {
                     continue;
                 }
                 let price = Decimal::from_str(cell).map_err(|_| {
-                    malformed(
-                        source,
-                        line_no,
-                        format!("close of {} is not a decimal: {cell:?}", tickers[i]),
-                    )
+                    malformed(source, line_no, format!("close of {} is not a decimal: {cell:?}", tickers[i]))
                 })?;
                 if price <= Decimal::ZERO {
                     return Err(malformed(
@@ -166,11 +138,7 @@ impl PricePanel {
                 return Err(malformed(
                     source,
                     line_no,
-                    format!(
-                        "{} cells after the date, the header has {} tickers",
-                        row.len(),
-                        tickers.len()
-                    ),
+                    format!("{} cells after the date, the header has {} tickers", row.len(), tickers.len()),
                 ));
             }
             dates.push(date);
@@ -179,11 +147,7 @@ impl PricePanel {
         if dates.is_empty() {
             return Err(malformed(source, 2, "no price rows after the header"));
         }
-        Ok(Self {
-            dates,
-            tickers,
-            closes,
-        })
+        Ok(Self { dates, tickers, closes })
     }
 
     /// Reads the wide layout from bytes, gzip-compressed or not (detected by
@@ -221,11 +185,7 @@ impl PricePanel {
 
     /// Close of column `ticker` on row `day`.
     pub fn close(&self, day: usize, ticker: usize) -> Option<Decimal> {
-        self.closes
-            .get(day)
-            .and_then(|row| row.get(ticker))
-            .copied()
-            .flatten()
+        self.closes.get(day).and_then(|row| row.get(ticker)).copied().flatten()
     }
 
     /// Close of `ticker` on `date`.
@@ -261,12 +221,8 @@ pub fn parse_sectors<R: BufRead>(reader: R, source: &str) -> Result<SectorMap, D
             .position(|h| h.trim() == name)
             .ok_or_else(|| malformed(source, line_no, format!("header lacks column `{name}`")))
     };
-    let (c_ticker, c_name, c_sector, c_sub) = (
-        col("ticker")?,
-        col("name")?,
-        col("gics_sector")?,
-        col("gics_sub_industry")?,
-    );
+    let (c_ticker, c_name, c_sector, c_sub) =
+        (col("ticker")?, col("name")?, col("gics_sector")?, col("gics_sub_industry")?);
     let width = header.len();
     let mut map = SectorMap::new();
     for item in lines {
@@ -276,21 +232,13 @@ pub fn parse_sectors<R: BufRead>(reader: R, source: &str) -> Result<SectorMap, D
         }
         let fields = split_csv_line(&line).map_err(|m| malformed(source, line_no, m))?;
         if fields.len() != width {
-            return Err(malformed(
-                source,
-                line_no,
-                format!("{} fields, the header has {width}", fields.len()),
-            ));
+            return Err(malformed(source, line_no, format!("{} fields, the header has {width}", fields.len())));
         }
         let ticker = fields[c_ticker].trim();
         check_ticker(ticker).map_err(|m| malformed(source, line_no, m))?;
         let sector = fields[c_sector].trim();
         if sector.is_empty() {
-            return Err(malformed(
-                source,
-                line_no,
-                format!("{ticker} has no gics_sector"),
-            ));
+            return Err(malformed(source, line_no, format!("{ticker} has no gics_sector")));
         }
         let info = SectorInfo {
             name: fields[c_name].trim().to_string(),
@@ -298,11 +246,7 @@ pub fn parse_sectors<R: BufRead>(reader: R, source: &str) -> Result<SectorMap, D
             sub_industry: fields[c_sub].trim().to_string(),
         };
         if map.insert(SecurityId::new(ticker), info).is_some() {
-            return Err(malformed(
-                source,
-                line_no,
-                format!("ticker {ticker} appears twice"),
-            ));
+            return Err(malformed(source, line_no, format!("ticker {ticker} appears twice")));
         }
     }
     Ok(map)
@@ -311,10 +255,7 @@ pub fn parse_sectors<R: BufRead>(reader: R, source: &str) -> Result<SectorMap, D
 /// Reads a sector map file.
 pub fn load_sectors(path: &Path) -> Result<SectorMap, DataError> {
     let bytes = read_file(path)?;
-    parse_sectors(
-        BufReader::new(maybe_gunzip(&bytes)),
-        &path.display().to_string(),
-    )
+    parse_sectors(BufReader::new(maybe_gunzip(&bytes)), &path.display().to_string())
 }
 
 /// The shipped sector map (505 tickers).
@@ -338,29 +279,16 @@ pub type DollarVolumeMap = BTreeMap<SecurityId, DollarVolume>;
 
 /// Reads `avg_dollar_volume_2013.csv`
 /// (`ticker,avg_dollar_volume,days,first_date,last_date`).
-pub fn parse_dollar_volume<R: BufRead>(
-    reader: R,
-    source: &str,
-) -> Result<DollarVolumeMap, DataError> {
+pub fn parse_dollar_volume<R: BufRead>(reader: R, source: &str) -> Result<DollarVolumeMap, DataError> {
     let mut lines = numbered_lines(reader, source);
     let (line_no, header) = match lines.next() {
         Some(r) => r?,
         None => return Err(malformed(source, 1, "empty file: expected a header")),
     };
-    const HEADER: [&str; 5] = [
-        "ticker",
-        "avg_dollar_volume",
-        "days",
-        "first_date",
-        "last_date",
-    ];
+    const HEADER: [&str; 5] = ["ticker", "avg_dollar_volume", "days", "first_date", "last_date"];
     let got: Vec<&str> = header.split(',').map(str::trim).collect();
     if got != HEADER {
-        return Err(malformed(
-            source,
-            line_no,
-            format!("header must be `{}`", HEADER.join(",")),
-        ));
+        return Err(malformed(source, line_no, format!("header must be `{}`", HEADER.join(","))));
     }
     let mut map = DollarVolumeMap::new();
     for item in lines {
@@ -370,47 +298,25 @@ pub fn parse_dollar_volume<R: BufRead>(
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() != HEADER.len() {
-            return Err(malformed(
-                source,
-                line_no,
-                format!("{} fields, expected {}", f.len(), HEADER.len()),
-            ));
+            return Err(malformed(source, line_no, format!("{} fields, expected {}", f.len(), HEADER.len())));
         }
         check_ticker(f[0]).map_err(|m| malformed(source, line_no, m))?;
-        let avg = Decimal::from_str(f[1])
-            .ok()
-            .filter(|v| *v > Decimal::ZERO)
-            .ok_or_else(|| {
-                malformed(
-                    source,
-                    line_no,
-                    format!("avg_dollar_volume {:?} is not a positive decimal", f[1]),
-                )
-            })?;
-        let days = f[2].parse::<u32>().ok().filter(|d| *d > 0).ok_or_else(|| {
-            malformed(
-                source,
-                line_no,
-                format!("days {:?} is not a positive integer", f[2]),
-            )
+        let avg = Decimal::from_str(f[1]).ok().filter(|v| *v > Decimal::ZERO).ok_or_else(|| {
+            malformed(source, line_no, format!("avg_dollar_volume {:?} is not a positive decimal", f[1]))
         })?;
+        let days = f[2]
+            .parse::<u32>()
+            .ok()
+            .filter(|d| *d > 0)
+            .ok_or_else(|| malformed(source, line_no, format!("days {:?} is not a positive integer", f[2])))?;
         let first_date = parse_date(f[3]).map_err(|m| malformed(source, line_no, m))?;
         let last_date = parse_date(f[4]).map_err(|m| malformed(source, line_no, m))?;
         if last_date < first_date {
             return Err(malformed(source, line_no, "last_date is before first_date"));
         }
-        let row = DollarVolume {
-            avg_dollar_volume: avg,
-            days,
-            first_date,
-            last_date,
-        };
+        let row = DollarVolume { avg_dollar_volume: avg, days, first_date, last_date };
         if map.insert(SecurityId::new(f[0]), row).is_some() {
-            return Err(malformed(
-                source,
-                line_no,
-                format!("ticker {} appears twice", f[0]),
-            ));
+            return Err(malformed(source, line_no, format!("ticker {} appears twice", f[0])));
         }
     }
     Ok(map)
@@ -419,10 +325,7 @@ pub fn parse_dollar_volume<R: BufRead>(
 /// Reads a dollar-volume file.
 pub fn load_dollar_volume(path: &Path) -> Result<DollarVolumeMap, DataError> {
     let bytes = read_file(path)?;
-    parse_dollar_volume(
-        BufReader::new(maybe_gunzip(&bytes)),
-        &path.display().to_string(),
-    )
+    parse_dollar_volume(BufReader::new(maybe_gunzip(&bytes)), &path.display().to_string())
 }
 
 /// The shipped dollar-volume proxy (495 tickers).
@@ -470,10 +373,7 @@ impl MarketData {
 // Helpers
 
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io {
-        file: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| DataError::Io { file: path.display().to_string(), source })
 }
 
 fn maybe_gunzip(bytes: &[u8]) -> Box<dyn Read + '_> {
@@ -496,25 +396,19 @@ fn numbered_lines<'a, R: BufRead + 'a>(
             }
             Ok((i + 1, s))
         }
-        Err(source_err) => Err(DataError::Io {
-            file: format!("{source} (line {})", i + 1),
-            source: source_err,
-        }),
+        Err(source_err) => Err(DataError::Io { file: format!("{source} (line {})", i + 1), source: source_err }),
     })
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
 fn check_ticker(t: &str) -> Result<(), String> {
     if t.is_empty() {
         return Err("empty ticker".into());
     }
-    if t.len() > overlay_core::event::ID_LEN_MAX
-        || t.chars().any(|c| c.is_control() || c == '/' || c == '"')
-    {
+    if t.len() > overlay_core::event::ID_LEN_MAX || t.chars().any(|c| c.is_control() || c == '/' || c == '"') {
         return Err(format!("{t:?} is not a usable ticker"));
     }
     Ok(())
@@ -573,10 +467,7 @@ mod tests {
 
     #[test]
     fn csv_split_handles_quotes() {
-        assert_eq!(
-            split_csv_line("a,\"b, c\",d").unwrap(),
-            vec!["a", "b, c", "d"]
-        );
+        assert_eq!(split_csv_line("a,\"b, c\",d").unwrap(), vec!["a", "b, c", "d"]);
         assert_eq!(split_csv_line("\"x\"\"y\",").unwrap(), vec!["x\"y", ""]);
         assert!(split_csv_line("\"open").is_err());
         assert!(split_csv_line("\"a\"b").is_err());
@@ -590,19 +481,9 @@ mod tests {
         assert_eq!(p.dates.last(), Some(&date("2015-12-31")));
         assert_eq!(p.dates.len(), 730);
         assert!(p.closes.iter().all(|r| r.len() == 505));
-        assert_eq!(
-            p.close_on(date("2013-02-08"), "AAPL"),
-            Some(Decimal::new(678_542, 4))
-        );
-        assert_eq!(
-            p.close_on(date("2013-02-08"), "GOOG"),
-            None,
-            "GOOG starts 2014-03-27"
-        );
-        assert_eq!(
-            p.first_on_or_after(date("2015-01-01")).map(|i| p.dates[i]),
-            Some(date("2015-01-02"))
-        );
+        assert_eq!(p.close_on(date("2013-02-08"), "AAPL"), Some(Decimal::new(678_542, 4)));
+        assert_eq!(p.close_on(date("2013-02-08"), "GOOG"), None, "GOOG starts 2014-03-27");
+        assert_eq!(p.first_on_or_after(date("2015-01-01")).map(|i| p.dates[i]), Some(date("2015-01-02")));
         assert_eq!(p.first_on_or_after(date("2016-01-01")), None);
     }
 
@@ -620,57 +501,36 @@ mod tests {
         assert_eq!(aapl.days, 60);
         assert_eq!(aapl.first_date, date("2013-02-08"));
         assert!(aapl.avg_dollar_volume > Decimal::new(1_000_000_000, 0));
-        assert!(
-            dv.keys().all(|t| s.contains_key(t)),
-            "every priced ticker has a sector"
-        );
+        assert!(dv.keys().all(|t| s.contains_key(t)), "every priced ticker has a sector");
     }
 
     #[test]
     fn load_dir_matches_embedded() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/sp500");
-        assert_eq!(
-            MarketData::load_dir(&dir).unwrap(),
-            MarketData::embedded().unwrap()
-        );
+        assert_eq!(MarketData::load_dir(&dir).unwrap(), MarketData::embedded().unwrap());
     }
 
     #[test]
     fn malformed_rows_name_file_and_line() {
         let csv = "date,A,B\n2015-01-02,1.5,\n2015-01-05,1.6,abc\n";
         let e = PricePanel::from_csv_reader(csv.as_bytes(), "p.csv").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "p.csv:3: close of B is not a decimal: \"abc\""
-        );
-        let e = PricePanel::from_csv_reader("date,A\n2015-01-02,1,2\n".as_bytes(), "p.csv")
-            .unwrap_err();
+        assert_eq!(e.to_string(), "p.csv:3: close of B is not a decimal: \"abc\"");
+        let e = PricePanel::from_csv_reader("date,A\n2015-01-02,1,2\n".as_bytes(), "p.csv").unwrap_err();
         assert!(e.to_string().starts_with("p.csv:2: more cells"), "{e}");
-        let e =
-            PricePanel::from_csv_reader("date,A\n2015-01-05,1\n2015-01-02,1\n".as_bytes(), "p.csv")
-                .unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("p.csv:3: date 2015-01-02 does not come after"),
-            "{e}"
-        );
-        let e =
-            PricePanel::from_csv_reader("date,A\n2015-01-05,0\n".as_bytes(), "p.csv").unwrap_err();
+        let e = PricePanel::from_csv_reader("date,A\n2015-01-05,1\n2015-01-02,1\n".as_bytes(), "p.csv").unwrap_err();
+        assert!(e.to_string().starts_with("p.csv:3: date 2015-01-02 does not come after"), "{e}");
+        let e = PricePanel::from_csv_reader("date,A\n2015-01-05,0\n".as_bytes(), "p.csv").unwrap_err();
         assert!(e.to_string().contains("must be positive"), "{e}");
         let e = PricePanel::from_csv_reader("day,A\n".as_bytes(), "p.csv").unwrap_err();
         assert!(e.to_string().starts_with("p.csv:1:"), "{e}");
         let e = parse_dollar_volume(
-            "ticker,avg_dollar_volume,days,first_date,last_date\nA,-1,60,2013-02-08,2013-05-06\n"
-                .as_bytes(),
+            "ticker,avg_dollar_volume,days,first_date,last_date\nA,-1,60,2013-02-08,2013-05-06\n".as_bytes(),
             "dv.csv",
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("dv.csv:2:"), "{e}");
-        let e = parse_sectors(
-            "ticker,name,gics_sector,gics_sub_industry\nA,\"x,1,,\n".as_bytes(),
-            "s.csv",
-        )
-        .unwrap_err();
+        let e =
+            parse_sectors("ticker,name,gics_sector,gics_sub_industry\nA,\"x,1,,\n".as_bytes(), "s.csv").unwrap_err();
         assert!(e.to_string().starts_with("s.csv:2:"), "{e}");
     }
 

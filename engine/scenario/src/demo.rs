@@ -71,10 +71,10 @@ use crate::data::{MarketData, SectorInfo};
 use crate::rng::SplitMix64;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 use overlay_core::event::{
-    AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, EditOp,
-    Envelope, EsgMode, EsgScoreChanged, HouseholdUpserted, LotPolicy, ModelKind, ModelPublished,
-    ModelWeight, OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec,
-    SecurityUpserted, Sleeve, TaxProfile, SCHEMA_VERSION_CURRENT,
+    AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, EditOp, Envelope, EsgMode,
+    EsgScoreChanged, HouseholdUpserted, LotPolicy, ModelKind, ModelPublished, ModelWeight, OpeningLot, Payload,
+    PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Sleeve, TaxProfile,
+    SCHEMA_VERSION_CURRENT,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, RestrictionId, SecurityId};
 use rust_decimal::prelude::ToPrimitive;
@@ -203,11 +203,7 @@ pub enum DemoError {
     #[error("no trading day on or after {start} in the price data (its last day is {last})")]
     StartAfterData { start: NaiveDate, last: NaiveDate },
     #[error("{requested} price days were asked for after {start}, but the price data has only {available}")]
-    NotEnoughDays {
-        start: NaiveDate,
-        requested: usize,
-        available: usize,
-    },
+    NotEnoughDays { start: NaiveDate, requested: usize, available: usize },
     #[error("the price data has no trading days")]
     NoPriceData,
     #[error("no security has a price on {date}")]
@@ -231,17 +227,12 @@ pub fn close_time_utc(date: NaiveDate) -> DateTime<Utc> {
     let y = date.year();
     let dst_start = nth_sunday(y, 3, 2);
     let dst_end = nth_sunday(y, 11, 1);
-    let hour = if date >= dst_start && date < dst_end {
-        20
-    } else {
-        21
-    };
+    let hour = if date >= dst_start && date < dst_end { 20 } else { 21 };
     date.and_hms_opt(hour, 0, 0).expect("valid time").and_utc()
 }
 
 fn nth_sunday(year: i32, month: u32, n: u8) -> NaiveDate {
-    NaiveDate::from_weekday_of_month_opt(year, month, Weekday::Sun, n)
-        .expect("every month has its first two Sundays")
+    NaiveDate::from_weekday_of_month_opt(year, month, Weekday::Sun, n).expect("every month has its first two Sundays")
 }
 
 // ---------------------------------------------------------------------------
@@ -255,9 +246,7 @@ const STREAM_CASH: u64 = 5;
 
 /// FNV-1a, to turn a ticker into a stream label.
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 // ---------------------------------------------------------------------------
@@ -312,27 +301,16 @@ impl<'a> Generator<'a> {
         };
         let start = panel
             .first_on_or_after(spec.start_date)
-            .ok_or(DemoError::StartAfterData {
-                start: spec.start_date,
-                last,
-            })?;
+            .ok_or(DemoError::StartAfterData { start: spec.start_date, last })?;
         let available = panel.dates.len() - 1 - start;
         if spec.price_days > available {
-            return Err(DemoError::NotEnoughDays {
-                start: panel.dates[start],
-                requested: spec.price_days,
-                available,
-            });
+            return Err(DemoError::NotEnoughDays { start: panel.dates[start], requested: spec.price_days, available });
         }
 
         // Median proxy for tickers the dollar-volume file lacks.
         let mut known: Vec<Decimal> = (0..panel.tickers.len())
             .filter(|&c| panel.close(start, c).is_some())
-            .filter_map(|c| {
-                data.dollar_volume
-                    .get(&panel.tickers[c])
-                    .map(|d| d.avg_dollar_volume)
-            })
+            .filter_map(|c| data.dollar_volume.get(&panel.tickers[c]).map(|d| d.avg_dollar_volume))
             .collect();
         known.sort();
         let median = known.get(known.len() / 2).copied().unwrap_or(Decimal::ONE);
@@ -342,23 +320,14 @@ impl<'a> Generator<'a> {
             let Some(start_price) = panel.close(start, col) else {
                 continue;
             };
-            let info = data
-                .sectors
-                .get(ticker)
-                .cloned()
-                .unwrap_or_else(|| SectorInfo {
-                    name: ticker.as_str().to_string(),
-                    sector: "Unclassified".to_string(),
-                    sub_industry: String::new(),
-                });
-            let cap = data
-                .dollar_volume
-                .get(ticker)
-                .map_or(median, |d| d.avg_dollar_volume);
-            let group = SHARE_CLASS_GROUPS
-                .iter()
-                .find(|(_, members)| members.contains(&ticker.as_str()))
-                .map(|(g, _)| *g);
+            let info = data.sectors.get(ticker).cloned().unwrap_or_else(|| SectorInfo {
+                name: ticker.as_str().to_string(),
+                sector: "Unclassified".to_string(),
+                sub_industry: String::new(),
+            });
+            let cap = data.dollar_volume.get(ticker).map_or(median, |d| d.avg_dollar_volume);
+            let group =
+                SHARE_CLASS_GROUPS.iter().find(|(_, members)| members.contains(&ticker.as_str())).map(|(g, _)| *g);
             secs.push(Sec {
                 id: ticker.clone(),
                 col,
@@ -370,26 +339,12 @@ impl<'a> Generator<'a> {
             });
         }
         if secs.is_empty() {
-            return Err(DemoError::NoPricedSecurities {
-                date: panel.dates[start],
-            });
+            return Err(DemoError::NoPricedSecurities { date: panel.dates[start] });
         }
         secs.sort_by(|a, b| a.id.cmp(&b.id));
-        let index = secs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect();
+        let index = secs.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let cap_f64 = secs.iter().map(|s| s.cap.to_f64().unwrap_or(0.0)).collect();
-        Ok(Self {
-            spec,
-            data,
-            start,
-            secs,
-            index,
-            cap_f64,
-            seq: 0,
-        })
+        Ok(Self { spec, data, start, secs, index, cap_f64, seq: 0 })
     }
 
     fn envelope(&mut self, producer: &str, time: DateTime<Utc>, payload: Payload) -> Envelope {
@@ -431,30 +386,15 @@ impl<'a> Generator<'a> {
         }
         self.push_prices(&mut ev, 0);
 
-        let cw_caps: Vec<(usize, Decimal)> = self
-            .secs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.cap))
-            .collect();
+        let cw_caps: Vec<(usize, Decimal)> = self.secs.iter().enumerate().map(|(i, s)| (i, s.cap)).collect();
         let cw_v1 = weights_rounded_down(&self.secs, &cw_caps, Decimal::ONE, 6);
         let growth = self.uma_model(
-            &[
-                "Information Technology",
-                "Consumer Discretionary",
-                "Health Care",
-            ],
+            &["Information Technology", "Consumer Discretionary", "Health Care"],
             35,
             Decimal::new(98, 2),
         );
         let income = self.uma_model(
-            &[
-                "Utilities",
-                "Consumer Staples",
-                "Real Estate",
-                "Energy",
-                "Telecommunication Services",
-            ],
+            &["Utilities", "Consumer Staples", "Real Estate", "Energy", "Telecommunication Services"],
             30,
             Decimal::new(97, 2),
         );
@@ -478,17 +418,11 @@ impl<'a> Generator<'a> {
         let mut accounts = 0usize;
         for h in 0..spec.households {
             let (payload, hh, lots_value) = self.household(h as u64);
-            let Payload::HouseholdUpserted(ref up) = payload else {
-                unreachable!()
-            };
+            let Payload::HouseholdUpserted(ref up) = payload else { unreachable!() };
             for a in &up.accounts {
                 accounts += 1;
                 opening_lots += a.opening_lots.len();
-                let value = hh
-                    .accounts
-                    .iter()
-                    .find(|x| x.0 == a.account)
-                    .map_or(0.0, |x| dec_f64(x.2));
+                let value = hh.accounts.iter().find(|x| x.0 == a.account).map_or(0.0, |x| dec_f64(x.2));
                 for s in &a.sleeves {
                     let m = match s.model.as_str() {
                         MODEL_SP500_CW => 0,
@@ -525,11 +459,7 @@ impl<'a> Generator<'a> {
                 if let Some((rule, account)) = self.random_rule(&mut rng, hh) {
                     let id = hh.next_restriction;
                     hh.next_restriction += 1;
-                    hh.restrictions.push(ActiveRestriction {
-                        id,
-                        rule: rule.clone(),
-                        account: account.clone(),
-                    });
+                    hh.restrictions.push(ActiveRestriction { id, rule: rule.clone(), account: account.clone() });
                     if let Payload::HouseholdUpserted(up) = &mut ev[household_event[h]].payload {
                         up.restrictions.push(RestrictionSpec {
                             restriction_id: RestrictionId::new(format!("r{id}")),
@@ -543,16 +473,10 @@ impl<'a> Generator<'a> {
             }
         }
         self.push_clock(&mut ev, 0);
-        days.push(DemoDay {
-            day: 0,
-            date: date0,
-            events: ev,
-        });
+        days.push(DemoDay { day: 0, date: date0, events: ev });
 
         // The three most widely held names with a score that a downgrade changes.
-        let mut ranked: Vec<usize> = (0..self.secs.len())
-            .filter(|&i| esg[i] >= Decimal::new(40, 0))
-            .collect();
+        let mut ranked: Vec<usize> = (0..self.secs.len()).filter(|&i| esg[i] >= Decimal::new(40, 0)).collect();
         ranked.sort_by(|&a, &b| held_dollars[b].total_cmp(&held_dollars[a]).then(a.cmp(&b)));
         let downgraded: Vec<usize> = ranked.into_iter().take(3).collect();
 
@@ -569,15 +493,12 @@ impl<'a> Generator<'a> {
                     .map(|w| {
                         let i = self.index[&w.security];
                         let s = &self.secs[i];
-                        let now = self
-                            .last_close(s.col, self.start + k)
-                            .unwrap_or(s.start_price);
+                        let now = self.last_close(s.col, self.start + k).unwrap_or(s.start_price);
                         (i, s.cap * now / s.start_price)
                     })
                     .collect();
                 let cw_v2 = weights_rounded_down(&self.secs, &drifted, Decimal::ONE, 6);
-                let payload =
-                    self.model_published(MODEL_SP500_CW, 2, ModelKind::DirectIndex, &cw_v2);
+                let payload = self.model_published(MODEL_SP500_CW, 2, ModelKind::DirectIndex, &cw_v2);
                 ev.push(self.envelope(PRODUCER_MODEL_PROVIDER, t, payload));
             }
             if k == 3 {
@@ -610,11 +531,7 @@ impl<'a> Generator<'a> {
                 }
             }
             self.push_clock(&mut ev, k);
-            days.push(DemoDay {
-                day: k,
-                date,
-                events: ev,
-            });
+            days.push(DemoDay { day: k, date, events: ev });
         }
 
         let info = DatasetInfo {
@@ -643,26 +560,15 @@ impl<'a> Generator<'a> {
             let Some(price) = self.data.prices.close(self.start + day, self.secs[i].col) else {
                 continue;
             };
-            let payload = Payload::PriceTick(PriceTick {
-                security: self.secs[i].id.clone(),
-                price,
-                as_of: t,
-            });
+            let payload = Payload::PriceTick(PriceTick { security: self.secs[i].id.clone(), price, as_of: t });
             ev.push(self.envelope(PRODUCER_PRICE_FEED, t, payload));
         }
     }
 
     fn push_clock(&mut self, ev: &mut Vec<Envelope>, day: usize) {
         let date = self.date(day);
-        let payload = Payload::Clock(Clock {
-            kind: ClockKind::MarketClose,
-            trade_date: date,
-        });
-        ev.push(self.envelope(
-            PRODUCER_SCHEDULER,
-            close_time_utc(date) + Duration::minutes(5),
-            payload,
-        ));
+        let payload = Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: date });
+        ev.push(self.envelope(PRODUCER_SCHEDULER, close_time_utc(date) + Duration::minutes(5), payload));
     }
 
     fn security_upserted(&self, i: usize) -> SecurityUpserted {
@@ -724,8 +630,7 @@ impl<'a> Generator<'a> {
                     "Information Technology" | "Real Estate" | "Health Care" => 640,
                     _ => 570,
                 };
-                let mut rng =
-                    SplitMix64::derive(self.spec.seed, &[STREAM_ESG, fnv1a(s.id.as_str())]);
+                let mut rng = SplitMix64::derive(self.spec.seed, &[STREAM_ESG, fnv1a(s.id.as_str())]);
                 let tenths = (base + rng.range_i64(-320, 320)).clamp(0, 1000);
                 Decimal::new(tenths, 1)
             })
@@ -736,9 +641,8 @@ impl<'a> Generator<'a> {
     /// share-class group), weighted by the square root of the proxy, summing
     /// to at most `invested` (the rest is cash).
     fn uma_model(&self, sectors: &[&str], count: usize, invested: Decimal) -> Vec<ModelWeight> {
-        let mut candidates: Vec<usize> = (0..self.secs.len())
-            .filter(|&i| sectors.contains(&self.secs[i].info.sector.as_str()))
-            .collect();
+        let mut candidates: Vec<usize> =
+            (0..self.secs.len()).filter(|&i| sectors.contains(&self.secs[i].info.sector.as_str())).collect();
         candidates.sort_by(|&a, &b| self.secs[b].cap.cmp(&self.secs[a].cap).then(a.cmp(&b)));
         let mut chosen: Vec<usize> = Vec::with_capacity(count);
         for i in candidates {
@@ -763,19 +667,8 @@ impl<'a> Generator<'a> {
         w
     }
 
-    fn model_published(
-        &self,
-        model: &str,
-        version: u64,
-        kind: ModelKind,
-        weights: &[ModelWeight],
-    ) -> Payload {
-        Payload::ModelPublished(ModelPublished {
-            model: ModelId::new(model),
-            version,
-            kind,
-            weights: weights.to_vec(),
-        })
+    fn model_published(&self, model: &str, version: u64, kind: ModelKind, weights: &[ModelWeight]) -> Payload {
+        Payload::ModelPublished(ModelPublished { model: ModelId::new(model), version, kind, weights: weights.to_vec() })
     }
 
     /// Household `h`: the event, the state the story needs, and the legacy
@@ -796,8 +689,7 @@ impl<'a> Generator<'a> {
         // Federal 2015 brackets (short-term = ordinary rate; the top two
         // include the 3.8% net investment income tax), richer households
         // in higher brackets.
-        const BRACKETS: [(i64, i64); 5] =
-            [(280, 150), (330, 150), (350, 150), (396, 200), (434, 238)];
+        const BRACKETS: [(i64, i64); 5] = [(280, 150), (330, 150), (350, 150), (396, 200), (434, 238)];
         let base: i64 = match total.to_i64().unwrap_or(0) {
             ..=299_999 => 0,
             300_000..=749_999 => 1,
@@ -829,22 +721,12 @@ impl<'a> Generator<'a> {
             };
             let account = AccountId::new(format!("{}-{suffix}", id.as_str()));
             let sleeves = if rng.chance(0.55) {
-                vec![Sleeve {
-                    model: ModelId::new(MODEL_SP500_CW),
-                    percent: Decimal::ONE,
-                }]
+                vec![Sleeve { model: ModelId::new(MODEL_SP500_CW), percent: Decimal::ONE }]
             } else {
-                let growth =
-                    [Decimal::new(6, 1), Decimal::new(5, 1), Decimal::new(7, 1)][rng.index(3)];
+                let growth = [Decimal::new(6, 1), Decimal::new(5, 1), Decimal::new(7, 1)][rng.index(3)];
                 vec![
-                    Sleeve {
-                        model: ModelId::new(MODEL_UMA_GROWTH),
-                        percent: growth,
-                    },
-                    Sleeve {
-                        model: ModelId::new(MODEL_UMA_INCOME),
-                        percent: Decimal::ONE - growth,
-                    },
+                    Sleeve { model: ModelId::new(MODEL_UMA_GROWTH), percent: growth },
+                    Sleeve { model: ModelId::new(MODEL_UMA_INCOME), percent: Decimal::ONE - growth },
                 ]
             };
             let fractional = rng.chance(0.3);
@@ -860,8 +742,7 @@ impl<'a> Generator<'a> {
             let settings = AccountSettings {
                 fractional,
                 min_trade_usd: Decimal::from(if fractional { 25 } else { 100 }),
-                cash_reserve_pct: [Decimal::new(1, 2), Decimal::new(2, 2), Decimal::new(5, 3)]
-                    [rng.index(3)],
+                cash_reserve_pct: [Decimal::new(1, 2), Decimal::new(2, 2), Decimal::new(5, 3)][rng.index(3)],
                 lot_policy,
                 ..AccountSettings::default()
             };
@@ -882,14 +763,7 @@ impl<'a> Generator<'a> {
                 opening_cash = (*size - value).max(Decimal::ZERO).round_dp(2);
             }
             state_accounts.push((account.clone(), *kind, *size));
-            specs.push(AccountSpec {
-                account,
-                kind: *kind,
-                sleeves,
-                settings,
-                opening_cash,
-                opening_lots,
-            });
+            specs.push(AccountSpec { account, kind: *kind, sleeves, settings, opening_cash, opening_lots });
         }
         let payload = Payload::HouseholdUpserted(HouseholdUpserted {
             household: id.clone(),
@@ -897,13 +771,8 @@ impl<'a> Generator<'a> {
             accounts: specs,
             restrictions: Vec::new(),
         });
-        let hh = Household {
-            id,
-            accounts: state_accounts,
-            legacy: held,
-            restrictions: Vec::new(),
-            next_restriction: 1,
-        };
+        let hh =
+            Household { id, accounts: state_accounts, legacy: held, restrictions: Vec::new(), next_restriction: 1 };
         (payload, hh, lots_value)
     }
 
@@ -911,22 +780,12 @@ impl<'a> Generator<'a> {
     /// `target` dollars at the start date, each in 1–3 lots bought at the
     /// real close of real earlier trading days. Returns the lots, the names
     /// and their value at the start date.
-    fn legacy_lots(
-        &self,
-        rng: &mut SplitMix64,
-        target: f64,
-    ) -> (Vec<OpeningLot>, Vec<usize>, Decimal) {
+    fn legacy_lots(&self, rng: &mut SplitMix64, target: f64) -> (Vec<OpeningLot>, Vec<usize>, Decimal) {
         let mut weights: Vec<f64> = self
             .secs
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                if s.acquisition_days.is_empty() {
-                    0.0
-                } else {
-                    self.cap_f64[i]
-                }
-            })
+            .map(|(i, s)| if s.acquisition_days.is_empty() { 0.0 } else { self.cap_f64[i] })
             .collect();
         let n = rng.range_i64(5, 30) as usize;
         let mut names = Vec::with_capacity(n);
@@ -951,18 +810,13 @@ impl<'a> Generator<'a> {
             };
             let dollars = target * share / share_sum / n_lots as f64;
             let price = dec_f64(s.start_price);
-            let mut picked: Vec<usize> = (0..n_lots)
-                .map(|_| *rng.choose(&s.acquisition_days).expect("non-empty"))
-                .collect();
+            let mut picked: Vec<usize> =
+                (0..n_lots).map(|_| *rng.choose(&s.acquisition_days).expect("non-empty")).collect();
             picked.sort_unstable();
             picked.dedup();
             for row in picked {
                 let quantity = Decimal::from(((dollars / price).floor() as i64).max(1));
-                let cost = self
-                    .data
-                    .prices
-                    .close(row, s.col)
-                    .expect("acquisition days have a close");
+                let cost = self.data.prices.close(row, s.col).expect("acquisition days have a close");
                 value += quantity * s.start_price;
                 lots.push(OpeningLot {
                     security: s.id.clone(),
@@ -976,11 +830,7 @@ impl<'a> Generator<'a> {
     }
 
     /// A rule this household does not have yet, maybe scoped to one account.
-    fn random_rule(
-        &self,
-        rng: &mut SplitMix64,
-        hh: &Household,
-    ) -> Option<(RestrictionRule, Option<AccountId>)> {
+    fn random_rule(&self, rng: &mut SplitMix64, hh: &Household) -> Option<(RestrictionRule, Option<AccountId>)> {
         for _attempt in 0..8 {
             let roll = rng.below(100);
             let Some(rule) = self.rule_of_kind(rng, hh, roll) else {
@@ -996,53 +846,26 @@ impl<'a> Generator<'a> {
     }
 
     /// A rule of the kind picked by `roll` (0..100).
-    fn rule_of_kind(
-        &self,
-        rng: &mut SplitMix64,
-        hh: &Household,
-        roll: u64,
-    ) -> Option<RestrictionRule> {
-        let any_name = |rng: &mut SplitMix64| {
-            rng.weighted_index(&self.cap_f64)
-                .expect("non-empty universe")
-        };
+    fn rule_of_kind(&self, rng: &mut SplitMix64, hh: &Household, roll: u64) -> Option<RestrictionRule> {
+        let any_name = |rng: &mut SplitMix64| rng.weighted_index(&self.cap_f64).expect("non-empty universe");
         Some(match roll {
             0..=24 => {
-                let sectors = [
-                    "Energy",
-                    "Energy",
-                    "Energy",
-                    "Utilities",
-                    "Materials",
-                    "Financials",
-                ];
-                RestrictionRule::SectorExclusion {
-                    sector: sectors[rng.index(sectors.len())].to_string(),
-                }
+                let sectors = ["Energy", "Energy", "Energy", "Utilities", "Materials", "Financials"];
+                RestrictionRule::SectorExclusion { sector: sectors[rng.index(sectors.len())].to_string() }
             }
             25..=49 => RestrictionRule::EsgMinimum {
                 min_score: Decimal::from(25 + 5 * rng.range_i64(0, 2)),
-                mode: if rng.chance(0.5) {
-                    EsgMode::Divest
-                } else {
-                    EsgMode::NoNewBuys
-                },
+                mode: if rng.chance(0.5) { EsgMode::Divest } else { EsgMode::NoNewBuys },
             },
-            50..=64 => RestrictionRule::DoNotBuy {
-                security: self.secs[any_name(rng)].id.clone(),
-            },
+            50..=64 => RestrictionRule::DoNotBuy { security: self.secs[any_name(rng)].id.clone() },
             65..=74 => {
                 let i = match rng.choose(&hh.legacy) {
                     Some(&i) if rng.chance(0.5) => i,
                     _ => any_name(rng),
                 };
-                RestrictionRule::DoNotHold {
-                    security: self.secs[i].id.clone(),
-                }
+                RestrictionRule::DoNotHold { security: self.secs[i].id.clone() }
             }
-            75..=89 => RestrictionRule::KeepLegacy {
-                security: self.secs[*rng.choose(&hh.legacy)?].id.clone(),
-            },
+            75..=89 => RestrictionRule::KeepLegacy { security: self.secs[*rng.choose(&hh.legacy)?].id.clone() },
             90..=94 => RestrictionRule::MaxWeight {
                 security: self.secs[any_name(rng)].id.clone(),
                 max_weight: Decimal::new(rng.range_i64(2, 5), 2),
@@ -1050,81 +873,42 @@ impl<'a> Generator<'a> {
             _ => {
                 let i = any_name(rng);
                 let substitute = self.substitutes(i).into_iter().next()?;
-                RestrictionRule::Substitute {
-                    security: self.secs[i].id.clone(),
-                    substitute,
-                }
+                RestrictionRule::Substitute { security: self.secs[i].id.clone(), substitute }
             }
         })
     }
 
     /// Day 4: change or remove an existing restriction, or add one.
-    fn edit_restriction(
-        &self,
-        rng: &mut SplitMix64,
-        hh: &mut Household,
-        time: DateTime<Utc>,
-    ) -> Option<Payload> {
+    fn edit_restriction(&self, rng: &mut SplitMix64, hh: &mut Household, time: DateTime<Utc>) -> Option<Payload> {
         if !hh.restrictions.is_empty() && rng.chance(0.6) {
             let k = rng.index(hh.restrictions.len());
             let current = hh.restrictions[k].clone();
             if rng.chance(0.55) {
                 let rule = self.changed_rule(rng, hh, &current.rule);
                 hh.restrictions[k].rule = rule.clone();
-                return Some(restriction(
-                    hh,
-                    current.id,
-                    EditOp::Change,
-                    Some(rule),
-                    current.account,
-                    time,
-                ));
+                return Some(restriction(hh, current.id, EditOp::Change, Some(rule), current.account, time));
             }
             hh.restrictions.remove(k);
-            return Some(restriction(
-                hh,
-                current.id,
-                EditOp::Remove,
-                None,
-                current.account,
-                time,
-            ));
+            return Some(restriction(hh, current.id, EditOp::Remove, None, current.account, time));
         }
         let (rule, account) = self.random_rule(rng, hh)?;
         let id = hh.next_restriction;
         hh.next_restriction += 1;
-        hh.restrictions.push(ActiveRestriction {
-            id,
-            rule: rule.clone(),
-            account: account.clone(),
-        });
+        hh.restrictions.push(ActiveRestriction { id, rule: rule.clone(), account: account.clone() });
         Some(restriction(hh, id, EditOp::Add, Some(rule), account, time))
     }
 
     /// A different rule of the same kind (a tighter ESG minimum, another sector, another name).
-    fn changed_rule(
-        &self,
-        rng: &mut SplitMix64,
-        hh: &Household,
-        rule: &RestrictionRule,
-    ) -> RestrictionRule {
+    fn changed_rule(&self, rng: &mut SplitMix64, hh: &Household, rule: &RestrictionRule) -> RestrictionRule {
         match rule {
             RestrictionRule::EsgMinimum { min_score, mode } => RestrictionRule::EsgMinimum {
                 min_score: (*min_score + Decimal::from(10)).min(Decimal::ONE_HUNDRED),
                 mode: *mode,
             },
             RestrictionRule::SectorExclusion { sector } => RestrictionRule::SectorExclusion {
-                sector: if sector == "Energy" {
-                    "Utilities"
-                } else {
-                    "Energy"
-                }
-                .to_string(),
+                sector: if sector == "Energy" { "Utilities" } else { "Energy" }.to_string(),
             },
-            RestrictionRule::MaxWeight {
-                security,
-                max_weight,
-            } => RestrictionRule::MaxWeight {
+            RestrictionRule::MaxWeight { security, max_weight } => RestrictionRule::MaxWeight {
                 security: security.clone(),
                 max_weight: (*max_weight / Decimal::TWO).round_dp(4),
             },
@@ -1155,13 +939,9 @@ impl<'a> Generator<'a> {
 /// make the lot look like a loss or gain it is not).
 fn acquisition_days(data: &MarketData, col: usize, start: usize) -> Vec<usize> {
     let p = &data.prices;
-    let series: Vec<(usize, Decimal)> = (0..start)
-        .filter_map(|r| p.close(r, col).map(|c| (r, c)))
-        .collect();
-    let bad_dates: Vec<NaiveDate> = KNOWN_BAD_PRINT_DATES
-        .iter()
-        .filter_map(|&(y, m, d)| NaiveDate::from_ymd_opt(y, m, d))
-        .collect();
+    let series: Vec<(usize, Decimal)> = (0..start).filter_map(|r| p.close(r, col).map(|c| (r, c))).collect();
+    let bad_dates: Vec<NaiveDate> =
+        KNOWN_BAD_PRINT_DATES.iter().filter_map(|&(y, m, d)| NaiveDate::from_ymd_opt(y, m, d)).collect();
     let up = Decimal::new(104, 2);
     let down = Decimal::new(96, 2);
     let mut days = Vec::with_capacity(series.len());
@@ -1191,12 +971,7 @@ fn acquisition_days(data: &MarketData, col: usize, start: usize) -> Vec<usize> {
 /// `invested × cap / Σcap` for each `(universe index, cap)`, rounded down to
 /// `dp` decimals (so the weights never sum above `invested`); zero weights
 /// are dropped. Ordered as given.
-fn weights_rounded_down(
-    secs: &[Sec],
-    caps: &[(usize, Decimal)],
-    invested: Decimal,
-    dp: u32,
-) -> Vec<ModelWeight> {
+fn weights_rounded_down(secs: &[Sec], caps: &[(usize, Decimal)], invested: Decimal, dp: u32) -> Vec<ModelWeight> {
     let total: Decimal = caps.iter().map(|c| c.1).sum();
     if total <= Decimal::ZERO {
         return Vec::new();
@@ -1213,8 +988,7 @@ fn weights_rounded_down(
     // the 28-digit division against ever tipping it over.
     let step = Decimal::new(1, dp);
     while weights.iter().map(|w| w.weight).sum::<Decimal>() > invested {
-        let largest = (0..weights.len())
-            .max_by(|&a, &b| weights[a].weight.cmp(&weights[b].weight).then(b.cmp(&a)));
+        let largest = (0..weights.len()).max_by(|&a, &b| weights[a].weight.cmp(&weights[b].weight).then(b.cmp(&a)));
         let Some(k) = largest else { break };
         weights[k].weight -= step;
     }
@@ -1242,21 +1016,12 @@ fn restriction(
 fn cash_flow(rng: &mut SplitMix64, hh: &Household) -> Payload {
     let (account, _, size) = &hh.accounts[rng.index(hh.accounts.len())];
     let deposit = rng.chance(0.5);
-    let pct = if deposit {
-        rng.range_i64(1, 10)
-    } else {
-        rng.range_i64(1, 8)
-    };
-    let amount =
-        (*size * Decimal::new(pct, 2) / Decimal::ONE_HUNDRED).round() * Decimal::ONE_HUNDRED;
+    let pct = if deposit { rng.range_i64(1, 10) } else { rng.range_i64(1, 8) };
+    let amount = (*size * Decimal::new(pct, 2) / Decimal::ONE_HUNDRED).round() * Decimal::ONE_HUNDRED;
     Payload::CashFlow(CashFlow {
         household: hh.id.clone(),
         account: account.clone(),
-        kind: if deposit {
-            CashFlowKind::Deposit
-        } else {
-            CashFlowKind::Withdrawal
-        },
+        kind: if deposit { CashFlowKind::Deposit } else { CashFlowKind::Withdrawal },
         amount: amount.max(Decimal::ONE_HUNDRED),
     })
 }
@@ -1265,9 +1030,7 @@ fn cash_flow(rng: &mut SplitMix64, hh: &Household) -> Payload {
 fn same_target(a: &RestrictionRule, b: &RestrictionRule) -> bool {
     use RestrictionRule::*;
     let security = |r: &RestrictionRule| match r {
-        DoNotBuy { security } | DoNotHold { security } | KeepLegacy { security } => {
-            Some(security.clone())
-        }
+        DoNotBuy { security } | DoNotHold { security } | KeepLegacy { security } => Some(security.clone()),
         MaxWeight { security, .. } | Substitute { security, .. } => Some(security.clone()),
         _ => None,
     };
@@ -1326,14 +1089,7 @@ mod tests {
     fn default_demo_is_deterministic() {
         let again = demo(&DemoSpec::default(), data()).unwrap();
         assert_eq!(&again, default_demo());
-        let other = demo(
-            &DemoSpec {
-                seed: 7,
-                ..DemoSpec::default()
-            },
-            data(),
-        )
-        .unwrap();
+        let other = demo(&DemoSpec { seed: 7, ..DemoSpec::default() }, data()).unwrap();
         assert_ne!(other.days[0].events, default_demo().days[0].events);
     }
 
@@ -1343,14 +1099,8 @@ mod tests {
         let mut ids = BTreeSet::new();
         let mut last = None;
         for e in d.events() {
-            e.validate().unwrap_or_else(|err| {
-                panic!("{} ({}) invalid: {err}", e.event_id, e.payload.type_name())
-            });
-            assert!(
-                ids.insert(e.event_id.clone()),
-                "duplicate id {}",
-                e.event_id
-            );
+            e.validate().unwrap_or_else(|err| panic!("{} ({}) invalid: {err}", e.event_id, e.payload.type_name()));
+            assert!(ids.insert(e.event_id.clone()), "duplicate id {}", e.event_id);
             if let Some(prev) = last {
                 assert!(e.event_time >= prev, "{} goes back in time", e.event_id);
             }
@@ -1369,10 +1119,7 @@ mod tests {
         assert_eq!(d.days.len(), 21);
         assert!((480..=505).contains(&i.securities), "{i:?}");
         assert!(i.accounts > 1500 && i.accounts < 1800, "{i:?}");
-        assert!(
-            i.households_with_legacy_lots > 330 && i.households_with_legacy_lots < 470,
-            "{i:?}"
-        );
+        assert!(i.households_with_legacy_lots > 330 && i.households_with_legacy_lots < 470, "{i:?}");
         assert!(i.restrictions > 250, "{i:?}");
         for (k, day) in d.days.iter().enumerate() {
             assert_eq!(day.day, k);
@@ -1382,23 +1129,15 @@ mod tests {
                 "day {k} ends with its clock"
             );
             // Reference events come before household events.
-            let first_household = day.events.iter().position(|e| {
-                matches!(e.payload.key(), overlay_core::event::EventKey::Household(_))
-            });
+            let first_household =
+                day.events.iter().position(|e| matches!(e.payload.key(), overlay_core::event::EventKey::Household(_)));
             if let Some(p) = first_household {
-                assert!(day.events[p..day.events.len() - 1].iter().all(|e| matches!(
-                    e.payload.key(),
-                    overlay_core::event::EventKey::Household(_)
-                )));
+                assert!(day.events[p..day.events.len() - 1]
+                    .iter()
+                    .all(|e| matches!(e.payload.key(), overlay_core::event::EventKey::Household(_))));
             }
         }
-        let count = |k: usize, ty: &str| {
-            d.days[k]
-                .events
-                .iter()
-                .filter(|e| e.payload.type_name() == ty)
-                .count()
-        };
+        let count = |k: usize, ty: &str| d.days[k].events.iter().filter(|e| e.payload.type_name() == ty).count();
         assert_eq!(count(0, "security_upserted"), i.securities);
         assert_eq!(count(0, "esg_score_changed"), i.securities);
         assert_eq!(count(0, "price_tick"), i.securities);
@@ -1406,10 +1145,7 @@ mod tests {
         assert_eq!(count(0, "household_upserted"), 1000);
         assert_eq!(count(2, "model_published"), 1);
         assert_eq!(count(3, "esg_score_changed"), 3);
-        assert!(
-            count(4, "restriction_edited") > 20,
-            "about 5% of households edit on day 4"
-        );
+        assert!(count(4, "restriction_edited") > 20, "about 5% of households edit on day 4");
         assert!(count(1, "cash_flow") > 10 && count(1, "cash_flow") < 60);
         assert_eq!(count(2, "cash_flow"), 0);
         assert!(count(1, "price_tick") > 480);
@@ -1432,12 +1168,7 @@ mod tests {
                 continue;
             };
             let sum: Decimal = m.weights.iter().map(|w| w.weight).sum();
-            assert!(
-                sum <= Decimal::ONE,
-                "{} v{} sums to {sum}",
-                m.model,
-                m.version
-            );
+            assert!(sum <= Decimal::ONE, "{} v{} sums to {sum}", m.model, m.version);
             assert!(m.weights.iter().all(|w| securities.contains(&w.security)));
             match m.model.as_str() {
                 MODEL_SP500_CW => {
@@ -1448,17 +1179,11 @@ mod tests {
                 }
                 MODEL_UMA_GROWTH => {
                     assert_eq!(m.weights.len(), 35);
-                    assert!(
-                        sum <= Decimal::new(98, 2) && sum > Decimal::new(97, 2),
-                        "{sum}"
-                    );
+                    assert!(sum <= Decimal::new(98, 2) && sum > Decimal::new(97, 2), "{sum}");
                 }
                 MODEL_UMA_INCOME => {
                     assert_eq!(m.weights.len(), 30);
-                    assert!(
-                        sum <= Decimal::new(97, 2) && sum > Decimal::new(96, 2),
-                        "{sum}"
-                    );
+                    assert!(sum <= Decimal::new(97, 2) && sum > Decimal::new(96, 2), "{sum}");
                 }
                 other => panic!("unexpected model {other}"),
             }
@@ -1481,10 +1206,7 @@ mod tests {
             .collect();
         let goog = &ups[&SecurityId::new("GOOG")];
         assert_eq!(goog.identical_group.as_deref(), Some("alphabet"));
-        assert_eq!(
-            ups[&SecurityId::new("GOOGL")].identical_group.as_deref(),
-            Some("alphabet")
-        );
+        assert_eq!(ups[&SecurityId::new("GOOGL")].identical_group.as_deref(), Some("alphabet"));
         assert!(!goog.substitutes.contains(&SecurityId::new("GOOGL")));
         for s in ups.values() {
             assert_eq!(s.substitutes.len(), 2, "{}", s.security);
@@ -1514,14 +1236,9 @@ mod tests {
                 for l in &a.opening_lots {
                     lots += 1;
                     assert!(l.acquired < d.info.start_date && l.acquired >= date("2013-02-08"));
-                    assert_eq!(
-                        p.close_on(l.acquired, l.security.as_str()),
-                        Some(l.cost_per_share)
-                    );
+                    assert_eq!(p.close_on(l.acquired, l.security.as_str()), Some(l.cost_per_share));
                     assert_ne!(l.acquired, date("2014-10-30"));
-                    let now = p
-                        .close(start, p.ticker_index(l.security.as_str()).unwrap())
-                        .unwrap();
+                    let now = p.close(start, p.ticker_index(l.security.as_str()).unwrap()).unwrap();
                     if now > l.cost_per_share {
                         gains += 1;
                     } else {
@@ -1531,9 +1248,7 @@ mod tests {
                 let value: Decimal = a.opening_cash
                     + a.opening_lots
                         .iter()
-                        .map(|l| {
-                            l.quantity * p.close_on(d.info.start_date, l.security.as_str()).unwrap()
-                        })
+                        .map(|l| l.quantity * p.close_on(d.info.start_date, l.security.as_str()).unwrap())
                         .sum::<Decimal>();
                 assert!(
                     value >= Decimal::from(90_000) && value <= Decimal::from(3_100_000),
@@ -1543,10 +1258,7 @@ mod tests {
             }
         }
         assert_eq!(lots, d.info.opening_lots);
-        assert!(
-            gains > 1000 && losses > 200,
-            "gains {gains}, losses {losses}"
-        );
+        assert!(gains > 1000 && losses > 200, "gains {gains}, losses {losses}");
     }
 
     #[test]
@@ -1561,24 +1273,8 @@ mod tests {
 
     #[test]
     fn households_do_not_depend_on_how_many_there_are() {
-        let small = demo(
-            &DemoSpec {
-                households: 10,
-                price_days: 2,
-                ..DemoSpec::default()
-            },
-            data(),
-        )
-        .unwrap();
-        let big = demo(
-            &DemoSpec {
-                households: 30,
-                price_days: 2,
-                ..DemoSpec::default()
-            },
-            data(),
-        )
-        .unwrap();
+        let small = demo(&DemoSpec { households: 10, price_days: 2, ..DemoSpec::default() }, data()).unwrap();
+        let big = demo(&DemoSpec { households: 30, price_days: 2, ..DemoSpec::default() }, data()).unwrap();
         let households = |d: &Demo| -> Vec<Payload> {
             d.days[0]
                 .events
@@ -1593,34 +1289,13 @@ mod tests {
 
     #[test]
     fn spec_errors_are_clear() {
-        let late = DemoSpec {
-            start_date: date("2016-01-04"),
-            ..DemoSpec::default()
-        };
-        assert!(matches!(
-            demo(&late, data()),
-            Err(DemoError::StartAfterData { .. })
-        ));
-        let long = DemoSpec {
-            start_date: date("2015-12-28"),
-            ..DemoSpec::default()
-        };
+        let late = DemoSpec { start_date: date("2016-01-04"), ..DemoSpec::default() };
+        assert!(matches!(demo(&late, data()), Err(DemoError::StartAfterData { .. })));
+        let long = DemoSpec { start_date: date("2015-12-28"), ..DemoSpec::default() };
         let err = demo(&long, data()).unwrap_err();
-        assert_eq!(
-            err,
-            DemoError::NotEnoughDays {
-                start: date("2015-12-28"),
-                requested: 20,
-                available: 3
-            }
-        );
+        assert_eq!(err, DemoError::NotEnoughDays { start: date("2015-12-28"), requested: 20, available: 3 });
         // A non-trading start date rolls forward.
-        let sat = DemoSpec {
-            start_date: date("2015-01-03"),
-            price_days: 0,
-            households: 3,
-            seed: 1,
-        };
+        let sat = DemoSpec { start_date: date("2015-01-03"), price_days: 0, households: 3, seed: 1 };
         let d = demo(&sat, data()).unwrap();
         assert_eq!(d.info.start_date, date("2015-01-05"));
         assert_eq!(d.days.len(), 1);
@@ -1631,11 +1306,7 @@ mod tests {
         let csv = "date,AAPL,ZZZZ\n2015-01-02,100,10\n2015-01-05,101,\n2015-01-06,102,11\n";
         let prices = PricePanel::from_csv_reader(csv.as_bytes(), "custom.csv").unwrap();
         let data = data().clone().with_prices(prices);
-        let spec = DemoSpec {
-            households: 20,
-            price_days: 2,
-            ..DemoSpec::default()
-        };
+        let spec = DemoSpec { households: 20, price_days: 2, ..DemoSpec::default() };
         let d = demo(&spec, &data).unwrap();
         assert_eq!(d.info.securities, 2);
         for e in d.events() {
@@ -1646,14 +1317,7 @@ mod tests {
             _ => None,
         });
         assert_eq!(zzzz.as_deref(), Some("Unclassified"));
-        assert_eq!(
-            d.days[1]
-                .events
-                .iter()
-                .filter(|e| e.payload.type_name() == "price_tick")
-                .count(),
-            1
-        );
+        assert_eq!(d.days[1].events.iter().filter(|e| e.payload.type_name() == "price_tick").count(), 1);
     }
 
     #[test]

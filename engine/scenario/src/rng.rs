@@ -127,14 +127,7 @@ mod tests {
         // Reference values of SplitMix64 seeded with 1234567 (from Vigna's C code).
         let mut r = SplitMix64::new(1_234_567);
         let got: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
-        assert_eq!(
-            got,
-            vec![
-                6_457_827_717_110_365_317,
-                3_203_168_211_198_807_973,
-                9_817_491_932_198_370_423
-            ]
-        );
+        assert_eq!(got, vec![6_457_827_717_110_365_317, 3_203_168_211_198_807_973, 9_817_491_932_198_370_423]);
     }
 
     #[test]

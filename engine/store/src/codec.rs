@@ -6,7 +6,9 @@ use crate::keys::{self, text_key};
 use crate::StoreError;
 use overlay_core::fold::{rebuild_indexes, Touched};
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
-use overlay_core::state::{Account, ChainHead, EngineSettings, EsgScore, Household, Lot, Meta, Model, PendingOrder, PriceState, State};
+use overlay_core::state::{
+    Account, ChainHead, EngineSettings, EsgScore, Household, Lot, Meta, Model, PendingOrder, PriceState, State,
+};
 use serde::{Deserialize, Serialize};
 
 /// The counters and settings of `Meta`; chains and the dedupe set have keys of their own.
@@ -133,7 +135,10 @@ pub fn decode_state<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> 
         }
     }
     for (h, a) in accounts {
-        let hh = state.households.get_mut(&h).ok_or_else(|| StoreError::Corrupt(format!("account {} of missing household {h}", a.id)))?;
+        let hh = state
+            .households
+            .get_mut(&h)
+            .ok_or_else(|| StoreError::Corrupt(format!("account {} of missing household {h}", a.id)))?;
         hh.accounts.insert(a.id.clone(), a);
     }
     for (h, a, s, l) in lots {

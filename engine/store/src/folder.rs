@@ -23,6 +23,14 @@ pub struct Outputs {
     pub bytes: u64,
 }
 
+/// A batch ready to write, with what it produced and the input positions it records.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub batch: WriteBatch,
+    pub outputs: Outputs,
+    pub positions: Vec<(String, u64)>,
+}
+
 pub struct Folder {
     store: Box<dyn Store>,
     state: State,
@@ -90,7 +98,8 @@ impl Folder {
                 source: source.to_string(),
                 raw_hex: hex::encode(raw),
             };
-            self.batch.put(seq_key(keys::DEAD_LETTERS, dl.seq), serde_json::to_vec(&dl).expect("dead letters serialize"));
+            self.batch
+                .put(seq_key(keys::DEAD_LETTERS, dl.seq), serde_json::to_vec(&dl).expect("dead letters serialize"));
             self.pending.dead_letters += 1;
         }
         if let Some((key, next)) = position {
@@ -105,14 +114,26 @@ impl Folder {
 
     /// Writes everything folded since the last commit in one atomic, durable batch.
     pub fn commit(&mut self) -> Result<Outputs, StoreError> {
-        if self.pending.inputs == 0 {
-            return Ok(Outputs::default());
+        match self.prepare() {
+            None => Ok(Outputs::default()),
+            Some(p) => {
+                self.store.commit(p.batch)?;
+                Ok(p.outputs)
+            }
         }
-        let mut out = self.pending;
+    }
+
+    /// Everything folded since the last commit, as one batch ready to be
+    /// written (by `commit`, or by a pipelined writer); None if nothing was folded.
+    pub fn prepare(&mut self) -> Option<Prepared> {
+        if self.pending.inputs == 0 {
+            return None;
+        }
+        let mut outputs = self.pending;
+        let positions: Vec<(String, u64)> = self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let batch = self.take_batch();
-        out.bytes = batch.bytes() as u64;
-        self.store.commit(batch)?;
-        Ok(out)
+        outputs.bytes = batch.bytes() as u64;
+        Some(Prepared { batch, outputs, positions })
     }
 
     /// The batch as it would be committed now, without writing it (benchmarks

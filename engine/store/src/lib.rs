@@ -12,10 +12,12 @@ pub mod codec;
 pub mod folder;
 pub mod keys;
 mod mem;
+pub mod pipeline;
 mod sled_store;
 
-pub use folder::{Folder, Outputs};
+pub use folder::{Folder, Outputs, Prepared};
 pub use mem::MemStore;
+pub use pipeline::Committer;
 pub use sled_store::SledStore;
 
 use sha2::{Digest, Sha256};

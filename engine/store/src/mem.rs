@@ -46,7 +46,10 @@ impl Store for MemStore {
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         let m = self.map.borrow();
-        Ok(m.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).last().map(|(k, v)| (k.clone(), v.clone())))
+        Ok(m.range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .last()
+            .map(|(k, v)| (k.clone(), v.clone())))
     }
 
     fn size_bytes(&self) -> u64 {

@@ -21,6 +21,11 @@ impl SledStore {
         Ok(Self { db })
     }
 
+    /// Another handle to the same store (for a writer thread).
+    pub fn handle(&self) -> Self {
+        Self { db: self.db.clone() }
+    }
+
     /// The raw sled handle, for benchmarks that measure sled itself.
     pub fn raw(&self) -> &sled::Db {
         &self.db

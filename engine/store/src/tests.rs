@@ -2,56 +2,71 @@
 //! live state, and sled and memory hold the same bytes.
 
 use crate::{keys, load_state, position, records_after, state_hash, Folder, MemStore, SledStore, Store};
+use chrono::{TimeZone, Utc};
 use overlay_core::event::*;
 use overlay_core::fold::Input;
 use overlay_core::state::EngineSettings;
-use chrono::{TimeZone, Utc};
 use rust_decimal::Decimal;
 
 fn events() -> Vec<Envelope> {
     let t = Utc.with_ymd_and_hms(2025, 1, 2, 21, 0, 0).unwrap();
-    let env = |i: u32, payload| Envelope { event_id: format!("e{i}"), producer: "t".into(), event_time: t, schema_version: 1, payload };
-    let sec = |s: &str| Payload::SecurityUpserted(SecurityUpserted {
-        security: s.into(),
-        name: String::new(),
-        sector: "Tech".into(),
-        sub_industry: String::new(),
-        identical_group: None,
-        substitutes: vec![],
-    });
-    let px = |s: &str, p: i64| Payload::PriceTick(PriceTick { security: s.into(), price: Decimal::new(p, 0), as_of: t });
+    let env = |i: u32, payload| Envelope {
+        event_id: format!("e{i}"),
+        producer: "t".into(),
+        event_time: t,
+        schema_version: 1,
+        payload,
+    };
+    let sec = |s: &str| {
+        Payload::SecurityUpserted(SecurityUpserted {
+            security: s.into(),
+            name: String::new(),
+            sector: "Tech".into(),
+            sub_industry: String::new(),
+            identical_group: None,
+            substitutes: vec![],
+        })
+    };
+    let px =
+        |s: &str, p: i64| Payload::PriceTick(PriceTick { security: s.into(), price: Decimal::new(p, 0), as_of: t });
     vec![
         env(1, sec("AAPL")),
         env(2, sec("MSFT")),
         env(3, px("AAPL", 100)),
         env(4, px("MSFT", 200)),
-        env(5, Payload::ModelPublished(ModelPublished {
-            model: "m".into(),
-            version: 1,
-            kind: ModelKind::Standard,
-            weights: vec![
-                ModelWeight { security: "AAPL".into(), weight: Decimal::new(5, 1) },
-                ModelWeight { security: "MSFT".into(), weight: Decimal::new(49, 2) },
-            ],
-        })),
-        env(6, Payload::HouseholdUpserted(HouseholdUpserted {
-            household: "H".into(),
-            tax: TaxProfile::default(),
-            accounts: vec![AccountSpec {
-                account: "A".into(),
-                kind: AccountKind::Taxable,
-                sleeves: vec![Sleeve { model: "m".into(), percent: Decimal::ONE }],
-                settings: AccountSettings::default(),
-                opening_cash: Decimal::new(100_000, 0),
-                opening_lots: vec![OpeningLot {
-                    security: "AAPL".into(),
-                    quantity: Decimal::new(10, 0),
-                    cost_per_share: Decimal::new(90, 0),
-                    acquired: chrono::NaiveDate::from_ymd_opt(2020, 1, 2).unwrap(),
+        env(
+            5,
+            Payload::ModelPublished(ModelPublished {
+                model: "m".into(),
+                version: 1,
+                kind: ModelKind::Standard,
+                weights: vec![
+                    ModelWeight { security: "AAPL".into(), weight: Decimal::new(5, 1) },
+                    ModelWeight { security: "MSFT".into(), weight: Decimal::new(49, 2) },
+                ],
+            }),
+        ),
+        env(
+            6,
+            Payload::HouseholdUpserted(HouseholdUpserted {
+                household: "H".into(),
+                tax: TaxProfile::default(),
+                accounts: vec![AccountSpec {
+                    account: "A".into(),
+                    kind: AccountKind::Taxable,
+                    sleeves: vec![Sleeve { model: "m".into(), percent: Decimal::ONE }],
+                    settings: AccountSettings::default(),
+                    opening_cash: Decimal::new(100_000, 0),
+                    opening_lots: vec![OpeningLot {
+                        security: "AAPL".into(),
+                        quantity: Decimal::new(10, 0),
+                        cost_per_share: Decimal::new(90, 0),
+                        acquired: chrono::NaiveDate::from_ymd_opt(2020, 1, 2).unwrap(),
+                    }],
                 }],
-            }],
-            restrictions: vec![],
-        })),
+                restrictions: vec![],
+            }),
+        ),
     ]
 }
 
@@ -70,7 +85,8 @@ fn fold_all(folder: &mut Folder) {
 fn reloading_a_store_gives_back_the_live_state() {
     let dir = tempfile::tempdir().unwrap();
     let live = {
-        let mut folder = Folder::open(Box::new(SledStore::open(dir.path()).unwrap()), EngineSettings::default()).unwrap();
+        let mut folder =
+            Folder::open(Box::new(SledStore::open(dir.path()).unwrap()), EngineSettings::default()).unwrap();
         fold_all(&mut folder);
         assert!(!folder.state().households[&"H".into()].accounts[&"A".into()].pending.is_empty());
         folder.state().clone()
@@ -78,7 +94,10 @@ fn reloading_a_store_gives_back_the_live_state() {
     let store = SledStore::open(dir.path()).unwrap();
     let reloaded = load_state(&store).unwrap();
     assert_eq!(reloaded, live);
-    assert_eq!(reloaded.households[&"H".into()].accounts[&"A".into()].pending, live.households[&"H".into()].accounts[&"A".into()].pending);
+    assert_eq!(
+        reloaded.households[&"H".into()].accounts[&"A".into()].pending,
+        live.households[&"H".into()].accounts[&"A".into()].pending
+    );
     assert_eq!(position(&store, "t/0").unwrap(), Some(6));
     assert_eq!(records_after(&store, keys::JOURNAL, 0).count(), 6);
 }

@@ -31,7 +31,8 @@ fn negative_fill() -> Value {
 
 /// The day's model, republished with weights summing to 1.26.
 fn overweight_model() -> Value {
-    let mut m = day_events().into_iter().find(|e| e["payload"]["type"] == "model_published").expect("day.ndjson has a model");
+    let mut m =
+        day_events().into_iter().find(|e| e["payload"]["type"] == "model_published").expect("day.ndjson has a model");
     m["event_id"] = json!("model-desk-us-quality-6-v4-overweight");
     m["event_time"] = json!("2025-03-14T20:21:00Z");
     m["payload"]["version"] = json!(4);
@@ -52,7 +53,10 @@ fn unknown_security_tick() -> Value {
 
 /// The day's household under another id, arriving after all the bad input.
 fn late_household() -> Value {
-    let mut h = day_events().into_iter().find(|e| e["payload"]["type"] == "household_upserted").expect("day.ndjson has a household");
+    let mut h = day_events()
+        .into_iter()
+        .find(|e| e["payload"]["type"] == "household_upserted")
+        .expect("day.ndjson has a household");
     let text = h.to_string().replace("HH-30562", "HH-LATE");
     h = serde_json::from_str(&text).unwrap();
     h["event_id"] = json!("crm-HH-LATE-rev1");
@@ -101,7 +105,10 @@ fn publish_refuses_bad_events_and_writes_nothing() {
     assert_eq!(end_offsets(&dir), before, "a negative quantity wrote something");
 
     // When a model's weights sum above 1, then the message gives the sum.
-    assert_refused(publish_text(&dir, &[], &lines(&[valid_first(), overweight_model()])), &["line 2", "invalid_value", "weights", "1.26"]);
+    assert_refused(
+        publish_text(&dir, &[], &lines(&[valid_first(), overweight_model()])),
+        &["line 2", "invalid_value", "weights", "1.26"],
+    );
     assert_eq!(end_offsets(&dir), before, "an overweight model wrote something");
 
     // And a file that is not events at all.
@@ -123,7 +130,8 @@ fn engine_dead_letters_bad_events_and_goes_on() {
     publish_text(&dir, &["--unchecked"], &lines(&[negative_fill(), overweight_model()])).ok();
     publish_text(&dir, &[], &lines(&[unknown_security_tick()])).ok();
     let garbage = "\u{1}\u{2}garbage, not an event {{{";
-    let raw = publish_text(&dir, &["--raw", "--topic", "overlay.households", "--key", "H1"], &format!("{garbage}\n")).ok();
+    let raw =
+        publish_text(&dir, &["--raw", "--topic", "overlay.households", "--key", "H1"], &format!("{garbage}\n")).ok();
     assert!(raw.stderr.contains("published 1 raw"), "{}", raw.stderr);
     // And a valid household after all of them.
     publish_text(&dir, &[], &lines(&[late_household()])).ok();
@@ -163,9 +171,9 @@ fn engine_dead_letters_bad_events_and_goes_on() {
     assert_eq!(rejected.len(), 4, "rejected audit records: {rejected:#?}");
     for d in &dls {
         assert!(
-            rejected
-                .iter()
-                .any(|r| r["body"]["error"] == d["error"] && r["body"]["reason"] == d["reason"] && r["event_id"] == d["event_id"]),
+            rejected.iter().any(|r| r["body"]["error"] == d["error"]
+                && r["body"]["reason"] == d["reason"]
+                && r["event_id"] == d["event_id"]),
             "no rejected audit record for dead letter {d}"
         );
     }
@@ -177,11 +185,19 @@ fn engine_dead_letters_bad_events_and_goes_on() {
     let qty_of = |os: &[Value]| {
         os.iter()
             .map(|o| {
-                (o["account"].to_string().replace("HH-30562", "X").replace("HH-LATE", "X"), o["security"].clone(), o["quantity"].clone())
+                (
+                    o["account"].to_string().replace("HH-30562", "X").replace("HH-LATE", "X"),
+                    o["security"].clone(),
+                    o["quantity"].clone(),
+                )
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(qty_of(&late), qty_of(&first), "the same household under another id, on the same model v3, should get the same orders");
+    assert_eq!(
+        qty_of(&late),
+        qty_of(&first),
+        "the same household under another id, on the same model v3, should get the same orders"
+    );
     overlay(&dir, &["replay", "verify"]).ok();
 }
 

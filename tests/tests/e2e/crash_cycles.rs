@@ -62,7 +62,15 @@ struct CycleStats {
 /// kills; and it is halved when a run finishes before its kill (and startup
 /// is cut when a run with nothing to do does). So the kills spread over the
 /// whole of the work instead of the work ending early.
-fn kill_cycles(dir: &Path, args: &[&str], target: u64, seed: u64, mut startup_s: f64, inputs_per_s: f64, pace: f64) -> CycleStats {
+fn kill_cycles(
+    dir: &Path,
+    args: &[&str],
+    target: u64,
+    seed: u64,
+    mut startup_s: f64,
+    inputs_per_s: f64,
+    pace: f64,
+) -> CycleStats {
     let log = open_log(dir);
     let stderr_file = dir.with_extension("stderr.txt");
     let mut st = CycleStats { pace, ..CycleStats::default() };
@@ -123,10 +131,17 @@ fn bad_inputs(scenario: &overlay_scenario::Demo) -> Vec<Envelope> {
         producer: "price-feed".into(),
         event_time: at,
         schema_version: 1,
-        payload: Payload::PriceTick(PriceTick { security: "ZZZZ".into(), price: rust_decimal::Decimal::new(1234, 2), as_of: at }),
+        payload: Payload::PriceTick(PriceTick {
+            security: "ZZZZ".into(),
+            price: rust_decimal::Decimal::new(1234, 2),
+            as_of: at,
+        }),
     };
-    let mut again =
-        scenario.events().find(|e| matches!(e.payload, Payload::HouseholdUpserted(_))).expect("the scenario has households").clone();
+    let mut again = scenario
+        .events()
+        .find(|e| matches!(e.payload, Payload::HouseholdUpserted(_)))
+        .expect("the scenario has households")
+        .clone();
     again.event_time = at;
     vec![unknown, again]
 }
@@ -145,7 +160,11 @@ fn fills(dir: &Path, date: chrono::NaiveDate) -> Vec<Envelope> {
 /// Asserts that `run` folded exactly `inputs` inputs (from its closing line).
 #[track_caller]
 fn assert_folded(run: &Run, inputs: usize) {
-    assert!(run.stderr.contains(&format!("folded {inputs} inputs")), "expected `folded {inputs} inputs`, got:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("folded {inputs} inputs")),
+        "expected `folded {inputs} inputs`, got:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -205,7 +224,12 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     let main_b = kill_cycles(&b, &b_run, main_kills, 0x5EED_0001, startup_s, main_rate, 0.7);
     overlay(&b, &b_run).ok();
     let fills_b = fills(&b, last_day);
-    assert!(fills_b == fills_a, "the custodian answered B's orders differently from A's ({} vs {} fills)", fills_b.len(), fills_a.len());
+    assert!(
+        fills_b == fills_a,
+        "the custodian answered B's orders differently from A's ({} vs {} fills)",
+        fills_b.len(),
+        fills_a.len()
+    );
     publish(&b, &fills_b).ok();
     let fills_cycles = kill_cycles(&b, &b_run, fills_kills, 0x5EED_0002, startup_s, fills_rate, main_b.pace);
     overlay(&b, &b_run).ok();
@@ -223,7 +247,12 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     let (orders_a, orders_b) = (orders_text(&a), orders_text(&b));
     assert!(!orders_a.is_empty(), "the reference made no orders");
     let dups = duplicates(&json_lines(&orders_b), "order_id");
-    assert!(dups.is_empty(), "B published {} order ids more than once, e.g. {:?}", dups.len(), &dups[..dups.len().min(5)]);
+    assert!(
+        dups.is_empty(),
+        "B published {} order ids more than once, e.g. {:?}",
+        dups.len(),
+        &dups[..dups.len().min(5)]
+    );
     if let Some(d) = first_difference(&orders_a, &orders_b) {
         panic!("orders differ after crash cycles: {d}");
     }
@@ -231,7 +260,8 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     if let Some(d) = first_difference(&audit_a, &audit_b) {
         panic!("audit records differ after crash cycles: {d}");
     }
-    let audit_kinds: Vec<String> = json_lines(&audit_b).iter().map(|r| r["body"]["kind"].as_str().unwrap_or("?").to_string()).collect();
+    let audit_kinds: Vec<String> =
+        json_lines(&audit_b).iter().map(|r| r["body"]["kind"].as_str().unwrap_or("?").to_string()).collect();
     assert_eq!(
         audit_kinds.iter().filter(|k| *k == "duplicate").count(),
         1,
@@ -241,7 +271,8 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     if let Some(d) = first_difference(&dl_a, &dl_b) {
         panic!("dead letters differ after crash cycles: {d}");
     }
-    let mut kinds: Vec<String> = json_lines(&dl_b).iter().map(|d| d["error"].as_str().unwrap_or("?").to_string()).collect();
+    let mut kinds: Vec<String> =
+        json_lines(&dl_b).iter().map(|d| d["error"].as_str().unwrap_or("?").to_string()).collect();
     kinds.sort();
     assert_eq!(kinds, ["malformed", "unknown_reference"], "dead letters of the bad inputs");
     // Sequence numbers are gap-free from 1: nothing lost, nothing doubled.

@@ -58,10 +58,25 @@ fn documented_flow_day_ndjson() {
     assert!(!mine.is_empty(), "no orders for {HOUSEHOLD}");
     assert!(mine.iter().all(|o| o["household"] == HOUSEHOLD), "the filter let other households through");
     assert!(all.iter().any(|o| o["household"] == "HH-TWIN"), "the twin household got no orders");
-    assert_eq!(mine.len(), all.iter().filter(|o| o["household"] == HOUSEHOLD).count(), "the filter dropped some of its orders");
+    assert_eq!(
+        mine.len(),
+        all.iter().filter(|o| o["household"] == HOUSEHOLD).count(),
+        "the filter dropped some of its orders"
+    );
     assert!(overlay(&dir, &["orders", "--household", "HH-NOBODY"]).ok().stdout.is_empty());
     for o in &mine {
-        for field in ["order_id", "seq", "account", "security", "side", "quantity", "ref_price", "reason", "cause_event_id", "decided_at"] {
+        for field in [
+            "order_id",
+            "seq",
+            "account",
+            "security",
+            "side",
+            "quantity",
+            "ref_price",
+            "reason",
+            "cause_event_id",
+            "decided_at",
+        ] {
             assert!(!o[field].is_null(), "order without {field}: {o}");
         }
         assert!(o["account"].as_str().unwrap().starts_with(HOUSEHOLD), "{o}");

@@ -55,7 +55,11 @@ fn duplicate_delivery_is_audited_and_has_no_effect() {
         match kind {
             "applied" => assert!(applied_at.insert(id, input).is_none(), "applied twice: {r}"),
             "duplicate" => {
-                assert_eq!(r["body"]["first_seq"].as_u64(), applied_at.get(&id).copied(), "first_seq should name the first delivery: {r}");
+                assert_eq!(
+                    r["body"]["first_seq"].as_u64(),
+                    applied_at.get(&id).copied(),
+                    "first_seq should name the first delivery: {r}"
+                );
                 assert!(r["body"]["event_type"].is_string(), "{r}");
             }
             _ => {}
@@ -69,7 +73,11 @@ fn duplicate_delivery_is_audited_and_has_no_effect() {
     // When the day is delivered a third time, after everything was folded.
     publish_file(&once, &day()).ok();
     let again = overlay(&once, &["run"]).ok();
-    assert!(again.stderr.contains(&format!("folded {} inputs", events.len())) && again.stderr.contains(" 0 orders"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains(&format!("folded {} inputs", events.len())) && again.stderr.contains(" 0 orders"),
+        "{}",
+        again.stderr
+    );
     // Then no order is added, and only duplicate records are.
     assert_eq!(orders_text(&once), orders_once);
     let audit_after = audit(&once);
