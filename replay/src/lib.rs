@@ -5,7 +5,6 @@
 //! first differing record.
 
 use overlay_core::fold::Input;
-use overlay_core::state::EngineSettings;
 use overlay_store::{codec, keys, load_meta, records_after, state_hash, Folder, MemStore, Store, StoreError};
 
 /// Inputs folded between commits of the replay's own (in-memory) store.
@@ -32,11 +31,6 @@ pub struct VerifyReport {
     pub audit: u64,
     pub dead_letters: u64,
     pub state_hash: String,
-}
-
-/// The settings the recorded store was created with.
-pub fn recorded_settings(store: &dyn Store) -> Result<EngineSettings, ReplayError> {
-    Ok(load_meta(store)?.settings)
 }
 
 /// Re-folds the whole journal of `recorded` into a fresh in-memory store.

@@ -13,7 +13,7 @@ use overlay_core::fold::Applied;
 use overlay_core::output::{AuditBody, Order};
 use overlay_log::EmbeddedLog;
 use overlay_scenario::data::MarketData;
-use overlay_scenario::demo::{demo, DemoSpec};
+use overlay_scenario::demo::{close_time_utc, demo, DemoSpec};
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -185,7 +185,7 @@ pub fn run_demo(data_dir: &Path, cfg: &Config, opts: &DemoOptions) -> Result<Dem
 /// Real feeds carry bad input: a price for a symbol nobody listed, and a
 /// stale tick. The engine must dead-letter both and go on.
 fn bad_inputs(date: NaiveDate, day_events: &[Envelope]) -> Vec<Envelope> {
-    let at = day_events.last().map_or_else(|| close_time(date), |e| e.event_time);
+    let at = day_events.last().map_or_else(|| close_time_utc(date), |e| e.event_time);
     let stale = day_events.iter().find_map(|e| match &e.payload {
         Payload::PriceTick(p) => Some(p.clone()),
         _ => None,
@@ -210,10 +210,6 @@ fn bad_inputs(date: NaiveDate, day_events: &[Envelope]) -> Vec<Envelope> {
     out
 }
 
-fn close_time(date: NaiveDate) -> DateTime<Utc> {
-    overlay_scenario::demo::close_time_utc(date)
-}
-
 /// A custodian that executes every order at the price the engine sized it
 /// with, rejecting about one in a hundred and filling about one in thirty in
 /// two parts. Deterministic: it decides by order sequence number.
@@ -226,7 +222,7 @@ impl Custodian {
     pub fn fills(&mut self, log: &EmbeddedLog, date: NaiveDate) -> Result<Vec<Envelope>> {
         let end = log.end_offset(topics::ORDERS, 0)?;
         let mut out = Vec::new();
-        let at = close_time(date) + Duration::minutes(30);
+        let at = close_time_utc(date) + Duration::minutes(30);
         while self.next_offset < end {
             let records = log.read(topics::ORDERS, 0, self.next_offset, 4096, 64 << 20)?;
             for r in &records {

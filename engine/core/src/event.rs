@@ -367,14 +367,6 @@ pub enum FillStatus {
     Cancelled,
 }
 
-/// A lot named by an outside sell (a trade the engine did not order).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LotRef {
-    pub lot_id: u64,
-    pub quantity: Decimal,
-}
-
 /// A custodian execution report. With `order_id` it answers an engine order;
 /// without, it reports a trade made outside the engine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -708,23 +708,17 @@ fn complete_relief(
 ) -> Vec<(u64, Decimal)> {
     // Keep only what the lots can still give.
     relief.retain(|(id, q)| lots.iter().any(|l| l.lot_id == *id && l.quantity >= *q));
-    let mut left = qty - relief.iter().map(|(_, q)| *q).sum::<Decimal>();
+    let left = qty - relief.iter().map(|(_, q)| *q).sum::<Decimal>();
     if left <= Decimal::ZERO {
         return relief;
     }
-    let mut view = account.clone();
-    let mut remaining: Vec<Lot> = lots.to_vec();
-    for (id, q) in &relief {
-        if let Some(l) = remaining.iter_mut().find(|l| l.lot_id == *id) {
-            l.quantity -= *q;
-        }
-    }
-    remaining.retain(|l| l.quantity > Decimal::ZERO);
-    let sec = SecurityId::new("_");
-    view.lots = BTreeMap::from([(sec.clone(), remaining)]);
-    view.pending.clear();
-    for r in rebalance::choose_lots(hh, &view, &sec, left, price, on) {
-        left -= r.quantity;
+    // Each lot less what the relief already takes from it.
+    let free: Vec<(&Lot, Decimal)> = lots
+        .iter()
+        .map(|l| (l, l.quantity - relief.iter().filter(|(id, _)| *id == l.lot_id).map(|(_, q)| *q).sum::<Decimal>()))
+        .filter(|(_, free)| *free > Decimal::ZERO)
+        .collect();
+    for r in rebalance::relieve_lots(hh, account, free, left, price, on) {
         match relief.iter_mut().find(|(id, _)| *id == r.lot_id) {
             Some((_, q)) => *q += r.quantity,
             None => relief.push((r.lot_id, r.quantity)),

@@ -692,18 +692,30 @@ pub fn choose_lots(
             *committed.entry(l.lot_id).or_default() += l.quantity;
         }
     }
-    let mut ranked: Vec<(&Lot, Decimal)> = lots
+    let free: Vec<(&Lot, Decimal)> = lots
         .iter()
         .map(|l| (l, l.quantity - committed.get(&l.lot_id).copied().unwrap_or_default()))
         .filter(|(_, free)| *free > Decimal::ZERO)
         .collect();
+    relieve_lots(household, account, free, qty, price, on)
+}
+
+/// Relieves `qty` from `free` (each lot with the shares it can still give),
+/// in the account's policy order: least tax per share by default, HIFO or
+/// FIFO; tax-deferred accounts relieve FIFO.
+pub fn relieve_lots(
+    household: &Household,
+    account: &Account,
+    mut free: Vec<(&Lot, Decimal)>,
+    qty: Decimal,
+    price: Decimal,
+    on: NaiveDate,
+) -> Vec<LotRelief> {
     let policy = if account.kind == AccountKind::Taxable { account.settings.lot_policy } else { LotPolicy::Fifo };
     match policy {
-        LotPolicy::Fifo => ranked.sort_by_key(|(l, _)| (l.acquired, l.lot_id)),
-        LotPolicy::Hifo => {
-            ranked.sort_by(|a, b| (b.0.cost_per_share, a.0.lot_id).cmp(&(a.0.cost_per_share, b.0.lot_id)))
-        }
-        LotPolicy::MinTax => ranked.sort_by(|a, b| {
+        LotPolicy::Fifo => free.sort_by_key(|(l, _)| (l.acquired, l.lot_id)),
+        LotPolicy::Hifo => free.sort_by(|a, b| (b.0.cost_per_share, a.0.lot_id).cmp(&(a.0.cost_per_share, b.0.lot_id))),
+        LotPolicy::MinTax => free.sort_by(|a, b| {
             let ta = tax_per_share(household, a.0, price, on);
             let tb = tax_per_share(household, b.0, price, on);
             (ta, a.0.lot_id).cmp(&(tb, b.0.lot_id))
@@ -711,7 +723,7 @@ pub fn choose_lots(
     }
     let mut left = qty;
     let mut out = Vec::new();
-    for (lot, free) in ranked {
+    for (lot, free) in free {
         if left <= Decimal::ZERO {
             break;
         }

@@ -293,13 +293,6 @@ impl Account {
         }
         c
     }
-
-    /// Securities held or with an open order, in order.
-    pub fn securities(&self) -> BTreeSet<SecurityId> {
-        let mut s: BTreeSet<SecurityId> = self.lots.keys().cloned().collect();
-        s.extend(self.pending.values().map(|p| p.security.clone()));
-        s
-    }
 }
 
 impl Household {

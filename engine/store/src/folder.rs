@@ -67,11 +67,6 @@ impl Folder {
         self.store.as_ref()
     }
 
-    /// Gives the store back (after a final commit).
-    pub fn into_store(self) -> Box<dyn Store> {
-        self.store
-    }
-
     /// Inputs folded since the last commit.
     pub fn uncommitted(&self) -> u64 {
         self.pending.inputs

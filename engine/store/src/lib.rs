@@ -68,8 +68,6 @@ pub trait Store {
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_>;
     /// The record with the greatest key starting with `prefix`.
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
-    /// Bytes used on disk (or in memory).
-    fn size_bytes(&self) -> u64;
 }
 
 /// Loads state from a store.
@@ -103,17 +101,6 @@ pub fn state_hash(store: &dyn Store) -> Result<String, StoreError> {
 /// The next offset to read from an input source, if any was recorded.
 pub fn position(store: &dyn Store, source: &str) -> Result<Option<u64>, StoreError> {
     store.get(&keys::position_key(source))?.map(|v| be_u64(&v)).transpose()
-}
-
-/// Every recorded input position, by source.
-pub fn positions(store: &dyn Store) -> Result<Vec<(String, u64)>, StoreError> {
-    store
-        .scan(keys::POSITIONS, None)
-        .map(|r| {
-            let (k, v) = r?;
-            Ok((String::from_utf8_lossy(&k[keys::POSITIONS.len()..]).into_owned(), be_u64(&v)?))
-        })
-        .collect()
 }
 
 /// The last output seq published to `output`, or 0.

@@ -51,8 +51,4 @@ impl Store for MemStore {
             .last()
             .map(|(k, v)| (k.clone(), v.clone())))
     }
-
-    fn size_bytes(&self) -> u64 {
-        self.map.borrow().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
-    }
 }

@@ -65,8 +65,4 @@ impl Store for SledStore {
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         Ok(self.db.scan_prefix(prefix).next_back().transpose().map_err(io)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
-
-    fn size_bytes(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
 }
