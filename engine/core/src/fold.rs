@@ -104,8 +104,13 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
     // event-id set does not grow with the price stream; every other event is
     // idempotent by its event id.
     let tick = matches!(env.payload, Payload::PriceTick(_));
+    // A tick's security is looked up once, for both the repeat check and the decision.
+    let last_price = match &env.payload {
+        Payload::PriceTick(t) => state.prices.get(&t.security),
+        _ => None,
+    };
     let repeat = match &env.payload {
-        Payload::PriceTick(t) => repeated_tick(state, t),
+        Payload::PriceTick(t) => repeated_tick(last_price, t),
         _ => state.meta.seen.get(&env.event_id).copied(),
     };
     if let Some(first) = repeat {
@@ -122,7 +127,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
     let result = match &env.payload {
         Payload::SecurityUpserted(e) => Ok(decide_security(e)),
         Payload::ModelPublished(e) => decide_model(state, env, e),
-        Payload::PriceTick(e) => decide_price(state, e),
+        Payload::PriceTick(e) => decide_price(state, last_price, e),
         Payload::EsgScoreChanged(e) => decide_esg(state, env, e),
         Payload::HouseholdUpserted(e) => decide_household(state, env, e),
         Payload::RestrictionEdited(e) => decide_restriction(state, env, e),
@@ -277,18 +282,20 @@ fn reference_of(state: &State) -> State {
 
 /// The state version that applied this very tick (same security, time and
 /// price), if it was applied: a redelivery.
-fn repeated_tick(state: &State, t: &PriceTick) -> Option<u64> {
-    let p = state.prices.get(&t.security)?;
+fn repeated_tick(last: Option<&PriceState>, t: &PriceTick) -> Option<u64> {
+    let p = last?;
     let same = |price: Decimal, as_of: DateTime<Utc>| as_of == t.as_of && price == t.price;
     (same(p.price, p.as_of) || p.held.as_ref().is_some_and(|h| same(h.price, h.as_of))).then_some(p.version)
 }
 
-fn decide_price(state: &State, e: &PriceTick) -> Result<Decision, InputError> {
-    if !state.securities.contains_key(&e.security) {
+/// `last` is the security's entry in the price table; a priced security is
+/// known (a price is only ever stored for a known one).
+fn decide_price(state: &State, last: Option<&PriceState>, e: &PriceTick) -> Result<Decision, InputError> {
+    if last.is_none() && !state.securities.contains_key(&e.security) {
         return Err(unknown(format!("price for unknown security {}", e.security)));
     }
     let version = state.meta.applied + 1;
-    let next = match state.prices.get(&e.security) {
+    let next = match last {
         None => PriceState { price: e.price, as_of: e.as_of, held: None, version },
         Some(last) => {
             let latest = last.held.as_ref().map_or(last.as_of, |h| h.as_of.max(last.as_of));
@@ -299,7 +306,8 @@ fn decide_price(state: &State, e: &PriceTick) -> Result<Decision, InputError> {
                 )));
             }
             let jump_max = state.meta.settings.price_jump_max;
-            let near = |reference: Decimal| ((e.price - reference).abs() / reference) <= jump_max;
+            // |move| / reference <= max, multiplied out (prices are positive): no division.
+            let near = |reference: Decimal| (e.price - reference).abs() <= jump_max * reference;
             match &last.held {
                 _ if near(last.price) => PriceState { price: e.price, as_of: e.as_of, held: None, version },
                 // A second print near the held one confirms it.

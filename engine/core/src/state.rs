@@ -1,7 +1,8 @@
 //! The engine's state: reference data (securities, models, prices, ESG) and
 //! households (accounts, lots, cash, pending orders, restrictions), plus the
 //! indexes that keep reactions proportional and the counters that number the
-//! outputs. Every map is ordered, so anything derived from state is stable.
+//! outputs. Every map is ordered, so anything derived from state is stable;
+//! the price table is hashed for speed and only ever iterated in order.
 
 use crate::event::{
     AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile,
@@ -9,9 +10,11 @@ use crate::event::{
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{LotRelief, OrderReason};
 use chrono::{DateTime, NaiveDate, Utc};
+use fxhash::FxHasher;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 
 /// The audit stream that reference-data inputs chain into.
 pub const REFERENCE_STREAM: &str = "reference";
@@ -20,7 +23,7 @@ pub const REFERENCE_STREAM: &str = "reference";
 pub struct State {
     pub securities: BTreeMap<SecurityId, SecurityUpserted>,
     pub models: BTreeMap<ModelId, Model>,
-    pub prices: BTreeMap<SecurityId, PriceState>,
+    pub prices: PriceTable,
     pub esg: BTreeMap<SecurityId, EsgScore>,
     pub households: BTreeMap<HouseholdId, Household>,
     /// Index: model → households with an account following it.
@@ -154,6 +157,57 @@ pub struct PriceState {
     /// The state version that applied the latest tick (a repeat of that tick
     /// is a duplicate of this input).
     pub version: u64,
+}
+
+/// The price of every security, looked up on every tick and by every
+/// decision. Hashed (with a fixed, seedless hasher) rather than ordered for
+/// speed; nothing iterates it except [`PriceTable::sorted`], so no hash order
+/// reaches state or output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PriceTable(HashMap<SecurityId, PriceState, BuildHasherDefault<FxHasher>>);
+
+impl PriceTable {
+    pub fn get(&self, id: &SecurityId) -> Option<&PriceState> {
+        self.0.get(id)
+    }
+    pub fn get_mut(&mut self, id: &SecurityId) -> Option<&mut PriceState> {
+        self.0.get_mut(id)
+    }
+    pub fn insert(&mut self, id: SecurityId, p: PriceState) -> Option<PriceState> {
+        self.0.insert(id, p)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Every price in security order.
+    pub fn sorted(&self) -> Vec<(&SecurityId, &PriceState)> {
+        let mut v: Vec<_> = self.0.iter().collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+impl std::ops::Index<&SecurityId> for PriceTable {
+    type Output = PriceState;
+    fn index(&self, id: &SecurityId) -> &PriceState {
+        &self.0[id]
+    }
+}
+
+impl Serialize for PriceTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.sorted())
+    }
+}
+
+impl<'de> Deserialize<'de> for PriceTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<SecurityId, PriceState>::deserialize(d)?;
+        Ok(Self(m.into_iter().collect()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
