@@ -1,6 +1,7 @@
 //! The `overlay` program's pieces: configuration, topics, the runner with its
-//! outbox publisher, `publish`, the output printers, and the demo.
+//! outbox publisher, `publish`, the output printers, the demo and the backtest.
 
+pub mod backtest;
 pub mod bench;
 pub mod config;
 pub mod demo;

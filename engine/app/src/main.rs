@@ -53,6 +53,35 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Backtests the engine in memory on real daily closes: households of $250k, $1M and $2M on a
+    /// cap-weighted index, harvesting and rebalancing; writes a table, a trade log and a chart
+    /// (see docs/backtest.md). Ignores --data-dir.
+    Backtest {
+        /// First day (YYYY-MM-DD; the first trading day on or after it). Default: the data's first.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, inclusive. Default: the data's last.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Daily closes in the wide layout of data/sp500/sp500_close_wide_2013-2015.csv.gz (gzip or plain).
+        #[arg(long)]
+        prices: Option<PathBuf>,
+        /// Sectors in the layout of data/sp500/sectors_for_all_stocks_5yr.csv.
+        #[arg(long)]
+        sectors: Option<PathBuf>,
+        /// Keep only the N largest names (by the cap proxy) priced on the first day.
+        #[arg(long)]
+        names: Option<usize>,
+        /// The CI slice: 2015-06-15 .. 2015-09-15 on the 100 largest names (explicit flags win).
+        #[arg(long)]
+        quick: bool,
+        /// Where the table, trade log and chart go.
+        #[arg(long, default_value = overlay_app::backtest::OUT_DIR_DEFAULT)]
+        out: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Appends events (JSON, a JSON array, or NDJSON) to the input topics.
     Publish {
         /// Files to read ("-" for standard input).
@@ -148,6 +177,15 @@ fn real_main(cli: Cli) -> Result<()> {
             let progress = !quiet && std::io::stderr().is_terminal();
             let summary = run_demo(&data_dir, &cfg, &DemoOptions { spec, progress })?;
             summary.print(&data_dir, &mut stdout.lock())?;
+        }
+        Command::Backtest { from, to, prices, sectors, names, quick, out, quiet } => {
+            let progress = !quiet && std::io::stderr().is_terminal();
+            let opts = overlay_app::backtest::BacktestOptions { from, to, prices, sectors, names, out, progress };
+            let opts = if quick { opts.quick() } else { opts };
+            let started = std::time::Instant::now();
+            let report = overlay_app::backtest::run(&opts)?;
+            report.print(&mut stdout.lock())?;
+            eprintln!("backtest took {:.1} s", started.elapsed().as_secs_f64());
         }
         Command::Publish { files, unchecked, raw, topic, key } => {
             let log = open_log(&data_dir, &cfg)?;

@@ -968,19 +968,27 @@ fn acquisition_days(data: &MarketData, col: usize, start: usize) -> Vec<usize> {
     days
 }
 
-/// `invested × cap / Σcap` for each `(universe index, cap)`, rounded down to
-/// `dp` decimals (so the weights never sum above `invested`); zero weights
-/// are dropped. Ordered as given.
+/// [`cap_weights`] over universe indices.
 fn weights_rounded_down(secs: &[Sec], caps: &[(usize, Decimal)], invested: Decimal, dp: u32) -> Vec<ModelWeight> {
+    let by_id: Vec<(SecurityId, Decimal)> = caps.iter().map(|&(i, cap)| (secs[i].id.clone(), cap)).collect();
+    cap_weights(&by_id, invested, dp)
+}
+
+/// Model weights in proportion to a size measure: `invested × cap / Σcap`
+/// for each `(security, cap)`, rounded down to `dp` decimals (so the weights
+/// never sum above `invested`); zero weights are dropped. Ordered as given.
+/// The demo's cap-weighted index is this over the dollar-volume proxy; a
+/// backtest republishes it over the index's drifted values.
+pub fn cap_weights(caps: &[(SecurityId, Decimal)], invested: Decimal, dp: u32) -> Vec<ModelWeight> {
     let total: Decimal = caps.iter().map(|c| c.1).sum();
     if total <= Decimal::ZERO {
         return Vec::new();
     }
     let mut weights: Vec<ModelWeight> = caps
         .iter()
-        .map(|&(i, cap)| ModelWeight {
-            security: secs[i].id.clone(),
-            weight: (invested * cap / total).round_dp_with_strategy(dp, RoundingStrategy::ToZero),
+        .map(|(id, cap)| ModelWeight {
+            security: id.clone(),
+            weight: (invested * *cap / total).round_dp_with_strategy(dp, RoundingStrategy::ToZero),
         })
         .filter(|w| w.weight > Decimal::ZERO)
         .collect();
