@@ -191,6 +191,12 @@ pub fn plan_account<'a>(state: &'a State, household: &'a Household, account: &'a
     for (id, r) in household.restrictions_in_force(&account.id, ctx.now) {
         plan.inputs.restrictions.insert(id.clone(), r.version);
     }
+    if account.sleeves.is_empty() {
+        // Held away or self-directed: the engine keeps its books (lots, wash
+        // sales) but does not trade it.
+        plan.rules.push("unmanaged account: no sleeves, not traded".to_string());
+        return plan;
+    }
     let target = account_target(state, household, account, &proj, ctx, &mut plan);
     if proj.value <= Decimal::ZERO {
         plan.rules.push("account_value: nothing to invest".to_string());
