@@ -10,11 +10,11 @@ use crate::event::{
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
-use crate::tax;
 use crate::state::{
-    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, PendingOrder, PriceState, Restriction, State, WashLedger,
-    REFERENCE_STREAM,
+    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, PendingOrder, PriceState, Restriction, State,
+    WashLedger, REFERENCE_STREAM,
 };
+use crate::tax;
 use crate::text::hex_lower;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -672,7 +672,8 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
                 book.account(&e.account).cash -= value;
             }
             Side::Sell => {
-                let held: Decimal = account.lots.get(&e.security).map_or(Decimal::ZERO, |l| l.iter().map(|l| l.quantity).sum());
+                let held: Decimal =
+                    account.lots.get(&e.security).map_or(Decimal::ZERO, |l| l.iter().map(|l| l.quantity).sum());
                 if e.quantity > held {
                     return Err(InputError::invalid(format!(
                         "sell of {} {} exceeds the {held} held",

@@ -273,8 +273,11 @@ fn match_earlier_buys(book: &mut Book<'_>, ledger: &mut WashLedger, sale: &mut L
         if b.account == sale.account && b.lot_id == sale.lot_id && b.security == sale.security {
             continue;
         }
-        let held =
-            book.lots(&b.account, &b.security).iter().find(|l| l.lot_id == b.lot_id).map_or(Decimal::ZERO, |l| l.quantity);
+        let held = book
+            .lots(&b.account, &b.security)
+            .iter()
+            .find(|l| l.lot_id == b.lot_id)
+            .map_or(Decimal::ZERO, |l| l.quantity);
         let take = b.open_shares.min(held).min(sale.open_shares);
         if take <= Decimal::ZERO {
             continue;

@@ -127,7 +127,8 @@ impl Books {
         let env = Envelope {
             event_id: format!("t{}", self.n),
             producer: "test".into(),
-            event_time: Utc.from_utc_datetime(&on.and_hms_opt(21, 0, 0).unwrap()) + chrono::Duration::seconds(self.n as i64),
+            event_time: Utc.from_utc_datetime(&on.and_hms_opt(21, 0, 0).unwrap())
+                + chrono::Duration::seconds(self.n as i64),
             schema_version: 1,
             payload,
         };
@@ -233,7 +234,13 @@ fn tax_cases_from_irs_material_reproduce_exactly() {
         for r in &case.expect.realized {
             let (gain, long, short) = sale_record(&all[r.trade]);
             assert_eq!(gain, r.gain_loss, "{}: gain/loss of trade {}", case.id, r.trade);
-            assert_eq!(disallowed_of(&all, &ids[r.trade]), r.disallowed, "{}: disallowed of trade {}", case.id, r.trade);
+            assert_eq!(
+                disallowed_of(&all, &ids[r.trade]),
+                r.disallowed,
+                "{}: disallowed of trade {}",
+                case.id,
+                r.trade
+            );
             match r.term.as_str() {
                 "long" => assert!(long, "{}: trade {} is long-term", case.id, r.trade),
                 "short" => assert!(short, "{}: trade {} is short-term", case.id, r.trade),
@@ -380,10 +387,13 @@ fn a_loss_in_an_ira_is_not_a_reportable_loss_and_starts_no_wash_window() {
     let mut b = Books::new(&[("T", AccountKind::Taxable), ("I", AccountKind::Ira)], &["X"]);
     b.trade(&trade("2025-01-10", "I", "X", Side::Buy, "100", "10"));
     let (_, sale) = b.trade(&trade("2025-03-03", "I", "X", Side::Sell, "100", "7"));
-    assert!(matches!(&sale.audit.iter().find_map(|r| match &r.body {
-        AuditBody::Tax { reportable, .. } => Some(*reportable),
-        _ => None,
-    }), Some(false)));
+    assert!(matches!(
+        &sale.audit.iter().find_map(|r| match &r.body {
+            AuditBody::Tax { reportable, .. } => Some(*reportable),
+            _ => None,
+        }),
+        Some(false)
+    ));
     let (_, buy) = b.trade(&trade("2025-03-10", "T", "X", Side::Buy, "100", "7"));
     assert!(!buy.audit.iter().any(|r| matches!(r.body, AuditBody::WashSale { .. })));
     assert!(b.state.households[&HouseholdId::new("H")].realized.is_empty());

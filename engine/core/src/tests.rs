@@ -139,8 +139,8 @@ impl World {
                 price: p,
                 trade_date: self.now.date_naive(),
                 reason: None,
-            lots: Vec::new(),
-}));
+                lots: Vec::new(),
+            }));
         }
     }
 }
@@ -346,8 +346,8 @@ fn a_partial_fill_keeps_the_rest_open_and_a_rejection_releases_it() {
             price: d("100"),
             trade_date: date("2025-01-03"),
             reason: None,
-        lots: Vec::new(),
-})
+            lots: Vec::new(),
+        })
     };
     w.when(fill(FillStatus::Partial, "100"));
     assert_eq!(w.account("H1").pending[&o.order_id].open_quantity, d("150"));
@@ -372,8 +372,8 @@ fn fill_for_an_unknown_order_or_overfill_is_refused() {
         price: d("1"),
         trade_date: date("2025-01-03"),
         reason: None,
-    lots: Vec::new(),
-};
+        lots: Vec::new(),
+    };
     let r = w.when(Payload::Fill(f.clone()));
     assert_eq!(r.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
     f.order_id = Some(o.order_id.clone());
