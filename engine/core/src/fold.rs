@@ -774,7 +774,9 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
     let reason = match kind {
         ClockKind::MarketClose | ClockKind::Review => OrderReason::Drift,
     };
-    let ctx = Context::new(env.event_time, trade_date, reason, Mode::Full);
+    let mut ctx = Context::new(env.event_time, trade_date, reason, Mode::Full);
+    // Harvest scans run on the daily close.
+    ctx.harvest = kind == ClockKind::MarketClose;
     for hh in state.households.values() {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
         rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
@@ -846,9 +848,13 @@ fn rebalance_household(
     ctx: &Context,
     d: &mut Decision,
 ) {
+    // Wash-sale windows and the tax budget are household-wide: each account's
+    // plan sees what the accounts planned before it.
+    let mut view = rebalance::HouseholdView::of(state, hh, ctx.trade_date);
     for a in accounts {
         let Some(account) = hh.accounts.get(a) else { continue };
-        let plan = rebalance::plan_account(state, hh, account, ctx);
+        let plan = rebalance::plan_account(state, hh, account, ctx, &view);
+        view.record(state, account, &plan, ctx.trade_date);
         emit_plan(env, hh, account, plan, ctx, d);
     }
 }
