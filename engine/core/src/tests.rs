@@ -870,7 +870,7 @@ fn harvesting_sells_deep_losses_buys_the_substitute_and_swaps_back_after_the_win
     let mut all =
         vec![w.when(taxed("H1", TaxProfile::default(), "15000", vec![lot("XOM", "100", "80", "2024-06-03")]))];
     let setup = all[0].clone();
-    w.fill_all(&setup, |s| w_price(s));
+    w.fill_all(&setup, w_price);
     // given a market close with XOM 37.5% below its basis ($3,000 of losses)
     w.advance(1);
     let close = clock(&mut w);
@@ -880,14 +880,14 @@ fn harvesting_sells_deep_losses_buys_the_substitute_and_swaps_back_after_the_win
     let harvest = close.orders.iter().find(|o| o.reason == OrderReason::Harvest).unwrap();
     assert_eq!(harvest.quantity, d("100"));
     assert_eq!(harvest.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>(), d("-3000"));
-    w.fill_all(&close, |s| w_price(s));
+    w.fill_all(&close, w_price);
     all.push(close);
     // then for 30 days XOM is not bought back, even though it is under target
     for _ in 0..3 {
         w.advance(10);
         let a = clock(&mut w);
         assert!(!a.orders.iter().any(|o| o.security.0 == "XOM" && o.side == Side::Buy), "XOM bought in the window");
-        w.fill_all(&a, |s| w_price(s));
+        w.fill_all(&a, w_price);
         all.push(a);
     }
     // and after the window it is bought back and the substitute sold
@@ -896,7 +896,7 @@ fn harvesting_sells_deep_losses_buys_the_substitute_and_swaps_back_after_the_win
     let orders = orders_of(&after);
     assert!(orders.iter().any(|(s, side, _)| s == "XOM" && *side == Side::Buy), "swap back: {orders:?}");
     assert!(orders.iter().any(|(s, side, _)| s == "CVX" && *side == Side::Sell), "swap back: {orders:?}");
-    w.fill_all(&after, |s| w_price(s));
+    w.fill_all(&after, w_price);
     all.push(after);
     no_wash_sales(&all);
     let hh = &w.state.households[&HouseholdId::new("H1")];
@@ -917,7 +917,7 @@ fn w_price(s: &str) -> Decimal {
 fn a_loss_lot_bought_within_thirty_days_is_not_sold_by_a_rebalance() {
     let mut w = World::market();
     let setup = w.when(taxed("H1", TaxProfile::default(), "20000", vec![]));
-    w.fill_all(&setup, |s| w_price(s));
+    w.fill_all(&setup, w_price);
     assert!(w.account("H1").quantity(&"AAPL".into()) > Decimal::ZERO);
     // given AAPL down 20% ten days later and a model that drops it
     w.advance(10);
@@ -939,7 +939,7 @@ fn a_sale_that_would_exceed_the_tax_budget_is_dropped_with_the_reason() {
     let tax = TaxProfile { annual_gain_budget_usd: Some(d("1000")), ..TaxProfile::default() };
     // MSFT bought at 50, now 200: selling 30 shares realizes $4,500 of long-term gain.
     let setup = w.when(taxed("H1", tax, "15000", vec![lot("MSFT", "25", "50", "2020-01-02")]));
-    w.fill_all(&setup, |s| w_price(s));
+    w.fill_all(&setup, w_price);
     let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
     assert!(!a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
     assert!(decision_skips(&a).contains(&("MSFT".into(), SkipReason::TaxBudget)));
@@ -947,7 +947,7 @@ fn a_sale_that_would_exceed_the_tax_budget_is_dropped_with_the_reason() {
     // without a budget the same sale is made
     let mut w = World::market();
     let setup = w.when(taxed("H1", TaxProfile::default(), "15000", vec![lot("MSFT", "25", "50", "2020-01-02")]));
-    w.fill_all(&setup, |s| w_price(s));
+    w.fill_all(&setup, w_price);
     let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
     assert!(a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell));
 }
@@ -958,7 +958,7 @@ fn a_short_term_gain_that_turns_long_term_within_the_window_is_deferred_unless_f
     let lots = || vec![lot("MSFT", "25", "150", "2024-01-20")];
     let mut w = World::market();
     let setup = w.when(taxed("H1", TaxProfile::default(), "15000", lots()));
-    w.fill_all(&setup, |s| w_price(s));
+    w.fill_all(&setup, w_price);
     let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
     assert!(!a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
     assert!(decision_skips(&a).contains(&("MSFT".into(), SkipReason::ShortTermDeferral)));
@@ -966,7 +966,7 @@ fn a_short_term_gain_that_turns_long_term_within_the_window_is_deferred_unless_f
     // a do-not-hold does not wait
     let mut w = World::market();
     let setup = w.when(taxed("H1", TaxProfile::default(), "15000", lots()));
-    w.fill_all(&setup, |s| w_price(s));
+    w.fill_all(&setup, w_price);
     let a = w.when(Payload::RestrictionEdited(RestrictionEdited {
         household: "H1".into(),
         restriction_id: "r1".into(),
