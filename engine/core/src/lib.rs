@@ -15,6 +15,8 @@ pub use fold::{apply, decide, step, Applied, Decision, Input};
 pub use state::State;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tax_tests;
 #[cfg(test)]
 mod tests;

@@ -386,12 +386,36 @@ pub fn plan_account<'a>(
         }
     }
     let proceeds: Decimal = sold.iter().map(|o| o.quantity * o.ref_price).sum();
+    // This plan's own loss sales open windows for its buys (a substantially
+    // identical name must not be bought back in the same breath).
+    if account.kind.is_taxable() {
+        for o in sold.iter().filter(|o| o.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO)) {
+            view.note_loss(wash_key(state, &o.security), ctx.trade_date);
+        }
+    }
     plan.orders.extend(sold);
     let reserve = proj.value * account.settings.cash_reserve_pct;
     let available = proj.cash + proceeds - reserve;
-    size_buys(state, account, &target.constraints, buys, available, ctx, &mut plan);
+    size_buys(state, account, &target.constraints, &view, buys, available, ctx, &mut plan);
     summarize_skips(&mut plan.skipped);
     plan
+}
+
+/// The account's target weights as a decision at `ctx` would build them:
+/// sleeves blended, restrictions and screens applied, wash-sale windows
+/// honoured. For checks and explanations; decisions use [`plan_account`].
+pub fn target_weights(
+    state: &State,
+    household: &Household,
+    account: &Account,
+    ctx: &Context,
+) -> BTreeMap<SecurityId, Decimal> {
+    let mut plan = Plan::default();
+    let proj = Projection::of(state, account);
+    let view = HouseholdView::of(state, household, ctx.trade_date);
+    let mut target = account_target(state, household, account, &proj, ctx, &mut plan);
+    wash_blocks(state, household, account, &proj, &view, ctx, &mut target, &mut plan);
+    target.weights.into_iter().map(|(s, w)| (s.clone(), w)).collect()
 }
 
 /// Most skips listed one by one per mechanical reason; the rest are counted.
@@ -1220,10 +1244,12 @@ fn raise_cash_sells<'a>(
 }
 
 /// Buys, most under-weight first, within the cash available.
+#[allow(clippy::too_many_arguments)]
 fn size_buys(
     state: &State,
     account: &Account,
     constraints: &Constraints<'_>,
+    view: &HouseholdView,
     mut buys: Vec<(&SecurityId, Decimal, Decimal)>,
     available: Decimal,
     ctx: &Context,
@@ -1241,6 +1267,11 @@ fn size_buys(
                 _ => why.clone(),
             };
             plan.skipped.push(skip(sec, Side::Buy, *reason, detail));
+            continue;
+        }
+        if let Some(sold_on) = view.loss_sold.get(&wash_key(state, sec)) {
+            let detail = format!("{sec} or a substantially identical security was sold at a loss on {sold_on}");
+            plan.skipped.push(skip(sec, Side::Buy, SkipReason::WashSaleBlock, detail));
             continue;
         }
         let price = match confirmed_price(state, sec) {
