@@ -15,9 +15,10 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use overlay_core::event::{
     AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, CorporateAction,
-    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError,
-    InputErrorKind, LotPolicy, ModelKind, ModelPublished, ModelWeight, OpeningLot, Payload, PriceTick,
-    RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side, Sleeve, TaxProfile,
+    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HarvestSettings,
+    HouseholdUpserted, InputError, InputErrorKind, LotPick, LotPolicy, ModelKind, ModelPublished, ModelWeight,
+    OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side,
+    Sleeve, TaxProfile,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -236,6 +237,13 @@ impl From<&Payload> for pb::envelope::Payload {
                     short_term_rate: Some(m.tax.short_term_rate.to_string()),
                     long_term_rate: Some(m.tax.long_term_rate.to_string()),
                     annual_gain_budget_usd: m.tax.annual_gain_budget_usd.map(|d| d.to_string()),
+                    short_term_deferral_days: Some(m.tax.short_term_deferral_days),
+                    harvest: Some(pb::HarvestSettings {
+                        enabled: Some(m.tax.harvest.enabled),
+                        min_loss_pct: Some(m.tax.harvest.min_loss_pct.to_string()),
+                        min_loss_usd: Some(m.tax.harvest.min_loss_usd.to_string()),
+                        swap_back: Some(m.tax.harvest.swap_back),
+                    }),
                 }),
                 accounts: m.accounts.iter().map(pb::AccountSpec::from).collect(),
                 restrictions: m
@@ -274,6 +282,11 @@ impl From<&Payload> for pb::envelope::Payload {
                 price: m.price.to_string(),
                 trade_date: m.trade_date.to_string(),
                 reason: m.reason.clone(),
+                lots: m
+                    .lots
+                    .iter()
+                    .map(|l| pb::LotPick { lot_id: l.lot_id, quantity: l.quantity.to_string() })
+                    .collect(),
             }),
             Payload::Clock(m) => {
                 P::Clock(pb::Clock { kind: pb::ClockKind::from(m.kind) as i32, trade_date: m.trade_date.to_string() })
@@ -406,10 +419,72 @@ impl From<&AuditRecord> for pb::AuditRecord {
                 orders: strings(orders),
                 skipped: skipped.iter().map(pb::Skip::from).collect(),
             }),
-            AuditBody::Tax { account, detail, realized_usd } => Body::Tax(a::Tax {
+            AuditBody::Tax {
+                account,
+                security,
+                trade_date,
+                quantity,
+                price,
+                lots,
+                short_term_usd,
+                long_term_usd,
+                realized_usd,
+                reportable,
+                detail,
+            } => Body::Tax(a::Tax {
                 account: account.to_string(),
                 detail: detail.clone(),
                 realized_usd: realized_usd.to_string(),
+                security: security.to_string(),
+                trade_date: trade_date.to_string(),
+                quantity: quantity.to_string(),
+                price: price.to_string(),
+                lots: lots
+                    .iter()
+                    .map(|l| pb::RealizedLot {
+                        lot_id: l.lot_id,
+                        quantity: l.quantity.to_string(),
+                        cost_per_share: l.cost_per_share.to_string(),
+                        acquired: l.acquired.to_string(),
+                        holding_start: l.holding_start.to_string(),
+                        gain_usd: l.gain_usd.to_string(),
+                        long_term: l.long_term,
+                    })
+                    .collect(),
+                short_term_usd: short_term_usd.to_string(),
+                long_term_usd: long_term_usd.to_string(),
+                reportable: *reportable,
+            }),
+            AuditBody::WashSale {
+                sale_event_id,
+                sale_account,
+                security,
+                sale_date,
+                sold_lot_id,
+                replacement_account,
+                replacement_security,
+                replacement_lot_id,
+                replacement_date,
+                shares,
+                disallowed_usd,
+                basis_added,
+                holding_start,
+                detail,
+            } => Body::WashSale(a::WashSale {
+                sale_event_id: sale_event_id.clone(),
+                sale_account: sale_account.to_string(),
+                security: security.to_string(),
+                sale_date: sale_date.to_string(),
+                sold_lot_id: *sold_lot_id,
+                replacement_account: replacement_account.to_string(),
+                replacement_security: replacement_security.to_string(),
+                replacement_lot_id: *replacement_lot_id,
+                replacement_date: replacement_date.to_string(),
+                shares: shares.to_string(),
+                disallowed_usd: disallowed_usd.to_string(),
+                basis_added: *basis_added,
+                holding_start: holding_start.to_string(),
+                detail: detail.clone(),
             }),
         };
         pb::AuditRecord {
@@ -531,6 +606,11 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
             price: dec("fill.price", &m.price)?,
             trade_date: date("fill.trade_date", &m.trade_date)?,
             reason: m.reason,
+            lots: m
+                .lots
+                .into_iter()
+                .map(|l| Ok(LotPick { lot_id: l.lot_id, quantity: dec("fill.lots.quantity", &l.quantity)? }))
+                .collect::<Result<_, InputError>>()?,
         }),
         P::Clock(m) => Payload::Clock(Clock {
             kind: ClockKind::from_pb("clock.kind", m.kind)?,
@@ -564,6 +644,24 @@ fn household_from_pb(m: pb::HouseholdUpserted) -> Result<HouseholdUpserted, Inpu
                     .annual_gain_budget_usd
                     .map(|s| dec("household_upserted.tax.annual_gain_budget_usd", &s))
                     .transpose()?,
+                short_term_deferral_days: t.short_term_deferral_days.unwrap_or(d.short_term_deferral_days),
+                harvest: match t.harvest {
+                    None => d.harvest,
+                    Some(h) => HarvestSettings {
+                        enabled: h.enabled.unwrap_or(d.harvest.enabled),
+                        min_loss_pct: dec_or(
+                            "household_upserted.tax.harvest.min_loss_pct",
+                            h.min_loss_pct,
+                            d.harvest.min_loss_pct,
+                        )?,
+                        min_loss_usd: dec_or(
+                            "household_upserted.tax.harvest.min_loss_usd",
+                            h.min_loss_usd,
+                            d.harvest.min_loss_usd,
+                        )?,
+                        swap_back: h.swap_back.unwrap_or(d.harvest.swap_back),
+                    },
+                },
             }
         }
     };

@@ -1,6 +1,7 @@
 //! Unit tests of the protobuf conversions (given / when / then).
 
 use super::*;
+use overlay_core::output::RealizedLot;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -75,6 +76,13 @@ fn every_payload() -> Vec<Payload> {
                 short_term_rate: d("0.408"),
                 long_term_rate: d("0.238"),
                 annual_gain_budget_usd: Some(d("25000.00")),
+                short_term_deferral_days: 45,
+                harvest: HarvestSettings {
+                    enabled: true,
+                    min_loss_pct: d("0.15"),
+                    min_loss_usd: d("1000"),
+                    swap_back: false,
+                },
             },
             accounts: vec![
                 AccountSpec {
@@ -134,6 +142,7 @@ fn every_payload() -> Vec<Payload> {
             price: d("388.4700"),
             trade_date: day("2025-03-14"),
             reason: Some("partial execution".into()),
+            lots: vec![LotPick { lot_id: 3, quantity: d("12.5") }],
         }),
         Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: day("2025-03-14") }),
         Payload::CorporateAction(CorporateAction {
@@ -452,7 +461,43 @@ fn an_audit_record_encodes_its_body_and_maps_in_key_order() {
         AuditBody::Applied { event_type: "price_tick".into(), summary: "AAPL 213.49".into() },
         AuditBody::Rejected { event_type: None, error: InputErrorKind::Malformed, reason: "bad".into() },
         AuditBody::Duplicate { event_type: "fill".into(), first_seq: 3 },
-        AuditBody::Tax { account: "A".into(), detail: "realized".into(), realized_usd: d("-12.30") },
+        AuditBody::Tax {
+            account: "A".into(),
+            security: "MSFT".into(),
+            trade_date: day("2025-03-14"),
+            quantity: d("10"),
+            price: d("388.47"),
+            lots: vec![RealizedLot {
+                lot_id: 3,
+                quantity: d("10"),
+                cost_per_share: d("389.70"),
+                acquired: day("2024-01-05"),
+                holding_start: day("2024-01-05"),
+                gain_usd: d("-12.30"),
+                long_term: true,
+            }],
+            short_term_usd: d("0"),
+            long_term_usd: d("-12.30"),
+            realized_usd: d("-12.30"),
+            reportable: true,
+            detail: "realized".into(),
+        },
+        AuditBody::WashSale {
+            sale_event_id: "fill-1".into(),
+            sale_account: "A".into(),
+            security: "MSFT".into(),
+            sale_date: day("2025-03-14"),
+            sold_lot_id: 3,
+            replacement_account: "I".into(),
+            replacement_security: "MSFT".into(),
+            replacement_lot_id: 1,
+            replacement_date: day("2025-03-20"),
+            shares: d("10"),
+            disallowed_usd: d("12.30"),
+            basis_added: false,
+            holding_start: day("2025-03-20"),
+            detail: "wash sale".into(),
+        },
     ];
     for body in bodies {
         let r = AuditRecord { body, at: None, event_id: None, household: None, ..record.clone() };

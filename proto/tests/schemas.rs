@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use jsonschema::{Draft, Validator};
 use overlay_core::event::{decode_json, InputErrorKind, Side};
 use overlay_core::output::{
-    AuditBody, AuditRecord, DeadLetter, DecisionInputs, LotRelief, Order, OrderReason, Skip, SkipReason,
+    AuditBody, AuditRecord, DeadLetter, DecisionInputs, LotRelief, Order, OrderReason, RealizedLot, Skip, SkipReason,
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -184,6 +184,10 @@ fn broken_events_fail_the_schema_and_the_decoder() {
     }
 }
 
+fn day(s: &str) -> chrono::NaiveDate {
+    s.parse().expect("test date")
+}
+
 fn d(s: &str) -> Decimal {
     Decimal::from_str_exact(s).expect("test decimal")
 }
@@ -253,8 +257,40 @@ fn every_audit_body() -> Vec<AuditBody> {
         },
         AuditBody::Tax {
             account: "HH-20417-TAXABLE".into(),
-            detail: "lot 3 sold at a loss".into(),
+            security: "XOM".into(),
+            trade_date: day("2025-03-14"),
+            quantity: d("40"),
+            price: d("111.43"),
+            lots: vec![RealizedLot {
+                lot_id: 3,
+                quantity: d("40"),
+                cost_per_share: d("127.245"),
+                acquired: day("2024-11-02"),
+                holding_start: day("2024-11-02"),
+                gain_usd: d("-632.60"),
+                long_term: false,
+            }],
+            short_term_usd: d("-632.60"),
+            long_term_usd: d("0"),
             realized_usd: d("-632.60"),
+            reportable: true,
+            detail: "lot 3 sold at a loss".into(),
+        },
+        AuditBody::WashSale {
+            sale_event_id: "fill-o-1-1".into(),
+            sale_account: "HH-20417-TAXABLE".into(),
+            security: "XOM".into(),
+            sale_date: day("2025-03-14"),
+            sold_lot_id: 3,
+            replacement_account: "HH-20417-IRA".into(),
+            replacement_security: "XOM".into(),
+            replacement_lot_id: 7,
+            replacement_date: day("2025-03-28"),
+            shares: d("40"),
+            disallowed_usd: d("632.60"),
+            basis_added: false,
+            holding_start: day("2025-03-28"),
+            detail: "replacement in an IRA: the loss is lost for good".into(),
         },
     ]
 }

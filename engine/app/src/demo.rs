@@ -255,6 +255,7 @@ pub fn fills_for(o: &Order, date: NaiveDate, at: DateTime<Utc>) -> Vec<Envelope>
             price: o.ref_price,
             trade_date: date,
             reason: reason.map(str::to_string),
+            lots: Vec::new(),
         }),
     };
     if o.seq.is_multiple_of(97) {

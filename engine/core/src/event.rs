@@ -240,11 +240,41 @@ pub struct TaxProfile {
     /// Most net realized gain accepted per calendar year; none = no budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annual_gain_budget_usd: Option<Decimal>,
+    /// A discretionary sell keeps a lot with a short-term gain that turns
+    /// long-term within this many days (forced sales do not wait).
+    pub short_term_deferral_days: u32,
+    pub harvest: HarvestSettings,
 }
 
 impl Default for TaxProfile {
     fn default() -> Self {
-        Self { short_term_rate: Decimal::new(37, 2), long_term_rate: Decimal::new(20, 2), annual_gain_budget_usd: None }
+        Self {
+            short_term_rate: Decimal::new(37, 2),
+            long_term_rate: Decimal::new(20, 2),
+            annual_gain_budget_usd: None,
+            short_term_deferral_days: 30,
+            harvest: HarvestSettings::default(),
+        }
+    }
+}
+
+/// Tax-loss harvesting in taxable accounts, scanned on market-close clock events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarvestSettings {
+    pub enabled: bool,
+    /// A lot is harvested when its price is at least this fraction below its basis (0.1 = 10%)…
+    pub min_loss_pct: Decimal,
+    /// …and the security's harvestable lots lose at least this much in all.
+    pub min_loss_usd: Decimal,
+    /// After the wash-sale window, sell the substitute and buy the original
+    /// back (false: the substitute keeps standing in for it).
+    pub swap_back: bool,
+}
+
+impl Default for HarvestSettings {
+    fn default() -> Self {
+        Self { enabled: true, min_loss_pct: Decimal::new(10, 2), min_loss_usd: Decimal::new(500, 0), swap_back: true }
     }
 }
 
@@ -272,6 +302,9 @@ pub struct RestrictionSpec {
     pub account: Option<AccountId>,
     pub effective: DateTime<Utc>,
 }
+
+/// Most lots one fill names.
+pub const FILL_LOTS_MAX: usize = 1024;
 
 /// Most restrictions one household carries.
 pub const HOUSEHOLD_RESTRICTIONS_MAX: usize = 256;
@@ -385,6 +418,18 @@ pub struct Fill {
     pub trade_date: NaiveDate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Specific identification for a sell from outside the engine: the lots to
+    /// relieve and how many shares of each (they must add up to `quantity`).
+    /// Without it, an order's own lots are relieved, else the account's policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lots: Vec<LotPick>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotPick {
+    pub lot_id: u64,
+    pub quantity: Decimal,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -596,7 +641,25 @@ impl Payload {
                         } else {
                             check_non_negative("quantity", e.quantity)?;
                         }
-                        check_positive("price", e.price)
+                        check_positive("price", e.price)?;
+                        if !e.lots.is_empty() {
+                            if e.side != Side::Sell {
+                                return Err(InputError::invalid("only a sell names the lots it relieves"));
+                            }
+                            check_count("lots", e.lots.len(), FILL_LOTS_MAX)?;
+                            let mut sum = Decimal::ZERO;
+                            for l in &e.lots {
+                                check_positive(&format!("quantity of lot {}", l.lot_id), l.quantity)?;
+                                sum += l.quantity;
+                            }
+                            if sum != e.quantity {
+                                return Err(InputError::invalid(format!(
+                                    "the named lots add up to {sum} shares, but the fill is for {}",
+                                    e.quantity
+                                )));
+                            }
+                        }
+                        Ok(())
                     }
                     FillStatus::Rejected | FillStatus::Cancelled => {
                         if e.order_id.is_none() {
@@ -655,6 +718,8 @@ fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
     if let Some(b) = e.tax.annual_gain_budget_usd {
         check_non_negative("annual_gain_budget_usd", b)?;
     }
+    check_fraction("harvest.min_loss_pct", e.tax.harvest.min_loss_pct)?;
+    check_non_negative("harvest.min_loss_usd", e.tax.harvest.min_loss_usd)?;
     if e.accounts.is_empty() {
         return Err(InputError::invalid("a household needs at least one account"));
     }

@@ -12,10 +12,11 @@ use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
     Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, PendingOrder, PriceState, Restriction, State,
-    REFERENCE_STREAM,
+    WashLedger, REFERENCE_STREAM,
 };
+use crate::tax;
 use crate::text::hex_lower;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -132,7 +133,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Payload::HouseholdUpserted(e) => decide_household(state, env, e),
         Payload::RestrictionEdited(e) => decide_restriction(state, env, e),
         Payload::CashFlow(e) => decide_cash_flow(state, env, e),
-        Payload::Fill(e) => decide_fill(state, e),
+        Payload::Fill(e) => decide_fill(state, env, e),
         Payload::Clock(e) => Ok(decide_clock(state, env, e.kind, e.trade_date)),
         Payload::CorporateAction(e) => decide_corporate_action(state, e),
     };
@@ -388,6 +389,7 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         accounts: BTreeMap::new(),
         restrictions: BTreeMap::new(),
         realized: BTreeMap::new(),
+        wash: WashLedger::default(),
     });
     hh.tax = e.tax.clone();
     for spec in &e.restrictions {
@@ -470,6 +472,7 @@ fn header_of(h: &Household) -> Household {
         accounts: BTreeMap::new(),
         restrictions: h.restrictions.clone(),
         realized: h.realized.clone(),
+        wash: h.wash.clone(),
     }
 }
 
@@ -585,7 +588,7 @@ fn pay_withdrawals(a: &mut Account) {
     a.withdrawal_due -= pay;
 }
 
-fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
+fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, InputError> {
     let hh = state
         .households
         .get(&e.household)
@@ -597,13 +600,23 @@ fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
     if !state.securities.contains_key(&e.security) {
         return Err(unknown(format!("fill in unknown security {}", e.security)));
     }
-    let mut acct = header_account(account);
-    let mut lots = account.lots.get(&e.security).cloned().unwrap_or_default();
-    let mut hh_next = header_of(hh);
     let mut d = Decision::default();
 
-    // Which lots a sell relieves: the order's own, else the account's policy.
-    let mut relief: Vec<(u64, Decimal)> = Vec::new();
+    // Which lots a sell relieves: the lots the fill names, else the order's
+    // own, else the account's policy.
+    let mut relief: Vec<(u64, Decimal)> = e.lots.iter().map(|l| (l.lot_id, l.quantity)).collect();
+    if !e.lots.is_empty() {
+        let held = account.lots.get(&e.security);
+        for (id, q) in &relief {
+            let lot = held.and_then(|lots| lots.iter().find(|l| l.lot_id == *id));
+            if lot.is_none_or(|l| l.quantity < *q) {
+                return Err(InputError::invalid(format!(
+                    "the fill names {q} shares of lot {id}, which account {} does not hold in {}",
+                    e.account, e.security
+                )));
+            }
+        }
+    }
     if let Some(order_id) = &e.order_id {
         let pending = account
             .pending
@@ -629,10 +642,13 @@ fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
         rest.open_quantity -= e.quantity;
         if e.side == Side::Sell {
             let mut left = e.quantity;
+            let named = !relief.is_empty();
             for l in rest.lots.iter_mut() {
                 let take = l.quantity.min(left);
                 if take > Decimal::ZERO {
-                    relief.push((l.lot_id, take));
+                    if !named {
+                        relief.push((l.lot_id, take));
+                    }
                     l.quantity -= take;
                     left -= take;
                 }
@@ -645,61 +661,79 @@ fn decide_fill(state: &State, e: &Fill) -> Result<Decision, InputError> {
         d.changes.push(Change::Pending(e.household.clone(), e.account.clone(), order_id.clone(), rest));
     }
     let executed = matches!(e.status, FillStatus::Partial | FillStatus::Filled) && e.quantity > Decimal::ZERO;
+    let mut book = tax::Book::new(hh, header_of(hh));
+    book.account(&e.account);
     if executed {
+        book.header.wash.prune(e.trade_date);
         let value = e.quantity * e.price;
         match e.side {
             Side::Buy => {
-                lots.push(Lot {
-                    lot_id: acct.next_lot_id,
-                    quantity: e.quantity,
-                    cost_per_share: e.price,
-                    acquired: e.trade_date,
-                    holding_start: e.trade_date,
-                });
-                acct.next_lot_id += 1;
-                acct.cash -= value;
+                tax::buy(state, &mut book, e);
+                book.account(&e.account).cash -= value;
             }
             Side::Sell => {
-                let held: Decimal = lots.iter().map(|l| l.quantity).sum();
+                let held: Decimal =
+                    account.lots.get(&e.security).map_or(Decimal::ZERO, |l| l.iter().map(|l| l.quantity).sum());
                 if e.quantity > held {
                     return Err(InputError::invalid(format!(
                         "sell of {} {} exceeds the {held} held",
                         e.quantity, e.security
                     )));
                 }
-                relief = complete_relief(hh, account, &lots, relief, e.quantity, e.price, e.trade_date);
-                let realized = relieve(&mut lots, &relief, e.price, e.trade_date);
-                acct.cash += value;
-                if account.kind.is_taxable() {
-                    let year = hh_next.realized.entry(e.trade_date.year()).or_default();
-                    year.short_term_usd += realized.short_term;
-                    year.long_term_usd += realized.long_term;
-                    d.changes.push(Change::Household(hh_next.clone()));
-                }
-                d.audit.push(AuditDraft {
-                    household: Some(e.household.clone()),
-                    body: AuditBody::Tax {
-                        account: e.account.clone(),
-                        detail: format!(
-                            "sold {} {} from lots {}: short-term {}, long-term {}{}",
-                            e.quantity,
-                            e.security,
-                            relief.iter().map(|(id, q)| format!("#{id}×{q}")).collect::<Vec<_>>().join(", "),
-                            realized.short_term,
-                            realized.long_term,
-                            if account.kind.is_taxable() { "" } else { " (tax-deferred account: not reportable)" }
-                        ),
-                        realized_usd: realized.short_term + realized.long_term,
-                    },
+                let lots = account.lots.get(&e.security).map(Vec::as_slice).unwrap_or_default();
+                relief = complete_relief(hh, account, lots, relief, e.quantity, e.price, e.trade_date);
+                let realized = tax::sell(state, &mut book, &env.event_id, e, &relief);
+                book.account(&e.account).cash += value;
+                let (short, long) = realized.iter().fold((Decimal::ZERO, Decimal::ZERO), |(s, l), r| {
+                    if r.long_term {
+                        (s, l + r.gain_usd)
+                    } else {
+                        (s + r.gain_usd, l)
+                    }
                 });
+                let reportable = account.kind.is_taxable();
+                let detail = format!(
+                    "sold {} {} at {} from lots {}: short-term {}, long-term {}{}",
+                    e.quantity,
+                    e.security,
+                    e.price,
+                    realized.iter().map(|r| format!("#{}×{}", r.lot_id, r.quantity)).collect::<Vec<_>>().join(", "),
+                    short,
+                    long,
+                    if reportable { "" } else { " (tax-deferred account: not reportable)" }
+                );
+                // The sale's own record comes before any wash-sale records it caused.
+                book.audit.insert(
+                    0,
+                    AuditBody::Tax {
+                        account: e.account.clone(),
+                        security: e.security.clone(),
+                        trade_date: e.trade_date,
+                        quantity: e.quantity,
+                        price: e.price,
+                        lots: realized,
+                        short_term_usd: short,
+                        long_term_usd: long,
+                        realized_usd: short + long,
+                        reportable,
+                        detail,
+                    },
+                );
             }
         }
-        pay_withdrawals(&mut acct);
+        pay_withdrawals(book.account(&e.account));
     }
-    d.changes.push(Change::Account(e.household.clone(), acct));
-    if executed {
-        d.changes.push(Change::Lots(e.household.clone(), e.account.clone(), e.security.clone(), lots));
+    let tax::Book { header, accounts, lots, audit, .. } = book;
+    if header != header_of(hh) {
+        d.changes.push(Change::Household(header));
     }
+    for acc in accounts.into_values() {
+        d.changes.push(Change::Account(e.household.clone(), acc));
+    }
+    for ((a, sec), l) in lots {
+        d.changes.push(Change::Lots(e.household.clone(), a, sec, l));
+    }
+    d.audit.extend(audit.into_iter().map(|body| AuditDraft { household: Some(e.household.clone()), body }));
     Ok(d)
 }
 
@@ -735,33 +769,14 @@ fn complete_relief(
     relief
 }
 
-struct Realized {
-    short_term: Decimal,
-    long_term: Decimal,
-}
-
-fn relieve(lots: &mut Vec<Lot>, relief: &[(u64, Decimal)], price: Decimal, on: NaiveDate) -> Realized {
-    let mut r = Realized { short_term: Decimal::ZERO, long_term: Decimal::ZERO };
-    for (id, q) in relief {
-        let lot = lots.iter_mut().find(|l| l.lot_id == *id).expect("relief names held lots");
-        let gain = (price - lot.cost_per_share) * *q;
-        if lot.is_long_term(on) {
-            r.long_term += gain;
-        } else {
-            r.short_term += gain;
-        }
-        lot.quantity -= *q;
-    }
-    lots.retain(|l| l.quantity > Decimal::ZERO);
-    r
-}
-
 fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: NaiveDate) -> Decision {
     let mut d = Decision::default();
     let reason = match kind {
         ClockKind::MarketClose | ClockKind::Review => OrderReason::Drift,
     };
-    let ctx = Context::new(env.event_time, trade_date, reason, Mode::Full);
+    let mut ctx = Context::new(env.event_time, trade_date, reason, Mode::Full);
+    // Harvest scans run on the daily close.
+    ctx.harvest = kind == ClockKind::MarketClose;
     for hh in state.households.values() {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
         rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
@@ -780,6 +795,22 @@ fn decide_corporate_action(state: &State, e: &CorporateAction) -> Result<Decisio
         let mut p = p.clone();
         p.price = p.price * dn / n;
         d.changes.push(Change::Price(e.security.clone(), p));
+    }
+    // Wash-sale windows open on the security count post-split shares.
+    for hh in state.households.values() {
+        if hh.wash.loss_sales.iter().any(|s| s.security == e.security)
+            || hh.wash.buys.iter().any(|b| b.security == e.security)
+        {
+            let mut header = header_of(hh);
+            for s in header.wash.loss_sales.iter_mut().filter(|s| s.security == e.security) {
+                s.open_shares = s.open_shares * n / dn;
+                s.loss_per_share = s.loss_per_share * dn / n;
+            }
+            for b in header.wash.buys.iter_mut().filter(|b| b.security == e.security) {
+                b.open_shares = b.open_shares * n / dn;
+            }
+            d.changes.push(Change::Household(header));
+        }
     }
     for h in state.holders.get(&e.security).into_iter().flatten() {
         for (a, account) in &state.households[h].accounts {
@@ -817,9 +848,13 @@ fn rebalance_household(
     ctx: &Context,
     d: &mut Decision,
 ) {
+    // Wash-sale windows and the tax budget are household-wide: each account's
+    // plan sees what the accounts planned before it.
+    let mut view = rebalance::HouseholdView::of(state, hh, ctx.trade_date);
     for a in accounts {
         let Some(account) = hh.accounts.get(a) else { continue };
-        let plan = rebalance::plan_account(state, hh, account, ctx);
+        let plan = rebalance::plan_account(state, hh, account, ctx, &view);
+        view.record(state, account, &plan, ctx.trade_date);
         emit_plan(env, hh, account, plan, ctx, d);
     }
 }
@@ -1003,6 +1038,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                     cur.tax = h.tax;
                     cur.restrictions = h.restrictions;
                     cur.realized = h.realized;
+                    cur.wash = h.wash;
                 }
                 None => {
                     state.households.insert(h.id.clone(), h);

@@ -8,10 +8,15 @@ pub mod ids;
 pub mod output;
 pub mod rebalance;
 pub mod state;
+pub mod tax;
 pub mod text;
 
 pub use fold::{apply, decide, step, Applied, Decision, Input};
 pub use state::State;
 
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tax_tests;
 #[cfg(test)]
 mod tests;

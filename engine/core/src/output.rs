@@ -4,7 +4,7 @@
 
 use crate::event::{InputErrorKind, Side};
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -146,8 +146,58 @@ pub enum AuditBody {
         orders: Vec<OrderId>,
         skipped: Vec<Skip>,
     },
-    /// A tax event recorded while applying a fill (realized gain, wash-sale adjustment).
-    Tax { account: AccountId, detail: String, realized_usd: Decimal },
+    /// A sale's realized result, lot by lot, recorded while applying its fill.
+    Tax {
+        account: AccountId,
+        security: SecurityId,
+        trade_date: NaiveDate,
+        quantity: Decimal,
+        price: Decimal,
+        lots: Vec<RealizedLot>,
+        short_term_usd: Decimal,
+        long_term_usd: Decimal,
+        /// Proceeds minus the adjusted basis of the lots sold (before any
+        /// disallowance of this sale's own loss).
+        realized_usd: Decimal,
+        /// False in a tax-deferred account (IRA, Roth): nothing to report.
+        reportable: bool,
+        detail: String,
+    },
+    /// A loss disallowed by the wash-sale rule, and where it went.
+    WashSale {
+        /// The sale whose loss is disallowed.
+        sale_event_id: String,
+        sale_account: AccountId,
+        security: SecurityId,
+        sale_date: NaiveDate,
+        sold_lot_id: u64,
+        /// The replacement shares: account, security, the lot that now holds
+        /// them, and when they were bought.
+        replacement_account: AccountId,
+        replacement_security: SecurityId,
+        replacement_lot_id: u64,
+        replacement_date: NaiveDate,
+        shares: Decimal,
+        disallowed_usd: Decimal,
+        /// False when the replacement is in an IRA or Roth: the loss is lost for good.
+        basis_added: bool,
+        /// The replacement's holding period start after the sold shares' was carried over.
+        holding_start: NaiveDate,
+        detail: String,
+    },
+}
+
+/// One lot a sale relieved, and what it realized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealizedLot {
+    pub lot_id: u64,
+    pub quantity: Decimal,
+    /// Adjusted basis per share.
+    pub cost_per_share: Decimal,
+    pub acquired: NaiveDate,
+    pub holding_start: NaiveDate,
+    pub gain_usd: Decimal,
+    pub long_term: bool,
 }
 
 /// An audit record. `prev_hash` and `hash` chain the records of one stream

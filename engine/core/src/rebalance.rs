@@ -6,8 +6,9 @@
 use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side};
 use crate::ids::{HouseholdId, ModelId, RestrictionId, SecurityId};
 use crate::output::{DecisionInputs, LotRelief, OrderReason, Skip, SkipReason};
-use crate::state::{Account, Household, Lot, Restriction, State};
-use chrono::{DateTime, NaiveDate, Utc};
+use crate::state::{one_year_after, within_wash_window, Account, Household, Lot, Restriction, State};
+use crate::tax::wash_key;
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::cell::RefCell;
@@ -33,11 +34,91 @@ pub struct Context {
     /// Direct-index subset plans by (model, names), shared by the accounts of
     /// one decision (a clock event plans hundreds of accounts on one index).
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
+    /// Scan taxable accounts for losses to harvest (market-close clock events).
+    pub harvest: bool,
 }
 
 impl Context {
     pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
-        Self { now, trade_date, reason, mode, subsets: RefCell::new(BTreeMap::new()) }
+        Self { now, trade_date, reason, mode, subsets: RefCell::new(BTreeMap::new()), harvest: false }
+    }
+}
+
+/// What the household's recent trades, open orders and already planned
+/// accounts mean for the next account's plan: the wash-sale windows open (by
+/// wash key, with the latest date) and the tax budget left this year. Built
+/// once per household per decision and updated after each account's plan, so
+/// one account never buys what another just sold at a loss.
+#[derive(Clone, Debug, Default)]
+pub struct HouseholdView {
+    /// Keys sold at a loss in a taxable account within the window (or about to be).
+    pub loss_sold: BTreeMap<String, NaiveDate>,
+    /// Keys bought in any account within the window (or about to be).
+    pub bought: BTreeMap<String, NaiveDate>,
+    /// Net realized gain the budget still allows this year (None: no budget).
+    pub budget_left: Option<Decimal>,
+}
+
+impl HouseholdView {
+    pub fn of(state: &State, hh: &Household, on: NaiveDate) -> Self {
+        let mut v = Self::default();
+        for s in hh.wash.loss_sales.iter().filter(|s| s.open_shares > Decimal::ZERO && within_wash_window(s.date, on)) {
+            v.note_loss(s.key.clone(), s.date);
+        }
+        for b in hh.wash.buys.iter().filter(|b| b.open_shares > Decimal::ZERO && within_wash_window(b.date, on)) {
+            v.note_buy(b.key.clone(), b.date);
+        }
+        let mut pending_gain = Decimal::ZERO;
+        for account in hh.accounts.values() {
+            for p in account.pending.values() {
+                let key = wash_key(state, &p.security);
+                match p.side {
+                    Side::Buy => v.note_buy(key, on),
+                    Side::Sell if account.kind.is_taxable() => {
+                        if p.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO) {
+                            v.note_loss(key, on);
+                        }
+                        pending_gain += p.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
+                    }
+                    Side::Sell => {}
+                }
+            }
+        }
+        v.budget_left = hh.tax.annual_gain_budget_usd.map(|budget| {
+            let realized = hh.realized.get(&on.year()).map_or(Decimal::ZERO, |y| y.net_usd());
+            budget - realized - pending_gain
+        });
+        v
+    }
+
+    fn note_loss(&mut self, key: String, on: NaiveDate) {
+        let d = self.loss_sold.entry(key).or_insert(on);
+        *d = (*d).max(on);
+    }
+
+    fn note_buy(&mut self, key: String, on: NaiveDate) {
+        let d = self.bought.entry(key).or_insert(on);
+        *d = (*d).max(on);
+    }
+
+    /// Takes in an account's plan: its buys and loss sales open windows, its
+    /// sales use budget.
+    pub fn record(&mut self, state: &State, account: &Account, plan: &Plan, on: NaiveDate) {
+        for o in &plan.orders {
+            let key = wash_key(state, &o.security);
+            match o.side {
+                Side::Buy => self.note_buy(key, on),
+                Side::Sell if account.kind.is_taxable() => {
+                    if o.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO) {
+                        self.note_loss(key, on);
+                    }
+                    if let Some(left) = self.budget_left.as_mut() {
+                        *left -= o.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
+                    }
+                }
+                Side::Sell => {}
+            }
+        }
     }
 }
 
@@ -126,8 +207,10 @@ pub struct Plan {
 struct Constraints<'a> {
     /// Must be sold entirely, with the reason to give the sale.
     forced_sell: BTreeMap<&'a SecurityId, OrderReason>,
-    /// May not be bought (the restriction that says so).
-    no_buy: BTreeMap<&'a SecurityId, String>,
+    /// May not be bought: why (a restriction, a wash-sale window) and which rule says so.
+    no_buy: BTreeMap<&'a SecurityId, (SkipReason, String)>,
+    /// Bought as a stand-in for a security the household may not buy now (reason `replacement`).
+    replacements: BTreeSet<&'a SecurityId>,
     /// Never traded; counts toward the account.
     legacy: BTreeSet<&'a SecurityId>,
 }
@@ -182,16 +265,37 @@ impl<'a> Projection<'a> {
     }
 }
 
-pub fn plan_account<'a>(state: &'a State, household: &'a Household, account: &'a Account, ctx: &Context) -> Plan {
+pub fn plan_account<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    ctx: &Context,
+    view: &HouseholdView,
+) -> Plan {
     let mut plan = Plan::default();
     plan.inputs.state_version = state.meta.applied;
-    let proj = Projection::of(state, account);
+    let mut proj = Projection::of(state, account);
+    let mut view = view.clone();
     plan.inputs.account_value_usd = proj.value;
     plan.inputs.cash_usd = account.cash;
     for (id, r) in household.restrictions_in_force(&account.id, ctx.now) {
         plan.inputs.restrictions.insert(id.clone(), r.version);
     }
-    let target = account_target(state, household, account, &proj, ctx, &mut plan);
+    if account.sleeves.is_empty() {
+        // Held away or self-directed: the engine keeps its books (lots, wash
+        // sales) but does not trade it.
+        plan.rules.push("unmanaged account: no sleeves, not traded".to_string());
+        return plan;
+    }
+    // Harvest first: the losses it takes open wash-sale windows that send the
+    // harvested names' weight to their substitutes below.
+    let harvested = if ctx.harvest && ctx.mode == Mode::Full && account.kind.is_taxable() {
+        harvest(state, household, account, &mut proj, &mut view, ctx, &mut plan)
+    } else {
+        Vec::new()
+    };
+    let mut target = account_target(state, household, account, &proj, ctx, &mut plan);
+    wash_blocks(state, household, account, &proj, &view, ctx, &mut target, &mut plan);
     if proj.value <= Decimal::ZERO {
         plan.rules.push("account_value: nothing to invest".to_string());
         return plan;
@@ -205,6 +309,9 @@ pub fn plan_account<'a>(state: &'a State, household: &'a Household, account: &'a
     let mut inside_band_max = (Decimal::ZERO, None::<&SecurityId>);
 
     for sec in candidates {
+        if harvested.contains(&sec) {
+            continue;
+        }
         let qty = proj.quantity(sec);
         let wanted = target.weights.get(sec).copied().unwrap_or_default();
         let price = match confirmed_price(state, sec) {
@@ -266,18 +373,49 @@ pub fn plan_account<'a>(state: &'a State, household: &'a Household, account: &'a
     }
 
     // Sells first: their proceeds fund the buys.
-    let mut proceeds = Decimal::ZERO;
+    let mut sold = Vec::new();
     for (sec, qty, price, reason) in sells {
-        if let Some(order) = size_sell(household, account, &proj, sec, qty, price, reason, ctx, &mut plan) {
-            proceeds += order.quantity * price;
-            plan.orders.push(order);
+        if let Some(order) = size_sell(state, household, account, &proj, &view, sec, qty, price, reason, ctx, &mut plan)
+        {
+            sold.push(order);
         }
     }
+    if account.kind.is_taxable() {
+        if let Some(left) = view.budget_left {
+            keep_within_budget(household, &proj, &mut sold, left, &mut plan);
+        }
+    }
+    let proceeds: Decimal = sold.iter().map(|o| o.quantity * o.ref_price).sum();
+    // This plan's own loss sales open windows for its buys (a substantially
+    // identical name must not be bought back in the same breath).
+    if account.kind.is_taxable() {
+        for o in sold.iter().filter(|o| o.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO)) {
+            view.note_loss(wash_key(state, &o.security), ctx.trade_date);
+        }
+    }
+    plan.orders.extend(sold);
     let reserve = proj.value * account.settings.cash_reserve_pct;
     let available = proj.cash + proceeds - reserve;
-    size_buys(state, account, &target.constraints, buys, available, ctx, &mut plan);
+    size_buys(state, account, &target.constraints, &view, buys, available, ctx, &mut plan);
     summarize_skips(&mut plan.skipped);
     plan
+}
+
+/// The account's target weights as a decision at `ctx` would build them:
+/// sleeves blended, restrictions and screens applied, wash-sale windows
+/// honoured. For checks and explanations; decisions use [`plan_account`].
+pub fn target_weights(
+    state: &State,
+    household: &Household,
+    account: &Account,
+    ctx: &Context,
+) -> BTreeMap<SecurityId, Decimal> {
+    let mut plan = Plan::default();
+    let proj = Projection::of(state, account);
+    let view = HouseholdView::of(state, household, ctx.trade_date);
+    let mut target = account_target(state, household, account, &proj, ctx, &mut plan);
+    wash_blocks(state, household, account, &proj, &view, ctx, &mut target, &mut plan);
+    target.weights.into_iter().map(|(s, w)| (s.clone(), w)).collect()
 }
 
 /// Most skips listed one by one per mechanical reason; the rest are counted.
@@ -450,7 +588,7 @@ fn account_target<'a>(
                 constraints.forced_sell.insert(sec, reason);
             }
             None => {
-                constraints.no_buy.insert(sec, tag);
+                constraints.no_buy.insert(sec, (SkipReason::Restricted, tag));
             }
         }
     }
@@ -476,6 +614,245 @@ fn account_target<'a>(
     }
     fit_to_room(&mut weights, legacy_weight + account.settings.cash_reserve_pct, plan);
     Target { weights, constraints }
+}
+
+/// A substitute the household may buy in place of `sec`: the household's
+/// named substitute, else the security's own list, best first; never one
+/// restricted, legacy, unpriced, or itself in a wash-sale window.
+fn substitute_for<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    view: &HouseholdView,
+    sec: &SecurityId,
+    ctx: &Context,
+) -> Option<&'a SecurityId> {
+    let rules: Vec<(&RestrictionId, &Restriction)> = household.restrictions_in_force(&account.id, ctx.now).collect();
+    let named = rules.iter().filter_map(|(_, r)| match &r.rule {
+        RestrictionRule::Substitute { security, substitute } if security == sec => Some(substitute),
+        _ => None,
+    });
+    let listed = state.securities.get(sec).into_iter().flat_map(|s| s.substitutes.iter());
+    let own_key = wash_key(state, sec);
+    named.chain(listed).find(|s| {
+        let key = wash_key(state, s);
+        key != own_key
+            && !view.loss_sold.contains_key(&key)
+            && state.securities.contains_key(*s)
+            && confirmed_price(state, s).is_ok()
+            && rule_check(state, &rules, s).is_none()
+            && !rules.iter().any(|(_, r)| matches!(&r.rule, RestrictionRule::KeepLegacy { security } if security == *s))
+    })
+}
+
+/// Tax-loss harvesting (market close, taxable accounts): the lots of a
+/// security priced at least `min_loss_pct` below their basis are sold when
+/// together they lose at least `min_loss_usd`, provided a substitute can take
+/// the exposure and no purchase in the window would make the sale a wash.
+/// The sales are planned on the spot; the projection and the view then show
+/// them, so the target sends the name's weight to its substitute.
+fn harvest<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    proj: &mut Projection<'a>,
+    view: &mut HouseholdView,
+    ctx: &Context,
+    plan: &mut Plan,
+) -> Vec<&'a SecurityId> {
+    let settings = &household.tax.harvest;
+    let mut out = Vec::new();
+    if !settings.enabled {
+        return out;
+    }
+    let rules: Vec<(&RestrictionId, &Restriction)> = household.restrictions_in_force(&account.id, ctx.now).collect();
+    for (sec, lots) in &account.lots {
+        let Ok(price) = confirmed_price(state, sec) else { continue };
+        if rules.iter().any(|(_, r)| matches!(&r.rule, RestrictionRule::KeepLegacy { security } if security == sec))
+            || account.pending.values().any(|p| &p.security == sec)
+        {
+            continue;
+        }
+        let deep = |l: &Lot| {
+            l.cost_per_share > Decimal::ZERO && (l.cost_per_share - price) >= settings.min_loss_pct * l.cost_per_share
+        };
+        let loss: Decimal = lots.iter().filter(|l| deep(l)).map(|l| (l.cost_per_share - price) * l.quantity).sum();
+        if loss <= Decimal::ZERO || loss < settings.min_loss_usd {
+            continue;
+        }
+        let key = wash_key(state, sec);
+        if view.bought.contains_key(&key) {
+            plan.rules.push(format!(
+                "harvest: {sec} lots lose ${} but {sec} was bought within 30 days; not harvested (it would be a wash sale)",
+                loss.round_dp(2)
+            ));
+            continue;
+        }
+        let Some(sub) = substitute_for(state, household, account, view, sec, ctx) else {
+            plan.rules
+                .push(format!("harvest: {sec} lots lose ${}, but no substitute is eligible; kept", loss.round_dp(2)));
+            continue;
+        };
+        let lots = choose_lots_where(household, account, sec, Decimal::MAX, price, ctx.trade_date, &deep);
+        let qty: Decimal = lots.iter().map(|l| l.quantity).sum();
+        if qty <= Decimal::ZERO || qty * price < account.settings.min_trade_usd {
+            continue;
+        }
+        plan.rules.push(format!(
+            "harvest: sell {} {sec} from {} lot(s) at least {} below basis, ${} of losses; {sub} stands in for 31 days",
+            qty.normalize(),
+            lots.len(),
+            pct(settings.min_loss_pct),
+            loss.round_dp(2)
+        ));
+        plan.inputs.prices.insert(sec.clone(), price);
+        if let Some(q) = proj.quantity.get_mut(sec) {
+            *q -= qty;
+        }
+        proj.cash += qty * price;
+        view.note_loss(key, ctx.trade_date);
+        plan.orders.push(PlannedOrder {
+            security: sec.clone(),
+            side: Side::Sell,
+            quantity: qty,
+            ref_price: price,
+            reason: OrderReason::Harvest,
+            lots,
+        });
+        out.push(sec);
+    }
+    out
+}
+
+/// Wash-sale windows on the buy side: a security sold at a loss in the last
+/// 30 days (in any taxable account of the household, or planned so) is not
+/// bought; the weight it would have gained goes to its substitute, else stays
+/// in cash. With `swap_back` off, a substitute still held keeps standing in
+/// for its original after the window.
+#[allow(clippy::too_many_arguments)]
+fn wash_blocks<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    proj: &Projection<'a>,
+    view: &HouseholdView,
+    ctx: &Context,
+    target: &mut Target<'a>,
+    plan: &mut Plan,
+) {
+    let secs: Vec<&'a SecurityId> = target.weights.keys().copied().collect();
+    for sec in secs {
+        let key = wash_key(state, sec);
+        let blocked = view.loss_sold.get(&key).copied();
+        let wanted = target.weights[sec];
+        let current = proj.weight(state, sec);
+        let stand_in = if blocked.is_none() && !household.tax.harvest.swap_back && current.is_zero() {
+            // A substitute held (and not targeted) keeps standing in.
+            state.securities.get(sec).into_iter().flat_map(|s| s.substitutes.iter()).find(|s| {
+                proj.quantity(s) > Decimal::ZERO
+                    && !target.weights.contains_key(*s)
+                    && state.securities.contains_key(*s)
+            })
+        } else {
+            None
+        };
+        if let Some(sub) = stand_in {
+            let (sub_key, _) = state.securities.get_key_value(sub).expect("checked above");
+            target.weights.remove(sec);
+            *target.weights.entry(sub_key).or_default() += wanted;
+            plan.rules.push(format!("substitute {sub} keeps standing in for {sec} (swap back is off)"));
+            continue;
+        }
+        let Some(sold_on) = blocked else { continue };
+        let until = sold_on + Days::new(crate::state::WASH_WINDOW_DAYS + 1);
+        let tag = format!("{sec} was sold at a loss on {sold_on}; buying it before {until} would be a wash sale");
+        target.constraints.no_buy.insert(sec, (SkipReason::WashSaleBlock, tag.clone()));
+        if wanted <= current {
+            continue;
+        }
+        target.weights.insert(sec, current);
+        let extra = wanted - current;
+        match substitute_for(state, household, account, view, sec, ctx) {
+            Some(sub) => {
+                let (sub_key, _) = state.securities.get_key_value(sub).expect("substitutes are known");
+                *target.weights.entry(sub_key).or_default() += extra;
+                target.constraints.replacements.insert(sub_key);
+                plan.rules.push(format!("wash-sale window: {} of {sec} to substitute {sub} until {until}", pct(extra)));
+            }
+            None => plan.rules.push(format!("wash-sale window: {} of {sec} kept in cash until {until}", pct(extra))),
+        }
+    }
+}
+
+/// The annual tax budget: when the sales of this plan would realize more net
+/// gain than the budget has left, discretionary sales are dropped, those that
+/// buy the least drift reduction per tax dollar first. Forced sales and sales
+/// at a loss always stay.
+fn keep_within_budget(
+    household: &Household,
+    proj: &Projection<'_>,
+    sold: &mut Vec<PlannedOrder>,
+    left: Decimal,
+    plan: &mut Plan,
+) {
+    let gain = |o: &PlannedOrder| o.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
+    let total: Decimal = sold.iter().map(gain).sum();
+    if total <= left {
+        return;
+    }
+    let discretionary =
+        |o: &PlannedOrder| matches!(o.reason, OrderReason::Drift | OrderReason::ModelChange | OrderReason::Setup);
+    let tax = |o: &PlannedOrder| -> Decimal {
+        o.lots
+            .iter()
+            .map(|l| {
+                l.est_gain_usd * if l.long_term { household.tax.long_term_rate } else { household.tax.short_term_rate }
+            })
+            .sum()
+    };
+    // (drift reduction per tax dollar, index), worst first.
+    let mut ranked: Vec<(Decimal, usize)> = sold
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| discretionary(o) && gain(o) > Decimal::ZERO)
+        .map(|(i, o)| {
+            let reduction =
+                if proj.value > Decimal::ZERO { o.quantity * o.ref_price / proj.value } else { Decimal::ZERO };
+            let t = tax(o).max(Decimal::new(1, 2));
+            (reduction / t, i)
+        })
+        .collect();
+    ranked.sort();
+    let mut over = total - left;
+    let mut drop = BTreeSet::new();
+    for (ratio, i) in ranked {
+        if over <= Decimal::ZERO {
+            break;
+        }
+        over -= gain(&sold[i]);
+        drop.insert(i);
+        let o = &sold[i];
+        plan.skipped.push(skip(
+            &o.security,
+            Side::Sell,
+            SkipReason::TaxBudget,
+            format!(
+                "sale would realize ${} of gain; the annual budget has ${} left (drift reduction per tax dollar {})",
+                gain(o).round_dp(2),
+                left.max(Decimal::ZERO).round_dp(2),
+                ratio.round_dp(6)
+            ),
+        ));
+    }
+    if !drop.is_empty() {
+        plan.rules.push(format!("tax budget: {} sale(s) dropped to stay within the annual gain budget", drop.len()));
+        let mut i = 0;
+        sold.retain(|_| {
+            let keep = !drop.contains(&i);
+            i += 1;
+            keep
+        });
+    }
 }
 
 /// Scales the target down (if need be) so it leaves `taken` of the account
@@ -634,9 +1011,11 @@ fn redistribute<'a>(
 
 #[allow(clippy::too_many_arguments)]
 fn size_sell(
+    state: &State,
     household: &Household,
     account: &Account,
     proj: &Projection<'_>,
+    view: &HouseholdView,
     sec: &SecurityId,
     qty: Decimal,
     price: Decimal,
@@ -660,8 +1039,69 @@ fn size_sell(
         ));
         return None;
     }
-    let lots = choose_lots(household, account, sec, qty, price, ctx.trade_date);
+    // A discretionary sale in a taxable account leaves alone the lots it would
+    // wash (a loss after a purchase in the window) or whose short-term gain
+    // turns long-term within the deferral window.
+    let mut held_back: BTreeMap<SkipReason, Decimal> = BTreeMap::new();
+    let lots = if forced || !account.kind.is_taxable() {
+        choose_lots(household, account, sec, qty, price, ctx.trade_date)
+    } else {
+        let bought = view.bought.get(&wash_key(state, sec)).copied();
+        let deferral = Days::new(u64::from(household.tax.short_term_deferral_days));
+        let keep = |l: &Lot| -> Option<SkipReason> {
+            let gain = price - l.cost_per_share;
+            if gain < Decimal::ZERO && bought.is_some() {
+                return Some(SkipReason::WashSaleBlock);
+            }
+            let long_from = one_year_after(l.holding_start) + Days::new(1);
+            if gain > Decimal::ZERO && !l.is_long_term(ctx.trade_date) && long_from <= ctx.trade_date + deferral {
+                return Some(SkipReason::ShortTermDeferral);
+            }
+            None
+        };
+        let lots = choose_lots_where(household, account, sec, qty, price, ctx.trade_date, &|l| keep(l).is_none());
+        let relieved: Decimal = lots.iter().map(|l| l.quantity).sum();
+        if relieved < qty {
+            for l in account.lots.get(sec).into_iter().flatten() {
+                if let Some(r) = keep(l) {
+                    *held_back.entry(r).or_default() += l.quantity;
+                }
+            }
+        }
+        lots
+    };
+    for (reason, shares) in &held_back {
+        let detail = match reason {
+            SkipReason::WashSaleBlock => format!(
+                "{} shares at a loss kept: {} was bought within 30 days (selling would be a wash sale)",
+                shares.normalize(),
+                sec
+            ),
+            _ => format!(
+                "{} shares with a short-term gain kept: they turn long-term within {} days",
+                shares.normalize(),
+                household.tax.short_term_deferral_days
+            ),
+        };
+        plan.skipped.push(skip(sec, Side::Sell, *reason, detail));
+    }
     let relieved: Decimal = lots.iter().map(|l| l.quantity).sum();
+    if relieved <= Decimal::ZERO && !held_back.is_empty() {
+        return None;
+    }
+    if !forced && relieved > Decimal::ZERO && relieved * price < account.settings.min_trade_usd {
+        plan.skipped.push(skip(
+            sec,
+            Side::Sell,
+            SkipReason::BelowMinimum,
+            format!(
+                "sell of ${} is below the ${} minimum",
+                (relieved * price).round_dp(2),
+                account.settings.min_trade_usd
+            ),
+        ));
+        return None;
+    }
     if relieved <= Decimal::ZERO {
         plan.skipped.push(skip(
             sec,
@@ -685,6 +1125,19 @@ pub fn choose_lots(
     price: Decimal,
     on: NaiveDate,
 ) -> Vec<LotRelief> {
+    choose_lots_where(household, account, sec, qty, price, on, &|_| true)
+}
+
+/// [`choose_lots`] among the lots `offer` accepts.
+pub fn choose_lots_where(
+    household: &Household,
+    account: &Account,
+    sec: &SecurityId,
+    qty: Decimal,
+    price: Decimal,
+    on: NaiveDate,
+    offer: &dyn Fn(&Lot) -> bool,
+) -> Vec<LotRelief> {
     let Some(lots) = account.lots.get(sec) else { return Vec::new() };
     let mut committed: BTreeMap<u64, Decimal> = BTreeMap::new();
     for p in account.pending.values().filter(|p| &p.security == sec && p.side == Side::Sell) {
@@ -694,6 +1147,7 @@ pub fn choose_lots(
     }
     let free: Vec<(&Lot, Decimal)> = lots
         .iter()
+        .filter(|l| offer(l))
         .map(|l| (l, l.quantity - committed.get(&l.lot_id).copied().unwrap_or_default()))
         .filter(|(_, free)| *free > Decimal::ZERO)
         .collect();
@@ -790,10 +1244,12 @@ fn raise_cash_sells<'a>(
 }
 
 /// Buys, most under-weight first, within the cash available.
+#[allow(clippy::too_many_arguments)]
 fn size_buys(
     state: &State,
     account: &Account,
     constraints: &Constraints<'_>,
+    view: &HouseholdView,
     mut buys: Vec<(&SecurityId, Decimal, Decimal)>,
     available: Decimal,
     ctx: &Context,
@@ -805,8 +1261,17 @@ fn size_buys(
     buys.sort_by(|a, b| (a.2, a.0).cmp(&(b.2, b.0)));
     let mut cash = available.max(Decimal::ZERO);
     for (sec, want_usd, _) in buys {
-        if let Some(why) = constraints.no_buy.get(sec) {
-            plan.skipped.push(skip(sec, Side::Buy, SkipReason::Restricted, format!("{why} forbids buying")));
+        if let Some((reason, why)) = constraints.no_buy.get(sec) {
+            let detail = match reason {
+                SkipReason::Restricted => format!("{why} forbids buying"),
+                _ => why.clone(),
+            };
+            plan.skipped.push(skip(sec, Side::Buy, *reason, detail));
+            continue;
+        }
+        if let Some(sold_on) = view.loss_sold.get(&wash_key(state, sec)) {
+            let detail = format!("{sec} or a substantially identical security was sold at a loss on {sold_on}");
+            plan.skipped.push(skip(sec, Side::Buy, SkipReason::WashSaleBlock, detail));
             continue;
         }
         let price = match confirmed_price(state, sec) {
@@ -856,7 +1321,7 @@ fn size_buys(
             side: Side::Buy,
             quantity: qty,
             ref_price: price,
-            reason: ctx.reason,
+            reason: if constraints.replacements.contains(sec) { OrderReason::Replacement } else { ctx.reason },
             lots: Vec::new(),
         });
     }

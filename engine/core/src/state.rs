@@ -233,13 +233,91 @@ pub struct Household {
     pub restrictions: BTreeMap<RestrictionId, Restriction>,
     /// Realized gains (+) and losses (−) by calendar year, short and long term.
     pub realized: BTreeMap<i32, RealizedYear>,
+    /// Recent loss sales and purchases, household-wide, for the wash-sale rule.
+    #[serde(default, skip_serializing_if = "WashLedger::is_empty")]
+    pub wash: WashLedger,
+}
+
+/// The wash-sale rule's memory (IRC §1091), household-wide with IRAs
+/// included: shares sold at a loss that a purchase within 30 days after could
+/// still replace, and shares bought that a loss sale within 30 days after
+/// could still be matched with. A share serves as a replacement once.
+/// Entries older than the window are dropped when the household next trades.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WashLedger {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss_sales: Vec<LossSale>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buys: Vec<RecentBuy>,
+}
+
+impl WashLedger {
+    pub fn is_empty(&self) -> bool {
+        self.loss_sales.is_empty() && self.buys.is_empty()
+    }
+
+    /// Drops what no trade on or after `on` can match any more.
+    pub fn prune(&mut self, on: NaiveDate) {
+        let first = on - chrono::Days::new(WASH_WINDOW_DAYS);
+        self.loss_sales.retain(|s| s.date >= first && s.open_shares > Decimal::ZERO);
+        self.buys.retain(|b| b.date >= first && b.open_shares > Decimal::ZERO);
+    }
+}
+
+/// Days either side of a loss sale in which a purchase makes it a wash sale.
+pub const WASH_WINDOW_DAYS: u64 = 30;
+
+/// Whether `a` and `b` are within the wash-sale window of each other.
+pub fn within_wash_window(a: NaiveDate, b: NaiveDate) -> bool {
+    (a - b).num_days().unsigned_abs() <= WASH_WINDOW_DAYS
+}
+
+/// Shares of one lot sold at a loss in a taxable account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossSale {
+    /// The fill that sold them (the sale the audit names).
+    pub sale_event_id: String,
+    pub account: AccountId,
+    pub security: SecurityId,
+    /// The wash-sale key: the security's identical group, else the security.
+    pub key: String,
+    pub date: NaiveDate,
+    pub lot_id: u64,
+    /// Shares whose loss a purchase could still disallow.
+    pub open_shares: Decimal,
+    /// Loss per share, positive.
+    pub loss_per_share: Decimal,
+    /// Days the sold shares were held (sale date − holding start): a
+    /// replacement's holding period starts that many days earlier.
+    pub held_days: i64,
+}
+
+/// Shares bought (in any account) that a later loss sale could be matched with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentBuy {
+    pub account: AccountId,
+    pub security: SecurityId,
+    pub key: String,
+    pub date: NaiveDate,
+    pub lot_id: u64,
+    /// Shares not yet used as a replacement.
+    pub open_shares: Decimal,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealizedYear {
+    /// Short-term gains minus losses, as sold (before wash-sale disallowance).
     pub short_term_usd: Decimal,
     pub long_term_usd: Decimal,
+    /// Losses of this year's sales disallowed by the wash-sale rule (positive).
     pub disallowed_usd: Decimal,
+}
+
+impl RealizedYear {
+    /// Net gain for the tax budget: gains minus the losses that count.
+    pub fn net_usd(&self) -> Decimal {
+        self.short_term_usd + self.long_term_usd + self.disallowed_usd
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -139,6 +139,7 @@ impl World {
                 price: p,
                 trade_date: self.now.date_naive(),
                 reason: None,
+                lots: Vec::new(),
             }));
         }
     }
@@ -345,6 +346,7 @@ fn a_partial_fill_keeps_the_rest_open_and_a_rejection_releases_it() {
             price: d("100"),
             trade_date: date("2025-01-03"),
             reason: None,
+            lots: Vec::new(),
         })
     };
     w.when(fill(FillStatus::Partial, "100"));
@@ -370,6 +372,7 @@ fn fill_for_an_unknown_order_or_overfill_is_refused() {
         price: d("1"),
         trade_date: date("2025-01-03"),
         reason: None,
+        lots: Vec::new(),
     };
     let r = w.when(Payload::Fill(f.clone()));
     assert_eq!(r.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
@@ -814,4 +817,166 @@ fn a_redelivered_tick_is_a_duplicate_and_a_conflicting_one_is_refused() {
     let ids_before = w.state.meta.seen.len();
     w.price("MSFT", "201");
     assert_eq!(w.state.meta.seen.len(), ids_before);
+}
+
+// ---------------------------------------------------------------------------
+// Taxes and wash sales in the engine's own decisions
+// ---------------------------------------------------------------------------
+
+fn taxed(h: &str, tax: TaxProfile, cash: &str, lots: Vec<OpeningLot>) -> Payload {
+    Payload::HouseholdUpserted(HouseholdUpserted {
+        household: h.into(),
+        tax,
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
+            settings: AccountSettings::default(),
+            opening_cash: d(cash),
+            opening_lots: lots,
+        }],
+        restrictions: vec![],
+    })
+}
+
+fn clock(w: &mut World) -> Applied {
+    let trade_date = w.now.date_naive();
+    w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date }))
+}
+
+fn orders_of(a: &Applied) -> Vec<(String, Side, OrderReason)> {
+    a.orders.iter().map(|o| (o.security.0.clone(), o.side, o.reason)).collect()
+}
+
+fn no_wash_sales(all: &[Applied]) {
+    for a in all {
+        for r in &a.audit {
+            assert!(!matches!(r.body, AuditBody::WashSale { .. }), "the engine's own trades made a wash sale: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn harvesting_sells_deep_losses_buys_the_substitute_and_swaps_back_after_the_window() {
+    let mut w = World::market();
+    w.when(Payload::SecurityUpserted(SecurityUpserted {
+        security: "XOM".into(),
+        name: String::new(),
+        sector: "Energy".into(),
+        sub_industry: String::new(),
+        identical_group: None,
+        substitutes: vec!["CVX".into()],
+    }));
+    let mut all =
+        vec![w.when(taxed("H1", TaxProfile::default(), "15000", vec![lot("XOM", "100", "80", "2024-06-03")]))];
+    let setup = all[0].clone();
+    w.fill_all(&setup, w_price);
+    // given a market close with XOM 37.5% below its basis ($3,000 of losses)
+    w.advance(1);
+    let close = clock(&mut w);
+    let orders = orders_of(&close);
+    assert!(orders.contains(&("XOM".into(), Side::Sell, OrderReason::Harvest)), "{orders:?}");
+    assert!(orders.contains(&("CVX".into(), Side::Buy, OrderReason::Replacement)), "{orders:?}");
+    let harvest = close.orders.iter().find(|o| o.reason == OrderReason::Harvest).unwrap();
+    assert_eq!(harvest.quantity, d("100"));
+    assert_eq!(harvest.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>(), d("-3000"));
+    w.fill_all(&close, w_price);
+    all.push(close);
+    // then for 30 days XOM is not bought back, even though it is under target
+    for _ in 0..3 {
+        w.advance(10);
+        let a = clock(&mut w);
+        assert!(!a.orders.iter().any(|o| o.security.0 == "XOM" && o.side == Side::Buy), "XOM bought in the window");
+        w.fill_all(&a, w_price);
+        all.push(a);
+    }
+    // and after the window it is bought back and the substitute sold
+    w.advance(2);
+    let after = clock(&mut w);
+    let orders = orders_of(&after);
+    assert!(orders.iter().any(|(s, side, _)| s == "XOM" && *side == Side::Buy), "swap back: {orders:?}");
+    assert!(orders.iter().any(|(s, side, _)| s == "CVX" && *side == Side::Sell), "swap back: {orders:?}");
+    w.fill_all(&after, w_price);
+    all.push(after);
+    no_wash_sales(&all);
+    let hh = &w.state.households[&HouseholdId::new("H1")];
+    assert_eq!(hh.realized[&2025].short_term_usd + hh.realized[&2025].long_term_usd, d("-3000"));
+}
+
+/// The market's prices (World::market), for fills.
+fn w_price(s: &str) -> Decimal {
+    match s {
+        "AAPL" => d("100"),
+        "MSFT" => d("200"),
+        "XOM" => d("50"),
+        _ => d("25"),
+    }
+}
+
+#[test]
+fn a_loss_lot_bought_within_thirty_days_is_not_sold_by_a_rebalance() {
+    let mut w = World::market();
+    let setup = w.when(taxed("H1", TaxProfile::default(), "20000", vec![]));
+    w.fill_all(&setup, w_price);
+    assert!(w.account("H1").quantity(&"AAPL".into()) > Decimal::ZERO);
+    // given AAPL down 20% ten days later and a model that drops it
+    w.advance(10);
+    w.price("AAPL", "80");
+    let a = w.model("m1", 2, &[("MSFT", "0.33"), ("XOM", "0.33"), ("CVX", "0.33")]);
+    // then the loss sale waits: it would be a wash sale against the purchase
+    assert!(!a.orders.iter().any(|o| o.security.0 == "AAPL"), "{:?}", orders_of(&a));
+    assert!(decision_skips(&a).contains(&("AAPL".into(), SkipReason::WashSaleBlock)));
+    // and once 30 days have passed since the purchase it is sold
+    w.fill_all(&a, |s| if s == "AAPL" { d("80") } else { w_price(s) });
+    w.advance(21);
+    let later = clock(&mut w);
+    assert!(later.orders.iter().any(|o| o.security.0 == "AAPL" && o.side == Side::Sell), "{:?}", orders_of(&later));
+}
+
+#[test]
+fn a_sale_that_would_exceed_the_tax_budget_is_dropped_with_the_reason() {
+    let mut w = World::market();
+    let tax = TaxProfile { annual_gain_budget_usd: Some(d("1000")), ..TaxProfile::default() };
+    // MSFT bought at 50, now 200: selling 30 shares realizes $4,500 of long-term gain.
+    let setup = w.when(taxed("H1", tax, "15000", vec![lot("MSFT", "25", "50", "2020-01-02")]));
+    w.fill_all(&setup, w_price);
+    let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
+    assert!(!a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
+    assert!(decision_skips(&a).contains(&("MSFT".into(), SkipReason::TaxBudget)));
+
+    // without a budget the same sale is made
+    let mut w = World::market();
+    let setup = w.when(taxed("H1", TaxProfile::default(), "15000", vec![lot("MSFT", "25", "50", "2020-01-02")]));
+    w.fill_all(&setup, w_price);
+    let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
+    assert!(a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell));
+}
+
+#[test]
+fn a_short_term_gain_that_turns_long_term_within_the_window_is_deferred_unless_forced() {
+    // Now is 2025-01-02; a lot bought 2024-01-20 is long-term from 2025-01-21, 19 days away.
+    let lots = || vec![lot("MSFT", "25", "150", "2024-01-20")];
+    let mut w = World::market();
+    let setup = w.when(taxed("H1", TaxProfile::default(), "15000", lots()));
+    w.fill_all(&setup, w_price);
+    let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
+    assert!(!a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
+    assert!(decision_skips(&a).contains(&("MSFT".into(), SkipReason::ShortTermDeferral)));
+
+    // a do-not-hold does not wait
+    let mut w = World::market();
+    let setup = w.when(taxed("H1", TaxProfile::default(), "15000", lots()));
+    w.fill_all(&setup, w_price);
+    let a = w.when(Payload::RestrictionEdited(RestrictionEdited {
+        household: "H1".into(),
+        restriction_id: "r1".into(),
+        op: EditOp::Add,
+        rule: Some(RestrictionRule::DoNotHold { security: "MSFT".into() }),
+        account: None,
+        effective: w.now,
+    }));
+    assert!(a
+        .orders
+        .iter()
+        .any(|o| o.security.0 == "MSFT" && o.side == Side::Sell && o.reason == OrderReason::Restriction));
 }

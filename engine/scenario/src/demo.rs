@@ -706,6 +706,7 @@ impl<'a> Generator<'a> {
             short_term_rate: Decimal::new(st, 3),
             long_term_rate: Decimal::new(lt, 3),
             annual_gain_budget_usd: budget,
+            ..TaxProfile::default()
         };
         let legacy = rng.chance(0.4);
 

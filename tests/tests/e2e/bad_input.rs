@@ -211,11 +211,13 @@ fn raw_records_in_an_output_topic_cannot_hide_orders() {
     let injected = publish_text(&dir, &["--raw", "--topic", "overlay.orders"], "{\"seq\": 1000}\n");
     overlay(&dir, &["run"]).ok();
     let status = overlay(&dir, &["status"]).ok().stdout;
-    assert!(status.contains("12 orders"), "{status}");
+    // 11: the Roth's XOM buy is held back while the taxable account sells XOM
+    // at a loss (a wash sale against an IRA loses the loss for good).
+    assert!(status.contains("11 orders"), "{status}");
     let published: Vec<Value> = orders(&dir).into_iter().filter(|o| o.get("order_id").is_some()).collect();
     assert!(
-        !injected.success() || published.len() == 12,
-        "the raw record was accepted into overlay.orders and {} of the 12 committed orders were published",
+        !injected.success() || published.len() == 11,
+        "the raw record was accepted into overlay.orders and {} of the 11 committed orders were published",
         published.len()
     );
 }
