@@ -12,6 +12,12 @@
 //! - `tick-fold`: price ticks folded with [`overlay_core::fold::step`] on one
 //!   thread into a state holding the scenario's securities; pre-decoded, and
 //!   again including protobuf decoding.
+//! - `fanout`: one `model_published` of a ~490-name direct index, folded into
+//!   a state where many households (one taxable account each, holding the
+//!   index in about three lots per position) follow it: households
+//!   rebalanced per second. Then single-household latency: many households,
+//!   each following its own copy of the index, and a new version of each
+//!   model folded one at a time, each `step` timed.
 //!
 //! Setup (scenario generation, encoding, the dry run, building the baseline's
 //! batches) is outside every timed region.
@@ -20,16 +26,22 @@ use crate::config::Config;
 use crate::demo::fills_for;
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, Duration, Utc};
-use overlay_core::event::{Envelope, Payload, PriceTick};
+use overlay_core::event::{
+    AccountKind, AccountSettings, AccountSpec, Envelope, HouseholdUpserted, ModelKind, ModelPublished, ModelWeight,
+    OpeningLot, Payload, PriceTick, Side, Sleeve, TaxProfile, SCHEMA_VERSION_CURRENT,
+};
 use overlay_core::fold::{apply, decide, step, Input};
+use overlay_core::ids::{AccountId, HouseholdId, ModelId, SecurityId};
 use overlay_core::output::Order;
-use overlay_core::state::EngineSettings;
+use overlay_core::state::{one_year_after, EngineSettings};
 use overlay_core::State;
 use overlay_scenario::data::MarketData;
-use overlay_scenario::demo::{close_time_utc, demo, DemoSpec};
+use overlay_scenario::demo::{close_time_utc, demo, DemoSpec, MODEL_SP500_CW, PRODUCER_CRM, PRODUCER_MODEL_PROVIDER};
+use overlay_scenario::rng::SplitMix64;
 use overlay_store::{Committer, Folder, MemStore, SledStore, Store, WriteBatch};
-use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,12 +50,15 @@ use std::time::Instant;
 /// Benchmark names, for `--only`.
 pub const DURABLE_FOLD: &str = "durable-fold";
 pub const TICK_FOLD: &str = "tick-fold";
-pub const NAMES: [&str; 2] = [DURABLE_FOLD, TICK_FOLD];
+pub const FANOUT: &str = "fanout";
+pub const NAMES: [&str; 3] = [DURABLE_FOLD, TICK_FOLD, FANOUT];
 
 /// The durable fold must reach this share of raw sled's throughput.
 const DURABLE_GOAL_RATIO: f64 = 0.5;
 /// In-memory price-tick fold goal, events per second on one core.
 const TICK_GOAL_EVENTS_PER_S: f64 = 2_000_000.0;
+/// A model update must rebalance at least this many households per second on one core.
+const FANOUT_GOAL_HOUSEHOLDS_PER_S: f64 = 1_000.0;
 
 /// The source name the benchmark's inputs are recorded under.
 const SOURCE: &str = "bench/0";
@@ -61,6 +76,10 @@ pub struct BenchOptions {
 struct Sizes {
     durable: DemoSpec,
     ticks: usize,
+    /// Households following the one index model whose update is timed.
+    fanout_households: usize,
+    /// Households each following their own copy of the index (one update each, timed apart).
+    latency_households: usize,
     /// Timed repetitions of each measurement (the median is reported).
     rounds: usize,
 }
@@ -69,9 +88,15 @@ impl Sizes {
     fn new(quick: bool) -> Self {
         let base = DemoSpec::default();
         if quick {
-            Self { durable: DemoSpec { households: 20, price_days: 3, ..base }, ticks: 200_000, rounds: 1 }
+            Self {
+                durable: DemoSpec { households: 20, price_days: 3, ..base },
+                ticks: 200_000,
+                fanout_households: 100,
+                latency_households: 30,
+                rounds: 1,
+            }
         } else {
-            Self { durable: base, ticks: 2_000_000, rounds: 3 }
+            Self { durable: base, ticks: 2_000_000, fanout_households: 2_000, latency_households: 300, rounds: 3 }
         }
     }
 }
@@ -149,6 +174,15 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Vec<Row>> {
     }
     if selected(TICK_FOLD) {
         rows.extend(tick_fold(sizes.ticks, sizes.rounds, &cfg.engine.settings, out)?);
+    }
+    if selected(FANOUT) {
+        rows.extend(fanout(
+            sizes.fanout_households,
+            sizes.latency_households,
+            sizes.rounds,
+            &cfg.engine.settings,
+            out,
+        )?);
     }
     writeln!(out, "\nload average at the end: {}", load_average())?;
     print_table(&rows, out)?;
@@ -745,8 +779,518 @@ fn price_ticks(closes: &[(overlay_core::ids::SecurityId, Decimal)], n: usize, st
 }
 
 // ---------------------------------------------------------------------------
+// fanout
+// ---------------------------------------------------------------------------
+
+/// Each household's one taxable account is worth between these (whole
+/// dollars, drawn uniformly): from $5M up, the default `direct_index_names`
+/// table holds the full index, so every account holds every name.
+const FANOUT_ACCOUNT_USD_MIN: i64 = 5_000_000;
+const FANOUT_ACCOUNT_USD_MAX: i64 = 20_000_000;
+/// Lots per position (a position of fewer shares has one lot per share).
+const FANOUT_LOTS_PER_POSITION: u64 = 3;
+/// Opening lots were bought this many days before the setup day: about two
+/// thirds of them more than a year before (long-term), the rest short-term.
+const FANOUT_LOT_AGE_DAYS: (i64, i64) = (20, 1_100);
+/// A lot's cost is the setup day's close times this many thousandths: about
+/// 60% of lots at a gain, 40% at a loss.
+const FANOUT_LOT_COST_PER_MILLE: (i64, i64) = (600, 1_250);
+/// Share of the index whose weight version 2 moves out of its drift band
+/// (default band: ±50% of the target weight): half of them up, half down.
+const FANOUT_MOVED_SHARE: f64 = 0.2;
+/// Factors, in thousandths, for the weights that move up, move down, or
+/// stay (before renormalizing to 1, which scales every weight by about 1/1.04).
+const FANOUT_UP_PER_MILLE: (i64, i64) = (1_700, 2_500);
+const FANOUT_DOWN_PER_MILLE: (i64, i64) = (200, 450);
+const FANOUT_STAY_PER_MILLE: (i64, i64) = (970, 1_030);
+/// SplitMix64 stream labels (under the demo's default seed).
+const FANOUT_STREAM_HOUSEHOLD: u64 = 1;
+const FANOUT_STREAM_MODEL: u64 = 2;
+/// At least this share of the households must get orders from the update,
+/// so the benchmark cannot silently time a decision that trades nothing.
+const FANOUT_TRADED_SHARE_MIN: f64 = 0.9;
+
+/// The demo scenario's first day as reference data: its securities and
+/// closes folded into a state, and its cap-weighted index.
+struct IndexUniverse {
+    /// Securities and first-day prices, folded with `step`.
+    state: State,
+    /// The scenario's `sp500-cw` v1 weights (dollar-volume proxy for market cap, 6 decimals).
+    weights: Vec<ModelWeight>,
+    prices: BTreeMap<SecurityId, Decimal>,
+    /// The setup day's close: reference data at it, households a minute after.
+    t0: DateTime<Utc>,
+    /// The next trading day's close: model updates are stamped then.
+    t1: DateTime<Utc>,
+    seed: u64,
+}
+
+/// Validates an event and folds it with `step`; a refusal is a broken setup.
+fn setup_step(state: &mut State, env: &Envelope) -> Result<overlay_core::Applied> {
+    env.validate().map_err(|e| anyhow::anyhow!("setup event {} does not validate: {e}", env.event_id))?;
+    let applied = step(state, Input::Event(env));
+    if let Some((_, err)) = &applied.rejection {
+        bail!("setup event {} was refused: {err}", env.event_id);
+    }
+    Ok(applied)
+}
+
+fn index_universe(settings: &EngineSettings) -> Result<IndexUniverse> {
+    let data = MarketData::embedded().context("loading the shipped market data")?;
+    let spec = DemoSpec { households: 1, price_days: 1, ..DemoSpec::default() };
+    let scenario = demo(&spec, &data).context("building the demo scenario")?;
+    let mut state = State::default();
+    state.meta.settings = settings.clone();
+    let (mut prices, mut weights) = (BTreeMap::new(), None);
+    for env in &scenario.days[0].events {
+        match &env.payload {
+            Payload::SecurityUpserted(_) => {
+                setup_step(&mut state, env)?;
+            }
+            Payload::PriceTick(p) => {
+                setup_step(&mut state, env)?;
+                prices.insert(p.security.clone(), p.price);
+            }
+            Payload::ModelPublished(m) if m.model.as_str() == MODEL_SP500_CW => weights = Some(m.weights.clone()),
+            _ => {}
+        }
+    }
+    let weights = weights.context("the scenario publishes no cap-weighted index")?;
+    ensure!(weights.iter().all(|w| prices.contains_key(&w.security)), "an index name has no first-day price");
+    Ok(IndexUniverse {
+        state,
+        weights,
+        prices,
+        t0: close_time_utc(scenario.days[0].date),
+        t1: close_time_utc(scenario.days[1].date),
+        seed: spec.seed,
+    })
+}
+
+fn model_event(model: &ModelId, version: u64, weights: Vec<ModelWeight>, at: DateTime<Utc>) -> Envelope {
+    Envelope {
+        event_id: format!("fanout-{model}-v{version}"),
+        producer: PRODUCER_MODEL_PROVIDER.into(),
+        event_time: at,
+        schema_version: SCHEMA_VERSION_CURRENT,
+        payload: Payload::ModelPublished(ModelPublished {
+            model: model.clone(),
+            version,
+            kind: ModelKind::DirectIndex,
+            weights,
+        }),
+    }
+}
+
+/// Version 2 of the index: a `FANOUT_MOVED_SHARE` of the names (drawn by
+/// SplitMix64 stream `label`) move well out of their bands, the rest by
+/// ±3%; renormalized to 1 and rounded down to 6 decimals.
+fn perturbed_weights(u: &IndexUniverse, label: u64) -> Vec<ModelWeight> {
+    let mut rng = SplitMix64::derive(u.seed, &[FANOUT_STREAM_MODEL, label]);
+    let raw: Vec<Decimal> = u
+        .weights
+        .iter()
+        .map(|w| {
+            let roll = rng.next_f64();
+            let (lo, hi) = if roll < FANOUT_MOVED_SHARE / 2.0 {
+                FANOUT_UP_PER_MILLE
+            } else if roll < FANOUT_MOVED_SHARE {
+                FANOUT_DOWN_PER_MILLE
+            } else {
+                FANOUT_STAY_PER_MILLE
+            };
+            w.weight * Decimal::new(rng.range_i64(lo, hi), 3)
+        })
+        .collect();
+    let total: Decimal = raw.iter().sum();
+    u.weights
+        .iter()
+        .zip(raw)
+        .map(|(w, r)| ModelWeight {
+            security: w.security.clone(),
+            weight: (r / total).round_dp_with_strategy(6, RoundingStrategy::ToZero),
+        })
+        .filter(|w| w.weight > Decimal::ZERO)
+        .collect()
+}
+
+/// `shares` (whole, positive) cut into up to `FANOUT_LOTS_PER_POSITION` lots of at least one share.
+fn lot_sizes(rng: &mut SplitMix64, shares: Decimal) -> Vec<Decimal> {
+    let n = shares.min(Decimal::from(FANOUT_LOTS_PER_POSITION)).to_u64().unwrap_or(1);
+    let mut left = shares;
+    let mut out = Vec::with_capacity(n as usize);
+    for k in (1..n).rev() {
+        // k lots still to come after this one, each needing a share.
+        let take =
+            (left * Decimal::new(rng.range_i64(20, 50), 2)).floor().max(Decimal::ONE).min(left - Decimal::from(k));
+        out.push(take);
+        left -= take;
+    }
+    out.push(left);
+    out
+}
+
+/// Household `h`: one taxable account worth $5M–$20M following `model` in
+/// full, arriving already invested in the index (whole shares of 99% of its
+/// value at the first day's closes, the 1% cash reserve and rounding in
+/// cash), each position in about three lots of different ages and costs.
+fn index_household(u: &IndexUniverse, h: usize, model: &ModelId) -> Envelope {
+    let mut rng = SplitMix64::derive(u.seed, &[FANOUT_STREAM_HOUSEHOLD, h as u64]);
+    let value = Decimal::from(rng.range_i64(FANOUT_ACCOUNT_USD_MIN, FANOUT_ACCOUNT_USD_MAX));
+    let settings = AccountSettings::default();
+    let invested = value * (Decimal::ONE - settings.cash_reserve_pct);
+    let today = u.t0.date_naive();
+    let (mut lots, mut spent) = (Vec::new(), Decimal::ZERO);
+    for w in &u.weights {
+        let price = u.prices[&w.security];
+        // Whole shares, rounded down: never more than the account's value.
+        let shares = (invested * w.weight / price).floor();
+        if shares <= Decimal::ZERO {
+            continue;
+        }
+        spent += shares * price;
+        for quantity in lot_sizes(&mut rng, shares) {
+            let cost = (price
+                * Decimal::new(rng.range_i64(FANOUT_LOT_COST_PER_MILLE.0, FANOUT_LOT_COST_PER_MILLE.1), 3))
+            .round_dp(2)
+            .max(Decimal::new(1, 2));
+            let age = rng.range_i64(FANOUT_LOT_AGE_DAYS.0, FANOUT_LOT_AGE_DAYS.1);
+            lots.push(OpeningLot {
+                security: w.security.clone(),
+                quantity,
+                cost_per_share: cost,
+                acquired: today - Duration::days(age),
+            });
+        }
+    }
+    Envelope {
+        event_id: format!("fanout-hh-{h:05}"),
+        producer: PRODUCER_CRM.into(),
+        event_time: u.t0 + Duration::minutes(1),
+        schema_version: SCHEMA_VERSION_CURRENT,
+        payload: Payload::HouseholdUpserted(HouseholdUpserted {
+            household: HouseholdId::new(format!("fh-{h:05}")),
+            tax: TaxProfile::default(),
+            accounts: vec![AccountSpec {
+                account: AccountId::new("taxable"),
+                kind: AccountKind::Taxable,
+                sleeves: vec![Sleeve { model: model.clone(), percent: Decimal::ONE }],
+                settings,
+                opening_cash: value - spent,
+                opening_lots: lots,
+            }],
+            restrictions: Vec::new(),
+        }),
+    }
+}
+
+/// What folding households' setup produced.
+#[derive(Default)]
+struct SetupCount {
+    households: usize,
+    lots: usize,
+    positions: usize,
+    /// Lots whose cost is below the first day's close.
+    lots_at_gain: usize,
+    /// Lots held more than a year on the update's trade date.
+    lots_long_term: usize,
+    orders: usize,
+}
+
+/// Folds `index_household(h, model_of(h))` for `h` in `0..n` into `state`.
+fn fold_households(
+    u: &IndexUniverse,
+    state: &mut State,
+    n: usize,
+    model_of: impl Fn(usize) -> ModelId,
+) -> Result<SetupCount> {
+    let mut c = SetupCount::default();
+    let trade_date = u.t1.date_naive();
+    for h in 0..n {
+        let env = index_household(u, h, &model_of(h));
+        if let Payload::HouseholdUpserted(up) = &env.payload {
+            for a in &up.accounts {
+                c.lots += a.opening_lots.len();
+                c.positions += a.opening_lots.iter().map(|l| &l.security).collect::<BTreeSet<_>>().len();
+                c.lots_at_gain += a.opening_lots.iter().filter(|l| l.cost_per_share < u.prices[&l.security]).count();
+                c.lots_long_term += a.opening_lots.iter().filter(|l| one_year_after(l.acquired) < trade_date).count();
+            }
+        }
+        c.orders += setup_step(state, &env)?.orders.len();
+        c.households += 1;
+    }
+    Ok(c)
+}
+
+/// One timed model update.
+struct FanoutRun {
+    secs: f64,
+    /// Of `secs`, the time in `decide` (measured when the run is `decide` + `apply`).
+    decide_secs: Option<f64>,
+    orders: usize,
+    sells: usize,
+    /// Households that got at least one order.
+    households: usize,
+    audit: usize,
+}
+
+/// Folds `env` into a clone of `base` (the clone and the drop of the state
+/// and of the outputs are untimed): `decide` then `apply`, or with `seal`
+/// the whole `step` (the audit records' JSON and SHA-256 chain too).
+fn fanout_update(base: &State, env: &Envelope, seal: bool) -> Result<FanoutRun> {
+    let mut state = base.clone();
+    let t = Instant::now();
+    let (applied, decide_secs) = if seal {
+        (step(&mut state, Input::Event(env)), None)
+    } else {
+        let d = decide(&state, Input::Event(env));
+        let decide_secs = t.elapsed().as_secs_f64();
+        (apply(&mut state, d), Some(decide_secs))
+    };
+    let secs = t.elapsed().as_secs_f64();
+    if let Some((_, err)) = &applied.rejection {
+        bail!("the model update was refused: {err}");
+    }
+    let households: BTreeSet<&HouseholdId> = applied.orders.iter().map(|o| &o.household).collect();
+    Ok(FanoutRun {
+        secs,
+        decide_secs,
+        orders: applied.orders.len(),
+        sells: applied.orders.iter().filter(|o| o.side == Side::Sell).count(),
+        households: households.len(),
+        audit: applied.audit.len(),
+    })
+}
+
+/// Folds each update with `step` into one clone of `base`, in order, timing
+/// each `step` alone; checks that each traded its household and no other.
+fn latency_round(base: &State, updates: &[(HouseholdId, Envelope)]) -> Result<Vec<f64>> {
+    let mut state = base.clone();
+    let mut secs = Vec::with_capacity(updates.len());
+    for (h, env) in updates {
+        let t = Instant::now();
+        let applied = step(&mut state, Input::Event(env));
+        secs.push(t.elapsed().as_secs_f64());
+        if let Some((_, err)) = &applied.rejection {
+            bail!("model update {} was refused: {err}", env.event_id);
+        }
+        ensure!(!applied.orders.is_empty(), "model update {} made no orders for {h}", env.event_id);
+        ensure!(
+            applied.orders.iter().all(|o| &o.household == h),
+            "model update {} traded a household other than {h}",
+            env.event_id
+        );
+    }
+    Ok(secs)
+}
+
+/// The nearest-rank `q` quantile of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn fanout(
+    n: usize,
+    n_latency: usize,
+    rounds: usize,
+    settings: &EngineSettings,
+    out: &mut dyn Write,
+) -> Result<Vec<Row>> {
+    writeln!(
+        out,
+        "\n[{FANOUT}] a model update on a ~490-name direct index: {} households following it; then {} households with a model each, one update at a time; one thread; {rounds} round(s)",
+        count(n),
+        count(n_latency)
+    )?;
+    out.flush()?;
+
+    // ---- (a) one update, every household.
+    let t = Instant::now();
+    let u = index_universe(settings)?;
+    let index = ModelId::new("idx");
+    let mut base = u.state.clone();
+    setup_step(&mut base, &model_event(&index, 1, u.weights.clone(), u.t0))?;
+    let setup = fold_households(&u, &mut base, n, |_| index.clone())?;
+    let update = model_event(&index, 2, perturbed_weights(&u, 0), u.t1);
+    update.validate().map_err(|e| anyhow::anyhow!("version 2 of the index does not validate: {e}"))?;
+    writeln!(
+        out,
+        "  setup ({:.1} s, untimed): {} securities priced at the {} closes; model {index} v1 = the scenario's cap-weighted index ({} names); {} households, one taxable account each, ${}–${} (full index), {} positions in {} lots ({:.2} lots per position; {:.0}% of lots at a gain, {:.0}% long-term); their setup made {} orders",
+        t.elapsed().as_secs_f64(),
+        u.state.securities.len(),
+        u.t0.date_naive(),
+        u.weights.len(),
+        count(setup.households),
+        group(FANOUT_ACCOUNT_USD_MIN as f64),
+        group(FANOUT_ACCOUNT_USD_MAX as f64),
+        count(setup.positions),
+        count(setup.lots),
+        setup.lots as f64 / setup.positions as f64,
+        100.0 * setup.lots_at_gain as f64 / setup.lots as f64,
+        100.0 * setup.lots_long_term as f64 / setup.lots as f64,
+        setup.orders
+    )?;
+    writeln!(
+        out,
+        "  update: {index} v2, {:.0}% of the names moved out of their bands (×1.7–2.5 or ×0.2–0.45), the rest ±3%, renormalized",
+        FANOUT_MOVED_SHARE * 100.0
+    )?;
+    out.flush()?;
+
+    let per = |s: f64| n as f64 / s;
+    let (mut fold_s, mut step_s) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        // Alternate which goes first, so neither always runs on the heap the other left behind.
+        let (a, f) = if round % 2 == 1 {
+            let a = fanout_update(&base, &update, false)?;
+            (a, fanout_update(&base, &update, true)?)
+        } else {
+            let f = fanout_update(&base, &update, true)?;
+            (fanout_update(&base, &update, false)?, f)
+        };
+        ensure!(
+            a.orders == f.orders && a.households == f.households && a.audit == f.audit,
+            "decide + apply and step made different outputs"
+        );
+        ensure!(
+            a.households as f64 >= FANOUT_TRADED_SHARE_MIN * n as f64,
+            "only {} of {n} households got orders: the update does not exercise the rebalance",
+            a.households
+        );
+        let decide_s = a.decide_secs.unwrap_or(f64::NAN);
+        writeln!(
+            out,
+            "  round {round}: fold (decide + apply) {:.3} s = {} households/s ({:.0} µs/household; decide {:.3} s, apply {:.3} s) | + seal {:.3} s = {} households/s ({:.0} µs/household) | {} orders ({} sells) for {} households, {} audit records",
+            a.secs,
+            group(per(a.secs)),
+            a.secs * 1e6 / n as f64,
+            decide_s,
+            a.secs - decide_s,
+            f.secs,
+            group(per(f.secs)),
+            f.secs * 1e6 / n as f64,
+            count(a.orders),
+            count(a.sells),
+            count(a.households),
+            count(a.audit)
+        )?;
+        out.flush()?;
+        fold_s.push(a.secs);
+        step_s.push(f.secs);
+    }
+    let (a, f) = (median(fold_s), median(step_s));
+    writeln!(
+        out,
+        "  median: fold (decide + apply) {} households/s ({:.0} µs/household); + seal {} households/s ({:.0} µs/household)",
+        group(per(a)),
+        a * 1e6 / n as f64,
+        group(per(f)),
+        f * 1e6 / n as f64
+    )?;
+    drop(base);
+
+    // ---- (b) one household per update.
+    let t = Instant::now();
+    let model_of = |h: usize| ModelId::new(format!("idx-{:04}", h + 1));
+    let mut base = u.state.clone();
+    for h in 0..n_latency {
+        setup_step(&mut base, &model_event(&model_of(h), 1, u.weights.clone(), u.t0))?;
+    }
+    let setup = fold_households(&u, &mut base, n_latency, model_of)?;
+    let updates: Vec<(HouseholdId, Envelope)> = (0..n_latency)
+        .map(|h| {
+            let hid = HouseholdId::new(format!("fh-{h:05}"));
+            (hid, model_event(&model_of(h), 2, perturbed_weights(&u, h as u64 + 1), u.t1))
+        })
+        .collect();
+    for (_, env) in &updates {
+        env.validate().map_err(|e| anyhow::anyhow!("update {} does not validate: {e}", env.event_id))?;
+    }
+    writeln!(
+        out,
+        "  latency setup ({:.1} s, untimed): {} models idx-0001… (copies of v1), {} households, household k following model k only; their setup made {} orders; then v2 of each model (its own draw), one after the other",
+        t.elapsed().as_secs_f64(),
+        count(n_latency),
+        count(setup.households),
+        setup.orders
+    )?;
+    out.flush()?;
+    let ms = |s: f64| s * 1e3;
+    let (mut p50s, mut p99s, mut maxs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let mut v = latency_round(&base, &updates)?;
+        v.sort_by(f64::total_cmp);
+        let (p50, p99, max) = (quantile(&v, 0.5), quantile(&v, 0.99), v[v.len() - 1]);
+        writeln!(
+            out,
+            "  round {round}: step per update (one household each): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, min {:.2} ms",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            ms(v[0])
+        )?;
+        out.flush()?;
+        p50s.push(p50);
+        p99s.push(p99);
+        maxs.push(max);
+    }
+    let (p50, p99, max) = (median(p50s), median(p99s), median(maxs));
+    writeln!(out, "  median: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(p50), ms(p99), ms(max))?;
+    // Diagnostic: a model update copies the reference data (securities,
+    // every model, prices, ESG) to decide against it with the new version.
+    let copies = 20;
+    let t = Instant::now();
+    for _ in 0..copies {
+        black_box((base.securities.clone(), base.models.clone(), base.prices.clone(), base.esg.clone()));
+    }
+    let copy_s = t.elapsed().as_secs_f64() / copies as f64;
+    writeln!(
+        out,
+        "  diagnostic: copying the reference data ({} securities, {} models of {} names, {} prices) takes {:.2} ms; in the fan-out above, one household's share of the update took {:.2} ms",
+        base.securities.len(),
+        base.models.len(),
+        u.weights.len(),
+        base.prices.len(),
+        ms(copy_s),
+        ms(f / n as f64)
+    )?;
+
+    Ok(vec![
+        Row {
+            benchmark: format!("{FANOUT} (decide + apply)"),
+            figure: per(a),
+            unit: "households/s",
+            baseline: None,
+            goal: Some(Goal::AtLeast(FANOUT_GOAL_HOUSEHOLDS_PER_S)),
+        },
+        Row {
+            benchmark: format!("{FANOUT} (+ audit seal)"),
+            figure: per(f),
+            unit: "households/s",
+            baseline: None,
+            goal: None,
+        },
+        Row { benchmark: format!("{FANOUT} 1 household p50"), figure: ms(p50), unit: "ms", baseline: None, goal: None },
+        Row { benchmark: format!("{FANOUT} 1 household p99"), figure: ms(p99), unit: "ms", baseline: None, goal: None },
+    ])
+}
+
+// ---------------------------------------------------------------------------
 // The table
 // ---------------------------------------------------------------------------
+
+/// A count, with thousands separators.
+fn count(n: usize) -> String {
+    if n < 100 {
+        n.to_string()
+    } else {
+        group(n as f64)
+    }
+}
 
 /// A number with thousands separators (no decimals), or one decimal below 100.
 fn group(v: f64) -> String {

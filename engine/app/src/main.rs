@@ -132,7 +132,7 @@ enum Command {
         /// Smaller inputs: checks that everything runs; not figures to quote.
         #[arg(long)]
         quick: bool,
-        /// Run only this benchmark (durable-fold or tick-fold).
+        /// Run only this benchmark (durable-fold, tick-fold or fanout).
         #[arg(long)]
         only: Option<String>,
     },
