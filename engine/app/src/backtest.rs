@@ -186,6 +186,7 @@ pub fn household_set() -> Vec<HouseholdPlan> {
                         short_term_rate: Decimal::new(st, 3),
                         long_term_rate: Decimal::new(lt, 3),
                         annual_gain_budget_usd: Some(budget),
+                        ..TaxProfile::default()
                     },
                 });
             }
@@ -297,9 +298,22 @@ fn trade_from_lots(
     let find = |lots: &[Lot], id: u64| lots.iter().find(|l| l.lot_id == id).cloned();
     match fill.side {
         Side::Sell => {
+            // A wash-sale adjustment moves replacement shares into a lot of their
+            // own (a new lot id, the same acquisition date, a higher basis): those
+            // shares moved, they were not sold.
+            let mut moved: std::collections::BTreeMap<u64, Decimal> = std::collections::BTreeMap::new();
+            for new in after.iter().filter(|l| find(before, l.lot_id).is_none()) {
+                let parent = before
+                    .iter()
+                    .filter(|b| b.acquired == new.acquired && b.lot_id != new.lot_id)
+                    .max_by_key(|b| b.quantity - find(after, b.lot_id).map_or(Decimal::ZERO, |l| l.quantity));
+                if let Some(p) = parent {
+                    *moved.entry(p.lot_id).or_default() += new.quantity;
+                }
+            }
             for lot in before {
                 let left = find(after, lot.lot_id).map_or(Decimal::ZERO, |l| l.quantity);
-                let relieved = lot.quantity - left;
+                let relieved = lot.quantity - left - moved.get(&lot.lot_id).copied().unwrap_or_default();
                 ensure!(relieved >= Decimal::ZERO, "sell {} grew lot {} of {}", t.order_id, lot.lot_id, t.security);
                 if relieved == Decimal::ZERO {
                     continue;
@@ -646,6 +660,7 @@ impl Sim {
             price,
             trade_date: date,
             reason: None,
+            lots: Vec::new(),
         };
         let env = envelope(
             format!("bt-fill-{}", o.order_id),
@@ -1367,6 +1382,7 @@ mod tests {
             price: Decimal::from(70),
             trade_date: d("2014-09-02"),
             reason: None,
+            lots: Vec::new(),
         };
         let info = OrderInfo { reason: OrderReason::Drift, decided_on: d("2014-08-29") };
         let t = trade_from_lots(&fill, &info, AccountKind::Taxable, &before, &after).unwrap();

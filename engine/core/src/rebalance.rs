@@ -44,6 +44,22 @@ impl Context {
     }
 }
 
+/// A sale decided at a small gain can fill at a loss: with a purchase in
+/// the window, a lot counts as a possible loss unless its gain per share is
+/// at least this fraction of the price.
+pub const WASH_GAIN_MARGIN: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
+
+/// Whether a lot sold with `gain` per share at `price` could realize a loss
+/// once executed (see [`WASH_GAIN_MARGIN`]).
+fn may_lose(gain: Decimal, price: Decimal) -> bool {
+    gain < WASH_GAIN_MARGIN * price
+}
+
+/// Whether a planned sale could realize a loss on any of its lots.
+fn sale_may_lose(o_lots: &[LotRelief], price: Decimal) -> bool {
+    o_lots.iter().any(|l| may_lose(l.est_gain_usd / l.quantity.max(Decimal::new(1, 8)), price))
+}
+
 /// What the household's recent trades, open orders and already planned
 /// accounts mean for the next account's plan: the wash-sale windows open (by
 /// wash key, with the latest date) and the tax budget left this year. Built
@@ -75,7 +91,7 @@ impl HouseholdView {
                 match p.side {
                     Side::Buy => v.note_buy(key, on),
                     Side::Sell if account.kind.is_taxable() => {
-                        if p.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO) {
+                        if sale_may_lose(&p.lots, p.ref_price) {
                             v.note_loss(key, on);
                         }
                         pending_gain += p.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
@@ -109,7 +125,7 @@ impl HouseholdView {
             match o.side {
                 Side::Buy => self.note_buy(key, on),
                 Side::Sell if account.kind.is_taxable() => {
-                    if o.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO) {
+                    if sale_may_lose(&o.lots, o.ref_price) {
                         self.note_loss(key, on);
                     }
                     if let Some(left) = self.budget_left.as_mut() {
@@ -389,7 +405,7 @@ pub fn plan_account<'a>(
     // This plan's own loss sales open windows for its buys (a substantially
     // identical name must not be bought back in the same breath).
     if account.kind.is_taxable() {
-        for o in sold.iter().filter(|o| o.lots.iter().any(|l| l.est_gain_usd < Decimal::ZERO)) {
+        for o in sold.iter().filter(|o| sale_may_lose(&o.lots, o.ref_price)) {
             view.note_loss(wash_key(state, &o.security), ctx.trade_date);
         }
     }
@@ -1050,7 +1066,7 @@ fn size_sell(
         let deferral = Days::new(u64::from(household.tax.short_term_deferral_days));
         let keep = |l: &Lot| -> Option<SkipReason> {
             let gain = price - l.cost_per_share;
-            if gain < Decimal::ZERO && bought.is_some() {
+            if bought.is_some() && may_lose(gain, price) {
                 return Some(SkipReason::WashSaleBlock);
             }
             let long_from = one_year_after(l.holding_start) + Days::new(1);
@@ -1073,7 +1089,7 @@ fn size_sell(
     for (reason, shares) in &held_back {
         let detail = match reason {
             SkipReason::WashSaleBlock => format!(
-                "{} shares at a loss kept: {} was bought within 30 days (selling would be a wash sale)",
+                "{} shares at a loss (or within 5% of one) kept: {} was bought within 30 days (selling would risk a wash sale)",
                 shares.normalize(),
                 sec
             ),

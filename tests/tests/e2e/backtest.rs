@@ -146,12 +146,9 @@ fn backtest_slice_outputs_add_up() {
     );
 }
 
-/// The engine's own trades must never wash. Today they do: drift sells at a
-/// loss are bought back within 30 days (a direct-index subset that shrinks
-/// and grows again as an account crosses a size row), because the engine has
-/// no wash-sale rule yet. Run with `--ignored` once it has one.
+/// The engine's own trades never wash, checked by the backtest's own
+/// wash-sale finder over the trade log (not by the engine's records).
 #[test]
-#[ignore = "the engine does not block wash sales yet; see docs/backtest.md"]
 fn backtest_slice_makes_no_wash_sales() {
     let tmp = tempdir("overlay-backtest-wash-");
     let out = tmp.path().join("out");
