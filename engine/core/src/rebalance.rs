@@ -530,11 +530,12 @@ fn account_target<'a>(
                         subset = direct_index_subset(state, &sleeve.model, &model.weights, n as usize, proj, ctx);
                         if subset.len() < model.weights.len() {
                             plan.rules.push(format!(
-                                "direct index {}: {} of {} names for a ${} sleeve, sector weights kept",
+                                "direct index {}: {} of {} names for a ${} sleeve, sector weights kept; estimated tracking error {}/yr",
                                 sleeve.model,
                                 subset.len(),
                                 model.weights.len(),
-                                (proj.value * sleeve.percent).round_dp(0)
+                                (proj.value * sleeve.percent).round_dp(0),
+                                pct(subset_tracking_error(&model.weights, &subset)).trim_end_matches("pp").to_string() + "%"
                             ));
                         }
                         &subset
@@ -976,6 +977,50 @@ pub fn direct_index_subset<'a>(
         }
     }
     out
+}
+
+/// Annual residual (stock-specific) volatility assumed for one name when
+/// estimating a subset's tracking error: typical of S&P 500 stocks.
+pub const RESIDUAL_VOL_ASSUMED: Decimal = Decimal::from_parts(25, 0, 0, false, 2);
+
+/// Estimated annual tracking error of holding `subset` instead of `index`:
+/// with sector weights matched, what remains is stock-specific risk, so
+/// TE ≈ σ · √Σ(w_subset − w_index)² with σ = [`RESIDUAL_VOL_ASSUMED`] and
+/// residuals taken as uncorrelated. Exact decimal arithmetic (Newton's square
+/// root), so the figure in the audit is the same on every machine.
+pub fn subset_tracking_error(
+    index: &BTreeMap<SecurityId, Decimal>,
+    subset: &BTreeMap<&SecurityId, Decimal>,
+) -> Decimal {
+    let total: Decimal = index.values().sum();
+    if total <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    let sub_total: Decimal = subset.values().sum();
+    let mut sum_sq = Decimal::ZERO;
+    for (sec, w) in index {
+        let held = subset.get(sec).copied().unwrap_or_default();
+        let held = if sub_total > Decimal::ZERO { held / sub_total } else { Decimal::ZERO };
+        let diff = held - *w / total;
+        sum_sq += diff * diff;
+    }
+    (RESIDUAL_VOL_ASSUMED * sqrt(sum_sq)).round_dp(4)
+}
+
+/// Square root by Newton's method, to 12 decimal places.
+fn sqrt(x: Decimal) -> Decimal {
+    if x <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    let mut r = if x > Decimal::ONE { x } else { Decimal::ONE };
+    for _ in 0..100 {
+        let next = ((r + x / r) / Decimal::TWO).round_dp(12);
+        if next == r {
+            break;
+        }
+        r = next;
+    }
+    r
 }
 
 /// Removed weight goes to the named substitute, else pro rata within the

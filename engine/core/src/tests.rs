@@ -980,3 +980,18 @@ fn a_short_term_gain_that_turns_long_term_within_the_window_is_deferred_unless_f
         .iter()
         .any(|o| o.security.0 == "MSFT" && o.side == Side::Sell && o.reason == OrderReason::Restriction));
 }
+
+#[test]
+fn a_subsets_tracking_error_estimate_grows_as_it_leaves_names_out() {
+    use crate::rebalance::subset_tracking_error;
+    use std::collections::BTreeMap;
+    let index: BTreeMap<SecurityId, Decimal> =
+        ["A", "B", "C", "D"].iter().map(|s| (SecurityId::new(*s), d("0.25"))).collect();
+    let all: BTreeMap<&SecurityId, Decimal> = index.iter().map(|(s, w)| (s, *w)).collect();
+    assert_eq!(subset_tracking_error(&index, &all), Decimal::ZERO);
+    let half: BTreeMap<&SecurityId, Decimal> = index.iter().take(2).map(|(s, _)| (s, d("0.5"))).collect();
+    // Differences ±0.25 on four names: √0.25 = 0.5, times the assumed 25% residual volatility.
+    assert_eq!(subset_tracking_error(&index, &half), d("0.125"));
+    let three: BTreeMap<&SecurityId, Decimal> = index.iter().take(3).map(|(s, _)| (s, d("0.3333"))).collect();
+    assert!(subset_tracking_error(&index, &three) < d("0.125"));
+}
