@@ -56,8 +56,8 @@ fn may_lose(gain: Decimal, price: Decimal) -> bool {
 }
 
 /// Whether a planned sale could realize a loss on any of its lots.
-fn sale_may_lose(o_lots: &[LotRelief], price: Decimal) -> bool {
-    o_lots.iter().any(|l| may_lose(l.est_gain_usd / l.quantity.max(Decimal::new(1, 8)), price))
+fn sale_may_lose(lots: &[LotRelief], price: Decimal) -> bool {
+    lots.iter().any(|l| may_lose(l.est_gain_usd / l.quantity.max(Decimal::new(1, 8)), price))
 }
 
 /// What the household's recent trades, open orders and already planned
@@ -87,7 +87,7 @@ impl HouseholdView {
         let mut pending_gain = Decimal::ZERO;
         for account in hh.accounts.values() {
             for p in account.pending.values() {
-                let key = wash_key(state, &p.security);
+                let key = wash_key(state, &p.security).into_owned();
                 match p.side {
                     Side::Buy => v.note_buy(key, on),
                     Side::Sell if account.kind.is_taxable() => {
@@ -121,7 +121,7 @@ impl HouseholdView {
     /// sales use budget.
     pub fn record(&mut self, state: &State, account: &Account, plan: &Plan, on: NaiveDate) {
         for o in &plan.orders {
-            let key = wash_key(state, &o.security);
+            let key = wash_key(state, &o.security).into_owned();
             match o.side {
                 Side::Buy => self.note_buy(key, on),
                 Side::Sell if account.kind.is_taxable() => {
@@ -406,7 +406,7 @@ pub fn plan_account<'a>(
     // identical name must not be bought back in the same breath).
     if account.kind.is_taxable() {
         for o in sold.iter().filter(|o| sale_may_lose(&o.lots, o.ref_price)) {
-            view.note_loss(wash_key(state, &o.security), ctx.trade_date);
+            view.note_loss(wash_key(state, &o.security).into_owned(), ctx.trade_date);
         }
     }
     plan.orders.extend(sold);
@@ -654,7 +654,7 @@ fn substitute_for<'a>(
     named.chain(listed).find(|s| {
         let key = wash_key(state, s);
         key != own_key
-            && !view.loss_sold.contains_key(&key)
+            && !view.loss_sold.contains_key(key.as_ref())
             && state.securities.contains_key(*s)
             && confirmed_price(state, s).is_ok()
             && rule_check(state, &rules, s).is_none()
@@ -698,7 +698,7 @@ fn harvest<'a>(
             continue;
         }
         let key = wash_key(state, sec);
-        if view.bought.contains_key(&key) {
+        if view.bought.contains_key(key.as_ref()) {
             plan.rules.push(format!(
                 "harvest: {sec} lots lose ${} but {sec} was bought within 30 days; not harvested (it would be a wash sale)",
                 loss.round_dp(2)
@@ -727,7 +727,7 @@ fn harvest<'a>(
             *q -= qty;
         }
         proj.cash += qty * price;
-        view.note_loss(key, ctx.trade_date);
+        view.note_loss(key.into_owned(), ctx.trade_date);
         plan.orders.push(PlannedOrder {
             security: sec.clone(),
             side: Side::Sell,
@@ -757,10 +757,12 @@ fn wash_blocks<'a>(
     target: &mut Target<'a>,
     plan: &mut Plan,
 ) {
+    if view.loss_sold.is_empty() && household.tax.harvest.swap_back {
+        return;
+    }
     let secs: Vec<&'a SecurityId> = target.weights.keys().copied().collect();
     for sec in secs {
-        let key = wash_key(state, sec);
-        let blocked = view.loss_sold.get(&key).copied();
+        let blocked = view.loss_sold.get(wash_key(state, sec).as_ref()).copied();
         let wanted = target.weights[sec];
         let current = proj.weight(state, sec);
         let stand_in = if blocked.is_none() && !household.tax.harvest.swap_back && current.is_zero() {
@@ -1107,7 +1109,7 @@ fn size_sell(
     let lots = if forced || !account.kind.is_taxable() {
         choose_lots(household, account, sec, qty, price, ctx.trade_date)
     } else {
-        let bought = view.bought.get(&wash_key(state, sec)).copied();
+        let bought = view.bought.get(wash_key(state, sec).as_ref()).copied();
         let deferral = Days::new(u64::from(household.tax.short_term_deferral_days));
         let keep = |l: &Lot| -> Option<SkipReason> {
             let gain = price - l.cost_per_share;
@@ -1330,7 +1332,9 @@ fn size_buys(
             plan.skipped.push(skip(sec, Side::Buy, *reason, detail));
             continue;
         }
-        if let Some(sold_on) = view.loss_sold.get(&wash_key(state, sec)) {
+        if let Some(sold_on) =
+            (!view.loss_sold.is_empty()).then(|| view.loss_sold.get(wash_key(state, sec).as_ref())).flatten()
+        {
             let detail = format!("{sec} or a substantially identical security was sold at a loss on {sold_on}");
             plan.skipped.push(skip(sec, Side::Buy, SkipReason::WashSaleBlock, detail));
             continue;

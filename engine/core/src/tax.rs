@@ -19,16 +19,19 @@
 use crate::event::Fill;
 use crate::ids::{AccountId, SecurityId};
 use crate::output::{AuditBody, RealizedLot};
-use crate::state::{Account, Household, LossSale, Lot, RecentBuy, State, WashLedger};
+use crate::state::{within_wash_window, Account, Household, LossSale, Lot, RecentBuy, State, WashLedger};
 use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::Decimal;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The wash-sale key of a security: its identical group, else itself.
-pub fn wash_key(state: &State, sec: &SecurityId) -> String {
+/// Borrowed unless the security is in a group (decisions look keys up for
+/// every name of an index, so the common case must not allocate).
+pub fn wash_key<'a>(state: &State, sec: &'a SecurityId) -> Cow<'a, str> {
     match state.securities.get(sec).and_then(|s| s.identical_group.as_ref()) {
-        Some(g) => format!("group:{g}"),
-        None => sec.as_str().to_string(),
+        Some(g) => Cow::Owned(format!("group:{g}")),
+        None => Cow::Borrowed(sec.as_str()),
     }
 }
 
@@ -78,7 +81,7 @@ impl<'a> Book<'a> {
 
 /// A buy executed: a new lot, matched against recent loss sales.
 pub fn buy(state: &State, book: &mut Book<'_>, e: &Fill) {
-    let key = wash_key(state, &e.security);
+    let key = wash_key(state, &e.security).into_owned();
     let lot_id = book.next_lot_id(&e.account);
     book.lots(&e.account, &e.security).push(Lot {
         lot_id,
@@ -93,7 +96,7 @@ pub fn buy(state: &State, book: &mut Book<'_>, e: &Fill) {
         if left <= Decimal::ZERO {
             break;
         }
-        if sale.key != key || sale.open_shares <= Decimal::ZERO || !in_window(sale.date, e.trade_date) {
+        if sale.key != key || sale.open_shares <= Decimal::ZERO || !within_wash_window(sale.date, e.trade_date) {
             continue;
         }
         let take = sale.open_shares.min(left);
@@ -114,11 +117,6 @@ pub fn buy(state: &State, book: &mut Book<'_>, e: &Fill) {
         });
     }
     book.header.wash = ledger;
-}
-
-/// Whether a purchase on `buy` falls in the window of a loss sale on `sale` (before or after it).
-fn in_window(sale: NaiveDate, buy: NaiveDate) -> bool {
-    crate::state::within_wash_window(sale, buy)
 }
 
 /// Moves `take` shares of lot `lot_id` into a lot of their own carrying the
@@ -209,7 +207,7 @@ pub fn sell(
     e: &Fill,
     relief: &[(u64, Decimal)],
 ) -> Vec<RealizedLot> {
-    let key = wash_key(state, &e.security);
+    let key = wash_key(state, &e.security).into_owned();
     let taxable = book.is_taxable(&e.account);
     let lots = book.lots(&e.account, &e.security);
     let mut realized = Vec::with_capacity(relief.len());
@@ -267,7 +265,11 @@ fn match_earlier_buys(book: &mut Book<'_>, ledger: &mut WashLedger, sale: &mut L
         if sale.open_shares <= Decimal::ZERO {
             break;
         }
-        if b.key != sale.key || b.open_shares <= Decimal::ZERO || !in_window(sale.date, b.date) || b.date > sale.date {
+        if b.key != sale.key
+            || b.open_shares <= Decimal::ZERO
+            || !within_wash_window(sale.date, b.date)
+            || b.date > sale.date
+        {
             continue;
         }
         if b.account == sale.account && b.lot_id == sale.lot_id && b.security == sale.security {

@@ -824,19 +824,12 @@ fn a_redelivered_tick_is_a_duplicate_and_a_conflicting_one_is_refused() {
 // ---------------------------------------------------------------------------
 
 fn taxed(h: &str, tax: TaxProfile, cash: &str, lots: Vec<OpeningLot>) -> Payload {
-    Payload::HouseholdUpserted(HouseholdUpserted {
-        household: h.into(),
-        tax,
-        accounts: vec![AccountSpec {
-            account: "A1".into(),
-            kind: AccountKind::Taxable,
-            sleeves: vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }],
-            settings: AccountSettings::default(),
-            opening_cash: d(cash),
-            opening_lots: lots,
-        }],
-        restrictions: vec![],
-    })
+    let Payload::HouseholdUpserted(mut e) = upsert(h, "m1", AccountSettings::default(), cash, vec![]) else {
+        unreachable!("upsert builds a household_upserted")
+    };
+    e.tax = tax;
+    e.accounts[0].opening_lots = lots;
+    Payload::HouseholdUpserted(e)
 }
 
 fn clock(w: &mut World) -> Applied {
