@@ -15,3 +15,5 @@ mod demo_smoke;
 mod documented_flow;
 #[path = "e2e/duplicates.rs"]
 mod duplicates;
+#[path = "e2e/propose.rs"]
+mod propose;

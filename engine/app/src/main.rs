@@ -82,6 +82,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Prints the orders and skipped trades the engine would decide for a household snapshot
+    /// (JSON; see schemas/household_snapshot.schema.json). Touches no state, sends nothing.
+    Propose {
+        /// The snapshot file ("-" for standard input).
+        #[arg(long)]
+        household: PathBuf,
+        /// One JSON document (orders and per-account decisions) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Appends events (JSON, a JSON array, or NDJSON) to the input topics.
     Publish {
         /// Files to read ("-" for standard input).
@@ -186,6 +196,15 @@ fn real_main(cli: Cli) -> Result<()> {
             let report = overlay_app::backtest::run(&opts)?;
             report.print(&mut stdout.lock())?;
             eprintln!("backtest took {:.1} s", started.elapsed().as_secs_f64());
+        }
+        Command::Propose { household, json } => {
+            let (snapshot, proposal) = overlay_app::propose::propose_file(&household)?;
+            let mut out = stdout.lock();
+            if json {
+                writeln!(out, "{}", overlay_app::propose::to_json(&proposal)?)?;
+            } else {
+                overlay_app::propose::print_text(&snapshot, &proposal, &mut out)?;
+            }
         }
         Command::Publish { files, unchecked, raw, topic, key } => {
             let log = open_log(&data_dir, &cfg)?;

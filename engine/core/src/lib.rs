@@ -7,6 +7,7 @@ pub mod fold;
 pub mod ids;
 pub mod output;
 pub mod rebalance;
+pub mod snapshot;
 pub mod state;
 pub mod tax;
 pub mod text;
@@ -16,6 +17,8 @@ pub use state::State;
 
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tax_tests;
 #[cfg(test)]

@@ -44,6 +44,14 @@ impl Context {
     }
 }
 
+/// "1 security", "2 securities".
+fn securities(n: usize) -> String {
+    match n {
+        1 => "1 security".into(),
+        n => format!("{n} securities"),
+    }
+}
+
 /// A sale decided at a small gain can fill at a loss: with a purchase in
 /// the window, a lot counts as a possible loss unless its gain per share is
 /// at least this fraction of the price.
@@ -377,9 +385,13 @@ pub fn plan_account<'a>(
     if inside_band > 0 {
         let detail = match inside_band_max.1 {
             Some(s) => {
-                format!("{inside_band} securities inside their bands; largest drift {} ({s})", pct(inside_band_max.0))
+                format!(
+                    "{} inside their bands; largest drift {} ({s})",
+                    securities(inside_band),
+                    pct(inside_band_max.0)
+                )
             }
-            None => format!("{inside_band} securities on target"),
+            None => format!("{} on target", securities(inside_band)),
         };
         plan.skipped.push(skip(&SecurityId::new("*"), Side::Buy, SkipReason::InsideBand, detail));
     }
