@@ -28,6 +28,32 @@ use prost::Message;
 use rust_decimal::Decimal;
 
 /// The prost types generated from `overlay/v1/*.proto` (package `overlay.v1`).
+/// Topic names and record headers: the wire contract shared by the embedded
+/// log and Kafka (see docs/kafka.md).
+pub mod topics {
+    /// Reference data (securities, models, prices, ESG, corporate actions, clock):
+    /// one partition, read in full by every engine instance.
+    pub const REFERENCE: &str = "overlay.reference";
+    /// Household events, keyed (and so partitioned) by household.
+    pub const HOUSEHOLDS: &str = "overlay.households";
+    /// Trade orders for custodians.
+    pub const ORDERS: &str = "overlay.orders";
+    pub const AUDIT: &str = "overlay.audit";
+    pub const DEAD_LETTERS: &str = "overlay.dead-letters";
+    /// The consumer group the engine commits its positions under.
+    pub const ENGINE_GROUP: &str = "overlay-engine";
+    pub const INPUTS: [&str; 2] = [REFERENCE, HOUSEHOLDS];
+
+    /// Header: the payload's schema version (input events).
+    pub const HEADER_SCHEMA_VERSION: &str = "overlay-schema-version";
+    /// Header: the payload type (`price_tick`, `fill`, …) or output kind.
+    pub const HEADER_EVENT_TYPE: &str = "overlay-event-type";
+    /// Header: `application/x-protobuf` (inputs) or `application/json` (outputs).
+    pub const HEADER_CONTENT_TYPE: &str = "content-type";
+    /// Header on outputs: the record's position in its shard's output stream.
+    pub const HEADER_SEQ: &str = "overlay-seq";
+}
+
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/overlay.v1.rs"));
 }

@@ -12,6 +12,8 @@ use std::path::Path;
 pub struct Config {
     pub log: LogConfig,
     pub engine: EngineConfig,
+    /// The Kafka transport (`--kafka`); see docs/kafka.md.
+    pub kafka: overlay_kafka::KafkaConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,11 +50,19 @@ impl Default for EngineConfig {
 }
 
 impl Config {
+    /// The file (if any), then the `OVERLAY_KAFKA_*` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Self> {
-        let Some(path) = path else { return Ok(Self::default()) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let cfg: Config = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
-        cfg.validate().with_context(|| format!("config {}", path.display()))?;
+        let mut cfg = match path {
+            None => Self::default(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
+            }
+        };
+        cfg.kafka.apply_env(std::env::vars())?;
+        let origin = path.map_or("the default configuration".to_string(), |p| format!("config {}", p.display()));
+        cfg.validate().with_context(|| origin)?;
         Ok(cfg)
     }
 
@@ -70,7 +80,7 @@ impl Config {
             "engine.read_records_max must be 1..=100000"
         );
         anyhow::ensure!(self.engine.settings.fractional_dp <= 8, "engine.settings.fractional_dp must be at most 8");
-        Ok(())
+        self.kafka.validate()
     }
 }
 

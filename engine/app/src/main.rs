@@ -108,6 +108,9 @@ enum Command {
         /// Partition key for --raw.
         #[arg(long)]
         key: Option<String>,
+        /// To the Kafka brokers of the configuration instead of the embedded log.
+        #[arg(long)]
+        kafka: bool,
     },
     /// Folds the input topics into state and publishes orders and audit records.
     Run {
@@ -117,6 +120,14 @@ enum Command {
         /// Stop after this many inputs.
         #[arg(long)]
         max_inputs: Option<u64>,
+        /// Read from and publish to Kafka (the configuration's [kafka]), one shard per household partition.
+        #[arg(long)]
+        kafka: bool,
+    },
+    /// Kafka administration and inspection (docs/kafka.md).
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
     },
     /// Prints published orders as JSON lines.
     Orders {
@@ -146,6 +157,14 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Creates the engine's topics (idempotent; refuses a topic with the wrong partition count).
+    CreateTopics,
+    /// Prints every committed record of a topic, one per line (partition, then offset order).
+    Read { topic: String },
 }
 
 #[derive(Subcommand)]
@@ -206,8 +225,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 overlay_app::propose::print_text(&snapshot, &proposal, &mut out)?;
             }
         }
-        Command::Publish { files, unchecked, raw, topic, key } => {
-            let log = open_log(&data_dir, &cfg)?;
+        Command::Publish { files, unchecked, raw, topic, key, kafka } => {
             let mut texts = Vec::new();
             for f in &files {
                 let text = if f.as_os_str() == "-" {
@@ -221,7 +239,13 @@ fn real_main(cli: Cli) -> Result<()> {
                 let topic = topic.expect("clap requires --topic with --raw");
                 let mut n = 0;
                 for (_, text) in &texts {
-                    n += publish::publish_raw(&log, &topic, key.as_deref(), text)?;
+                    n += if kafka {
+                        let lines: Vec<Vec<u8>> =
+                            text.lines().filter(|l| !l.is_empty()).map(|l| l.as_bytes().to_vec()).collect();
+                        overlay_kafka::admin::publish_raw(&cfg.kafka, &topic, key.as_deref(), &lines)?
+                    } else {
+                        publish::publish_raw(&open_log(&data_dir, &cfg)?, &topic, key.as_deref(), text)?
+                    };
                 }
                 eprintln!("published {n} raw records to {topic}");
                 return Ok(());
@@ -231,10 +255,52 @@ fn real_main(cli: Cli) -> Result<()> {
             for (name, text) in &texts {
                 events.extend(publish::parse_events(text, name, !unchecked)?);
             }
-            let n = topics::publish_events(&log, &events)?;
+            let n = if kafka {
+                overlay_kafka::admin::publish_events(&cfg.kafka, &events)?
+            } else {
+                topics::publish_events(&open_log(&data_dir, &cfg)?, &events)?
+            };
             eprintln!("published {n} events");
         }
-        Command::Run { follow, max_inputs } => {
+        Command::Run { follow, max_inputs, kafka: true } => {
+            let opts = overlay_kafka::EngineOptions {
+                batch_inputs_max: cfg.engine.batch_inputs_max,
+                settings: cfg.engine.settings.clone(),
+                idle_poll: std::time::Duration::from_millis(cfg.engine.idle_poll_ms.max(1)),
+                follow,
+                max_inputs,
+                ..overlay_kafka::EngineOptions::default()
+            };
+            let mut engine = overlay_kafka::KafkaEngine::open(&data_dir, &cfg.kafka, opts)?;
+            let stop = engine.stop_handle();
+            std::thread::spawn(move || {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for signals");
+                rt.block_on(wait_for_shutdown());
+                stop.store(true, Ordering::Relaxed);
+            });
+            let stats = engine.run(&mut |_, _| {})?;
+            for r in &stats.restores {
+                eprintln!("shard {} restored: {} inputs in {} ms", r.partition, r.inputs, r.millis);
+            }
+            eprintln!(
+                "folded {} inputs in {} batches: {} orders, {} audit records, {} dead letters",
+                stats.inputs, stats.batches, stats.orders, stats.audit, stats.dead_letters
+            );
+        }
+        Command::Kafka { command: KafkaCommand::CreateTopics } => {
+            for (topic, created) in overlay_kafka::admin::create_topics(&cfg.kafka)? {
+                eprintln!("{topic}: {}", if created { "created" } else { "exists" });
+            }
+        }
+        Command::Kafka { command: KafkaCommand::Read { topic } } => {
+            let mut out = stdout.lock();
+            for (_, _, value) in overlay_kafka::admin::read_topic(&cfg.kafka, &topic)? {
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Command::Run { follow, max_inputs, kafka: false } => {
             let mut engine = Engine::open(&data_dir, &cfg)?;
             if follow {
                 let stop = engine.stop_handle();

@@ -5,20 +5,7 @@ use anyhow::Result;
 use overlay_core::event::{Envelope, EventKey};
 use overlay_log::{EmbeddedLog, Record};
 
-/// Reference data (securities, models, prices, ESG, corporate actions, clock):
-/// one partition, read in full by every engine instance.
-pub const REFERENCE: &str = "overlay.reference";
-/// Household events, keyed (and so partitioned) by household.
-pub const HOUSEHOLDS: &str = "overlay.households";
-/// Trade orders for custodians.
-pub const ORDERS: &str = "overlay.orders";
-pub const AUDIT: &str = "overlay.audit";
-pub const DEAD_LETTERS: &str = "overlay.dead-letters";
-
-/// The consumer group the engine commits its (advisory) positions under.
-pub const ENGINE_GROUP: &str = "overlay-engine";
-
-pub const INPUTS: [&str; 2] = [REFERENCE, HOUSEHOLDS];
+pub use overlay_proto::topics::{AUDIT, DEAD_LETTERS, ENGINE_GROUP, HOUSEHOLDS, INPUTS, ORDERS, REFERENCE};
 
 pub fn ensure_topics(log: &EmbeddedLog, household_partitions: u32) -> Result<()> {
     log.create_topic(REFERENCE, 1)?;

@@ -1,9 +1,12 @@
 use crate::{Entry, Records, Store, StoreError, WriteBatch};
 use std::path::Path;
 
-/// sled 0.34, one tree. `commit` is `apply_batch` (atomic) then `flush` (durable).
+/// sled 0.34. `commit` is `apply_batch` (atomic) then `flush` (durable).
+/// A store is one tree: the database's default one, or a named tree of its
+/// own (a shard of the Kafka engine, one per household partition).
 pub struct SledStore {
     db: sled::Db,
+    tree: sled::Tree,
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -18,12 +21,25 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| StoreError::Io(format!("opening the store at {}: {e}", dir.display())))?;
-        Ok(Self { db })
+        let tree = sled::Tree::clone(&db);
+        Ok(Self { db, tree })
     }
 
     /// Another handle to the same store (for a writer thread).
     pub fn handle(&self) -> Self {
-        Self { db: self.db.clone() }
+        Self { db: self.db.clone(), tree: self.tree.clone() }
+    }
+
+    /// The store kept in the named tree of the same database.
+    pub fn tree(&self, name: &str) -> Result<Self, StoreError> {
+        Ok(Self { db: self.db.clone(), tree: self.db.open_tree(name).map_err(io)? })
+    }
+
+    /// Empties the named tree (a shard whose state is rebuilt from the journal).
+    pub fn drop_tree(&self, name: &str) -> Result<(), StoreError> {
+        self.db.drop_tree(name).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
     }
 
     /// The raw sled handle, for benchmarks that measure sled itself.
@@ -41,20 +57,20 @@ impl Store for SledStore {
                 None => b.remove(k),
             }
         }
-        self.db.apply_batch(b).map_err(io)?;
+        self.tree.apply_batch(b).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_> {
         let prefix = prefix.to_vec();
         let iter = match start {
-            Some(s) => self.db.range(s.to_vec()..),
-            None => self.db.range(prefix.clone()..),
+            Some(s) => self.tree.range(s.to_vec()..),
+            None => self.tree.range(prefix.clone()..),
         };
         Box::new(
             iter.take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
@@ -63,6 +79,6 @@ impl Store for SledStore {
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
-        Ok(self.db.scan_prefix(prefix).next_back().transpose().map_err(io)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        Ok(self.tree.scan_prefix(prefix).next_back().transpose().map_err(io)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 }

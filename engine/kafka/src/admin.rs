@@ -1,0 +1,274 @@
+//! Topics and publishing: `overlay kafka create-topics` and `overlay publish`
+//! to Kafka.
+
+use crate::config::KafkaConfig;
+use anyhow::{anyhow, bail, Context, Result};
+use overlay_core::event::{Envelope, EventKey};
+use overlay_proto::topics::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::time::Duration;
+
+/// How long an admin or metadata request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A topic the engine uses, with its partitions and settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: &'static str,
+    pub partitions: u32,
+    /// Topic-level settings (`cleanup.policy`, `retention.ms`, …).
+    pub settings: Vec<(&'static str, &'static str)>,
+}
+
+/// Every topic, as `create-topics` makes it. Inputs are the journal that
+/// replay and shard hand-off re-read, so they are kept forever (deletion,
+/// never compaction: every event counts, not only the latest per key).
+/// Outputs have one partition per household partition: each shard is the
+/// only writer of its output partitions, which is what lets a new owner find
+/// where the previous one stopped.
+pub fn topic_specs(cfg: &KafkaConfig) -> Vec<TopicSpec> {
+    let keep = vec![("cleanup.policy", "delete"), ("retention.ms", "-1")];
+    let p = cfg.household_partitions;
+    vec![
+        TopicSpec { name: REFERENCE, partitions: 1, settings: keep.clone() },
+        TopicSpec { name: HOUSEHOLDS, partitions: p, settings: keep.clone() },
+        TopicSpec { name: ORDERS, partitions: p, settings: keep.clone() },
+        TopicSpec { name: AUDIT, partitions: p, settings: keep.clone() },
+        TopicSpec { name: DEAD_LETTERS, partitions: p, settings: keep },
+    ]
+}
+
+/// Runs a future to completion on this thread (librdkafka's own threads
+/// complete admin futures; no async runtime is needed).
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Partitions of a topic, or None if the broker does not know it.
+pub fn partitions(cfg: &KafkaConfig, topic: &str) -> Result<Option<u32>> {
+    let consumer: BaseConsumer = cfg.client().create().context("creating a metadata client")?;
+    let md = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT).context("fetching topic metadata")?;
+    Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| match t.error() {
+        None if !t.partitions().is_empty() => Some(t.partitions().len() as u32),
+        _ => None,
+    }))
+}
+
+/// Creates the engine's topics; existing ones are kept when their partition
+/// count is right (and refused otherwise). Returns (topic, created?) pairs.
+pub fn create_topics(cfg: &KafkaConfig) -> Result<Vec<(&'static str, bool)>> {
+    cfg.validate()?;
+    let admin: AdminClient<DefaultClientContext> = cfg.client().create().context("creating an admin client")?;
+    let specs = topic_specs(cfg);
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| {
+            let mut t =
+                NewTopic::new(s.name, s.partitions as i32, TopicReplication::Fixed(cfg.replication_factor as i32));
+            for (k, v) in &s.settings {
+                t = t.set(k, v);
+            }
+            t
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)).request_timeout(Some(REQUEST_TIMEOUT));
+    let results = block_on(admin.create_topics(&new, &opts)).context("creating topics")?;
+    let mut out = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        let created = match r {
+            Ok(_) => true,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => false,
+            Err((name, code)) => bail!("creating topic {name}: {code}"),
+        };
+        out.push((spec.name, created));
+    }
+    // Creation is asynchronous on some brokers: wait until every topic is
+    // visible with the right partition count.
+    for spec in &specs {
+        let mut waited = Duration::ZERO;
+        loop {
+            match partitions(cfg, spec.name)? {
+                Some(n) if n == spec.partitions => break,
+                Some(n) => bail!(
+                    "topic {} has {n} partitions, the configuration says {} (household partitions are fixed once created)",
+                    spec.name,
+                    spec.partitions
+                ),
+                None if waited < REQUEST_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    waited += Duration::from_millis(100);
+                }
+                None => bail!("topic {} did not appear within {REQUEST_TIMEOUT:?}", spec.name),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Counts delivery failures and keeps the first error.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    pub failed: AtomicU64,
+    pub first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().expect("delivery error lock");
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+impl DeliveryTracker {
+    pub fn check(&self) -> Result<()> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = self.first_error.lock().expect("delivery error lock").clone().unwrap_or_default();
+            bail!("{failed} records were not delivered (first error: {first})");
+        }
+        Ok(())
+    }
+}
+
+/// An idempotent producer (acks=all, no duplicates from retries).
+pub fn idempotent_producer(cfg: &KafkaConfig) -> Result<BaseProducer<DeliveryTracker>> {
+    let mut c = cfg.client();
+    c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+    c.create_with_context(DeliveryTracker::default()).context("creating a Kafka producer")
+}
+
+/// Sends one record, waiting while librdkafka's queue is full.
+pub fn send(producer: &BaseProducer<DeliveryTracker>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                producer.poll(Duration::from_millis(50));
+                record = r;
+            }
+            Err((e, _)) => return Err(anyhow!("producing to Kafka: {e}")),
+        }
+    }
+}
+
+/// Publishes events in protobuf to their topics, keyed by household (household
+/// events) or subject (reference data), with schema-version and event-type
+/// headers and the event time as the record time. Returns how many were sent.
+pub fn publish_events(cfg: &KafkaConfig, events: &[Envelope]) -> Result<usize> {
+    let producer = idempotent_producer(cfg)?;
+    for env in events {
+        let value = overlay_proto::encode_envelope(env);
+        let (topic, key) = match env.payload.key() {
+            EventKey::Household(h) => (HOUSEHOLDS, h.as_str()),
+            EventKey::Reference(k) => (REFERENCE, k),
+        };
+        let version = env.schema_version.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(version.as_bytes()) })
+            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(env.payload.type_name().as_bytes()) })
+            .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/x-protobuf".as_bytes()) });
+        let record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(value.as_slice())
+            .headers(headers)
+            .timestamp(env.event_time.timestamp_millis());
+        send(&producer, record)?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
+    producer.context().check()?;
+    Ok(events.len())
+}
+
+/// Sends raw bytes to a topic (a partition of the key's choosing), for
+/// integrators testing what the engine does with bad input.
+pub fn publish_raw(cfg: &KafkaConfig, topic: &str, key: Option<&str>, values: &[Vec<u8>]) -> Result<usize> {
+    let producer = idempotent_producer(cfg)?;
+    for v in values {
+        let mut record = BaseRecord::to(topic).payload(v.as_slice());
+        if let Some(k) = key {
+            record = record.key(k.as_bytes());
+        }
+        send(&producer, record)?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
+    producer.context().check()?;
+    Ok(values.len())
+}
+
+/// Every record of a topic as it stands now (all partitions, in partition
+/// then offset order; committed records only): (partition, offset, value).
+pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<(u32, u64, Vec<u8>)>> {
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let n = partitions(cfg, topic)?.ok_or_else(|| anyhow!("topic {topic} does not exist"))?;
+    let mut c = cfg.client();
+    c.set("group.id", "overlay-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = c.create().context("creating a reader")?;
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        let (low, high) = consumer.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
+        ends.push(high.max(0) as u64);
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(low))?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let position = consumer.position()?;
+        let done = position.elements().iter().all(|e| {
+            let p = e.partition() as usize;
+            e.offset().to_raw().is_some_and(|o| o >= 0 && o as u64 >= ends[p]) || ends[p] == 0
+        });
+        if done {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("timed out reading {topic}");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push((m.partition() as u32, m.offset() as u64, m.payload().unwrap_or_default().to_vec()))
+            }
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort_by_key(|(p, o, _)| (*p, *o));
+    Ok(out)
+}

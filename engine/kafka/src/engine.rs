@@ -1,0 +1,731 @@
+//! The engine on Kafka: one **shard** per household partition.
+//!
+//! A shard folds the reference topic (read in full) merged with its one
+//! household partition, by (event time, topic rank, offset) as the embedded
+//! runner does, into a state of its own (a sled tree of the instance's store).
+//! A shard's state and outputs are a function of those two inputs only, so
+//! any instance that owns the partition computes the same bytes: hand-off is
+//! re-reading the inputs (the journal) from the shard's stored positions, or
+//! from the start when the new owner has no state for it.
+//!
+//! Exactly-once effect: a shard's input positions, state changes and outputs
+//! are written in one atomic, durable sled batch; outputs then leave from that
+//! outbox to the shard's own partition of each output topic, with their
+//! sequence number in a header. A shard is the only writer of its output
+//! partitions, so a new owner reads their last record to learn where
+//! publishing stopped, and publishes only what comes after. The group's
+//! committed offsets are advanced after the durable write and the publish,
+//! so lag tools see the truth. With `transactional`, each publish is one
+//! Kafka transaction that also commits the input offset, under a per-shard
+//! transactional id that fences a previous owner still running.
+//!
+//! Instances share partitions through a consumer group used for membership
+//! only (its partitions stay paused); a second, group-less consumer fetches
+//! the reference partition and the owned household partitions from the
+//! positions the shards stored.
+
+use crate::admin::{idempotent_producer, send, DeliveryTracker, REQUEST_TIMEOUT};
+use crate::config::KafkaConfig;
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use overlay_core::event::{Envelope, InputError};
+use overlay_core::fold::{Applied, Input};
+use overlay_core::state::EngineSettings;
+use overlay_proto::topics::*;
+use overlay_store::{keys, Folder, SledStore};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the engine folds, independent of the transport.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Most inputs of one shard folded into one atomic store write.
+    pub batch_inputs_max: usize,
+    /// Settings a new shard is created with (a shard keeps its own afterwards).
+    pub settings: EngineSettings,
+    /// How long to wait for records when nothing can be folded.
+    pub idle_poll: Duration,
+    /// Keep following new records instead of stopping when caught up.
+    pub follow: bool,
+    /// Stop after this many inputs (all shards together).
+    pub max_inputs: Option<u64>,
+    /// How long to wait for the group to assign partitions before giving up (not following).
+    pub join_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            batch_inputs_max: 1000,
+            settings: EngineSettings::default(),
+            idle_poll: Duration::from_millis(50),
+            follow: false,
+            max_inputs: None,
+            join_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub inputs: u64,
+    pub orders: u64,
+    pub audit: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+    /// Shards taken over, with the inputs re-read to restore them and how long it took.
+    pub restores: Vec<Restore>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restore {
+    pub partition: u32,
+    /// Inputs folded to bring the shard up to where its partition's records ended when it was assigned.
+    pub inputs: u64,
+    pub millis: u64,
+}
+
+/// What the group's rebalance callbacks report to the engine loop.
+#[derive(Debug)]
+enum GroupEvent {
+    Assigned(BTreeSet<u32>),
+    Revoked,
+}
+
+struct GroupContext {
+    events: Arc<Mutex<Vec<GroupEvent>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => {
+                // Membership only: the data consumer fetches.
+                if let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!(error = %e, "pausing the group's partitions");
+                }
+                GroupEvent::Assigned(tpl.elements_for_topic(HOUSEHOLDS).iter().map(|e| e.partition() as u32).collect())
+            }
+            Rebalance::Revoke(_) => GroupEvent::Revoked,
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "group rebalance error");
+                return;
+            }
+        };
+        self.events.lock().expect("group events lock").push(event);
+    }
+}
+
+/// One input record, decoded once.
+struct Head {
+    offset: u64,
+    raw: Vec<u8>,
+    decoded: Result<Envelope, InputError>,
+}
+
+impl Head {
+    fn new(offset: u64, raw: Vec<u8>) -> Self {
+        let decoded = overlay_proto::decode_envelope(&raw);
+        Self { offset, raw, decoded }
+    }
+    /// Undecodable inputs sort first: they have no time of their own.
+    fn time(&self) -> DateTime<Utc> {
+        self.decoded.as_ref().map_or(DateTime::<Utc>::MIN_UTC, |e| e.event_time)
+    }
+}
+
+/// The reference partition as fetched, shared by every shard: records from
+/// the lowest offset a shard still needs.
+struct ReferenceCache {
+    records: VecDeque<Arc<Head>>,
+    /// Every record below this offset has been received (or skipped as a gap).
+    fetched_to: u64,
+    /// The partition's end when last asked.
+    hwm: u64,
+}
+
+impl ReferenceCache {
+    /// The first record at or after `offset`.
+    fn at_or_after(&self, offset: u64) -> Option<&Arc<Head>> {
+        let i = self.records.partition_point(|h| h.offset < offset);
+        self.records.get(i)
+    }
+}
+
+struct Shard {
+    partition: u32,
+    name: String,
+    folder: Folder,
+    /// Next household offset to fold, next to receive, what is received and unfolded.
+    next: u64,
+    fetch_next: u64,
+    buf: VecDeque<Head>,
+    hwm: u64,
+    ref_next: u64,
+    /// The transactional producer (transactional mode only).
+    txn: Option<BaseProducer<DeliveryTracker>>,
+    /// Until the shard has caught up with where its partition ended when assigned.
+    restoring: Option<(Instant, u64, u64)>,
+    folded_since_assign: u64,
+}
+
+impl Shard {
+    fn position_key(&self) -> String {
+        format!("{HOUSEHOLDS}/{}", self.partition)
+    }
+    fn caught_up(&self, reference_hwm: u64) -> bool {
+        self.buf.is_empty() && self.next >= self.hwm && self.ref_next >= reference_hwm
+    }
+}
+
+#[derive(Deserialize)]
+struct OutputKeys {
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    household: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+pub struct KafkaEngine {
+    cfg: KafkaConfig,
+    opts: EngineOptions,
+    root: SledStore,
+    group: BaseConsumer<GroupContext>,
+    data: BaseConsumer,
+    producer: Option<BaseProducer<DeliveryTracker>>,
+    events: Arc<Mutex<Vec<GroupEvent>>>,
+    reference: ReferenceCache,
+    shards: BTreeMap<u32, Shard>,
+    assigned: bool,
+    stop: Arc<AtomicBool>,
+}
+
+fn shard_tree(p: u32) -> String {
+    format!("shard/{HOUSEHOLDS}/{p}")
+}
+
+impl KafkaEngine {
+    pub fn open(data_dir: &Path, cfg: &KafkaConfig, opts: EngineOptions) -> Result<Self> {
+        cfg.validate()?;
+        let root = SledStore::open(&data_dir.join("state"))
+            .context("opening the state store (is another engine running on this data directory?)")?;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut gc = cfg.client();
+        gc.set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")] {
+            if !cfg.properties.contains_key(k) {
+                gc.set(k, v);
+            }
+        }
+        let group: BaseConsumer<GroupContext> =
+            gc.create_with_context(GroupContext { events: events.clone() }).context("creating the group consumer")?;
+        group.subscribe(&[HOUSEHOLDS]).context("joining the engine group")?;
+        let mut dc = cfg.client();
+        dc.set("group.id", format!("{}-fetch", cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed");
+        let data: BaseConsumer = dc.create().context("creating the fetch consumer")?;
+        let producer = if cfg.transactional { None } else { Some(idempotent_producer(cfg)?) };
+        let reference = ReferenceCache { records: VecDeque::new(), fetched_to: 0, hwm: 0 };
+        Ok(Self {
+            cfg: cfg.clone(),
+            opts,
+            root,
+            group,
+            data,
+            producer,
+            events,
+            reference,
+            shards: BTreeMap::new(),
+            assigned: false,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A flag that, once set, makes `run` finish what it has folded and return.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The partitions this instance owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        self.shards.keys().copied().collect()
+    }
+
+    pub fn run(&mut self, observer: &mut dyn FnMut(u32, &Applied)) -> Result<RunStats> {
+        let mut stats = RunStats::default();
+        let started = Instant::now();
+        self.reference.hwm = self.high_watermark(REFERENCE, 0)?;
+        loop {
+            if self.stop.load(Ordering::Relaxed) || self.opts.max_inputs.is_some_and(|m| stats.inputs >= m) {
+                break;
+            }
+            self.group.poll(Duration::ZERO);
+            self.handle_group_events()?;
+            if !self.assigned {
+                if !self.opts.follow && started.elapsed() > self.opts.join_timeout {
+                    bail!("the group assigned no partitions within {:?}", self.opts.join_timeout);
+                }
+                self.group.poll(self.opts.idle_poll);
+                continue;
+            }
+            self.receive(Duration::ZERO)?;
+            let folded = self.fold_all(&mut stats, observer)?;
+            if folded == 0 {
+                self.commit_all(&mut stats)?;
+                if !self.opts.follow && self.caught_up() {
+                    break;
+                }
+                self.refresh_watermarks()?;
+                self.receive(self.opts.idle_poll)?;
+            }
+        }
+        self.commit_all(&mut stats)?;
+        Ok(stats)
+    }
+
+    fn caught_up(&self) -> bool {
+        self.shards.values().all(|s| s.caught_up(self.reference.hwm))
+    }
+
+    fn high_watermark(&self, topic: &str, p: u32) -> Result<u64> {
+        let (_, high) = self
+            .data
+            .fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)
+            .with_context(|| format!("reading the end of {topic}/{p}"))?;
+        Ok(high.max(0) as u64)
+    }
+
+    /// Refreshes the end offsets of sources that look caught up (following, new records may have come).
+    fn refresh_watermarks(&mut self) -> Result<()> {
+        if !self.opts.follow {
+            return Ok(());
+        }
+        self.reference.hwm = self.high_watermark(REFERENCE, 0)?;
+        let parts: Vec<u32> = self.shards.keys().copied().collect();
+        for p in parts {
+            let hwm = self.high_watermark(HOUSEHOLDS, p)?;
+            if let Some(s) = self.shards.get_mut(&p) {
+                s.hwm = hwm;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_group_events(&mut self) -> Result<()> {
+        let events: Vec<GroupEvent> = std::mem::take(&mut *self.events.lock().expect("group events lock"));
+        if events.is_empty() {
+            return Ok(());
+        }
+        for e in events {
+            match e {
+                GroupEvent::Revoked => {
+                    // Stop at once: the next owner re-folds what was not
+                    // published and publishes it; two writers must never overlap.
+                    for (p, s) in std::mem::take(&mut self.shards) {
+                        tracing::info!(partition = p, next = s.next, "partition revoked");
+                    }
+                    self.assigned = false;
+                }
+                GroupEvent::Assigned(parts) => {
+                    for p in parts {
+                        let shard = self.open_shard(p)?;
+                        self.shards.insert(p, shard);
+                    }
+                    self.assigned = true;
+                }
+            }
+        }
+        self.reassign()
+    }
+
+    fn open_shard(&mut self, p: u32) -> Result<Shard> {
+        let name = shard_tree(p);
+        let store = self.root.tree(&name)?;
+        let folder = Folder::open(Box::new(store), self.opts.settings.clone())?;
+        let position = |key: &str| overlay_store::position(folder.store(), key).map(|v| v.unwrap_or(0));
+        let next = position(&format!("{HOUSEHOLDS}/{p}"))?;
+        let ref_next = position(&format!("{REFERENCE}/0"))?;
+        let txn = if self.cfg.transactional {
+            let mut c = self.cfg.client();
+            c.set("transactional.id", format!("{}-shard-{p}", self.cfg.group_id))
+                .set("enable.idempotence", "true")
+                .set("acks", "all");
+            let producer: BaseProducer<DeliveryTracker> =
+                c.create_with_context(DeliveryTracker::default()).context("creating a transactional producer")?;
+            // Fences a previous owner of this shard that may still be running.
+            producer.init_transactions(REQUEST_TIMEOUT).context("initialising transactions")?;
+            Some(producer)
+        } else {
+            None
+        };
+        let hwm = self.high_watermark(HOUSEHOLDS, p)?;
+        // Where publishing stopped, whoever published: the last record of each output partition.
+        for (output, topic) in [("orders", ORDERS), ("audit", AUDIT), ("dead-letters", DEAD_LETTERS)] {
+            if let Some(seq) = self.last_published_seq(topic, p)? {
+                let store = folder.store();
+                if seq > overlay_store::cursor(store, output)? {
+                    overlay_store::set_cursor(store, output, seq)?;
+                }
+            }
+        }
+        tracing::info!(partition = p, next, ref_next, hwm, "partition assigned");
+        Ok(Shard {
+            partition: p,
+            name,
+            folder,
+            next,
+            fetch_next: next,
+            buf: VecDeque::new(),
+            hwm,
+            ref_next,
+            txn,
+            restoring: Some((Instant::now(), next, hwm)),
+            folded_since_assign: 0,
+        })
+    }
+
+    /// The sequence number of the last record in an output partition.
+    fn last_published_seq(&self, topic: &str, p: u32) -> Result<Option<u64>> {
+        let (low, high) = self.data.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut c = self.cfg.client();
+        c.set("group.id", format!("{}-tail", self.cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        let tail: BaseConsumer = c.create()?;
+        // In read_committed mode the last offsets may be transaction markers:
+        // read a window back from the end and keep the last data record.
+        let from = (high - 64).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(from))?;
+        tail.assign(&tpl)?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            match tail.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    last = seq_header(&m).or(last);
+                    if m.offset() + 1 >= high {
+                        return Ok(last);
+                    }
+                }
+                Some(Err(e)) => return Err(anyhow!("reading the end of {topic}/{p}: {e}")),
+                None => {
+                    let pos = tail.position()?;
+                    let at = pos.elements().first().and_then(|e| e.offset().to_raw()).unwrap_or(-1);
+                    if at >= high {
+                        return Ok(last);
+                    }
+                }
+            }
+        }
+        bail!("timed out reading the end of {topic}/{p}")
+    }
+
+    /// Points the fetch consumer at the reference partition and every owned
+    /// household partition, from the offsets still needed.
+    fn reassign(&mut self) -> Result<()> {
+        let need = self.shards.values().map(|s| s.ref_next).min();
+        if let Some(need) = need {
+            let cached_from = self.reference.records.front().map_or(self.reference.fetched_to, |h| h.offset);
+            if need < cached_from.min(self.reference.fetched_to) {
+                // A new shard needs reference records already dropped: fetch them again.
+                self.reference.records.clear();
+                self.reference.fetched_to = need;
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        if !self.shards.is_empty() {
+            tpl.add_partition_offset(REFERENCE, 0, Offset::Offset(self.reference.fetched_to as i64))?;
+        }
+        for s in self.shards.values() {
+            tpl.add_partition_offset(HOUSEHOLDS, s.partition as i32, Offset::Offset(s.fetch_next as i64))?;
+        }
+        self.data.assign(&tpl).context("assigning the fetch consumer")?;
+        Ok(())
+    }
+
+    /// Takes in fetched records: waits up to `wait` for the first, then takes what is ready.
+    fn receive(&mut self, wait: Duration) -> Result<()> {
+        let mut timeout = wait;
+        for _ in 0..10_000 {
+            let Some(m) = self.data.poll(timeout) else { break };
+            timeout = Duration::ZERO;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetch error");
+                    continue;
+                }
+            };
+            let offset = m.offset() as u64;
+            let raw = m.payload().unwrap_or_default().to_vec();
+            if m.topic() == REFERENCE {
+                if offset >= self.reference.fetched_to {
+                    self.reference.fetched_to = offset + 1;
+                    self.reference.records.push_back(Arc::new(Head::new(offset, raw)));
+                }
+            } else if let Some(s) = self.shards.get_mut(&(m.partition() as u32)) {
+                if offset >= s.fetch_next {
+                    s.fetch_next = offset + 1;
+                    s.buf.push_back(Head::new(offset, raw));
+                }
+            }
+        }
+        // Offsets with no record (transaction markers, compacted gaps) are passed over.
+        if let Ok(positions) = self.data.position() {
+            for e in positions.elements() {
+                let Some(at) = e.offset().to_raw().filter(|o| *o >= 0).map(|o| o as u64) else { continue };
+                if e.topic() == REFERENCE {
+                    self.reference.fetched_to = self.reference.fetched_to.max(at);
+                } else if let Some(s) = self.shards.get_mut(&(e.partition() as u32)) {
+                    if s.buf.is_empty() && at > s.fetch_next {
+                        s.fetch_next = at;
+                        s.next = s.next.max(at);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds what every shard can fold without guessing at records not yet received.
+    fn fold_all(&mut self, stats: &mut RunStats, observer: &mut dyn FnMut(u32, &Applied)) -> Result<u64> {
+        let mut folded = 0;
+        let parts: Vec<u32> = self.shards.keys().copied().collect();
+        for p in parts {
+            loop {
+                if self.opts.max_inputs.is_some_and(|m| stats.inputs >= m) {
+                    break;
+                }
+                let Some(s) = self.shards.get_mut(&p) else { break };
+                if !fold_one(s, &self.reference, observer) {
+                    break;
+                }
+                stats.inputs += 1;
+                folded += 1;
+                if s.folder.uncommitted() >= self.opts.batch_inputs_max as u64 {
+                    self.commit_shard(p, stats)?;
+                }
+            }
+            self.finish_restore(p, stats);
+        }
+        self.trim_reference();
+        Ok(folded)
+    }
+
+    fn finish_restore(&mut self, p: u32, stats: &mut RunStats) {
+        let Some(s) = self.shards.get_mut(&p) else { return };
+        if let Some((since, from, target)) = s.restoring {
+            if s.next >= target {
+                let r =
+                    Restore { partition: p, inputs: s.folded_since_assign, millis: since.elapsed().as_millis() as u64 };
+                tracing::info!(partition = p, from, inputs = r.inputs, millis = r.millis, "shard restored");
+                stats.restores.push(r);
+                s.restoring = None;
+            }
+        }
+    }
+
+    /// Drops reference records every shard has folded.
+    fn trim_reference(&mut self) {
+        let Some(low) = self.shards.values().map(|s| s.ref_next).min() else { return };
+        while self.reference.records.front().is_some_and(|h| h.offset < low) {
+            self.reference.records.pop_front();
+        }
+    }
+
+    fn commit_all(&mut self, stats: &mut RunStats) -> Result<()> {
+        let parts: Vec<u32> = self.shards.keys().copied().collect();
+        for p in parts {
+            self.commit_shard(p, stats)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a shard's folded inputs durably, publishes its outputs, then
+    /// advances the group's committed offset for its partition.
+    fn commit_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
+        let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
+        let out = s.folder.commit().with_context(|| format!("committing shard {p}"))?;
+        if out.inputs > 0 {
+            stats.batches += 1;
+            stats.orders += out.orders;
+            stats.audit += out.audit;
+            stats.dead_letters += out.dead_letters;
+        }
+        let next = s.next;
+        let published = publish_shard(s, self.producer.as_ref(), &self.group)?;
+        if published && s.txn.is_none() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(next as i64))?;
+            if let Err(e) = self.group.commit(&tpl, CommitMode::Async) {
+                // Advisory: the shard's stored position is the truth.
+                tracing::warn!(partition = p, error = %e, "committing the group offset");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Folds the shard's next input, if the merge can tell which one it is.
+fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(u32, &Applied)) -> bool {
+    let r = reference.at_or_after(s.ref_next).cloned();
+    if r.is_none() && reference.fetched_to > s.ref_next {
+        s.ref_next = reference.fetched_to;
+    }
+    let ref_done = r.is_none() && s.ref_next >= reference.hwm;
+    let hh_done = s.buf.is_empty() && s.next >= s.hwm;
+    let take_reference = match (&r, s.buf.front()) {
+        (Some(r), Some(h)) => (r.time(), 0u32, r.offset) <= (h.time(), 1, h.offset),
+        (Some(_), None) => hh_done,
+        (None, Some(_)) if ref_done => false,
+        (None, _) => return false,
+    };
+    let p = s.partition;
+    if take_reference {
+        let head = r.expect("a reference head");
+        let source = format!("{REFERENCE}/0/{}", head.offset);
+        s.ref_next = head.offset + 1;
+        let input = match &head.decoded {
+            Ok(env) => Input::Event(env),
+            Err(e) => Input::Undecodable(e),
+        };
+        let applied = s.folder.fold(&source, Some((&format!("{REFERENCE}/0"), s.ref_next)), &head.raw, input);
+        observer(p, &applied);
+    } else {
+        let head = s.buf.pop_front().expect("a household head");
+        let source = format!("{HOUSEHOLDS}/{p}/{}", head.offset);
+        s.next = head.offset + 1;
+        let input = match &head.decoded {
+            Ok(env) => Input::Event(env),
+            Err(e) => Input::Undecodable(e),
+        };
+        let key = s.position_key();
+        let applied = s.folder.fold(&source, Some((&key, s.next)), &head.raw, input);
+        observer(p, &applied);
+    }
+    s.folded_since_assign += 1;
+    true
+}
+
+fn seq_header<M: Message>(m: &M) -> Option<u64> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == HEADER_SEQ)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Publishes a shard's committed outputs not yet in its output partitions.
+/// Returns whether everything committed is now published.
+fn publish_shard(
+    s: &mut Shard,
+    shared: Option<&BaseProducer<DeliveryTracker>>,
+    group: &BaseConsumer<GroupContext>,
+) -> Result<bool> {
+    let p = s.partition;
+    let store = s.folder.store();
+    // (output, topic, records after the cursor)
+    let mut pending: Vec<(&'static str, &'static str, Vec<(u64, Vec<u8>)>)> = Vec::new();
+    for (output, prefix, topic) in [
+        ("orders", keys::ORDERS, ORDERS),
+        ("audit", keys::AUDIT, AUDIT),
+        ("dead-letters", keys::DEAD_LETTERS, DEAD_LETTERS),
+    ] {
+        let cursor = overlay_store::cursor(store, output)?;
+        let records: Vec<(u64, Vec<u8>)> =
+            overlay_store::records_after(store, prefix, cursor).collect::<Result<_, _>>()?;
+        if !records.is_empty() {
+            pending.push((output, topic, records));
+        }
+    }
+    if pending.is_empty() {
+        return Ok(true);
+    }
+    let producer = match (&s.txn, shared) {
+        (Some(t), _) => t,
+        (None, Some(sh)) => sh,
+        (None, None) => bail!("no producer for shard {p}"),
+    };
+    if s.txn.is_some() {
+        producer.begin_transaction().context("beginning a transaction")?;
+    }
+    let mut cursors = Vec::new();
+    for (output, topic, records) in &pending {
+        let mut last = 0;
+        for (seq, value) in records {
+            last = *seq;
+            let k: OutputKeys = serde_json::from_slice(value).context("an outbox record is not JSON")?;
+            // A bad reference input is dead-lettered by every shard; shard 0 publishes it.
+            if *topic == DEAD_LETTERS && p != 0 && k.source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
+                continue;
+            }
+            let key = match *topic {
+                ORDERS => k.account,
+                AUDIT => k.household.or(k.stream),
+                _ => k.source,
+            }
+            .unwrap_or_default();
+            let seq_text = seq.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: HEADER_SEQ, value: Some(seq_text.as_bytes()) })
+                .insert(Header { key: HEADER_EVENT_TYPE, value: Some(output.as_bytes()) })
+                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json".as_bytes()) });
+            let record = BaseRecord::to(topic)
+                .partition(p as i32)
+                .key(key.as_bytes())
+                .payload(value.as_slice())
+                .headers(headers);
+            send(producer, record)?;
+            producer.poll(Duration::ZERO);
+        }
+        cursors.push((*output, last));
+    }
+    if s.txn.is_some() {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.next as i64))?;
+        let meta = group.group_metadata().ok_or_else(|| anyhow!("no group metadata for the transaction"))?;
+        let done = producer
+            .send_offsets_to_transaction(&tpl, &meta, REQUEST_TIMEOUT)
+            .and_then(|_| producer.commit_transaction(REQUEST_TIMEOUT));
+        if let Err(e) = done {
+            let _ = producer.abort_transaction(REQUEST_TIMEOUT);
+            return Err(anyhow!("committing shard {p}'s transaction: {e}"));
+        }
+    } else {
+        producer.flush(REQUEST_TIMEOUT).context("flushing outputs")?;
+    }
+    producer.context().check()?;
+    for (output, last) in cursors {
+        overlay_store::set_cursor(store, output, last)?;
+    }
+    tracing::debug!(shard = %s.name, "published");
+    Ok(true)
+}
