@@ -384,3 +384,65 @@ impl XorShift {
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("a temporary directory")
 }
+
+/// A Kafka-protocol broker (tansu) on a free loopback port, in memory,
+/// stopped when dropped. The binary is `$OVERLAY_TANSU` (set by
+/// `scripts/test`, which installs it) or tansu on the PATH.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let bin = std::env::var_os("OVERLAY_TANSU").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("tansu"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting the broker {} ({e}); run `bash scripts/setup-kafka` to install it", bin.display())
+            });
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the broker did not listen on {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `overlay --data-dir DIR <args>` against a broker (its address in the environment).
+pub fn overlay_kafka(dir: &Path, broker: &Broker, partitions: u32, args: &[&str]) -> Run {
+    let mut cmd = command(dir, args);
+    cmd.env("OVERLAY_KAFKA_BROKERS", broker.brokers());
+    let cfg = dir.with_extension("kafka.toml");
+    std::fs::create_dir_all(cfg.parent().expect("a parent")).expect("config dir");
+    std::fs::write(&cfg, format!("[kafka]\nhousehold_partitions = {partitions}\n")).expect("config file");
+    cmd.arg("--config").arg(&cfg);
+    let started = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().expect("running overlay");
+    Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}

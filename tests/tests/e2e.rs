@@ -15,5 +15,7 @@ mod demo_smoke;
 mod documented_flow;
 #[path = "e2e/duplicates.rs"]
 mod duplicates;
+#[path = "e2e/kafka.rs"]
+mod kafka;
 #[path = "e2e/propose.rs"]
 mod propose;

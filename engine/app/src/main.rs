@@ -165,6 +165,9 @@ enum KafkaCommand {
     CreateTopics,
     /// Prints every committed record of a topic, one per line (partition, then offset order).
     Read { topic: String },
+    /// Copies the embedded log's input topics (in --data-dir) to Kafka, keys and times kept:
+    /// moving an installation from the embedded default to Kafka.
+    CopyInputs,
 }
 
 #[derive(Subcommand)]
@@ -298,6 +301,28 @@ fn real_main(cli: Cli) -> Result<()> {
             for (_, _, value) in overlay_kafka::admin::read_topic(&cfg.kafka, &topic)? {
                 out.write_all(&value)?;
                 out.write_all(b"\n")?;
+            }
+        }
+        Command::Kafka { command: KafkaCommand::CopyInputs } => {
+            let log = open_log(&data_dir, &cfg)?;
+            for topic in topics::INPUTS {
+                let mut records = Vec::new();
+                for p in 0..log.partitions(topic)? {
+                    let end = log.end_offset(topic, p)?;
+                    let mut at = log.start_offset(topic, p)?;
+                    while at < end {
+                        let chunk = log.read(topic, p, at, 4096, 64 << 20)?;
+                        let Some(last) = chunk.last() else { break };
+                        at = last.offset + 1;
+                        records.extend(chunk.into_iter().map(|r| overlay_kafka::admin::RawRecord {
+                            key: r.key,
+                            value: r.value,
+                            timestamp_ms: r.timestamp_ms as i64,
+                        }));
+                    }
+                }
+                let n = overlay_kafka::admin::publish_records(&cfg.kafka, topic, &records)?;
+                eprintln!("{topic}: {n} records copied");
             }
         }
         Command::Run { follow, max_inputs, kafka: false } => {

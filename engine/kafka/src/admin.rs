@@ -272,3 +272,37 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<(u32, u64, Vec<u
     out.sort_by_key(|(p, o, _)| (*p, *o));
     Ok(out)
 }
+
+/// One record to publish as it is: key, value, record time.
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp_ms: i64,
+}
+
+/// Publishes records to one topic, each partitioned by its key, in order.
+/// Input events (protobuf that decodes) get the schema-version and
+/// event-type headers; anything else goes as it is.
+pub fn publish_records(cfg: &KafkaConfig, topic: &str, records: &[RawRecord]) -> Result<usize> {
+    let producer = idempotent_producer(cfg)?;
+    for r in records {
+        let decoded = overlay_proto::decode_envelope(&r.value).ok();
+        let version = decoded.as_ref().map(|e| e.schema_version.to_string());
+        let mut headers = OwnedHeaders::new();
+        if let (Some(env), Some(v)) = (&decoded, &version) {
+            headers = headers
+                .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(v.as_bytes()) })
+                .insert(Header { key: HEADER_EVENT_TYPE, value: Some(env.payload.type_name().as_bytes()) })
+                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/x-protobuf".as_bytes()) });
+        }
+        let mut record = BaseRecord::to(topic).payload(r.value.as_slice()).headers(headers).timestamp(r.timestamp_ms);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_slice());
+        }
+        send(&producer, record)?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
+    producer.context().check()?;
+    Ok(records.len())
+}

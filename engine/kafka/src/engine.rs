@@ -643,6 +643,9 @@ fn seq_header<M: Message>(m: &M) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// An output's records after its publish cursor: (output, topic, (seq, value)s).
+type Unpublished = (&'static str, &'static str, Vec<(u64, Vec<u8>)>);
+
 /// Publishes a shard's committed outputs not yet in its output partitions.
 /// Returns whether everything committed is now published.
 fn publish_shard(
@@ -652,8 +655,7 @@ fn publish_shard(
 ) -> Result<bool> {
     let p = s.partition;
     let store = s.folder.store();
-    // (output, topic, records after the cursor)
-    let mut pending: Vec<(&'static str, &'static str, Vec<(u64, Vec<u8>)>)> = Vec::new();
+    let mut pending: Vec<Unpublished> = Vec::new();
     for (output, prefix, topic) in [
         ("orders", keys::ORDERS, ORDERS),
         ("audit", keys::AUDIT, AUDIT),
