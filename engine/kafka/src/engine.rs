@@ -602,7 +602,8 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(
     let hh_done = s.buf.is_empty() && s.next >= s.hwm;
     let take_reference = match (&r, s.buf.front()) {
         (Some(r), Some(h)) => (r.time(), 0u32, r.offset) <= (h.time(), 1, h.offset),
-        (Some(_), None) => hh_done,
+        (Some(_), None) if hh_done => true,
+        (Some(_), None) => return false,
         (None, Some(_)) if ref_done => false,
         (None, _) => return false,
     };
