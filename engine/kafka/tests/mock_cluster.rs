@@ -3,20 +3,25 @@
 //! publishes nothing twice, and a new instance restores every shard from the
 //! inputs to the same outputs.
 
+use overlay_core::event::{decode_json, Envelope};
 use overlay_kafka::admin::{publish_events, read_topic, topic_specs};
 use overlay_kafka::{EngineOptions, KafkaConfig, KafkaEngine};
-use overlay_core::event::{decode_json, Envelope};
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
 fn day() -> Vec<Envelope> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/examples/day.ndjson")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/examples/day.ndjson")).unwrap();
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| decode_json(l.as_bytes()).unwrap()).collect()
 }
 
 fn orders(cfg: &KafkaConfig) -> Vec<Value> {
-    read_topic(cfg, "overlay.orders").unwrap().into_iter().map(|(_, _, v)| serde_json::from_slice(&v).unwrap()).collect()
+    read_topic(cfg, "overlay.orders")
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, v)| serde_json::from_slice(&v).unwrap())
+        .collect()
 }
 
 fn run(dir: &std::path::Path, cfg: &KafkaConfig) -> overlay_kafka::RunStats {
