@@ -529,14 +529,14 @@ fn check_time(field: &str, t: &DateTime<Utc>) -> Result<(), InputError> {
     Ok(())
 }
 
-fn check_positive(field: &str, value: Decimal) -> Result<(), InputError> {
+pub(crate) fn check_positive(field: &str, value: Decimal) -> Result<(), InputError> {
     if value <= Decimal::ZERO {
         return Err(InputError::invalid(format!("{field} must be positive, got {value}")));
     }
     Ok(())
 }
 
-fn check_non_negative(field: &str, value: Decimal) -> Result<(), InputError> {
+pub(crate) fn check_non_negative(field: &str, value: Decimal) -> Result<(), InputError> {
     if value < Decimal::ZERO {
         return Err(InputError::invalid(format!("{field} must not be negative, got {value}")));
     }

@@ -540,7 +540,8 @@ fn decide_restriction(state: &State, env: &Envelope, e: &RestrictionEdited) -> R
     Ok(d)
 }
 
-fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
+/// The securities a restriction names.
+pub(crate) fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
     match rule {
         RestrictionRule::DoNotBuy { security }
         | RestrictionRule::DoNotHold { security }

@@ -8,10 +8,11 @@
 //! The JSON form is `schemas/household_snapshot.schema.json`.
 
 use crate::event::{
-    AccountKind, AccountSettings, Clock, ClockKind, Envelope, InputError, InputErrorKind, ModelKind, ModelPublished,
-    ModelWeight, Payload, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile, SCHEMA_VERSION_CURRENT,
+    check_non_negative, check_positive, AccountKind, AccountSettings, Clock, ClockKind, Envelope, InputError,
+    InputErrorKind, ModelKind, ModelPublished, ModelWeight, Payload, RestrictionRule, SecurityUpserted, Side, Sleeve,
+    TaxProfile, SCHEMA_VERSION_CURRENT,
 };
-use crate::fold::{decide, rebuild_indexes, Input};
+use crate::fold::{decide, rebuild_indexes, rule_securities, Decision, Input};
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{AuditBody, LotRelief, Order, OrderReason};
 use crate::state::{
@@ -207,17 +208,11 @@ fn unknown(at: impl std::fmt::Display, message: impl std::fmt::Display) -> Input
 }
 
 fn positive(at: impl std::fmt::Display, field: &str, v: Decimal) -> Result<(), InputError> {
-    if v <= Decimal::ZERO {
-        return Err(invalid(at, format!("{field} must be positive, got {v}")));
-    }
-    Ok(())
+    check_positive(field, v).map_err(|e| invalid(at, e.message))
 }
 
 fn non_negative(at: impl std::fmt::Display, field: &str, v: Decimal) -> Result<(), InputError> {
-    if v < Decimal::ZERO {
-        return Err(invalid(at, format!("{field} must not be negative, got {v}")));
-    }
-    Ok(())
+    check_non_negative(field, v).map_err(|e| invalid(at, e.message))
 }
 
 /// The model a list of direct targets becomes.
@@ -248,11 +243,17 @@ impl HouseholdSnapshot {
             payload: Payload::Clock(Clock { kind: self.clock, trade_date: self.trade_date() }),
         };
         clock.validate()?;
-        let d = decide(&state, Input::Event(&clock));
-        if let Some(err) = d.rejection {
+        let mut d = decide(&state, Input::Event(&clock));
+        if let Some(err) = d.rejection.take() {
             return Err(err);
         }
-        Ok(Proposal {
+        Ok(self.proposal(d))
+    }
+
+    /// A decision on this snapshot's household as a proposal: its orders and
+    /// its per-account decision records.
+    pub fn proposal(&self, d: Decision) -> Proposal {
+        Proposal {
             household: self.household.clone(),
             trade_date: self.trade_date(),
             orders: d.orders,
@@ -262,7 +263,7 @@ impl HouseholdSnapshot {
                 .map(|a| a.body)
                 .filter(|b| matches!(b, AuditBody::Decision { .. }))
                 .collect(),
-        })
+        }
     }
 
     /// The engine state this snapshot describes, checked as strictly as the
@@ -386,7 +387,7 @@ impl HouseholdSnapshot {
             if r.version == 0 {
                 return Err(invalid(format!("restriction {}", r.restriction_id), "version must be at least 1"));
             }
-            for sec in rule_security(&r.rule) {
+            for sec in rule_securities(&r.rule) {
                 known(&format_args!("restriction {}", r.restriction_id), sec)?;
             }
             let restriction = Restriction {
@@ -543,17 +544,6 @@ impl HouseholdSnapshot {
 
 fn weights(ws: &[ModelWeight]) -> BTreeMap<SecurityId, Decimal> {
     ws.iter().map(|w| (w.security.clone(), w.weight)).collect()
-}
-
-fn rule_security(rule: &RestrictionRule) -> Vec<&SecurityId> {
-    match rule {
-        RestrictionRule::DoNotBuy { security }
-        | RestrictionRule::DoNotHold { security }
-        | RestrictionRule::KeepLegacy { security }
-        | RestrictionRule::MaxWeight { security, .. } => vec![security],
-        RestrictionRule::Substitute { security, substitute } => vec![security, substitute],
-        RestrictionRule::SectorExclusion { .. } | RestrictionRule::EsgMinimum { .. } => Vec::new(),
-    }
 }
 
 type Known<'a> = dyn Fn(&dyn std::fmt::Display, &SecurityId) -> Result<(), InputError> + 'a;

@@ -63,13 +63,7 @@ fn live_proposal(state: &State, s: &HouseholdSnapshot) -> Proposal {
         .as_bytes(),
     )
     .unwrap();
-    let d = decide(state, Input::Event(&clock));
-    Proposal {
-        household: s.household.clone(),
-        trade_date: s.trade_date(),
-        orders: d.orders,
-        decisions: d.audit.into_iter().map(|a| a.body).filter(|b| matches!(b, AuditBody::Decision { .. })).collect(),
-    }
+    s.proposal(decide(state, Input::Event(&clock)))
 }
 
 /// The decision records without the state version (the live state has
