@@ -188,7 +188,11 @@ pub fn overlay(dir: &Path, args: &[&str]) -> Run {
 
 /// Runs `overlay --data-dir DIR <args>` with `stdin` on its standard input.
 pub fn overlay_with_stdin(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
-    let mut cmd = command(dir, args);
+    run_command(command(dir, args), args, stdin)
+}
+
+/// Runs a prepared `overlay` command to the end, feeding it `stdin`.
+fn run_command(mut cmd: Command, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -436,13 +440,5 @@ pub fn overlay_kafka(dir: &Path, broker: &Broker, partitions: u32, args: &[&str]
     std::fs::create_dir_all(cfg.parent().expect("a parent")).expect("config dir");
     std::fs::write(&cfg, format!("[kafka]\nhousehold_partitions = {partitions}\n")).expect("config file");
     cmd.arg("--config").arg(&cfg);
-    let started = Instant::now();
-    let out = cmd.stdin(Stdio::null()).output().expect("running overlay");
-    Run {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
+    run_command(cmd, args, None)
 }

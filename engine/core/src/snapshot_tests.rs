@@ -178,9 +178,12 @@ fn once_the_wash_window_has_passed_the_security_is_bought_again() {
     assert!(!rules(&p).iter().any(|r| r.starts_with("wash-sale window")));
 }
 
+/// A defect: its name, the edit that makes it, the error kind, a word the message must hold.
+type Defect = (&'static str, Box<dyn Fn(&mut serde_json::Value)>, InputErrorKind, &'static str);
+
 #[test]
 fn bad_snapshots_are_refused_with_the_culprit_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, InputErrorKind, &str)> = vec![
+    let cases: Vec<Defect> = vec![
         ("unknown field", Box::new(|v| v["accounts"][0]["colour"] = "red".into()), InputErrorKind::Malformed, "colour"),
         (
             "unlisted security in a lot",

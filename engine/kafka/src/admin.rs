@@ -181,50 +181,85 @@ pub fn send(producer: &BaseProducer<DeliveryTracker>, mut record: BaseRecord<'_,
     }
 }
 
+/// One record to produce.
+struct Outgoing<'a> {
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+    timestamp_ms: Option<i64>,
+    /// An input event's schema version and type, for its headers.
+    event: Option<(u32, &'static str)>,
+}
+
+/// Produces records in order through one idempotent producer and waits until
+/// the broker has every one. Input events carry the schema-version,
+/// event-type and content-type headers.
+fn produce_all<'a>(cfg: &KafkaConfig, records: impl IntoIterator<Item = Outgoing<'a>>) -> Result<usize> {
+    let producer = idempotent_producer(cfg)?;
+    let mut n = 0;
+    for r in records {
+        let mut record = BaseRecord::to(r.topic).payload(r.value);
+        if let Some(k) = r.key {
+            record = record.key(k);
+        }
+        if let Some(ts) = r.timestamp_ms {
+            record = record.timestamp(ts);
+        }
+        let version;
+        if let Some((v, kind)) = r.event {
+            version = v.to_string();
+            record = record.headers(
+                OwnedHeaders::new()
+                    .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(version.as_bytes()) })
+                    .insert(Header { key: HEADER_EVENT_TYPE, value: Some(kind.as_bytes()) })
+                    .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/x-protobuf".as_bytes()) }),
+            );
+        }
+        send(&producer, record)?;
+        producer.poll(Duration::ZERO);
+        n += 1;
+    }
+    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
+    producer.context().check()?;
+    Ok(n)
+}
+
 /// Publishes events in protobuf to their topics, keyed by household (household
 /// events) or subject (reference data), with schema-version and event-type
 /// headers and the event time as the record time. Returns how many were sent.
 pub fn publish_events(cfg: &KafkaConfig, events: &[Envelope]) -> Result<usize> {
-    let producer = idempotent_producer(cfg)?;
-    for env in events {
-        let value = overlay_proto::encode_envelope(env);
-        let (topic, key) = match env.payload.key() {
-            EventKey::Household(h) => (HOUSEHOLDS, h.as_str()),
-            EventKey::Reference(k) => (REFERENCE, k),
-        };
-        let version = env.schema_version.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(version.as_bytes()) })
-            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(env.payload.type_name().as_bytes()) })
-            .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/x-protobuf".as_bytes()) });
-        let record = BaseRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(value.as_slice())
-            .headers(headers)
-            .timestamp(env.event_time.timestamp_millis());
-        send(&producer, record)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
-    producer.context().check()?;
-    Ok(events.len())
+    let values: Vec<Vec<u8>> = events.iter().map(overlay_proto::encode_envelope).collect();
+    produce_all(
+        cfg,
+        events.iter().zip(&values).map(|(env, value)| {
+            let (topic, key) = match env.payload.key() {
+                EventKey::Household(h) => (HOUSEHOLDS, h.as_str()),
+                EventKey::Reference(k) => (REFERENCE, k),
+            };
+            Outgoing {
+                topic,
+                key: Some(key.as_bytes()),
+                value,
+                timestamp_ms: Some(env.event_time.timestamp_millis()),
+                event: Some((env.schema_version, env.payload.type_name())),
+            }
+        }),
+    )
 }
 
 /// Sends raw bytes to a topic (a partition of the key's choosing), for
 /// integrators testing what the engine does with bad input.
 pub fn publish_raw(cfg: &KafkaConfig, topic: &str, key: Option<&str>, values: &[Vec<u8>]) -> Result<usize> {
-    let producer = idempotent_producer(cfg)?;
-    for v in values {
-        let mut record = BaseRecord::to(topic).payload(v.as_slice());
-        if let Some(k) = key {
-            record = record.key(k.as_bytes());
-        }
-        send(&producer, record)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
-    producer.context().check()?;
-    Ok(values.len())
+    produce_all(
+        cfg,
+        values.iter().map(|v| Outgoing {
+            topic,
+            key: key.map(str::as_bytes),
+            value: v,
+            timestamp_ms: None,
+            event: None,
+        }),
+    )
 }
 
 /// Every record of a topic as it stands now (all partitions, in partition
@@ -284,25 +319,14 @@ pub struct RawRecord {
 /// Input events (protobuf that decodes) get the schema-version and
 /// event-type headers; anything else goes as it is.
 pub fn publish_records(cfg: &KafkaConfig, topic: &str, records: &[RawRecord]) -> Result<usize> {
-    let producer = idempotent_producer(cfg)?;
-    for r in records {
-        let decoded = overlay_proto::decode_envelope(&r.value).ok();
-        let version = decoded.as_ref().map(|e| e.schema_version.to_string());
-        let mut headers = OwnedHeaders::new();
-        if let (Some(env), Some(v)) = (&decoded, &version) {
-            headers = headers
-                .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(v.as_bytes()) })
-                .insert(Header { key: HEADER_EVENT_TYPE, value: Some(env.payload.type_name().as_bytes()) })
-                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/x-protobuf".as_bytes()) });
-        }
-        let mut record = BaseRecord::to(topic).payload(r.value.as_slice()).headers(headers).timestamp(r.timestamp_ms);
-        if let Some(k) = &r.key {
-            record = record.key(k.as_slice());
-        }
-        send(&producer, record)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
-    producer.context().check()?;
-    Ok(records.len())
+    produce_all(
+        cfg,
+        records.iter().map(|r| Outgoing {
+            topic,
+            key: r.key.as_deref(),
+            value: &r.value,
+            timestamp_ms: Some(r.timestamp_ms),
+            event: overlay_proto::decode_envelope(&r.value).ok().map(|e| (e.schema_version, e.payload.type_name())),
+        }),
+    )
 }

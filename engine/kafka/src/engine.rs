@@ -143,6 +143,12 @@ impl Head {
     fn time(&self) -> DateTime<Utc> {
         self.decoded.as_ref().map_or(DateTime::<Utc>::MIN_UTC, |e| e.event_time)
     }
+    fn input(&self) -> Input<'_> {
+        match &self.decoded {
+            Ok(env) => Input::Event(env),
+            Err(e) => Input::Undecodable(e),
+        }
+    }
 }
 
 /// The reference partition as fetched, shared by every shard: records from
@@ -579,8 +585,9 @@ impl KafkaEngine {
             stats.dead_letters += out.dead_letters;
         }
         let next = s.next;
-        let published = publish_shard(s, self.producer.as_ref(), &self.group)?;
-        if published && s.txn.is_none() {
+        publish_shard(s, self.producer.as_ref(), &self.group)?;
+        // In a transaction the offset was committed with the outputs.
+        if s.txn.is_none() {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(next as i64))?;
             if let Err(e) = self.group.commit(&tpl, CommitMode::Async) {
@@ -622,12 +629,8 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(
         let head = s.buf.pop_front().expect("a household head");
         let source = format!("{HOUSEHOLDS}/{p}/{}", head.offset);
         s.next = head.offset + 1;
-        let input = match &head.decoded {
-            Ok(env) => Input::Event(env),
-            Err(e) => Input::Undecodable(e),
-        };
         let key = s.position_key();
-        let applied = s.folder.fold(&source, Some((&key, s.next)), &head.raw, input);
+        let applied = s.folder.fold(&source, Some((&key, s.next)), &head.raw, head.input());
         observer(p, &applied);
     }
     s.folded_since_assign += 1;
@@ -648,12 +651,11 @@ fn seq_header<M: Message>(m: &M) -> Option<u64> {
 type Unpublished = (&'static str, &'static str, Vec<(u64, Vec<u8>)>);
 
 /// Publishes a shard's committed outputs not yet in its output partitions.
-/// Returns whether everything committed is now published.
 fn publish_shard(
     s: &mut Shard,
     shared: Option<&BaseProducer<DeliveryTracker>>,
     group: &BaseConsumer<GroupContext>,
-) -> Result<bool> {
+) -> Result<()> {
     let p = s.partition;
     let store = s.folder.store();
     let mut pending: Vec<Unpublished> = Vec::new();
@@ -670,7 +672,7 @@ fn publish_shard(
         }
     }
     if pending.is_empty() {
-        return Ok(true);
+        return Ok(());
     }
     let producer = match (&s.txn, shared) {
         (Some(t), _) => t,
@@ -730,5 +732,5 @@ fn publish_shard(
         overlay_store::set_cursor(store, output, last)?;
     }
     tracing::debug!(shard = %s.name, "published");
-    Ok(true)
+    Ok(())
 }
