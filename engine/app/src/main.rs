@@ -165,8 +165,8 @@ enum KafkaCommand {
     CreateTopics,
     /// Prints every committed record of a topic, one per line (partition, then offset order).
     Read { topic: String },
-    /// Copies the embedded log's input topics (in --data-dir) to Kafka, keys and times kept:
-    /// moving an installation from the embedded default to Kafka.
+    /// Copies the embedded log's input topics (in --data-dir) to Kafka, keys and times kept,
+    /// in the order the embedded engine folds them: moving an installation to Kafka.
     CopyInputs,
 }
 
@@ -306,21 +306,16 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Kafka { command: KafkaCommand::CopyInputs } => {
             let log = open_log(&data_dir, &cfg)?;
             for topic in topics::INPUTS {
-                let mut records = Vec::new();
-                for p in 0..log.partitions(topic)? {
-                    let end = log.end_offset(topic, p)?;
-                    let mut at = log.start_offset(topic, p)?;
-                    while at < end {
-                        let chunk = log.read(topic, p, at, 4096, 64 << 20)?;
-                        let Some(last) = chunk.last() else { break };
-                        at = last.offset + 1;
-                        records.extend(chunk.into_iter().map(|r| overlay_kafka::admin::RawRecord {
-                            key: r.key,
-                            value: r.value,
-                            timestamp_ms: r.timestamp_ms as i64,
-                        }));
-                    }
-                }
+                // In the order the embedded engine folds them, so that each
+                // Kafka partition holds its records in that order too.
+                let records: Vec<_> = topics::read_merged(&log, topic)?
+                    .into_iter()
+                    .map(|r| overlay_kafka::admin::RawRecord {
+                        key: r.key,
+                        value: r.value,
+                        timestamp_ms: r.timestamp_ms as i64,
+                    })
+                    .collect();
                 let n = overlay_kafka::admin::publish_records(&cfg.kafka, topic, &records)?;
                 eprintln!("{topic}: {n} records copied");
             }

@@ -48,3 +48,37 @@ pub fn publish_events(log: &EmbeddedLog, events: &[Envelope]) -> Result<usize> {
     }
     Ok(events.len())
 }
+
+/// Every record of an input topic, its partitions merged in the order the
+/// runner folds them: by (event time, partition, offset), each partition
+/// read front to back (undecodable records have no time and come first).
+/// Copying a topic to one with another partition count keeps, within every
+/// destination partition, the order the engine used.
+pub fn read_merged(log: &EmbeddedLog, topic: &str) -> Result<Vec<overlay_log::StoredRecord>> {
+    use std::collections::VecDeque;
+    let time = |r: &overlay_log::StoredRecord| {
+        overlay_proto::decode_envelope(&r.value).map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |e| e.event_time)
+    };
+    let mut parts: Vec<VecDeque<_>> = Vec::new();
+    for p in 0..log.partitions(topic)? {
+        let end = log.end_offset(topic, p)?;
+        let mut at = log.start_offset(topic, p)?;
+        let mut records = VecDeque::new();
+        while at < end {
+            let chunk = log.read(topic, p, at, 4096, 64 << 20)?;
+            let Some(last) = chunk.last() else { break };
+            at = last.offset + 1;
+            records.extend(chunk.into_iter().map(|r| (time(&r), r)));
+        }
+        parts.push(records);
+    }
+    let mut out = Vec::new();
+    while let Some(p) = (0..parts.len())
+        .filter_map(|p| parts[p].front().map(|(t, r)| ((*t, p, r.offset), p)))
+        .min()
+        .map(|(_, p)| p)
+    {
+        out.extend(parts[p].pop_front().map(|(_, r)| r));
+    }
+    Ok(out)
+}

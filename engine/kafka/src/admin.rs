@@ -129,6 +129,23 @@ pub fn create_topics(cfg: &KafkaConfig) -> Result<Vec<(&'static str, bool)>> {
     Ok(out)
 }
 
+/// A reading consumer's context: a partition's end is news for the reader,
+/// not an error for the log.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match error {
+            rdkafka::error::KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "partition end")
+            }
+            e => tracing::error!(error = %e, reason, "librdkafka"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
 /// Counts delivery failures and keeps the first error.
 #[derive(Default)]
 pub struct DeliveryTracker {
@@ -272,34 +289,28 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str) -> Result<Vec<(u32, u64, Vec<u
     c.set("group.id", "overlay-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = c.create().context("creating a reader")?;
-    let mut ends = Vec::new();
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<ReaderContext> = c.create_with_context(ReaderContext).context("creating a reader")?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
-        let (low, high) = consumer.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
-        ends.push(high.max(0) as u64);
-        tpl.add_partition_offset(topic, p as i32, Offset::Offset(low))?;
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
+    // A partition is read when the fetch reports its end: the listed end
+    // offsets are not relied on (some brokers list the last batch's start).
+    let mut at_end = vec![false; n as usize];
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-    loop {
-        let position = consumer.position()?;
-        let done = position.elements().iter().all(|e| {
-            let p = e.partition() as usize;
-            e.offset().to_raw().is_some_and(|o| o >= 0 && o as u64 >= ends[p]) || ends[p] == 0
-        });
-        if done {
-            break;
-        }
+    while !at_end.iter().all(|e| *e) {
         if std::time::Instant::now() > deadline {
             bail!("timed out reading {topic}");
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                at_end[m.partition() as usize] = false;
                 out.push((m.partition() as u32, m.offset() as u64, m.payload().unwrap_or_default().to_vec()))
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             None => {}
         }

@@ -24,7 +24,7 @@
 //! the reference partition and the owned household partitions from the
 //! positions the shards stored.
 
-use crate::admin::{idempotent_producer, send, DeliveryTracker, REQUEST_TIMEOUT};
+use crate::admin::{idempotent_producer, send, DeliveryTracker, ReaderContext, REQUEST_TIMEOUT};
 use crate::config::KafkaConfig;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -34,6 +34,7 @@ use overlay_core::state::EngineSettings;
 use overlay_proto::topics::*;
 use overlay_store::{keys, Folder, SledStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -157,8 +158,8 @@ struct ReferenceCache {
     records: VecDeque<Arc<Head>>,
     /// Every record below this offset has been received (or skipped as a gap).
     fetched_to: u64,
-    /// The partition's end when last asked.
-    hwm: u64,
+    /// The fetch reached the partition's end and no record came after.
+    at_end: bool,
 }
 
 impl ReferenceCache {
@@ -177,12 +178,13 @@ struct Shard {
     next: u64,
     fetch_next: u64,
     buf: VecDeque<Head>,
-    hwm: u64,
+    /// The fetch reached the partition's end and no record came after.
+    at_end: bool,
     ref_next: u64,
     /// The transactional producer (transactional mode only).
     txn: Option<BaseProducer<DeliveryTracker>>,
-    /// Until the shard has caught up with where its partition ended when assigned.
-    restoring: Option<(Instant, u64, u64)>,
+    /// Until the shard first reaches its partition's end: since when, from which offset.
+    restoring: Option<(Instant, u64)>,
     folded_since_assign: u64,
 }
 
@@ -190,8 +192,12 @@ impl Shard {
     fn position_key(&self) -> String {
         format!("{HOUSEHOLDS}/{}", self.partition)
     }
-    fn caught_up(&self, reference_hwm: u64) -> bool {
-        self.buf.is_empty() && self.next >= self.hwm && self.ref_next >= reference_hwm
+    /// Everything fetched is folded and the fetch is at the partition's end.
+    fn household_done(&self) -> bool {
+        self.buf.is_empty() && self.at_end
+    }
+    fn caught_up(&self, reference: &ReferenceCache) -> bool {
+        self.household_done() && reference.at_end && reference.at_or_after(self.ref_next).is_none()
     }
 }
 
@@ -212,7 +218,12 @@ pub struct KafkaEngine {
     opts: EngineOptions,
     root: SledStore,
     group: BaseConsumer<GroupContext>,
-    data: BaseConsumer,
+    /// Group-less fetchers: the reference partition, and the owned household
+    /// partitions (apart, so that a partition-end event names its topic).
+    reference_fetch: BaseConsumer<ReaderContext>,
+    household_fetch: BaseConsumer<ReaderContext>,
+    /// Reads the last records of output partitions (where publishing stopped).
+    tail: BaseConsumer<ReaderContext>,
     producer: Option<BaseProducer<DeliveryTracker>>,
     events: Arc<Mutex<Vec<GroupEvent>>>,
     reference: ReferenceCache,
@@ -244,22 +255,33 @@ impl KafkaEngine {
         let group: BaseConsumer<GroupContext> =
             gc.create_with_context(GroupContext { events: events.clone() }).context("creating the group consumer")?;
         group.subscribe(&[HOUSEHOLDS]).context("joining the engine group")?;
-        let mut dc = cfg.client();
-        dc.set("group.id", format!("{}-fetch", cfg.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed");
-        let data: BaseConsumer = dc.create().context("creating the fetch consumer")?;
+        let fetcher = |what: &str, wait_ms: &str| -> Result<BaseConsumer<ReaderContext>> {
+            let mut dc = cfg.client();
+            if !cfg.properties.contains_key("fetch.wait.max.ms") {
+                dc.set("fetch.wait.max.ms", wait_ms);
+            }
+            dc.set("group.id", format!("{}-fetch", cfg.group_id))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "earliest")
+                .set("isolation.level", "read_committed");
+            dc.create_with_context(ReaderContext).with_context(|| format!("creating the {what} fetcher"))
+        };
+        let reference_fetch = fetcher("reference", "100")?;
+        let household_fetch = fetcher("household", "100")?;
+        // Short waits: a partition's end is only known from a fetch that came back empty.
+        let tail = fetcher("output tail", "10")?;
         let producer = if cfg.transactional { None } else { Some(idempotent_producer(cfg)?) };
-        let reference = ReferenceCache { records: VecDeque::new(), fetched_to: 0, hwm: 0 };
+        let reference = ReferenceCache { records: VecDeque::new(), fetched_to: 0, at_end: false };
         Ok(Self {
             cfg: cfg.clone(),
             opts,
             root,
             group,
-            data,
+            reference_fetch,
+            household_fetch,
+            tail,
             producer,
             events,
             reference,
@@ -282,7 +304,6 @@ impl KafkaEngine {
     pub fn run(&mut self, observer: &mut dyn FnMut(u32, &Applied)) -> Result<RunStats> {
         let mut stats = RunStats::default();
         let started = Instant::now();
-        self.reference.hwm = self.high_watermark(REFERENCE, 0)?;
         loop {
             if self.stop.load(Ordering::Relaxed) || self.opts.max_inputs.is_some_and(|m| stats.inputs >= m) {
                 break;
@@ -303,7 +324,6 @@ impl KafkaEngine {
                 if !self.opts.follow && self.caught_up() {
                     break;
                 }
-                self.refresh_watermarks()?;
                 self.receive(self.opts.idle_poll)?;
             }
         }
@@ -312,31 +332,7 @@ impl KafkaEngine {
     }
 
     fn caught_up(&self) -> bool {
-        self.shards.values().all(|s| s.caught_up(self.reference.hwm))
-    }
-
-    fn high_watermark(&self, topic: &str, p: u32) -> Result<u64> {
-        let (_, high) = self
-            .data
-            .fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)
-            .with_context(|| format!("reading the end of {topic}/{p}"))?;
-        Ok(high.max(0) as u64)
-    }
-
-    /// Refreshes the end offsets of sources that look caught up (following, new records may have come).
-    fn refresh_watermarks(&mut self) -> Result<()> {
-        if !self.opts.follow {
-            return Ok(());
-        }
-        self.reference.hwm = self.high_watermark(REFERENCE, 0)?;
-        let parts: Vec<u32> = self.shards.keys().copied().collect();
-        for p in parts {
-            let hwm = self.high_watermark(HOUSEHOLDS, p)?;
-            if let Some(s) = self.shards.get_mut(&p) {
-                s.hwm = hwm;
-            }
-        }
-        Ok(())
+        self.shards.values().all(|s| s.caught_up(&self.reference))
     }
 
     fn handle_group_events(&mut self) -> Result<()> {
@@ -386,7 +382,6 @@ impl KafkaEngine {
         } else {
             None
         };
-        let hwm = self.high_watermark(HOUSEHOLDS, p)?;
         // Where publishing stopped, whoever published: the last record of each output partition.
         for (output, topic) in [("orders", ORDERS), ("audit", AUDIT), ("dead-letters", DEAD_LETTERS)] {
             if let Some(seq) = self.last_published_seq(topic, p)? {
@@ -396,7 +391,7 @@ impl KafkaEngine {
                 }
             }
         }
-        tracing::info!(partition = p, next, ref_next, hwm, "partition assigned");
+        tracing::info!(partition = p, next, ref_next, "partition assigned");
         Ok(Shard {
             partition: p,
             name,
@@ -404,28 +399,22 @@ impl KafkaEngine {
             next,
             fetch_next: next,
             buf: VecDeque::new(),
-            hwm,
+            at_end: false,
             ref_next,
             txn,
-            restoring: Some((Instant::now(), next, hwm)),
+            restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
         })
     }
 
     /// The sequence number of the last record in an output partition.
     fn last_published_seq(&self, topic: &str, p: u32) -> Result<Option<u64>> {
-        let (low, high) = self.data.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
-        if high <= low {
-            return Ok(None);
-        }
-        let mut c = self.cfg.client();
-        c.set("group.id", format!("{}-tail", self.cfg.group_id))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed");
-        let tail: BaseConsumer = c.create()?;
-        // In read_committed mode the last offsets may be transaction markers:
-        // read a window back from the end and keep the last data record.
-        let from = (high - 64).max(low);
+        let tail = &self.tail;
+        // The listed end is only a hint (some brokers list the last batch's
+        // start): read from a window before it to the end the fetch reports.
+        // The window also passes over trailing transaction markers.
+        let (low, listed) = tail.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
+        let from = (listed - 64).max(low).max(0);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p as i32, Offset::Offset(from))?;
         tail.assign(&tpl)?;
@@ -433,26 +422,19 @@ impl KafkaEngine {
         let mut last = None;
         while Instant::now() < deadline {
             match tail.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    last = seq_header(&m).or(last);
-                    if m.offset() + 1 >= high {
-                        return Ok(last);
-                    }
+                Some(Ok(m)) => last = seq_header(&m).or(last),
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    tail.unassign()?;
+                    return Ok(last);
                 }
                 Some(Err(e)) => return Err(anyhow!("reading the end of {topic}/{p}: {e}")),
-                None => {
-                    let pos = tail.position()?;
-                    let at = pos.elements().first().and_then(|e| e.offset().to_raw()).unwrap_or(-1);
-                    if at >= high {
-                        return Ok(last);
-                    }
-                }
+                None => {}
             }
         }
         bail!("timed out reading the end of {topic}/{p}")
     }
 
-    /// Points the fetch consumer at the reference partition and every owned
+    /// Points the fetchers at the reference partition and every owned
     /// household partition, from the offsets still needed.
     fn reassign(&mut self) -> Result<()> {
         let need = self.shards.values().map(|s| s.ref_next).min();
@@ -462,51 +444,73 @@ impl KafkaEngine {
                 // A new shard needs reference records already dropped: fetch them again.
                 self.reference.records.clear();
                 self.reference.fetched_to = need;
+                self.reference.at_end = false;
             }
         }
         let mut tpl = TopicPartitionList::new();
         if !self.shards.is_empty() {
             tpl.add_partition_offset(REFERENCE, 0, Offset::Offset(self.reference.fetched_to as i64))?;
         }
+        self.reference_fetch.assign(&tpl).context("assigning the reference fetcher")?;
+        let mut tpl = TopicPartitionList::new();
         for s in self.shards.values() {
             tpl.add_partition_offset(HOUSEHOLDS, s.partition as i32, Offset::Offset(s.fetch_next as i64))?;
         }
-        self.data.assign(&tpl).context("assigning the fetch consumer")?;
+        self.household_fetch.assign(&tpl).context("assigning the household fetcher")?;
         Ok(())
     }
 
     /// Takes in fetched records: waits up to `wait` for the first, then takes what is ready.
     fn receive(&mut self, wait: Duration) -> Result<()> {
+        // Waiting, split between the two fetchers (the merge needs both).
+        let wait = wait / 2;
         let mut timeout = wait;
         for _ in 0..10_000 {
-            let Some(m) = self.data.poll(timeout) else { break };
+            let Some(m) = self.household_fetch.poll(timeout) else { break };
             timeout = Duration::ZERO;
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "fetch error");
-                    continue;
+            match m {
+                Ok(m) => {
+                    let offset = m.offset() as u64;
+                    if let Some(s) = self.shards.get_mut(&(m.partition() as u32)) {
+                        if offset >= s.fetch_next {
+                            s.fetch_next = offset + 1;
+                            s.at_end = false;
+                            s.buf.push_back(Head::new(offset, m.payload().unwrap_or_default().to_vec()));
+                        }
+                    }
                 }
-            };
-            let offset = m.offset() as u64;
-            let raw = m.payload().unwrap_or_default().to_vec();
-            if m.topic() == REFERENCE {
-                if offset >= self.reference.fetched_to {
-                    self.reference.fetched_to = offset + 1;
-                    self.reference.records.push_back(Arc::new(Head::new(offset, raw)));
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if let Some(s) = self.shards.get_mut(&(p as u32)) {
+                        s.at_end = true;
+                    }
                 }
-            } else if let Some(s) = self.shards.get_mut(&(m.partition() as u32)) {
-                if offset >= s.fetch_next {
-                    s.fetch_next = offset + 1;
-                    s.buf.push_back(Head::new(offset, raw));
+                Err(e) => tracing::warn!(error = %e, "household fetch error"),
+            }
+        }
+        let mut timeout = wait;
+        for _ in 0..10_000 {
+            let Some(m) = self.reference_fetch.poll(timeout) else { break };
+            timeout = Duration::ZERO;
+            match m {
+                Ok(m) => {
+                    let offset = m.offset() as u64;
+                    if offset >= self.reference.fetched_to {
+                        self.reference.fetched_to = offset + 1;
+                        self.reference.at_end = false;
+                        let head = Head::new(offset, m.payload().unwrap_or_default().to_vec());
+                        self.reference.records.push_back(Arc::new(head));
+                    }
                 }
+                Err(KafkaError::PartitionEOF(_)) => self.reference.at_end = true,
+                Err(e) => tracing::warn!(error = %e, "reference fetch error"),
             }
         }
         // Offsets with no record (transaction markers, compacted gaps) are passed over.
-        if let Ok(positions) = self.data.position() {
+        for (fetcher, is_reference) in [(&self.reference_fetch, true), (&self.household_fetch, false)] {
+            let Ok(positions) = fetcher.position() else { continue };
             for e in positions.elements() {
                 let Some(at) = e.offset().to_raw().filter(|o| *o >= 0).map(|o| o as u64) else { continue };
-                if e.topic() == REFERENCE {
+                if is_reference {
                     self.reference.fetched_to = self.reference.fetched_to.max(at);
                 } else if let Some(s) = self.shards.get_mut(&(e.partition() as u32)) {
                     if s.buf.is_empty() && at > s.fetch_next {
@@ -546,8 +550,8 @@ impl KafkaEngine {
 
     fn finish_restore(&mut self, p: u32, stats: &mut RunStats) {
         let Some(s) = self.shards.get_mut(&p) else { return };
-        if let Some((since, from, target)) = s.restoring {
-            if s.next >= target {
+        if let Some((since, from)) = s.restoring {
+            if s.household_done() {
                 let r =
                     Restore { partition: p, inputs: s.folded_since_assign, millis: since.elapsed().as_millis() as u64 };
                 tracing::info!(partition = p, from, inputs = r.inputs, millis = r.millis, "shard restored");
@@ -605,8 +609,8 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(
     if r.is_none() && reference.fetched_to > s.ref_next {
         s.ref_next = reference.fetched_to;
     }
-    let ref_done = r.is_none() && s.ref_next >= reference.hwm;
-    let hh_done = s.buf.is_empty() && s.next >= s.hwm;
+    let ref_done = r.is_none() && reference.at_end;
+    let hh_done = s.household_done();
     let take_reference = match (&r, s.buf.front()) {
         (Some(r), Some(h)) => (r.time(), 0u32, r.offset) <= (h.time(), 1, h.offset),
         (Some(_), None) if hh_done => true,
