@@ -19,6 +19,11 @@
 //!   each following its own copy of the index, and a new version of each
 //!   model folded one at a time, each `step` timed.
 //!
+//! - `kafka` (`crate::bench_kafka`): the engine on Kafka against a raw
+//!   rdkafka consume → produce of the same records on the same broker. It
+//!   runs by default only when a real broker is given; `--only kafka` runs
+//!   the mock-cluster parts without one.
+//!
 //! Setup (scenario generation, encoding, the dry run, building the baseline's
 //! batches) is outside every timed region.
 
@@ -51,7 +56,8 @@ use std::time::Instant;
 pub const DURABLE_FOLD: &str = "durable-fold";
 pub const TICK_FOLD: &str = "tick-fold";
 pub const FANOUT: &str = "fanout";
-pub const NAMES: [&str; 3] = [DURABLE_FOLD, TICK_FOLD, FANOUT];
+pub use crate::bench_kafka::KAFKA;
+pub const NAMES: [&str; 4] = [DURABLE_FOLD, TICK_FOLD, FANOUT, KAFKA];
 
 /// The durable fold must reach this share of raw sled's throughput.
 const DURABLE_GOAL_RATIO: f64 = 0.5;
@@ -69,6 +75,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Run only the benchmark of this name.
     pub only: Option<String>,
+    /// Real brokers for the Kafka benchmark.
+    pub kafka: crate::bench_kafka::KafkaBrokers,
 }
 
 /// Sizes of one run.
@@ -184,6 +192,17 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Vec<Row>> {
             out,
         )?);
     }
+    if selected(KAFKA) {
+        let sizes = crate::bench_kafka::KafkaSizes::new(opts.quick);
+        if opts.only.is_some() || opts.kafka.any() {
+            rows.extend(crate::bench_kafka::kafka(&sizes, &opts.kafka, out)?);
+        } else {
+            writeln!(
+                out,
+                "\n[{KAFKA}] skipped: no broker (give --brokers, OVERLAY_KAFKA_BROKERS or OVERLAY_TANSU, or run scripts/bench-kafka; `--only kafka` runs the mock-cluster parts alone)"
+            )?;
+        }
+    }
     writeln!(out, "\nload average at the end: {}", load_average())?;
     print_table(&rows, out)?;
     Ok(rows)
@@ -217,9 +236,9 @@ fn load_average() -> String {
 // ---------------------------------------------------------------------------
 
 /// The mixed input stream and what the engine writes for it.
-struct Mixed {
+pub(crate) struct Mixed {
     /// Protobuf inputs, in fold order.
-    raws: Vec<Vec<u8>>,
+    pub(crate) raws: Vec<Vec<u8>>,
     /// Inputs by event type.
     by_type: BTreeMap<&'static str, u64>,
     /// The write batches the engine commits for these inputs, in order.
@@ -236,7 +255,7 @@ struct Mixed {
 /// is generated, through a folder over a `MemStore` whose batches are taken
 /// (not written) every `batch_max` inputs: exactly the batches the durable
 /// engine commits for the same inputs.
-fn mixed_stream(spec: &DemoSpec, batch_max: usize, settings: &EngineSettings) -> Result<Mixed> {
+pub(crate) fn mixed_stream(spec: &DemoSpec, batch_max: usize, settings: &EngineSettings) -> Result<Mixed> {
     let data = MarketData::embedded().context("loading the shipped market data")?;
     let scenario = demo(spec, &data).context("building the demo scenario")?;
     let mut folder = Folder::open(Box::new(MemStore::new()), settings.clone())?;
@@ -283,10 +302,10 @@ fn mixed_stream(spec: &DemoSpec, batch_max: usize, settings: &EngineSettings) ->
 }
 
 /// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Result<Self> {
+    pub(crate) fn new(name: &str) -> Result<Self> {
         let p = std::env::temp_dir().join(format!("overlay-bench-{}-{name}", std::process::id()));
         if p.exists() {
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -295,7 +314,7 @@ impl TempDir {
         Ok(Self(p))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -433,7 +452,7 @@ fn run_engine(raws: &[Vec<u8>], batch_max: usize, settings: &EngineSettings, in_
     Ok(DurableRun { secs, commit_secs, batches, bytes, state_hash })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
@@ -1284,7 +1303,7 @@ fn fanout(
 // ---------------------------------------------------------------------------
 
 /// A count, with thousands separators.
-fn count(n: usize) -> String {
+pub(crate) fn count(n: usize) -> String {
     if n < 100 {
         n.to_string()
     } else {
@@ -1293,7 +1312,7 @@ fn count(n: usize) -> String {
 }
 
 /// A number with thousands separators (no decimals), or one decimal below 100.
-fn group(v: f64) -> String {
+pub(crate) fn group(v: f64) -> String {
     if !v.is_finite() {
         return format!("{v}");
     }
@@ -1363,5 +1382,12 @@ pub fn print_table(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
     for c in &cells {
         line(out, c)?;
     }
-    writeln!(out, "(baseline = raw sled apply_batch + flush of the engine's own batches, measured in the same run; MB = 10^6 bytes)")
+    let kafka = rows.iter().any(|r| r.benchmark.starts_with(KAFKA));
+    if !kafka || rows.iter().any(|r| r.benchmark.starts_with(DURABLE_FOLD)) {
+        writeln!(out, "(baseline = raw sled apply_batch + flush of the engine's own batches, measured in the same run; MB = 10^6 bytes)")?;
+    }
+    if kafka {
+        writeln!(out, "(kafka baseline = raw rdkafka consume -> produce of the same input records on the same broker, measured in the same run)")?;
+    }
+    Ok(())
 }

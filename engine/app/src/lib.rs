@@ -3,6 +3,7 @@
 
 pub mod backtest;
 pub mod bench;
+pub mod bench_kafka;
 pub mod config;
 pub mod demo;
 pub mod propose;

@@ -153,9 +153,15 @@ enum Command {
         /// Smaller inputs: checks that everything runs; not figures to quote.
         #[arg(long)]
         quick: bool,
-        /// Run only this benchmark (durable-fold, tick-fold or fanout).
+        /// Run only this benchmark (durable-fold, tick-fold, fanout or kafka).
         #[arg(long)]
         only: Option<String>,
+        /// A scratch Kafka broker for the kafka benchmark (it creates, then deletes, the overlay.* topics).
+        #[arg(long, env = "OVERLAY_KAFKA_BROKERS")]
+        brokers: Option<String>,
+        /// A tansu binary the kafka benchmark starts its brokers from (`bash scripts/setup-kafka` prints it).
+        #[arg(long, env = "OVERLAY_TANSU")]
+        tansu: Option<PathBuf>,
     },
 }
 
@@ -168,6 +174,13 @@ enum KafkaCommand {
     /// Copies the embedded log's input topics (in --data-dir) to Kafka, keys and times kept,
     /// in the order the embedded engine folds them: moving an installation to Kafka.
     CopyInputs,
+    /// Serves librdkafka's in-memory mock cluster on loopback, with the engine's topics, until
+    /// stopped: prints its bootstrap servers on the first line. For trying the transport and
+    /// for tests; it has transactions and group session expiry; nothing is persisted.
+    MockCluster {
+        #[arg(long, default_value_t = 1)]
+        brokers: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,6 +212,8 @@ fn real_main(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OVERLAY_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        // Colour only for a terminal: logs kept in files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = Config::load(cli.config.as_deref())?;
     let data_dir = cli.data_dir;
@@ -303,6 +318,19 @@ fn real_main(cli: Cli) -> Result<()> {
                 out.write_all(b"\n")?;
             }
         }
+        Command::Kafka { command: KafkaCommand::MockCluster { brokers } } => {
+            let mock = overlay_kafka::mock::MockBroker::start(&cfg.kafka, brokers)?;
+            let mut out = stdout.lock();
+            writeln!(out, "{}", mock.bootstrap_servers())?;
+            out.flush()?;
+            drop(out);
+            eprintln!("mock cluster on {}; stop with Ctrl-C", mock.bootstrap_servers());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("a runtime for signals")?
+                .block_on(wait_for_shutdown());
+        }
         Command::Kafka { command: KafkaCommand::CopyInputs } => {
             let log = open_log(&data_dir, &cfg)?;
             for topic in topics::INPUTS {
@@ -391,8 +419,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 report.inputs, report.orders, report.audit, report.dead_letters, report.state_hash
             )?;
         }
-        Command::Bench { quick, only } => {
-            overlay_app::bench::run(&overlay_app::bench::BenchOptions { quick, only }, &mut stdout.lock())?;
+        Command::Bench { quick, only, brokers, tansu } => {
+            let kafka = overlay_app::bench_kafka::KafkaBrokers { external: brokers, tansu };
+            overlay_app::bench::run(&overlay_app::bench::BenchOptions { quick, only, kafka }, &mut stdout.lock())?;
         }
     }
     Ok(())

@@ -73,10 +73,8 @@ pub fn read_merged(log: &EmbeddedLog, topic: &str) -> Result<Vec<overlay_log::St
         parts.push(records);
     }
     let mut out = Vec::new();
-    while let Some(p) = (0..parts.len())
-        .filter_map(|p| parts[p].front().map(|(t, r)| ((*t, p, r.offset), p)))
-        .min()
-        .map(|(_, p)| p)
+    while let Some(p) =
+        (0..parts.len()).filter_map(|p| parts[p].front().map(|(t, r)| ((*t, p, r.offset), p))).min().map(|(_, p)| p)
     {
         out.extend(parts[p].pop_front().map(|(_, r)| r));
     }

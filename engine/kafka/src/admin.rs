@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,8 +82,21 @@ pub fn partitions(cfg: &KafkaConfig, topic: &str) -> Result<Option<u32>> {
 /// count is right (and refused otherwise). Returns (topic, created?) pairs.
 pub fn create_topics(cfg: &KafkaConfig) -> Result<Vec<(&'static str, bool)>> {
     cfg.validate()?;
-    let admin: AdminClient<DefaultClientContext> = cfg.client().create().context("creating an admin client")?;
+    // Nothing to create when every topic is there with its partitions (a
+    // broker that does not serve CreateTopics, or no rights to create, is fine then).
     let specs = topic_specs(cfg);
+    let mut existing = Vec::new();
+    for spec in &specs {
+        match partitions(cfg, spec.name)? {
+            Some(n) if n == spec.partitions => existing.push((spec.name, false)),
+            Some(n) => bail!("topic {} has {n} partitions, the configuration says {}", spec.name, spec.partitions),
+            None => break,
+        }
+    }
+    if existing.len() == specs.len() {
+        return Ok(existing);
+    }
+    let admin: AdminClient<DefaultClientContext> = cfg.client().create().context("creating an admin client")?;
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -179,9 +192,39 @@ impl DeliveryTracker {
 
 /// An idempotent producer (acks=all, no duplicates from retries).
 pub fn idempotent_producer(cfg: &KafkaConfig) -> Result<BaseProducer<DeliveryTracker>> {
-    let mut c = cfg.client();
+    let mut c = producer_config(cfg);
     c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
     c.create_with_context(DeliveryTracker::default()).context("creating a Kafka producer")
+}
+
+/// A producer's client configuration. Keys are placed by murmur2, as the
+/// Java client and the embedded log do, so every producer of household
+/// events puts a household in the same partition (librdkafka's own default,
+/// CRC32, would not). A `partitioner` property still overrides it.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = cfg.client();
+    if !cfg.properties.contains_key("partitioner") {
+        c.set("partitioner", "murmur2_random");
+    }
+    c
+}
+
+/// Waits until the broker has acknowledged every record sent and their
+/// delivery reports are served. (rdkafka's `flush` waits in steps of 100 ms:
+/// its `poll` always waits out its timeout, which made every publish of a
+/// shard take at least 100 ms.)
+pub fn flush(producer: &BaseProducer<DeliveryTracker>, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("{} records not acknowledged within {timeout:?}", producer.in_flight_count());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// Sends one record, waiting while librdkafka's queue is full.
@@ -190,7 +233,7 @@ pub fn send(producer: &BaseProducer<DeliveryTracker>, mut record: BaseRecord<'_,
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                producer.poll(Duration::from_millis(50));
+                producer.poll(Duration::from_millis(5));
                 record = r;
             }
             Err((e, _)) => return Err(anyhow!("producing to Kafka: {e}")),
@@ -236,7 +279,7 @@ fn produce_all<'a>(cfg: &KafkaConfig, records: impl IntoIterator<Item = Outgoing
         producer.poll(Duration::ZERO);
         n += 1;
     }
-    producer.flush(REQUEST_TIMEOUT).context("flushing the producer")?;
+    flush(&producer, REQUEST_TIMEOUT).context("flushing the producer")?;
     producer.context().check()?;
     Ok(n)
 }

@@ -20,6 +20,14 @@ pub struct KafkaConfig {
     /// transactional id per shard, fencing a zombie owner). Needs a broker
     /// with transactions; consumers of the outputs then read `read_committed`.
     pub transactional: bool,
+    /// Start every input fetch at the partition's first record and skip the
+    /// ones before the shard's position in the engine. For brokers that do
+    /// not serve a fetch from inside a record batch: tansu 0.6.0 answers a
+    /// fetch at offset X with the batches that *start* at X or later, which
+    /// would silently skip the rest of X's batch (or, inside the last batch,
+    /// return nothing at all). Costs a re-read of the inputs on every restart
+    /// or hand-off; leave it off for Kafka and other conforming brokers.
+    pub fetch_from_log_start: bool,
     /// Passed to librdkafka as they are, for every client the engine makes:
     /// TLS (`security.protocol`, `ssl.ca.location`, …), SASL
     /// (`sasl.mechanism`, `sasl.username`, …), timeouts.
@@ -34,16 +42,26 @@ impl Default for KafkaConfig {
             household_partitions: 8,
             replication_factor: 1,
             transactional: false,
+            fetch_from_log_start: false,
             properties: BTreeMap::new(),
         }
     }
 }
 
 /// Environment variables that override the file: `OVERLAY_KAFKA_BROKERS`,
-/// `OVERLAY_KAFKA_GROUP_ID`, `OVERLAY_KAFKA_TRANSACTIONAL` (true/false), and
+/// `OVERLAY_KAFKA_GROUP_ID`, `OVERLAY_KAFKA_TRANSACTIONAL` and
+/// `OVERLAY_KAFKA_FETCH_FROM_LOG_START` (true/false), and
 /// `OVERLAY_KAFKA_PROP_<NAME>` for a librdkafka property, its name upper-cased
 /// with dots as underscores (`OVERLAY_KAFKA_PROP_SASL_PASSWORD` sets `sasl.password`).
 pub const ENV_PREFIX: &str = "OVERLAY_KAFKA_";
+
+fn flag(name: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => bail!("{name} must be true or false, not {other:?}"),
+    }
+}
 
 impl KafkaConfig {
     /// Applies overrides from environment variables (given, so tests need not
@@ -55,17 +73,12 @@ impl KafkaConfig {
             match &k[ENV_PREFIX.len()..] {
                 "BROKERS" => self.brokers = v,
                 "GROUP_ID" => self.group_id = v,
-                "TRANSACTIONAL" => {
-                    self.transactional = match v.as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        other => bail!("{k} must be true or false, not {other:?}"),
-                    }
-                }
+                "TRANSACTIONAL" => self.transactional = flag(&k, &v)?,
+                "FETCH_FROM_LOG_START" => self.fetch_from_log_start = flag(&k, &v)?,
                 name if name.starts_with("PROP_") && name.len() > 5 => {
                     self.properties.insert(name[5..].to_ascii_lowercase().replace('_', "."), v);
                 }
-                _ => bail!("unknown environment variable {k} (known: {ENV_PREFIX}BROKERS, GROUP_ID, TRANSACTIONAL, PROP_<NAME>)"),
+                _ => bail!("unknown environment variable {k} (known: {ENV_PREFIX}BROKERS, GROUP_ID, TRANSACTIONAL, FETCH_FROM_LOG_START, PROP_<NAME>)"),
             }
         }
         Ok(())

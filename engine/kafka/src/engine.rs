@@ -222,14 +222,30 @@ pub struct KafkaEngine {
     /// partitions (apart, so that a partition-end event names its topic).
     reference_fetch: BaseConsumer<ReaderContext>,
     household_fetch: BaseConsumer<ReaderContext>,
-    /// Reads the last records of output partitions (where publishing stopped).
-    tail: BaseConsumer<ReaderContext>,
     producer: Option<BaseProducer<DeliveryTracker>>,
     events: Arc<Mutex<Vec<GroupEvent>>>,
     reference: ReferenceCache,
     shards: BTreeMap<u32, Shard>,
     assigned: bool,
     stop: Arc<AtomicBool>,
+}
+
+/// How long a fetch may wait at a partition's end before coming back empty.
+const FETCH_WAIT_MS: &str = "100";
+
+/// A group-less consumer that reports partition ends.
+fn fetcher(cfg: &KafkaConfig, what: &str, wait_ms: &str) -> Result<BaseConsumer<ReaderContext>> {
+    let mut dc = cfg.client();
+    if !cfg.properties.contains_key("fetch.wait.max.ms") {
+        dc.set("fetch.wait.max.ms", wait_ms);
+    }
+    dc.set("group.id", format!("{}-fetch", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    dc.create_with_context(ReaderContext).with_context(|| format!("creating the {what} fetcher"))
 }
 
 fn shard_tree(p: u32) -> String {
@@ -255,23 +271,8 @@ impl KafkaEngine {
         let group: BaseConsumer<GroupContext> =
             gc.create_with_context(GroupContext { events: events.clone() }).context("creating the group consumer")?;
         group.subscribe(&[HOUSEHOLDS]).context("joining the engine group")?;
-        let fetcher = |what: &str, wait_ms: &str| -> Result<BaseConsumer<ReaderContext>> {
-            let mut dc = cfg.client();
-            if !cfg.properties.contains_key("fetch.wait.max.ms") {
-                dc.set("fetch.wait.max.ms", wait_ms);
-            }
-            dc.set("group.id", format!("{}-fetch", cfg.group_id))
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "true")
-                .set("auto.offset.reset", "earliest")
-                .set("isolation.level", "read_committed");
-            dc.create_with_context(ReaderContext).with_context(|| format!("creating the {what} fetcher"))
-        };
-        let reference_fetch = fetcher("reference", "100")?;
-        let household_fetch = fetcher("household", "100")?;
-        // Short waits: a partition's end is only known from a fetch that came back empty.
-        let tail = fetcher("output tail", "10")?;
+        let reference_fetch = fetcher(cfg, "reference", FETCH_WAIT_MS)?;
+        let household_fetch = fetcher(cfg, "household", FETCH_WAIT_MS)?;
         let producer = if cfg.transactional { None } else { Some(idempotent_producer(cfg)?) };
         let reference = ReferenceCache { records: VecDeque::new(), fetched_to: 0, at_end: false };
         Ok(Self {
@@ -281,7 +282,6 @@ impl KafkaEngine {
             group,
             reference_fetch,
             household_fetch,
-            tail,
             producer,
             events,
             reference,
@@ -308,8 +308,7 @@ impl KafkaEngine {
             if self.stop.load(Ordering::Relaxed) || self.opts.max_inputs.is_some_and(|m| stats.inputs >= m) {
                 break;
             }
-            self.group.poll(Duration::ZERO);
-            self.handle_group_events()?;
+            self.poll_group()?;
             if !self.assigned {
                 if !self.opts.follow && started.elapsed() > self.opts.join_timeout {
                     bail!("the group assigned no partitions within {:?}", self.opts.join_timeout);
@@ -333,6 +332,14 @@ impl KafkaEngine {
 
     fn caught_up(&self) -> bool {
         self.shards.values().all(|s| s.caught_up(&self.reference))
+    }
+
+    /// Serves the group (heartbeats, rebalances) and acts on what it reports
+    /// at once: after a revocation this instance must not publish for the
+    /// partition again, since the next owner may already be publishing.
+    fn poll_group(&mut self) -> Result<()> {
+        self.group.poll(Duration::ZERO);
+        self.handle_group_events()
     }
 
     fn handle_group_events(&mut self) -> Result<()> {
@@ -370,7 +377,7 @@ impl KafkaEngine {
         let next = position(&format!("{HOUSEHOLDS}/{p}"))?;
         let ref_next = position(&format!("{REFERENCE}/0"))?;
         let txn = if self.cfg.transactional {
-            let mut c = self.cfg.client();
+            let mut c = crate::admin::producer_config(&self.cfg);
             c.set("transactional.id", format!("{}-shard-{p}", self.cfg.group_id))
                 .set("enable.idempotence", "true")
                 .set("acks", "all");
@@ -409,7 +416,10 @@ impl KafkaEngine {
 
     /// The sequence number of the last record in an output partition.
     fn last_published_seq(&self, topic: &str, p: u32) -> Result<Option<u64>> {
-        let tail = &self.tail;
+        // A new reader each time: a consumer reports a partition's end once
+        // per end offset, so a reused one could wait for an end it already
+        // saw. Short fetch waits: an end is only known from an empty fetch.
+        let tail = fetcher(&self.cfg, "output tail", "10")?;
         // The listed end is only a hint (some brokers list the last batch's
         // start): read from a window before it to the end the fetch reports.
         // The window also passes over trailing transaction markers.
@@ -420,23 +430,46 @@ impl KafkaEngine {
         tail.assign(&tpl)?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let mut last = None;
+        let mut transient: Option<KafkaError> = None;
         while Instant::now() < deadline {
             match tail.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => last = seq_header(&m).or(last),
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    tail.unassign()?;
-                    return Ok(last);
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(anyhow!("reading the end of {topic}/{p}: {e}"))
                 }
-                Some(Err(e)) => return Err(anyhow!("reading the end of {topic}/{p}: {e}")),
+                // Broker-down events (possibly queued during an outage while
+                // this reader was idle): librdkafka reconnects; keep reading.
+                Some(Err(e)) => transient = Some(e),
                 None => {}
             }
         }
-        bail!("timed out reading the end of {topic}/{p}")
+        let cause = transient.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+        bail!("timed out reading the end of {topic}/{p}{cause}")
     }
 
-    /// Points the fetchers at the reference partition and every owned
-    /// household partition, from the offsets still needed.
+    /// Where a fetch for records from `offset` on starts (records before
+    /// `offset` are skipped as they arrive).
+    fn fetch_from(&self, offset: u64) -> Offset {
+        if self.cfg.fetch_from_log_start {
+            Offset::Beginning
+        } else {
+            Offset::Offset(offset as i64)
+        }
+    }
+
+    /// Points new fetchers at the reference partition and every owned
+    /// household partition, from the offsets still needed. New ones: a
+    /// consumer reports a partition's end once per end offset, so one that
+    /// had reached the end before would stay silent on reaching it again.
     fn reassign(&mut self) -> Result<()> {
+        self.reference_fetch = fetcher(&self.cfg, "reference", FETCH_WAIT_MS)?;
+        self.household_fetch = fetcher(&self.cfg, "household", FETCH_WAIT_MS)?;
+        // The new fetchers report the ends again.
+        self.reference.at_end = false;
+        for s in self.shards.values_mut() {
+            s.at_end = false;
+        }
         let need = self.shards.values().map(|s| s.ref_next).min();
         if let Some(need) = need {
             let cached_from = self.reference.records.front().map_or(self.reference.fetched_to, |h| h.offset);
@@ -449,12 +482,12 @@ impl KafkaEngine {
         }
         let mut tpl = TopicPartitionList::new();
         if !self.shards.is_empty() {
-            tpl.add_partition_offset(REFERENCE, 0, Offset::Offset(self.reference.fetched_to as i64))?;
+            tpl.add_partition_offset(REFERENCE, 0, self.fetch_from(self.reference.fetched_to))?;
         }
         self.reference_fetch.assign(&tpl).context("assigning the reference fetcher")?;
         let mut tpl = TopicPartitionList::new();
         for s in self.shards.values() {
-            tpl.add_partition_offset(HOUSEHOLDS, s.partition as i32, Offset::Offset(s.fetch_next as i64))?;
+            tpl.add_partition_offset(HOUSEHOLDS, s.partition as i32, self.fetch_from(s.fetch_next))?;
         }
         self.household_fetch.assign(&tpl).context("assigning the household fetcher")?;
         Ok(())
@@ -472,6 +505,15 @@ impl KafkaEngine {
                 Ok(m) => {
                     let offset = m.offset() as u64;
                     if let Some(s) = self.shards.get_mut(&(m.partition() as u32)) {
+                        if offset > s.fetch_next + 1 {
+                            // One offset is a transaction marker; more is a hole.
+                            tracing::warn!(
+                                partition = s.partition,
+                                from = s.fetch_next,
+                                to = offset,
+                                "household offsets skipped by the broker (see kafka.fetch_from_log_start)"
+                            );
+                        }
                         if offset >= s.fetch_next {
                             s.fetch_next = offset + 1;
                             s.at_end = false;
@@ -503,21 +545,6 @@ impl KafkaEngine {
                 }
                 Err(KafkaError::PartitionEOF(_)) => self.reference.at_end = true,
                 Err(e) => tracing::warn!(error = %e, "reference fetch error"),
-            }
-        }
-        // Offsets with no record (transaction markers, compacted gaps) are passed over.
-        for (fetcher, is_reference) in [(&self.reference_fetch, true), (&self.household_fetch, false)] {
-            let Ok(positions) = fetcher.position() else { continue };
-            for e in positions.elements() {
-                let Some(at) = e.offset().to_raw().filter(|o| *o >= 0).map(|o| o as u64) else { continue };
-                if is_reference {
-                    self.reference.fetched_to = self.reference.fetched_to.max(at);
-                } else if let Some(s) = self.shards.get_mut(&(e.partition() as u32)) {
-                    if s.buf.is_empty() && at > s.fetch_next {
-                        s.fetch_next = at;
-                        s.next = s.next.max(at);
-                    }
-                }
             }
         }
         Ok(())
@@ -580,6 +607,9 @@ impl KafkaEngine {
     /// Writes a shard's folded inputs durably, publishes its outputs, then
     /// advances the group's committed offset for its partition.
     fn commit_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
+        // A rebalance waits for this instance to let go of its partitions:
+        // serving it here keeps a long catch-up from holding the group up.
+        self.poll_group()?;
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
         let out = s.folder.commit().with_context(|| format!("committing shard {p}"))?;
         if out.inputs > 0 {
@@ -721,15 +751,19 @@ fn publish_shard(
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.next as i64))?;
         let meta = group.group_metadata().ok_or_else(|| anyhow!("no group metadata for the transaction"))?;
-        let done = producer
-            .send_offsets_to_transaction(&tpl, &meta, REQUEST_TIMEOUT)
-            .and_then(|_| producer.commit_transaction(REQUEST_TIMEOUT));
+        // rdkafka's commit_transaction flushes in 100 ms polls: flush first, at once.
+        let done = crate::admin::flush(producer, REQUEST_TIMEOUT).and_then(|_| {
+            producer
+                .send_offsets_to_transaction(&tpl, &meta, REQUEST_TIMEOUT)
+                .and_then(|_| producer.commit_transaction(REQUEST_TIMEOUT))
+                .map_err(anyhow::Error::from)
+        });
         if let Err(e) = done {
             let _ = producer.abort_transaction(REQUEST_TIMEOUT);
             return Err(anyhow!("committing shard {p}'s transaction: {e}"));
         }
     } else {
-        producer.flush(REQUEST_TIMEOUT).context("flushing outputs")?;
+        crate::admin::flush(producer, REQUEST_TIMEOUT).context("flushing outputs")?;
     }
     producer.context().check()?;
     for (output, last) in cursors {
