@@ -389,15 +389,18 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("a temporary directory")
 }
 
-/// A Kafka-protocol broker (tansu) on a free loopback port, in memory,
-/// stopped when dropped. The binary is `$OVERLAY_TANSU` (set by
-/// `scripts/test`, which installs it) or tansu on the PATH.
+/// A Kafka-protocol broker on loopback, stopped when dropped: tansu (in
+/// memory) or librdkafka's mock cluster served by `overlay kafka mock-cluster`.
 pub struct Broker {
     child: Child,
-    pub port: u16,
+    brokers: String,
+    /// `[kafka]` settings every engine on this broker needs.
+    settings: &'static str,
 }
 
 impl Broker {
+    /// tansu on a free port. The binary is `$OVERLAY_TANSU` (set by
+    /// `scripts/test`, which installs it) or tansu on the PATH.
     pub fn start() -> Broker {
         let bin = std::env::var_os("OVERLAY_TANSU").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("tansu"));
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
@@ -417,11 +420,31 @@ impl Broker {
             assert!(started.elapsed() < Duration::from_secs(30), "the broker did not listen on {port} within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { child, port }
+        // tansu 0.6.0 serves a fetch from the batches starting at or after its offset.
+        Broker { child, brokers: format!("127.0.0.1:{port}"), settings: "fetch_from_log_start = true" }
+    }
+
+    /// librdkafka's mock cluster (transactions, group session expiry), with
+    /// the engine's topics made for `partitions` household partitions.
+    pub fn mock(partitions: u32) -> Broker {
+        let cfg = std::env::temp_dir().join(format!("overlay-mock-{}-{partitions}.toml", std::process::id()));
+        std::fs::write(&cfg, format!("[kafka]\nhousehold_partitions = {partitions}\n")).expect("config file");
+        let mut child = command(Path::new("unused"), &["--config", cfg.to_str().unwrap(), "kafka", "mock-cluster"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning overlay kafka mock-cluster");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("piped")), &mut line)
+            .expect("the mock cluster's address");
+        let brokers = line.trim().to_string();
+        assert!(brokers.contains(':'), "overlay kafka mock-cluster printed {line:?}");
+        Broker { child, brokers, settings: "" }
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.brokers.clone()
     }
 }
 
@@ -432,13 +455,41 @@ impl Drop for Broker {
     }
 }
 
-/// `overlay --data-dir DIR <args>` against a broker (its address in the environment).
-pub fn overlay_kafka(dir: &Path, broker: &Broker, partitions: u32, args: &[&str]) -> Run {
+/// `overlay --data-dir DIR <args>` against a broker (its address in the
+/// environment), with a configuration file of `household_partitions` and
+/// `extra` TOML (sections after `[kafka]`, e.g. `[engine]\nbatch_inputs_max = 20`).
+pub fn kafka_command(dir: &Path, broker: &Broker, partitions: u32, extra: &str, args: &[&str]) -> Command {
     let mut cmd = command(dir, args);
     cmd.env("OVERLAY_KAFKA_BROKERS", broker.brokers());
     let cfg = dir.with_extension("kafka.toml");
     std::fs::create_dir_all(cfg.parent().expect("a parent")).expect("config dir");
-    std::fs::write(&cfg, format!("[kafka]\nhousehold_partitions = {partitions}\n")).expect("config file");
+    let settings = format!("[kafka]\nhousehold_partitions = {partitions}\n{}\n{extra}\n", broker.settings);
+    std::fs::write(&cfg, settings).expect("config file");
     cmd.arg("--config").arg(&cfg);
-    run_command(cmd, args, None)
+    cmd
+}
+
+/// `overlay --data-dir DIR <args>` against a broker, to the end.
+pub fn overlay_kafka(dir: &Path, broker: &Broker, partitions: u32, args: &[&str]) -> Run {
+    run_command(kafka_command(dir, broker, partitions, "", args), args, None)
+}
+
+/// Starts `overlay --data-dir DIR <args>` against a broker in the background,
+/// stderr to a file, with the Kafka engine's progress logged (`OVERLAY_LOG`).
+pub fn spawn_kafka(
+    dir: &Path,
+    broker: &Broker,
+    partitions: u32,
+    extra: &str,
+    args: &[&str],
+    stderr_to: &Path,
+) -> Child {
+    let err = std::fs::File::create(stderr_to).expect("stderr file");
+    kafka_command(dir, broker, partitions, extra, args)
+        .env("OVERLAY_LOG", "warn,overlay_kafka=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawning overlay")
 }

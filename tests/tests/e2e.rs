@@ -17,5 +17,7 @@ mod documented_flow;
 mod duplicates;
 #[path = "e2e/kafka.rs"]
 mod kafka;
+#[path = "e2e/kafka_clients.rs"]
+mod kafka_clients;
 #[path = "e2e/propose.rs"]
 mod propose;
