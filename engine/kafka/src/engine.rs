@@ -248,6 +248,9 @@ fn fetcher(cfg: &KafkaConfig, what: &str, wait_ms: &str) -> Result<BaseConsumer<
     dc.create_with_context(ReaderContext).with_context(|| format!("creating the {what} fetcher"))
 }
 
+/// The engine's outputs: (outbox name, topic).
+const OUTPUTS: [(&str, &str); 3] = [("orders", ORDERS), ("audit", AUDIT), ("dead-letters", DEAD_LETTERS)];
+
 fn shard_tree(p: u32) -> String {
     format!("shard/{HOUSEHOLDS}/{p}")
 }
@@ -358,9 +361,31 @@ impl KafkaEngine {
                     self.assigned = false;
                 }
                 GroupEvent::Assigned(parts) => {
-                    for p in parts {
-                        let shard = self.open_shard(p)?;
-                        self.shards.insert(p, shard);
+                    // Shards first (a transactional one fences its previous
+                    // owner), then where publishing stopped, whoever published:
+                    // the last record of each output partition.
+                    let mut opened = Vec::new();
+                    for &p in &parts {
+                        opened.push(self.open_shard(p)?);
+                    }
+                    let parts: Vec<u32> = parts.into_iter().collect();
+                    let mut tails = BTreeMap::new();
+                    for (output, topic) in OUTPUTS {
+                        for (p, seq) in self.last_published_seqs(topic, &parts)? {
+                            tails.insert((output, p), seq);
+                        }
+                    }
+                    for shard in opened {
+                        let store = shard.folder.store();
+                        for (output, _) in OUTPUTS {
+                            if let Some(&seq) = tails.get(&(output, shard.partition)) {
+                                if seq > overlay_store::cursor(store, output)? {
+                                    overlay_store::set_cursor(store, output, seq)?;
+                                }
+                            }
+                        }
+                        tracing::info!(partition = shard.partition, next = shard.next, ref_next = shard.ref_next, "partition assigned");
+                        self.shards.insert(shard.partition, shard);
                     }
                     self.assigned = true;
                 }
@@ -389,16 +414,6 @@ impl KafkaEngine {
         } else {
             None
         };
-        // Where publishing stopped, whoever published: the last record of each output partition.
-        for (output, topic) in [("orders", ORDERS), ("audit", AUDIT), ("dead-letters", DEAD_LETTERS)] {
-            if let Some(seq) = self.last_published_seq(topic, p)? {
-                let store = folder.store();
-                if seq > overlay_store::cursor(store, output)? {
-                    overlay_store::set_cursor(store, output, seq)?;
-                }
-            }
-        }
-        tracing::info!(partition = p, next, ref_next, "partition assigned");
         Ok(Shard {
             partition: p,
             name,
@@ -414,8 +429,9 @@ impl KafkaEngine {
         })
     }
 
-    /// The sequence number of the last record in an output partition.
-    fn last_published_seq(&self, topic: &str, p: u32) -> Result<Option<u64>> {
+    /// The sequence number of the last record in each of `parts` of an
+    /// output topic (absent: the partition has none).
+    fn last_published_seqs(&self, topic: &str, parts: &[u32]) -> Result<BTreeMap<u32, u64>> {
         // A new reader each time: a consumer reports a partition's end once
         // per end offset, so a reused one could wait for an end it already
         // saw. Short fetch waits: an end is only known from an empty fetch.
@@ -423,20 +439,32 @@ impl KafkaEngine {
         // The listed end is only a hint (some brokers list the last batch's
         // start): read from a window before it to the end the fetch reports.
         // The window also passes over trailing transaction markers.
-        let (low, listed) = tail.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
-        let from = (listed - 64).max(low).max(0);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p as i32, Offset::Offset(from))?;
+        for &p in parts {
+            let (low, listed) = tail.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset((listed - 64).max(low).max(0)))?;
+        }
         tail.assign(&tpl)?;
+        let mut pending: BTreeSet<u32> = parts.iter().copied().collect();
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let mut last = None;
+        let mut last = BTreeMap::new();
         let mut transient: Option<KafkaError> = None;
-        while Instant::now() < deadline {
+        while !pending.is_empty() {
+            if Instant::now() > deadline {
+                let cause = transient.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+                bail!("timed out reading the end of {topic} partitions {pending:?}{cause}");
+            }
             match tail.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => last = seq_header(&m).or(last),
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
+                Some(Ok(m)) => {
+                    if let Some(seq) = seq_header(&m) {
+                        last.insert(m.partition() as u32, seq);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    pending.remove(&(p as u32));
+                }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    return Err(anyhow!("reading the end of {topic}/{p}: {e}"))
+                    return Err(anyhow!("reading the end of {topic}: {e}"))
                 }
                 // Broker-down events (possibly queued during an outage while
                 // this reader was idle): librdkafka reconnects; keep reading.
@@ -444,8 +472,7 @@ impl KafkaEngine {
                 None => {}
             }
         }
-        let cause = transient.map(|e| format!(" (last error: {e})")).unwrap_or_default();
-        bail!("timed out reading the end of {topic}/{p}{cause}")
+        Ok(last)
     }
 
     /// Where a fetch for records from `offset` on starts (records before
