@@ -3,7 +3,9 @@
 //! `tests/python/kafka_client.py`, converts the example events to protobuf
 //! field by field, publishes them, and reads the engine's orders back. The
 //! records decode to the JSON events, the engine refuses none, and the orders
-//! are the ones the same day gives on the embedded log.
+//! are the ones the same day gives on the embedded log. Debian's kcat, on
+//! librdkafka's mock cluster, feeds a bad record and reads orders (keys and
+//! headers) and the dead letter.
 //!
 //! The interpreter is `$OVERLAY_PYTHON` (set by `scripts/test`; installed by
 //! `bash scripts/setup-kafka`), else `python3` on the PATH.
@@ -232,4 +234,57 @@ fn a_python_client_publishes_the_day_and_reads_back_the_orders_of_the_embedded_l
     for (id, o) in &want {
         assert_eq!(&got[id], o, "order {id} differs");
     }
+}
+
+/// `kcat` with `args`, failing with the way to install it when it is missing.
+fn kcat(args: &[&str], stdin: &[u8]) -> String {
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("no kcat ({e}): run `bash scripts/setup-kafka` (it installs Debian's kcat)"));
+    std::io::Write::write_all(&mut child.stdin.take().expect("piped"), stdin).expect("kcat's input");
+    let out = child.wait_with_output().expect("kcat ran");
+    assert!(out.status.success(), "kcat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("kcat's output is text")
+}
+
+/// kcat (Debian's, librdkafka 2.0.2) cannot complete tansu's handshake; it
+/// talks to librdkafka's mock cluster, served by `overlay kafka mock-cluster`.
+#[test]
+fn kcat_feeds_a_bad_record_and_reads_the_orders_with_their_headers_and_the_dead_letter() {
+    // given the example day on the mock cluster
+    let broker = Broker::mock(HOUSEHOLD_PARTITIONS);
+    let tmp = tempdir("overlay-kcat-");
+    let dir = tmp.path().join("engine");
+    let day = workspace_root().join("schemas/examples/day.ndjson");
+    overlay_kafka(&dir, &broker, HOUSEHOLD_PARTITIONS, &["publish", "--kafka", day.to_str().unwrap()]).ok();
+    // and a record kcat produces that is no protobuf, keyed by the day's household
+    let brokers = broker.brokers();
+    kcat(&["-P", "-b", &brokers, "-t", "overlay.households", "-k", "HH-30562"], b"kcat says hello");
+    // when the engine folds them
+    let run = overlay_kafka(&dir, &broker, HOUSEHOLD_PARTITIONS, &["run", "--kafka"]).ok();
+    // then kcat reads every order, keyed by account, its overlay-seq header its seq
+    let read = ["-C", "-b", &brokers, "-e", "-q", "-X", "isolation.level=read_committed"];
+    let text = kcat(&[&read[..], &["-t", "overlay.orders", "-f", "%k\t%h\t%s\n"]].concat(), b"");
+    let mut ids = BTreeSet::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, '\t');
+        let (key, headers, value) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let order: Value = serde_json::from_str(value).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(key, order["account"].as_str().unwrap(), "{line}");
+        assert!(headers.contains(&format!("overlay-seq={}", order["seq"])), "{line}");
+        assert!(ids.insert(order["order_id"].as_str().unwrap().to_string()), "an order twice: {line}");
+    }
+    assert!(run.stderr.contains(&format!("{} orders", ids.len())), "kcat read {} orders:\n{}", ids.len(), run.stderr);
+    assert!(!ids.is_empty());
+    // and the record it produced is a dead letter, its bytes kept
+    let dls = kcat(&[&read[..], &["-t", "overlay.dead-letters"]].concat(), b"");
+    let dls: Vec<Value> = dls.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dls.len(), 1, "{dls:#?}");
+    assert_eq!(dls[0]["error"], "malformed");
+    let hex: String = b"kcat says hello".iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(dls[0]["raw_hex"], hex.as_str());
 }
