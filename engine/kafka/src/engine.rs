@@ -9,7 +9,9 @@
 //! from the start when the new owner has no state for it.
 //!
 //! Exactly-once effect: a shard's input positions, state changes and outputs
-//! are written in one atomic, durable sled batch; outputs then leave from that
+//! are written in one atomic, durable sled batch (by the shard's writer
+//! thread, while the shard folds the next batch: one batch in flight, as in
+//! the embedded runner); once it is durable, its outputs leave from that
 //! outbox to the shard's own partition of each output topic, with their
 //! sequence number in a header. A shard is the only writer of its output
 //! partitions, so a new owner reads their last record to learn where
@@ -32,7 +34,7 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::state::EngineSettings;
 use overlay_proto::topics::*;
-use overlay_store::{keys, Folder, SledStore};
+use overlay_store::{keys, Committer, Folder, SledStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -183,6 +185,11 @@ struct Shard {
     ref_next: u64,
     /// The transactional producer (transactional mode only).
     txn: Option<BaseProducer<DeliveryTracker>>,
+    /// Writes batch N while batch N+1 is folded (one batch in flight at most).
+    writer: Committer,
+    /// The household position of the last durable batch: what the group
+    /// offset (or the transaction's offset) may say.
+    durable_next: u64,
     /// Until the shard first reaches its partition's end: since when, from which offset.
     restoring: Option<(Instant, u64)>,
     folded_since_assign: u64,
@@ -397,6 +404,7 @@ impl KafkaEngine {
     fn open_shard(&mut self, p: u32) -> Result<Shard> {
         let name = shard_tree(p);
         let store = self.root.tree(&name)?;
+        let writer = Committer::new(Box::new(store.handle()));
         let folder = Folder::open(Box::new(store), self.opts.settings.clone())?;
         let position = |key: &str| overlay_store::position(folder.store(), key).map(|v| v.unwrap_or(0));
         let next = position(&format!("{HOUSEHOLDS}/{p}"))?;
@@ -424,6 +432,8 @@ impl KafkaEngine {
             at_end: false,
             ref_next,
             txn,
+            writer,
+            durable_next: next,
             restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
         })
@@ -623,34 +633,52 @@ impl KafkaEngine {
         }
     }
 
+    /// Makes every shard's folded inputs durable and publishes their outputs.
     fn commit_all(&mut self, stats: &mut RunStats) -> Result<()> {
         let parts: Vec<u32> = self.shards.keys().copied().collect();
         for p in parts {
             self.commit_shard(p, stats)?;
+            self.settle_shard(p, stats)?;
         }
         Ok(())
     }
 
-    /// Writes a shard's folded inputs durably, publishes its outputs, then
-    /// advances the group's committed offset for its partition.
+    /// Hands a shard's folded inputs to its writer, after the batch before
+    /// them is durable and published (batches are written in order, and the
+    /// shard folds on while the writer applies and flushes).
     fn commit_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
         // A rebalance waits for this instance to let go of its partitions:
         // serving it here keeps a long catch-up from holding the group up.
         self.poll_group()?;
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
-        let out = s.folder.commit().with_context(|| format!("committing shard {p}"))?;
-        if out.inputs > 0 {
-            stats.batches += 1;
-            stats.orders += out.orders;
-            stats.audit += out.audit;
-            stats.dead_letters += out.dead_letters;
+        let prepared = s.folder.prepare();
+        self.settle_shard(p, stats)?;
+        if let (Some(prepared), Some(s)) = (prepared, self.shards.get_mut(&p)) {
+            s.writer.submit(prepared).with_context(|| format!("committing shard {p}"))?;
         }
-        let next = s.next;
+        Ok(())
+    }
+
+    /// Waits for a shard's batch in flight, if any; then publishes its
+    /// committed outputs not yet published (that batch's, and any a previous
+    /// run left), then advances the group's committed offset to what is durable.
+    fn settle_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
+        let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
+        if let Some(done) = s.writer.wait().with_context(|| format!("committing shard {p}"))? {
+            stats.batches += 1;
+            stats.orders += done.outputs.orders;
+            stats.audit += done.outputs.audit;
+            stats.dead_letters += done.outputs.dead_letters;
+            let key = s.position_key();
+            if let Some((_, next)) = done.positions.iter().find(|(k, _)| *k == key) {
+                s.durable_next = *next;
+            }
+        }
         publish_shard(s, self.producer.as_ref(), &self.group)?;
         // In a transaction the offset was committed with the outputs.
         if s.txn.is_none() {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(next as i64))?;
+            tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.durable_next as i64))?;
             if let Err(e) = self.group.commit(&tpl, CommitMode::Async) {
                 // Advisory: the shard's stored position is the truth.
                 tracing::warn!(partition = p, error = %e, "committing the group offset");
@@ -776,7 +804,7 @@ fn publish_shard(
     }
     if s.txn.is_some() {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.next as i64))?;
+        tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.durable_next as i64))?;
         let meta = group.group_metadata().ok_or_else(|| anyhow!("no group metadata for the transaction"))?;
         // rdkafka's commit_transaction flushes in 100 ms polls: flush first, at once.
         let done = crate::admin::flush(producer, REQUEST_TIMEOUT).and_then(|_| {

@@ -466,14 +466,14 @@ fn a_fenced_zombie_publishes_nothing_more_and_the_new_owner_publishes_the_rest_o
     // given the scenario on a mock cluster, published in transactions
     let bed = Bed::new(true, &[]);
     let zombie = bed.dir("zombie");
-    // when, a quarter of the way in, a new owner's init_transactions fences
-    // the running instance: the broker answers its next transaction with
-    // PRODUCER_FENCED (injected: the mock does not fence by itself)
+    // when, half way in, a new owner's init_transactions fences the running
+    // instance: the broker answers its next transaction with PRODUCER_FENCED
+    // (injected: the mock does not fence by itself)
     let fenced = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED];
     let first = run_with_fault(
         &bed,
         &zombie,
-        clean().inputs() / 4,
+        clean().inputs() / 2,
         || bed.cluster.request_errors(RDKafkaApiKey::AddPartitionsToTxn, &fenced),
         || {},
     );
