@@ -84,7 +84,7 @@ pub fn envelope_from_pb(msg: pb::Envelope) -> Result<Envelope, InputError> {
         schema_version: msg.schema_version,
         payload: payload_from_pb(payload)?,
     };
-    env.validate()?;
+    env.validate().map_err(|e| e.concerning(&env))?;
     Ok(env)
 }
 

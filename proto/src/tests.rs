@@ -349,8 +349,10 @@ fn schema_version_2_is_unsupported() {
     let msg = pb::Envelope { schema_version: 2, ..price_tick_pb("187.25") };
     // when
     let err = err_of(&encode_pb(&msg));
-    // then
+    // then it is refused as such, naming the event (for its dead letter)
     assert_eq!(err.kind, InputErrorKind::UnsupportedSchemaVersion);
+    assert_eq!(err.event_id.as_deref(), Some(msg.event_id.as_str()));
+    assert_eq!(err.event_type, Some("price_tick"));
 }
 
 #[test]

@@ -470,6 +470,12 @@ pub struct CorporateAction {
 pub struct InputError {
     pub kind: InputErrorKind,
     pub message: String,
+    /// The refused event's id and type, when it parsed but did not validate
+    /// (so its dead letter names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip)]
+    pub event_type: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,7 +506,13 @@ impl std::fmt::Display for InputErrorKind {
 
 impl InputError {
     pub fn new(kind: InputErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self { kind, message: message.into(), event_id: None, event_type: None }
+    }
+    /// The same error, naming the event it refuses.
+    pub fn concerning(mut self, env: &Envelope) -> Self {
+        self.event_id = Some(env.event_id.clone());
+        self.event_type = Some(env.payload.type_name());
+        self
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(InputErrorKind::InvalidValue, message)
@@ -810,6 +822,6 @@ fn validate_rule(rule: &RestrictionRule) -> Result<(), InputError> {
 pub fn decode_json(bytes: &[u8]) -> Result<Envelope, InputError> {
     let env: Envelope = serde_json::from_slice(bytes)
         .map_err(|e| InputError::new(InputErrorKind::Malformed, format!("not a valid event: {e}")))?;
-    env.validate()?;
+    env.validate().map_err(|e| e.concerning(&env))?;
     Ok(env)
 }

@@ -98,7 +98,7 @@ pub enum Touched {
 
 pub fn decide(state: &State, input: Input<'_>) -> Decision {
     let env = match input {
-        Input::Undecodable(err) => return rejected(None, None, err.clone()),
+        Input::Undecodable(err) => return rejected(err.event_id.clone(), err.event_type, err.clone()),
         Input::Event(env) => env,
     };
     // Ticks are idempotent by their natural key (security, as-of), so the

@@ -235,6 +235,7 @@ fn malformed_protobuf_and_an_unknown_schema_version_are_dead_lettered_on_kafka_a
     assert!(malformed["source"].as_str().unwrap().starts_with("overlay.households/"), "{malformed}");
     let version = dls.iter().find(|d| d["error"] == "unsupported_schema_version").unwrap_or_else(|| panic!("{dls:#?}"));
     assert!(version["reason"].as_str().unwrap().contains("schema_version 99 is not supported"), "{version}");
+    assert_eq!(version["event_id"], "crm-HH-30562-schema-99", "the dead letter names the event");
     assert!(version["source"].as_str().unwrap().starts_with("overlay.households/"), "{version}");
     // and processing went on: the household after them has its orders
     let orders = overlay_kafka(&dir, &broker, 4, &["kafka", "read", "overlay.orders"]).ok().json_lines();
