@@ -392,7 +392,10 @@ pub fn tempdir(prefix: &str) -> tempfile::TempDir {
 /// A Kafka-protocol broker on loopback, stopped when dropped: tansu (in
 /// memory) or librdkafka's mock cluster served by `overlay kafka mock-cluster`.
 pub struct Broker {
-    child: Child,
+    /// The tansu process (started as the benchmark starts it).
+    _tansu: Option<overlay_kafka::bench::Broker>,
+    /// The `overlay kafka mock-cluster` process.
+    mock: Option<Child>,
     brokers: String,
     /// `[kafka]` settings every engine on this broker needs.
     settings: &'static str,
@@ -403,25 +406,9 @@ impl Broker {
     /// `scripts/test`, which installs it) or tansu on the PATH.
     pub fn start() -> Broker {
         let bin = std::env::var_os("OVERLAY_TANSU").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("tansu"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting the broker {} ({e}); run `bash scripts/setup-kafka` to install it", bin.display())
-            });
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the broker did not listen on {port} within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let tansu = overlay_kafka::bench::Broker::tansu(&bin).unwrap_or_else(|e| panic!("{e:#}"));
         // tansu 0.6.0 serves a fetch from the batches starting at or after its offset.
-        Broker { child, brokers: format!("127.0.0.1:{port}"), settings: "fetch_from_log_start = true" }
+        Broker { brokers: tansu.brokers(), _tansu: Some(tansu), mock: None, settings: "fetch_from_log_start = true" }
     }
 
     /// librdkafka's mock cluster (transactions, group session expiry), with
@@ -440,7 +427,7 @@ impl Broker {
             .expect("the mock cluster's address");
         let brokers = line.trim().to_string();
         assert!(brokers.contains(':'), "overlay kafka mock-cluster printed {line:?}");
-        Broker { child, brokers, settings: "" }
+        Broker { _tansu: None, mock: Some(child), brokers, settings: "" }
     }
 
     pub fn brokers(&self) -> String {
@@ -450,8 +437,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.mock.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

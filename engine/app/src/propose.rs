@@ -257,11 +257,14 @@ mod schema_tests {
         HouseholdSnapshot::from_json(own.to_string().as_bytes()).expect("the filled-in snapshot decodes");
     }
 
+    /// A way to spoil a snapshot.
+    type Spoil = Box<dyn Fn(&mut Value)>;
+
     #[test]
     fn the_schema_refuses_what_the_engine_refuses() {
         let v = validator();
         let example = read("examples/household_snapshot.json");
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        let cases: Vec<(&str, Spoil)> = vec![
             ("an unknown top-level field", Box::new(|d| d["colour"] = json!("red"))),
             ("a price as a JSON number", Box::new(|d| d["prices"]["XOM"] = json!(110))),
             ("no securities", Box::new(|d| drop(d.as_object_mut().unwrap().remove("securities")))),

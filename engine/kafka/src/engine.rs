@@ -391,7 +391,12 @@ impl KafkaEngine {
                                 }
                             }
                         }
-                        tracing::info!(partition = shard.partition, next = shard.next, ref_next = shard.ref_next, "partition assigned");
+                        tracing::info!(
+                            partition = shard.partition,
+                            next = shard.next,
+                            ref_next = shard.ref_next,
+                            "partition assigned"
+                        );
                         self.shards.insert(shard.partition, shard);
                     }
                     self.assigned = true;
