@@ -4,6 +4,8 @@
 //! are identical to what the engine recorded. On a difference it names the
 //! first differing record.
 
+pub mod audit;
+
 use overlay_core::fold::Input;
 use overlay_store::{codec, keys, load_meta, records_after, state_hash, Folder, MemStore, Store, StoreError};
 

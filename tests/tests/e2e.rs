@@ -3,6 +3,8 @@
 //!
 //! One test binary; the scenarios live in `e2e/*.rs`.
 
+#[path = "e2e/audit_chain.rs"]
+mod audit_chain;
 #[path = "e2e/backtest.rs"]
 mod backtest;
 #[path = "e2e/bad_input.rs"]

@@ -49,6 +49,9 @@ fn the_demo_on_kafka_yields_the_same_orders_as_on_the_embedded_log() {
     for (id, o) in &want {
         assert_eq!(got.get(id), Some(o), "order {id} differs");
     }
+    // and every shard's audit trail on the broker is intact
+    let audit = overlay_kafka(&kafka, &broker, 4, &["replay", "audit-verify", "--kafka"]).ok();
+    assert!(audit.stdout.contains("across 4 output stream(s)"), "{}", audit.stdout);
     // and running again publishes nothing more
     overlay_kafka(&kafka, &broker, 4, &["run", "--kafka"]).ok();
     let again = overlay_kafka(&kafka, &broker, 4, &["kafka", "read", "overlay.orders"]).ok();
