@@ -190,6 +190,9 @@ struct Shard {
     /// The household position of the last durable batch: what the group
     /// offset (or the transaction's offset) may say.
     durable_next: u64,
+    /// The group offset last committed for the partition (idle shards do not
+    /// commit again: a stream of commits can hold up a rebalance).
+    group_committed: Option<u64>,
     /// Until the shard first reaches its partition's end: since when, from which offset.
     restoring: Option<(Instant, u64)>,
     folded_since_assign: u64,
@@ -439,6 +442,7 @@ impl KafkaEngine {
             txn,
             writer,
             durable_next: next,
+            group_committed: None,
             restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
         })
@@ -681,12 +685,13 @@ impl KafkaEngine {
         }
         publish_shard(s, self.producer.as_ref(), &self.group)?;
         // In a transaction the offset was committed with the outputs.
-        if s.txn.is_none() {
+        if s.txn.is_none() && s.group_committed != Some(s.durable_next) {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.durable_next as i64))?;
-            if let Err(e) = self.group.commit(&tpl, CommitMode::Async) {
+            match self.group.commit(&tpl, CommitMode::Async) {
+                Ok(()) => s.group_committed = Some(s.durable_next),
                 // Advisory: the shard's stored position is the truth.
-                tracing::warn!(partition = p, error = %e, "committing the group offset");
+                Err(e) => tracing::warn!(partition = p, error = %e, "committing the group offset"),
             }
         }
         Ok(())
