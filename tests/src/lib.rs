@@ -482,3 +482,12 @@ pub fn spawn_kafka(
         .spawn()
         .expect("spawning overlay")
 }
+
+/// Held by the tests whose assertions depend on timing (kills landing
+/// mid-work, an instance stopped mid-stream): they run one at a time, so
+/// that on a 2-core machine they do not starve each other.
+pub fn timing_sensitive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the others still run.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

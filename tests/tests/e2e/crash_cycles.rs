@@ -169,6 +169,7 @@ fn assert_folded(run: &Run, inputs: usize) {
 
 #[test]
 fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
+    let _one_at_a_time = timing_sensitive();
     let started = Instant::now();
     let target = target_kills();
     let spec = DemoSpec { households: HOUSEHOLDS, price_days: PRICE_DAYS, ..DemoSpec::default() };

@@ -186,11 +186,13 @@ fn hand_off_once(tmp: &std::path::Path, embedded: &std::path::Path, want: &Order
 /// mock cluster; on tansu the hand-off is a graceful stop.
 #[test]
 fn two_instances_share_the_partitions_and_one_killed_mid_stream_loses_and_doubles_nothing() {
+    let _one_at_a_time = timing_sensitive();
     hand_off_mid_stream(|| Broker::mock(4), Stop::Kill);
 }
 
 #[test]
 fn on_tansu_an_instance_stopped_mid_stream_hands_its_partitions_over_without_loss_or_duplicates() {
+    let _one_at_a_time = timing_sensitive();
     hand_off_mid_stream(Broker::start, Stop::Term);
 }
 
