@@ -351,7 +351,13 @@ impl KafkaEngine {
     /// at once: after a revocation this instance must not publish for the
     /// partition again, since the next owner may already be publishing.
     fn poll_group(&mut self) -> Result<()> {
-        self.group.poll(Duration::ZERO);
+        match self.group.poll(Duration::ZERO) {
+            // A fatal error (a fenced static member, say) ends membership for good.
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => bail!("the engine group failed: {e}"),
+            Some(Err(e)) => tracing::warn!(error = %e, "engine group"),
+            // Its partitions are paused: nothing else arrives here.
+            Some(Ok(_)) | None => {}
+        }
         self.handle_group_events()
     }
 
