@@ -5,6 +5,7 @@
 //! first differing record.
 
 pub mod audit;
+pub mod export;
 
 use overlay_core::fold::Input;
 use overlay_store::{codec, keys, load_meta, records_after, state_hash, Folder, MemStore, Store, StoreError};

@@ -50,3 +50,29 @@ fn audit_verify_passes_on_the_published_trail_and_names_the_record_a_tampered_co
     let run = verify_lines(&dir, &file, &swapped).fails();
     assert!(run.stderr.contains("audit.jsonl line 8: missing: audit record seq 9 follows seq 7"), "{}", run.stderr);
 }
+
+#[test]
+fn export_gives_a_households_records_in_a_range_as_json_lines_and_csv_and_refuses_an_empty_selection() {
+    // given the example day folded and published
+    let tmp = tempdir("overlay-export-");
+    let dir = tmp.path().join("data");
+    publish_file(&dir, &workspace_root().join("schemas/examples/day.ndjson")).ok();
+    overlay(&dir, &["run"]).ok();
+    let shown = overlay(&dir, &["orders", "--household", "HH-30562"]).ok().stdout;
+    assert!(!shown.is_empty());
+    // when its orders of the day are exported as JSON lines: the published records, unchanged
+    let day = ["--household", "HH-30562", "--from", "2025-03-14", "--to", "2025-03-14"];
+    let jsonl = overlay(&dir, &[&["replay", "export", "orders"][..], &day[..]].concat()).ok();
+    assert_eq!(jsonl.stdout, shown);
+    // and as CSV: a header and one row per order, order ids first
+    let csv = overlay(&dir, &[&["replay", "export", "orders", "--format", "csv"][..], &day[..]].concat()).ok();
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert!(rows[0].starts_with("order_id,seq,household,account"), "{}", rows[0]);
+    let ids: Vec<String> = json_lines(&shown).iter().map(|o| o["order_id"].as_str().unwrap().to_string()).collect();
+    let csv_ids: Vec<&str> = rows[1..].iter().map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(csv_ids, ids);
+    // and a range with nothing in it is a clear error
+    let later =
+        overlay(&dir, &["replay", "export", "audit", "--household", "HH-30562", "--from", "2025-03-15"]).fails();
+    assert!(later.stderr.contains("no audit records for household HH-30562 from 2025-03-15"), "{}", later.stderr);
+}
