@@ -437,13 +437,14 @@ fn a_transaction_that_fails_is_aborted_and_a_restart_publishes_its_outputs_once(
     // given the scenario on a mock cluster, published in transactions
     let bed = Bed::new(true, &[]);
     let dir = bed.dir("a");
-    // when, a quarter of the way in, the broker refuses the next produce
-    // request with a permanent error (the transaction can only abort)
+    // when, half way in (past the first published orders: a batch is
+    // published once the next one is prepared), the broker refuses the next
+    // produce request with a permanent error (the transaction can only abort)
     let refused = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED];
     let first = run_with_fault(
         &bed,
         &dir,
-        clean().inputs() / 4,
+        clean().inputs() / 2,
         || bed.cluster.request_errors(RDKafkaApiKey::Produce, &refused),
         || {},
     );
