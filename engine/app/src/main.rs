@@ -463,17 +463,10 @@ fn real_main(cli: Cli) -> Result<()> {
             } else {
                 let log = open_log(&data_dir, &cfg)?;
                 for p in 0..log.partitions(topics::AUDIT)? {
-                    let mut records = Vec::new();
-                    let (mut at, end) = (log.start_offset(topics::AUDIT, p)?, log.end_offset(topics::AUDIT, p)?);
-                    while at < end {
-                        let chunk = log.read(topics::AUDIT, p, at, 4096, 64 << 20)?;
-                        let Some(last) = chunk.last() else { break };
-                        at = last.offset + 1;
-                        records.extend(
-                            chunk.into_iter().map(|r| (format!("{}/{p}/{}", topics::AUDIT, r.offset), r.value)),
-                        );
-                    }
-                    streams.push(records);
+                    let records = topics::read_partition(&log, topics::AUDIT, p)?;
+                    streams.push(
+                        records.into_iter().map(|r| (format!("{}/{p}/{}", topics::AUDIT, r.offset), r.value)).collect(),
+                    );
                 }
             }
             let (mut records, mut chains) = (0, 0);
@@ -497,13 +490,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let log = open_log(&data_dir, &cfg)?;
             let mut records = Vec::new();
             for p in 0..log.partitions(topic)? {
-                let (mut at, end) = (log.start_offset(topic, p)?, log.end_offset(topic, p)?);
-                while at < end {
-                    let chunk = log.read(topic, p, at, 4096, 64 << 20)?;
-                    let Some(last) = chunk.last() else { break };
-                    at = last.offset + 1;
-                    records.extend(chunk.into_iter().map(|r| r.value));
-                }
+                records.extend(topics::read_partition(&log, topic, p)?.into_iter().map(|r| r.value));
             }
             let (text, n) = export(kind, format, &Selection { household, from, to }, records)?;
             stdout.lock().write_all(text.as_bytes())?;

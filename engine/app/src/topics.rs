@@ -49,6 +49,20 @@ pub fn publish_events(log: &EmbeddedLog, events: &[Envelope]) -> Result<usize> {
     Ok(events.len())
 }
 
+/// Every record of one partition of a topic, front to back.
+pub fn read_partition(log: &EmbeddedLog, topic: &str, p: u32) -> Result<Vec<overlay_log::StoredRecord>> {
+    let end = log.end_offset(topic, p)?;
+    let mut at = log.start_offset(topic, p)?;
+    let mut records = Vec::new();
+    while at < end {
+        let chunk = log.read(topic, p, at, 4096, 64 << 20)?;
+        let Some(last) = chunk.last() else { break };
+        at = last.offset + 1;
+        records.extend(chunk);
+    }
+    Ok(records)
+}
+
 /// Every record of an input topic, its partitions merged in the order the
 /// runner folds them: by (event time, partition, offset), each partition
 /// read front to back (undecodable records have no time and come first).
@@ -61,16 +75,7 @@ pub fn read_merged(log: &EmbeddedLog, topic: &str) -> Result<Vec<overlay_log::St
     };
     let mut parts: Vec<VecDeque<_>> = Vec::new();
     for p in 0..log.partitions(topic)? {
-        let end = log.end_offset(topic, p)?;
-        let mut at = log.start_offset(topic, p)?;
-        let mut records = VecDeque::new();
-        while at < end {
-            let chunk = log.read(topic, p, at, 4096, 64 << 20)?;
-            let Some(last) = chunk.last() else { break };
-            at = last.offset + 1;
-            records.extend(chunk.into_iter().map(|r| (time(&r), r)));
-        }
-        parts.push(records);
+        parts.push(read_partition(log, topic, p)?.into_iter().map(|r| (time(&r), r)).collect());
     }
     let mut out = Vec::new();
     while let Some(p) =

@@ -258,8 +258,12 @@ fn fetcher(cfg: &KafkaConfig, what: &str, wait_ms: &str) -> Result<BaseConsumer<
     dc.create_with_context(ReaderContext).with_context(|| format!("creating the {what} fetcher"))
 }
 
-/// The engine's outputs: (outbox name, topic).
-const OUTPUTS: [(&str, &str); 3] = [("orders", ORDERS), ("audit", AUDIT), ("dead-letters", DEAD_LETTERS)];
+/// The engine's outputs: (outbox name, outbox key prefix, topic).
+const OUTPUTS: [(&str, &[u8], &str); 3] = [
+    ("orders", keys::ORDERS, ORDERS),
+    ("audit", keys::AUDIT, AUDIT),
+    ("dead-letters", keys::DEAD_LETTERS, DEAD_LETTERS),
+];
 
 fn shard_tree(p: u32) -> String {
     format!("shard/{HOUSEHOLDS}/{p}")
@@ -386,14 +390,14 @@ impl KafkaEngine {
                     }
                     let parts: Vec<u32> = parts.into_iter().collect();
                     let mut tails = BTreeMap::new();
-                    for (output, topic) in OUTPUTS {
+                    for (output, _, topic) in OUTPUTS {
                         for (p, seq) in self.last_published_seqs(topic, &parts)? {
                             tails.insert((output, p), seq);
                         }
                     }
                     for shard in opened {
                         let store = shard.folder.store();
-                        for (output, _) in OUTPUTS {
+                        for (output, _, _) in OUTPUTS {
                             if let Some(&seq) = tails.get(&(output, shard.partition)) {
                                 if seq > overlay_store::cursor(store, output)? {
                                     overlay_store::set_cursor(store, output, seq)?;
@@ -764,11 +768,7 @@ fn publish_shard(
     let p = s.partition;
     let store = s.folder.store();
     let mut pending: Vec<Unpublished> = Vec::new();
-    for (output, prefix, topic) in [
-        ("orders", keys::ORDERS, ORDERS),
-        ("audit", keys::AUDIT, AUDIT),
-        ("dead-letters", keys::DEAD_LETTERS, DEAD_LETTERS),
-    ] {
+    for (output, prefix, topic) in OUTPUTS {
         let cursor = overlay_store::cursor(store, output)?;
         let records: Vec<(u64, Vec<u8>)> =
             overlay_store::records_after(store, prefix, cursor).collect::<Result<_, _>>()?;
