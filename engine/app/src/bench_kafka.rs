@@ -134,6 +134,7 @@ pub fn kafka(sizes: &KafkaSizes, brokers: &KafkaBrokers, out: &mut dyn Write) ->
         batch_inputs_max: cfg.engine.batch_inputs_max,
         settings: cfg.engine.settings.clone(),
         idle_poll: Duration::from_millis(cfg.engine.idle_poll_ms.max(1)),
+        fold_threads: cfg.engine.fold_threads,
         ..EngineOptions::default()
     };
     let input = Published { envs, inputs, reference, households, partitions, batch_max: cfg.engine.batch_inputs_max };

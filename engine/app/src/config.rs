@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub read_records_max: usize,
     /// How long `run --follow` waits when every input is caught up.
     pub idle_poll_ms: u64,
+    /// Threads the Kafka engine folds its shards on (0: one per CPU). Shards
+    /// are independent, so this changes speed only, never a byte of output.
+    pub fold_threads: usize,
     /// Settings decisions depend on; recorded with the store when it is
     /// created, and kept from then on (replay uses the recorded ones).
     pub settings: EngineSettings,
@@ -45,7 +48,13 @@ impl Default for LogConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { batch_inputs_max: 1000, read_records_max: 512, idle_poll_ms: 100, settings: EngineSettings::default() }
+        Self {
+            batch_inputs_max: 1000,
+            read_records_max: 512,
+            idle_poll_ms: 100,
+            fold_threads: 0,
+            settings: EngineSettings::default(),
+        }
     }
 }
 

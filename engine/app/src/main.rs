@@ -313,6 +313,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 batch_inputs_max: cfg.engine.batch_inputs_max,
                 settings: cfg.engine.settings.clone(),
                 idle_poll: std::time::Duration::from_millis(cfg.engine.idle_poll_ms.max(1)),
+                fold_threads: cfg.engine.fold_threads,
                 follow,
                 max_inputs,
                 ..overlay_kafka::EngineOptions::default()

@@ -57,6 +57,9 @@ pub struct EngineOptions {
     pub settings: EngineSettings,
     /// How long to wait for records when nothing can be folded.
     pub idle_poll: Duration,
+    /// Threads the shards are folded on (0: one per CPU). Shards are
+    /// independent, so this changes speed only, never a byte of output.
+    pub fold_threads: usize,
     /// Keep following new records instead of stopping when caught up.
     pub follow: bool,
     /// Stop after this many inputs (all shards together).
@@ -71,6 +74,7 @@ impl Default for EngineOptions {
             batch_inputs_max: 1000,
             settings: EngineSettings::default(),
             idle_poll: Duration::from_millis(50),
+            fold_threads: 0,
             follow: false,
             max_inputs: None,
             join_timeout: Duration::from_secs(60),
@@ -606,26 +610,41 @@ impl KafkaEngine {
         Ok(())
     }
 
-    /// Folds what every shard can fold without guessing at records not yet received.
+    /// Folds what every shard can fold without guessing at records not yet
+    /// received: each shard up to a full batch at a time, the shards in
+    /// parallel, then the full batches are handed to their writers, until no
+    /// shard can fold more.
     fn fold_all(&mut self, stats: &mut RunStats, observer: &mut dyn FnMut(u32, &Applied)) -> Result<u64> {
         let mut folded = 0;
-        let parts: Vec<u32> = self.shards.keys().copied().collect();
-        for p in parts {
-            loop {
-                if self.opts.max_inputs.is_some_and(|m| stats.inputs >= m) {
-                    break;
+        let batch_max = self.opts.batch_inputs_max as u64;
+        loop {
+            let budget = self.opts.max_inputs.map(|m| m.saturating_sub(stats.inputs));
+            if budget == Some(0) {
+                break;
+            }
+            let threads = fold_threads(self.opts.fold_threads);
+            let rounds = fold_round(&mut self.shards, &self.reference, batch_max, budget, threads);
+            let mut full = Vec::new();
+            for (p, applied) in rounds {
+                for a in &applied {
+                    observer(p, a);
                 }
-                let Some(s) = self.shards.get_mut(&p) else { break };
-                if !fold_one(s, &self.reference, observer) {
-                    break;
-                }
-                stats.inputs += 1;
-                folded += 1;
-                if s.folder.uncommitted() >= self.opts.batch_inputs_max as u64 {
-                    self.commit_shard(p, stats)?;
+                stats.inputs += applied.len() as u64;
+                folded += applied.len() as u64;
+                if self.shards.get(&p).is_some_and(|s| s.folder.uncommitted() >= batch_max) {
+                    full.push(p);
                 }
             }
-            self.finish_restore(p, stats);
+            for &p in &full {
+                self.commit_shard(p, stats)?;
+            }
+            let parts: Vec<u32> = self.shards.keys().copied().collect();
+            for p in parts {
+                self.finish_restore(p, stats);
+            }
+            if full.is_empty() {
+                break;
+            }
         }
         self.trim_reference();
         Ok(folded)
@@ -708,8 +727,73 @@ impl KafkaEngine {
     }
 }
 
+/// The threads to fold on: `configured`, or one per CPU.
+fn fold_threads(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// One shard's inputs folded by one call of [`fold_shard`].
+type Folded = (u32, Vec<Applied>);
+
+/// Folds every shard until its batch is full or its merge must wait for
+/// records, on up to `threads` threads; with a `budget` (inputs left to
+/// fold), on this thread, the shards in partition order. Returns what each
+/// shard folded, in partition order.
+fn fold_round(
+    shards: &mut BTreeMap<u32, Shard>,
+    reference: &ReferenceCache,
+    batch_max: u64,
+    budget: Option<u64>,
+    threads: usize,
+) -> Vec<Folded> {
+    if let Some(mut left) = budget {
+        let mut out = Vec::new();
+        for s in shards.values_mut() {
+            let applied = fold_shard(s, reference, batch_max, left);
+            left -= applied.len() as u64;
+            out.push((s.partition, applied));
+        }
+        return out;
+    }
+    let mut queue: Vec<&mut Shard> = shards.values_mut().rev().collect();
+    let threads = threads.min(queue.len());
+    if threads <= 1 {
+        return queue.into_iter().rev().map(|s| (s.partition, fold_shard(s, reference, batch_max, u64::MAX))).collect();
+    }
+    let queue = Mutex::new(std::mem::take(&mut queue));
+    let results: Mutex<Vec<Folded>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let Some(s) = queue.lock().expect("fold queue lock").pop() else { break };
+                let applied = fold_shard(s, reference, batch_max, u64::MAX);
+                results.lock().expect("fold results lock").push((s.partition, applied));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("fold results lock");
+    results.sort_by_key(|(p, _)| *p);
+    results
+}
+
+/// Folds a shard's inputs until its batch holds `batch_max` inputs, `limit`
+/// inputs are folded, or the merge must wait for records.
+fn fold_shard(s: &mut Shard, reference: &ReferenceCache, batch_max: u64, limit: u64) -> Vec<Applied> {
+    let mut applied = Vec::new();
+    while (applied.len() as u64) < limit && s.folder.uncommitted() < batch_max {
+        match fold_one(s, reference) {
+            Some(a) => applied.push(a),
+            None => break,
+        }
+    }
+    applied
+}
+
 /// Folds the shard's next input, if the merge can tell which one it is.
-fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(u32, &Applied)) -> bool {
+fn fold_one(s: &mut Shard, reference: &ReferenceCache) -> Option<Applied> {
     let r = reference.at_or_after(s.ref_next).cloned();
     if r.is_none() && reference.fetched_to > s.ref_next {
         s.ref_next = reference.fetched_to;
@@ -719,12 +803,12 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(
     let take_reference = match (&r, s.buf.front()) {
         (Some(r), Some(h)) => (r.time(), 0u32, r.offset) <= (h.time(), 1, h.offset),
         (Some(_), None) if hh_done => true,
-        (Some(_), None) => return false,
+        (Some(_), None) => return None,
         (None, Some(_)) if ref_done => false,
-        (None, _) => return false,
+        (None, _) => return None,
     };
     let p = s.partition;
-    if take_reference {
+    let applied = if take_reference {
         let head = r.expect("a reference head");
         let source = format!("{REFERENCE}/0/{}", head.offset);
         s.ref_next = head.offset + 1;
@@ -732,18 +816,16 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache, observer: &mut dyn FnMut(
             Ok(env) => Input::Event(env),
             Err(e) => Input::Undecodable(e),
         };
-        let applied = s.folder.fold(&source, Some((&format!("{REFERENCE}/0"), s.ref_next)), &head.raw, input);
-        observer(p, &applied);
+        s.folder.fold(&source, Some((&format!("{REFERENCE}/0"), s.ref_next)), &head.raw, input)
     } else {
         let head = s.buf.pop_front().expect("a household head");
         let source = format!("{HOUSEHOLDS}/{p}/{}", head.offset);
         s.next = head.offset + 1;
         let key = s.position_key();
-        let applied = s.folder.fold(&source, Some((&key, s.next)), &head.raw, head.input());
-        observer(p, &applied);
-    }
+        s.folder.fold(&source, Some((&key, s.next)), &head.raw, head.input())
+    };
     s.folded_since_assign += 1;
-    true
+    Some(applied)
 }
 
 fn seq_header<M: Message>(m: &M) -> Option<u64> {

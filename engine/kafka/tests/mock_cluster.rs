@@ -316,19 +316,30 @@ fn durable_inputs(dir: &Path, p: u32) -> u64 {
     position(&format!("{REFERENCE}/0")) + position(&format!("{HOUSEHOLDS}/{p}"))
 }
 
-/// Stops an engine at its `at`-th folded input until released (or the releaser is dropped).
+/// Stops an engine at its `at`-th folded input until released (or the
+/// releaser is dropped), or later: not before `after_orders` inputs have
+/// been folded since the first that made orders. A shard publishes a batch
+/// once its next batch is folded, and the shards fold side by side, so a
+/// hold that must strike after orders are published asks for a lead of a
+/// few batches of every shard.
 struct Hold {
     at: u64,
+    after_orders: u64,
     reached: Sender<()>,
     release: Receiver<()>,
 }
 
 /// A hold, with the ends the test keeps: learn it was reached, release it.
-fn hold_at(at: u64) -> (Hold, Receiver<()>, Sender<()>) {
+/// A hold at the `at`-th input, or (`after_orders` > 0) `after_orders`
+/// inputs after the first that made orders, whichever is later.
+fn hold_after_orders(at: u64, after_orders: u64) -> (Hold, Receiver<()>, Sender<()>) {
     let (reached, reached_rx) = channel();
     let (release_tx, release) = channel();
-    (Hold { at, reached, release }, reached_rx, release_tx)
+    (Hold { at, after_orders, reached, release }, reached_rx, release_tx)
 }
+
+/// Folds that leave every shard time to publish a few batches.
+const PUBLISHED_LEAD: u64 = 4 * BATCH_INPUTS_MAX as u64 * PARTITIONS as u64;
 
 /// What one engine did: how its run ended, the inputs it folded per shard,
 /// the partitions it owned at the end.
@@ -355,10 +366,18 @@ fn run_engine(
         to.send(engine.stop_handle()).expect("the test takes the stop flag");
     }
     let mut folded = 0u64;
-    let result = engine.run(&mut |p, _| {
+    let mut first_orders: Option<u64> = None;
+    let mut hold = hold;
+    let result = engine.run(&mut |p, applied| {
         *folds.entry(p).or_default() += 1;
         folded += 1;
-        if let Some(h) = hold.as_ref().filter(|h| h.at == folded) {
+        if first_orders.is_none() && !applied.orders.is_empty() {
+            first_orders = Some(folded);
+        }
+        let due = |h: &Hold| {
+            folded >= h.at && (h.after_orders == 0 || first_orders.is_some_and(|f| folded >= f + h.after_orders))
+        };
+        if let Some(h) = hold.take_if(|h| due(h)) {
             let _ = h.reached.send(());
             let _ = h.release.recv();
         }
@@ -382,10 +401,17 @@ fn restart_until_done(dir: &Path, cfg: &KafkaConfig) -> (RunStats, Vec<String>) 
 /// Runs one engine on `dir` until it has folded `at` inputs, strikes with
 /// `fault` while it waits there, then lets it go on; `after` runs while it
 /// does. Returns how that run ended.
-fn run_with_fault(bed: &Bed, dir: &Path, at: u64, fault: impl FnOnce(), after: impl FnOnce()) -> Outcome {
+fn run_with_fault(
+    bed: &Bed,
+    dir: &Path,
+    at: u64,
+    after_orders: u64,
+    fault: impl FnOnce(),
+    after: impl FnOnce(),
+) -> Outcome {
     let cfg = &bed.cfg;
     thread::scope(|s| {
-        let (hold, reached, release) = hold_at(at);
+        let (hold, reached, release) = hold_after_orders(at, after_orders);
         let run = s.spawn(move || run_engine(dir, cfg, fault_opts(), Some(hold), None));
         reached.recv_timeout(FAULT_POINT_TIMEOUT).expect("the engine reaches the input where the fault strikes");
         fault();
@@ -407,6 +433,7 @@ fn broker_outage(transactional: bool) {
         &bed,
         &dir,
         clean().inputs() / 4,
+        0,
         || bed.cluster.broker_down(-1).expect("the broker goes down"),
         || {
             thread::sleep(OUTAGE);
@@ -437,14 +464,14 @@ fn a_transaction_that_fails_is_aborted_and_a_restart_publishes_its_outputs_once(
     // given the scenario on a mock cluster, published in transactions
     let bed = Bed::new(true, &[]);
     let dir = bed.dir("a");
-    // when, half way in (past the first published orders: a batch is
-    // published once the next one is prepared), the broker refuses the next
+    // when, half way in and past the first published orders, the broker refuses the next
     // produce request with a permanent error (the transaction can only abort)
     let refused = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED];
     let first = run_with_fault(
         &bed,
         &dir,
         clean().inputs() / 2,
+        PUBLISHED_LEAD,
         || bed.cluster.request_errors(RDKafkaApiKey::Produce, &refused),
         || {},
     );
@@ -467,7 +494,7 @@ fn a_fenced_zombie_publishes_nothing_more_and_the_new_owner_publishes_the_rest_o
     // given the scenario on a mock cluster, published in transactions
     let bed = Bed::new(true, &[]);
     let zombie = bed.dir("zombie");
-    // when, half way in, a new owner's init_transactions fences the running
+    // when, half way in and past the first published orders, a new owner's init_transactions fences the running
     // instance: the broker answers its next transaction with PRODUCER_FENCED
     // (injected: the mock does not fence by itself)
     let fenced = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED];
@@ -475,6 +502,7 @@ fn a_fenced_zombie_publishes_nothing_more_and_the_new_owner_publishes_the_rest_o
         &bed,
         &zombie,
         clean().inputs() / 2,
+        PUBLISHED_LEAD,
         || bed.cluster.request_errors(RDKafkaApiKey::AddPartitionsToTxn, &fenced),
         || {},
     );
@@ -511,8 +539,8 @@ fn rebalance_mid_batch(transactional: bool) {
     let cfg = &bed.cfg;
     let follow = EngineOptions { follow: true, ..fault_opts() };
     let (a, b, at_hold, outputs) = thread::scope(|s| {
-        // (three quarters in: the shards fold in turn, so both have published by then)
-        let (hold, reached, release) = hold_at(clean().inputs() * 3 / 4);
+        // (three quarters in, and well after the first orders: both shards have published by then)
+        let (hold, reached, release) = hold_after_orders(clean().inputs() * 3 / 4, PUBLISHED_LEAD);
         let (stop_a_tx, stop_a) = channel();
         let (stop_b_tx, stop_b) = channel();
         let a = s.spawn(|| run_engine(&dir_a, cfg, follow.clone(), Some(hold), Some(stop_a_tx)));

@@ -59,8 +59,10 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Records in key order, as a store yields them.
 pub type Records<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
 
-/// An ordered key-value store with atomic, durable batches.
-pub trait Store {
+/// An ordered key-value store with atomic, durable batches. `Send`, so that
+/// a folder over it can fold on another thread (the Kafka engine folds its
+/// shards in parallel).
+pub trait Store: Send {
     /// Applies every op atomically and makes it durable before returning.
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
