@@ -401,13 +401,15 @@ impl KafkaEngine {
                     }
                     for shard in opened {
                         let store = shard.folder.store();
+                        let mut ahead = Vec::new();
                         for (output, _, _) in OUTPUTS {
                             if let Some(&seq) = tails.get(&(output, shard.partition)) {
                                 if seq > overlay_store::cursor(store, output)? {
-                                    overlay_store::set_cursor(store, output, seq)?;
+                                    ahead.push((output, seq));
                                 }
                             }
                         }
+                        overlay_store::set_cursors(store, &ahead)?;
                         tracing::info!(
                             partition = shard.partition,
                             next = shard.next,
@@ -919,9 +921,9 @@ fn publish_shard(
         crate::admin::flush(producer, REQUEST_TIMEOUT).context("flushing outputs")?;
     }
     producer.context().check()?;
-    for (output, last) in cursors {
-        overlay_store::set_cursor(store, output, last)?;
-    }
+    // One durable write for all three (a stale cursor would only be corrected
+    // from the output partitions' tails when the shard is next assigned).
+    overlay_store::set_cursors(store, &cursors)?;
     tracing::debug!(shard = %s.name, "published");
     Ok(())
 }

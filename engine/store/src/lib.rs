@@ -111,8 +111,18 @@ pub fn cursor(store: &dyn Store, output: &str) -> Result<u64, StoreError> {
 }
 
 pub fn set_cursor(store: &dyn Store, output: &str, seq: u64) -> Result<(), StoreError> {
+    set_cursors(store, &[(output, seq)])
+}
+
+/// Sets several outputs' publish cursors in one durable write.
+pub fn set_cursors(store: &dyn Store, cursors: &[(&str, u64)]) -> Result<(), StoreError> {
+    if cursors.is_empty() {
+        return Ok(());
+    }
     let mut b = WriteBatch::default();
-    b.put(keys::cursor_key(output), seq.to_be_bytes().to_vec());
+    for (output, seq) in cursors {
+        b.put(keys::cursor_key(output), seq.to_be_bytes().to_vec());
+    }
     store.commit(b)
 }
 
