@@ -357,14 +357,19 @@ fn decide_esg(state: &State, env: &Envelope, e: &EsgScoreChanged) -> Result<Deci
     }
     let score = EsgScore { provider: e.provider.clone(), score: e.score, as_of: e.as_of };
     let mut d = Decision { changes: vec![Change::Esg(e.security.clone(), score.clone())], ..Decision::default() };
+    let screened: Vec<&Household> = rebalance::households_touching(state, &e.security)
+        .into_iter()
+        .map(|h| &state.households[&h])
+        .filter(|hh| hh.has_esg_screen())
+        .collect();
+    if screened.is_empty() {
+        // Nothing to re-decide: no copy of the reference data to decide against.
+        return Ok(d);
+    }
     let mut next = reference_of(state);
     next.esg.insert(e.security.clone(), score);
     let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::Esg, Mode::Full);
-    for h in rebalance::households_touching(state, &e.security) {
-        let hh = &state.households[&h];
-        if !hh.has_esg_screen() {
-            continue;
-        }
+    for hh in screened {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
         rebalance_household(&next, hh, env, &accounts, &ctx, &mut d);
     }
