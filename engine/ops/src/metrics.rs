@@ -546,6 +546,11 @@ fn readiness(m: &Inner, ready_lag_max: u64) -> Result<(), String> {
     if m.positions.is_empty() {
         return Err("no input partitions assigned".into());
     }
+    // A shard that folds but has not settled yet has no positions: its lag is unknown.
+    let settled: std::collections::BTreeSet<u32> = m.positions.values().flat_map(|s| s.keys().copied()).collect();
+    if let Some(shard) = m.pipes.keys().find(|s| !settled.contains(s)) {
+        return Err(format!("shard {shard} has not settled a batch yet"));
+    }
     if !m.ends_fresh {
         return Err("input end offsets not polled yet".into());
     }
@@ -635,6 +640,12 @@ mod tests {
         // when the shards catch up, it is ready
         m.positions(0, [("overlay.reference/0", 60), ("overlay.households/0", 9)]);
         m.positions(1, [("overlay.reference/0", 60)]);
+        assert_eq!(m.readiness(), Ok(()));
+        // but not while a third shard folds with no durable position yet
+        m.folded(2, &Applied::default());
+        assert_eq!(m.readiness(), Err("shard 2 has not settled a batch yet".into()));
+        m.positions(2, [("overlay.reference/0", 60), ("overlay.households/2", 0)]);
+        m.polled(&m.partitions(), Ok([(part("overlay.reference", 0), 60), (part("overlay.households", 0), 9), (part("overlay.households", 1), 3), (part("overlay.households", 2), 0)].into()), 4096);
         assert_eq!(m.readiness(), Ok(()));
         // and a rebalance forgets the shards' partitions
         m.forget_shards();
