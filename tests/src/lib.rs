@@ -520,7 +520,8 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     s.read_to_end(&mut raw).expect("reading the response");
     let text = String::from_utf8(raw).expect("a text response");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP header end in {text:?}"));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad status line: {head}"));
+    let status =
+        head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad status line: {head}"));
     let chunked = head.lines().any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
     (status, if chunked { unchunk(body) } else { body.to_string() })
 }

@@ -645,7 +645,17 @@ mod tests {
         m.folded(2, &Applied::default());
         assert_eq!(m.readiness(), Err("shard 2 has not settled a batch yet".into()));
         m.positions(2, [("overlay.reference/0", 60), ("overlay.households/2", 0)]);
-        m.polled(&m.partitions(), Ok([(part("overlay.reference", 0), 60), (part("overlay.households", 0), 9), (part("overlay.households", 1), 3), (part("overlay.households", 2), 0)].into()), 4096);
+        m.polled(
+            &m.partitions(),
+            Ok([
+                (part("overlay.reference", 0), 60),
+                (part("overlay.households", 0), 9),
+                (part("overlay.households", 1), 3),
+                (part("overlay.households", 2), 0),
+            ]
+            .into()),
+            4096,
+        );
         assert_eq!(m.readiness(), Ok(()));
         // and a rebalance forgets the shards' partitions
         m.forget_shards();

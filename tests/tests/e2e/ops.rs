@@ -23,7 +23,11 @@ type Figures = BTreeMap<String, (u64, u64, u64)>;
 
 fn scenario_events(households: usize, price_days: usize) -> Vec<Envelope> {
     let spec = DemoSpec { households, price_days, ..DemoSpec::default() };
-    demo(&spec, &MarketData::embedded().expect("shipped market data")).expect("demo scenario").events().cloned().collect()
+    demo(&spec, &MarketData::embedded().expect("shipped market data"))
+        .expect("demo scenario")
+        .events()
+        .cloned()
+        .collect()
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -147,7 +151,9 @@ fn embedded_lag_on_metrics_equals_the_logs_own_offsets_once_quiet() {
     }
     // and once every input is durably folded (the engine counts them once durable) it is ready
     let inputs = input_count(&open_log(&dir)) as f64;
-    scrape_until(&addr, "every input counted", Duration::from_secs(180), |t| sum_of(t, "overlay_events_total") == inputs);
+    scrape_until(&addr, "every input counted", Duration::from_secs(180), |t| {
+        sum_of(t, "overlay_events_total") == inputs
+    });
     wait_ready(&addr, Duration::from_secs(30));
     // and, quiet, its figures equal the log's own: ends, the group's positions, their difference
     std::thread::sleep(Duration::from_millis(500));
@@ -268,7 +274,9 @@ fn kafka_lag_on_metrics_equals_the_brokers_watermarks_and_the_groups_committed_o
     // reference topic and its own household partition) and becomes ready
     let household_events: u64 = (0..4).map(|p| ends[&format!("overlay.households/{p}")]).sum();
     let expected = (4 * ends["overlay.reference/0"] + household_events) as f64;
-    scrape_until(&addr, "every input counted", Duration::from_secs(180), |t| sum_of(t, "overlay_events_total") == expected);
+    scrape_until(&addr, "every input counted", Duration::from_secs(180), |t| {
+        sum_of(t, "overlay_events_total") == expected
+    });
     wait_ready(&addr, Duration::from_secs(60));
     // and once quiet (the group's commits are asynchronous: two equal reads apart) ...
     let mut committed = group_committed(&brokers, "overlay.households", 4);
@@ -310,7 +318,8 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
 
 /// Where test artifacts go: `target/artifacts` (or under `$CARGO_TARGET_DIR`).
 fn artifacts_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     let dir = if target.is_absolute() { target } else { workspace_root().join(target) }.join("artifacts");
     std::fs::create_dir_all(&dir).expect("the artifacts directory");
     dir
@@ -353,8 +362,9 @@ fn the_lag_page_in_headless_chromium_shows_every_partition() {
         &["--window-size=1400,1000", "--virtual-time-budget=8000", &format!("--screenshot={}", png.display()), &url],
         &profile,
     );
-    let bytes = std::fs::read(&png)
-        .unwrap_or_else(|e| panic!("no screenshot at {} ({e}): {}", png.display(), String::from_utf8_lossy(&shot.stderr)));
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
+        panic!("no screenshot at {} ({e}): {}", png.display(), String::from_utf8_lossy(&shot.stderr))
+    });
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 20_000, "a real PNG ({} bytes)", bytes.len());
     eprintln!("[ops] the lag page's screenshot: {}", png.display());
     stop(child);
@@ -387,7 +397,8 @@ fn logs_in_json_name_households_events_and_orders_by_id_and_nothing_else() {
     let published = overlay_tests::orders(&dir);
     assert_eq!(orders.len(), published.len(), "one line per order");
     let want: BTreeSet<&str> =
-        ["timestamp", "level", "message", "target", "shard", "order_id", "household", "account", "event_id", "reason"].into();
+        ["timestamp", "level", "message", "target", "shard", "order_id", "household", "account", "event_id", "reason"]
+            .into();
     for (line, order) in orders.iter().zip(&published) {
         let keys: BTreeSet<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, want, "{line}");
@@ -413,8 +424,30 @@ fn logs_in_json_name_households_events_and_orders_by_id_and_nothing_else() {
 fn promql_metric_names(expr: &str) -> BTreeSet<String> {
     // Operators, modifiers, and the aggregations (which may be followed by `by (…)` before their parentheses).
     const KEYWORDS: [&str; 24] = [
-        "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf",
-        "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     ];
     let mut names = BTreeSet::new();
     let chars: Vec<char> = expr.chars().collect();
@@ -456,7 +489,8 @@ fn promql_metric_names(expr: &str) -> BTreeSet<String> {
                 }
                 let word: String = chars[start..i].iter().collect();
                 let next = chars[i..].iter().find(|c| !c.is_whitespace());
-                let grouping = ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&word.as_str());
+                let grouping =
+                    ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&word.as_str());
                 if braces == 0 && !after_grouping && next != Some(&'(') && !KEYWORDS.contains(&word.as_str()) {
                     names.insert(word);
                 }
@@ -518,15 +552,17 @@ fn exported_families() -> BTreeMap<String, String> {
 /// Whether `name` is an exported family, or a histogram family's series.
 fn exported(name: &str, families: &BTreeMap<String, String>) -> bool {
     families.contains_key(name)
-        || ["_bucket", "_sum", "_count"].iter().any(|s| {
-            name.strip_suffix(s).is_some_and(|base| families.get(base).is_some_and(|k| k == "histogram"))
-        })
+        || ["_bucket", "_sum", "_count"]
+            .iter()
+            .any(|s| name.strip_suffix(s).is_some_and(|base| families.get(base).is_some_and(|k| k == "histogram")))
 }
 
 fn yaml(path: &Path) -> Vec<serde_yaml::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display())))
+        .map(|d| {
+            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -571,7 +607,9 @@ fn the_dashboard_and_alert_rules_parse_and_use_only_metrics_the_engine_exports()
     }
     // then every metric they use is one the engine exports
     let mut used = BTreeSet::new();
-    for (what, expr) in dash_exprs.iter().map(|e| ("dashboard", as_promql(e))).chain(alerts.values().map(|e| ("rules", e.clone()))) {
+    for (what, expr) in
+        dash_exprs.iter().map(|e| ("dashboard", as_promql(e))).chain(alerts.values().map(|e| ("rules", e.clone())))
+    {
         let names = promql_metric_names(&expr);
         assert!(!names.is_empty(), "{what}: no metric in {expr:?}");
         for n in names {
@@ -580,7 +618,10 @@ fn the_dashboard_and_alert_rules_parse_and_use_only_metrics_the_engine_exports()
         }
     }
     // and the checker would see a name the engine does not export
-    assert_eq!(promql_metric_names("sum by (le) (rate(overlay_nope_bucket{a=\"b\"}[5m])) > 1"), ["overlay_nope_bucket".to_string()].into());
+    assert_eq!(
+        promql_metric_names("sum by (le) (rate(overlay_nope_bucket{a=\"b\"}[5m])) > 1"),
+        ["overlay_nope_bucket".to_string()].into()
+    );
     assert!(!exported("overlay_nope_bucket", &families));
     // and the rules cover what operations asked for: lag growing, dead letters, latency, readiness
     for (alert, metric) in [
@@ -669,6 +710,7 @@ fn the_kubernetes_manifests_and_the_systemd_unit_run_what_the_program_has() {
         }
     }
     // and the unit serves metrics on loopback, with an address the configuration accepts
-    let listen = unit.lines().find_map(|l| l.strip_prefix("Environment=OVERLAY_OPS_LISTEN=")).expect("the unit serves metrics");
+    let listen =
+        unit.lines().find_map(|l| l.strip_prefix("Environment=OVERLAY_OPS_LISTEN=")).expect("the unit serves metrics");
     assert!(listen.starts_with("127.0.0.1:"), "{listen}");
 }
