@@ -9,12 +9,18 @@
 
 use crate::admin::ReaderContext;
 use crate::config::KafkaConfig;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// How long one watermark request may take.
+/// How long one poll of the end offsets may take.
 pub const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The "timestamp" ListOffsets answers with a partition's end offset (−1,
+/// which rdkafka spells `Offset::End`).
+const LATEST: Offset = Offset::End;
 
 pub struct Watermarks {
     consumer: BaseConsumer<ReaderContext>,
@@ -31,12 +37,23 @@ impl Watermarks {
         Ok(Self { consumer })
     }
 
-    /// The partition's high watermark: the offset its next record will get.
-    pub fn high(&self, topic: &str, partition: u32) -> Result<u64> {
-        let (_, high) = self
-            .consumer
-            .fetch_watermarks(topic, partition as i32, WATERMARK_TIMEOUT)
-            .with_context(|| format!("the high watermark of {topic}/{partition}"))?;
-        Ok(high.max(0) as u64)
+    /// The high watermarks of `partitions` (topic, partition): the offsets
+    /// their next records will get. One ListOffsets request per leader
+    /// (librdkafka's offsets-for-times with timestamp −1, "latest").
+    pub fn highs(&self, partitions: &[(String, u32)]) -> Result<BTreeMap<(String, u32), u64>> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in partitions {
+            tpl.add_partition_offset(topic, *p as i32, LATEST)?;
+        }
+        let answered = self.consumer.offsets_for_times(tpl, WATERMARK_TIMEOUT).context("listing end offsets")?;
+        let mut out = BTreeMap::new();
+        for e in answered.elements() {
+            e.error().with_context(|| format!("the end offset of {}/{}", e.topic(), e.partition()))?;
+            let Offset::Offset(end) = e.offset() else {
+                bail!("no end offset for {}/{} ({:?})", e.topic(), e.partition(), e.offset());
+            };
+            out.insert((e.topic().to_string(), e.partition() as u32), end.max(0) as u64);
+        }
+        Ok(out)
     }
 }

@@ -473,8 +473,8 @@ impl Metrics {
         }
     }
 
-    /// What the lag page shows.
-    pub fn status(&self) -> Status {
+    /// What the lag page shows; history samples after `since_ms` only, if given.
+    pub fn status(&self, since_ms: Option<u64>) -> Status {
         let m = self.lock();
         let ready = readiness(&m, self.ready_lag_max);
         Status {
@@ -488,7 +488,7 @@ impl Metrics {
             dead_letters: m.dead_letters.values().sum(),
             decisions_p99_s: quantile(&m.latency, 0.99),
             last_poll_error: m.last_poll_error.clone(),
-            history: m.history.iter().cloned().collect(),
+            history: m.history.iter().filter(|s| since_ms.is_none_or(|t| s.t_ms > t)).cloned().collect(),
             recent_dead_letters: m.recent_dead_letters.iter().rev().cloned().collect(),
         }
     }
@@ -620,7 +620,7 @@ mod tests {
         .into();
         m.polled(&asked, Ok(ends), 4096);
         // then each partition's lag is its end minus the position furthest behind
-        let rows = m.status().partitions;
+        let rows = m.status(None).partitions;
         let lag: Vec<(String, u32, u64)> = rows.iter().map(|r| (r.topic.clone(), r.partition, r.lag)).collect();
         assert_eq!(
             lag,
@@ -659,7 +659,7 @@ mod tests {
         assert_eq!(m.readiness(), Ok(()));
         // and a rebalance forgets the shards' partitions
         m.forget_shards();
-        assert!(m.status().partitions.is_empty());
+        assert!(m.status(None).partitions.is_empty());
         assert!(m.readiness().is_err());
     }
 

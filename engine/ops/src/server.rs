@@ -11,7 +11,7 @@
 
 use crate::metrics::Metrics;
 use anyhow::{Context, Result};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -88,9 +88,15 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> Response {
     }
 }
 
-async fn status(State(m): State<Arc<Metrics>>) -> Response {
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    /// Only history samples taken after this (milliseconds since start): the page asks for what it lacks.
+    since_ms: Option<u64>,
+}
+
+async fn status(State(m): State<Arc<Metrics>>, Query(q): Query<StatusQuery>) -> Response {
     m.count_request("/api/status");
-    let body = serde_json::to_string(&m.status()).expect("the status serializes");
+    let body = serde_json::to_string(&m.status(q.since_ms)).expect("the status serializes");
     ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
@@ -129,6 +135,13 @@ mod tests {
         let (code, text) = get(addr, "/api/status");
         assert_eq!(code, 200);
         assert!(text.contains("\"mode\":\"embedded\""), "{text}");
+        m.polled(&[], Ok(Default::default()), 0);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        m.polled(&[], Ok(Default::default()), 0);
+        assert_eq!(get(addr, "/api/status").1.matches("\"t_ms\"").count(), 2);
+        let first = m.status(None).history[0].t_ms;
+        let (_, text) = get(addr, &format!("/api/status?since_ms={first}"));
+        assert_eq!(text.matches("\"t_ms\"").count(), 1, "only the samples after since_ms: {text}");
         assert_eq!(get(addr, "/nothing").0, 404);
         m.set_stopped();
         assert_eq!(get(addr, "/healthz").0, 503);

@@ -141,10 +141,18 @@ fn embedded_lag_on_metrics_equals_the_logs_own_offsets_once_quiet() {
     let err = tmp.path().join("run.stderr");
     let mut child = spawn(&dir, &["--config", cfg.to_str().unwrap(), "run", "--follow"], &err);
     let addr = ops_address(&mut child, &err, Duration::from_secs(60));
-    // then the lag it started from, before folding anything, was the whole backlog
-    let (code, status) = http_get(&addr, "/api/status");
-    assert_eq!(code, 200);
-    let status: Value = serde_json::from_str(&status).unwrap();
+    // then the lag it started from (its first poll, made before it folds anything) was the whole backlog
+    let started = Instant::now();
+    let status = loop {
+        let (code, status) = http_get(&addr, "/api/status");
+        assert_eq!(code, 200);
+        let status: Value = serde_json::from_str(&status).unwrap();
+        if status["history"].as_array().is_some_and(|h| !h.is_empty()) {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no poll within a minute: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let first = &status["history"][0]["lag"];
     for (key, (end, _)) in &backlog {
         assert_eq!(first[key].as_u64(), Some(*end), "{key}: the first poll's lag is its end offset: {first}");
