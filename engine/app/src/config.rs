@@ -14,6 +14,28 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The Kafka transport (`--kafka`); see docs/kafka.md.
     pub kafka: overlay_kafka::KafkaConfig,
+    /// The operations HTTP server of `overlay run`: metrics, health, the lag page.
+    pub ops: OpsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Where `overlay run` serves `/metrics`, `/healthz`, `/readyz` and the lag
+    /// page (`host:port`; port 0 picks a free one). None: no server.
+    /// Environment override: `OVERLAY_OPS_LISTEN` (empty: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// How often the input partitions' end offsets are polled for the lag figures.
+    pub lag_poll_ms: u64,
+    /// Ready (`/readyz`) once the inputs behind, all partitions together, are at most this many.
+    pub ready_lag_max: u64,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self { listen: None, lag_poll_ms: 1000, ready_lag_max: 1000 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +92,9 @@ impl Config {
             }
         };
         cfg.kafka.apply_env(std::env::vars())?;
+        if let Ok(listen) = std::env::var("OVERLAY_OPS_LISTEN") {
+            cfg.ops.listen = Some(listen).filter(|l| !l.trim().is_empty());
+        }
         let origin = path.map_or("the default configuration".to_string(), |p| format!("config {}", p.display()));
         cfg.validate().with_context(|| origin)?;
         Ok(cfg)
@@ -89,6 +114,10 @@ impl Config {
             "engine.read_records_max must be 1..=100000"
         );
         anyhow::ensure!(self.engine.settings.fractional_dp <= 8, "engine.settings.fractional_dp must be at most 8");
+        anyhow::ensure!((10..=600_000).contains(&self.ops.lag_poll_ms), "ops.lag_poll_ms must be 10..=600000");
+        if let Some(listen) = &self.ops.listen {
+            anyhow::ensure!(listen.contains(':'), "ops.listen must be host:port, not {listen:?}");
+        }
         self.kafka.validate()
     }
 }

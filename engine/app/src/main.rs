@@ -237,12 +237,7 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OVERLAY_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        // Colour only for a terminal: logs kept in files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    overlay_app::logging::init();
     let cfg = Config::load(cli.config.as_deref())?;
     let data_dir = cli.data_dir;
     let stdout = std::io::stdout();
@@ -309,6 +304,7 @@ fn real_main(cli: Cli) -> Result<()> {
             eprintln!("published {n} events");
         }
         Command::Run { follow, max_inputs, kafka: true } => {
+            let mut ops = overlay_app::ops::Ops::start(&cfg, &data_dir, "kafka")?;
             let opts = overlay_kafka::EngineOptions {
                 batch_inputs_max: cfg.engine.batch_inputs_max,
                 settings: cfg.engine.settings.clone(),
@@ -316,9 +312,11 @@ fn real_main(cli: Cli) -> Result<()> {
                 fold_threads: cfg.engine.fold_threads,
                 follow,
                 max_inputs,
+                observer: ops.observer(),
                 ..overlay_kafka::EngineOptions::default()
             };
             let mut engine = overlay_kafka::KafkaEngine::open(&data_dir, &cfg.kafka, opts)?;
+            ops.kafka_engine(&cfg)?;
             let stop = engine.stop_handle();
             std::thread::spawn(move || {
                 let rt =
@@ -326,7 +324,8 @@ fn real_main(cli: Cli) -> Result<()> {
                 rt.block_on(wait_for_shutdown());
                 stop.store(true, Ordering::Relaxed);
             });
-            let stats = engine.run(&mut |_, _| {})?;
+            let stats = engine.run(&mut |shard, applied| ops.folded(shard, applied))?;
+            ops.finish();
             for r in &stats.restores {
                 eprintln!("shard {} restored: {} inputs in {} ms", r.partition, r.inputs, r.millis);
             }
@@ -378,7 +377,9 @@ fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Command::Run { follow, max_inputs, kafka: false } => {
+            let mut ops = overlay_app::ops::Ops::start(&cfg, &data_dir, "embedded")?;
             let mut engine = Engine::open(&data_dir, &cfg)?;
+            ops.embedded_engine(&mut engine)?;
             if follow {
                 let stop = engine.stop_handle();
                 std::thread::spawn(move || {
@@ -390,7 +391,8 @@ fn real_main(cli: Cli) -> Result<()> {
                     stop.store(true, Ordering::Relaxed);
                 });
             }
-            let stats = engine.run(&RunOptions { follow, max_inputs }, &mut |_| {})?;
+            let stats = engine.run(&RunOptions { follow, max_inputs }, &mut |applied| ops.folded(0, applied))?;
+            ops.finish();
             eprintln!(
                 "folded {} inputs in {} batches: {} orders, {} audit records, {} dead letters",
                 stats.inputs, stats.batches, stats.orders, stats.audit, stats.dead_letters

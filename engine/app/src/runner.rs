@@ -97,6 +97,8 @@ pub struct Engine {
     writer: Committer,
     cfg: Config,
     stop: Arc<AtomicBool>,
+    /// Told when a batch is durable and published (the operations metrics).
+    metrics: Option<Arc<overlay_ops::Metrics>>,
 }
 
 impl Engine {
@@ -108,7 +110,8 @@ impl Engine {
             .context("opening the state store (is another engine running on this data directory?)")?;
         let writer = Committer::new(Box::new(store.handle()));
         let folder = Folder::open(Box::new(store), cfg.engine.settings.clone())?;
-        let engine = Self { log, folder, writer, cfg: cfg.clone(), stop: Arc::new(AtomicBool::new(false)) };
+        let engine =
+            Self { log, folder, writer, cfg: cfg.clone(), stop: Arc::new(AtomicBool::new(false)), metrics: None };
         // Outputs committed before a crash but not yet published go out first.
         engine.publish()?;
         Ok(engine)
@@ -129,6 +132,11 @@ impl Engine {
     /// A flag that, once set, makes `run` finish its batch and return.
     pub fn stop_handle(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// Reports each durable batch and publish to `metrics` (as shard 0).
+    pub fn set_metrics(&mut self, metrics: Arc<overlay_ops::Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     fn sources(&self) -> Result<Vec<Source>> {
@@ -233,7 +241,15 @@ impl Engine {
         stats.audit += out.audit;
         stats.dead_letters += out.dead_letters;
         stats.bytes += out.bytes;
+        if let Some(m) = &self.metrics {
+            m.durable(0, out.inputs);
+            m.positions(0, done.positions.iter().map(|(k, v)| (k.as_str(), *v)));
+            m.outbox_from_store(0, self.folder.store())?;
+        }
         self.publish()?;
+        if let Some(m) = &self.metrics {
+            m.published(0);
+        }
         // Advisory group positions, for lag tools: the store's positions are the truth.
         for (key, next) in &done.positions {
             if let Some((topic, partition)) =

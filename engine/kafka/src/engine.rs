@@ -66,6 +66,8 @@ pub struct EngineOptions {
     pub max_inputs: Option<u64>,
     /// How long to wait for the group to assign partitions before giving up (not following).
     pub join_timeout: Duration,
+    /// Told when a shard's batch is durable and published (metrics).
+    pub observer: Option<Arc<dyn crate::observe::ShardObserver>>,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +80,7 @@ impl Default for EngineOptions {
             follow: false,
             max_inputs: None,
             join_timeout: Duration::from_secs(60),
+            observer: None,
         }
     }
 }
@@ -381,6 +384,9 @@ impl KafkaEngine {
                     // published and publishes it; two writers must never overlap.
                     for (p, s) in std::mem::take(&mut self.shards) {
                         tracing::info!(partition = p, next = s.next, "partition revoked");
+                    }
+                    if let Some(o) = &self.opts.observer {
+                        o.revoked();
                     }
                     self.assigned = false;
                 }
@@ -704,7 +710,8 @@ impl KafkaEngine {
     /// run left), then advances the group's committed offset to what is durable.
     fn settle_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
-        if let Some(done) = s.writer.wait().with_context(|| format!("committing shard {p}"))? {
+        let done = s.writer.wait().with_context(|| format!("committing shard {p}"))?;
+        if let Some(done) = &done {
             stats.batches += 1;
             stats.orders += done.outputs.orders;
             stats.audit += done.outputs.audit;
@@ -714,7 +721,13 @@ impl KafkaEngine {
                 s.durable_next = *next;
             }
         }
+        if let Some(o) = &self.opts.observer {
+            o.settled(p, done.as_ref(), s.folder.store());
+        }
         publish_shard(s, self.producer.as_ref(), &self.group)?;
+        if let Some(o) = &self.opts.observer {
+            o.published(p);
+        }
         // In a transaction the offset was committed with the outputs.
         if s.txn.is_none() && s.group_committed != Some(s.durable_next) {
             let mut tpl = TopicPartitionList::new();
