@@ -267,14 +267,14 @@ impl Fold {
 pub const PROGRESS_EVERY: u64 = 10_000;
 
 /// Folds the journal's entries after `fold`'s last one, up to `to` (None:
-/// to the end), calling `visit` with each entry read and what folding it
-/// produced (None when the scope skipped it).
+/// to the end), calling `visit` with each entry read, what folding it
+/// produced (None when the scope skipped it) and the state after it.
 pub fn fold_to(
     journal: &Journal<'_>,
     fold: &mut Fold,
     to: Option<Point>,
     progress: &mut dyn FnMut(u64, u64),
-    visit: &mut dyn FnMut(&Entry, Option<&Applied>) -> Result<(), ReplayError>,
+    visit: &mut dyn FnMut(&Entry, Option<&Applied>, &State) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     let total = match to {
         Some(Point::Seq(n)) => n.min(journal.len),
@@ -286,7 +286,7 @@ pub fn fold_to(
             break;
         }
         let applied = fold.step(&e)?;
-        visit(&e, applied.as_ref())?;
+        visit(&e, applied.as_ref(), &fold.state)?;
         if e.seq % PROGRESS_EVERY == 0 {
             progress(e.seq, total);
         }

@@ -10,7 +10,7 @@
 //! - [`export`]: a household's orders or audit records over a date range.
 
 pub mod audit;
-// pub mod explain;
+pub mod explain;
 pub mod export;
 pub mod journal;
 pub mod state_at;
@@ -65,5 +65,9 @@ pub(crate) fn show(v: Option<&[u8]>) -> String {
     }
 }
 
+#[cfg(test)]
+mod explain_tests;
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ pub fn state_at(
     let fold = match fold_household(&journal, h, at, progress) {
         Err(ReplayError::ScopeCollision { .. }) => {
             let mut fold = Fold::new(journal.settings.clone(), Scope::All);
-            fold_to(&journal, &mut fold, Some(at), progress, &mut |_, _| Ok(()))?;
+            fold_to(&journal, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))?;
             fold
         }
         other => other?,
@@ -43,7 +43,7 @@ fn fold_household(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Fold, ReplayError> {
     let mut fold = Fold::new(journal.settings.clone(), Scope::Household(h.clone()));
-    fold_to(journal, &mut fold, Some(at), progress, &mut |_, _| Ok(()))?;
+    fold_to(journal, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))?;
     Ok(fold)
 }
 

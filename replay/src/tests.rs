@@ -17,13 +17,14 @@ use overlay_scenario::demo::{close_time_utc, demo, DemoSpec};
 use overlay_store::{Folder, MemStore, Store};
 
 /// The custodian of the tests: fills every order in full at its reference
-/// price half an hour after the close, except every 7th, which it rejects.
-pub(crate) fn fills(orders: &[Order], date: NaiveDate) -> Vec<Envelope> {
+/// price half an hour after the close, except every `reject_every`th (by
+/// seq; 0: none), which it rejects.
+pub(crate) fn fills(orders: &[Order], date: NaiveDate, reject_every: u64) -> Vec<Envelope> {
     let at = close_time_utc(date) + Duration::minutes(30);
     orders
         .iter()
         .map(|o| {
-            let rejected = o.seq % 7 == 0;
+            let rejected = reject_every > 0 && o.seq % reject_every == 0;
             Envelope {
                 event_id: format!("fill-{}", o.order_id),
                 producer: "custodian".into(),
@@ -77,7 +78,7 @@ pub(crate) fn live_run(households: usize, days: usize) -> LiveRun {
             orders.extend(feed(&mut folder, env));
         }
         // Fills can make orders too (a withdrawal paid, a harvest's buy-back): fill those the next day.
-        for env in fills(&orders, day.date) {
+        for env in fills(&orders, day.date, 7) {
             feed(&mut folder, &env);
         }
     }
@@ -113,7 +114,7 @@ fn state_at_equals_the_live_state_captured_at_each_point() {
         // a full replay to k is the live state, whole
         let journal = Journal::open(store).unwrap();
         let mut full = Fold::new(journal.settings.clone(), Scope::All);
-        fold_to(&journal, &mut full, Some(Point::Seq(k)), &mut |_, _| {}, &mut |_, _| Ok(())).unwrap();
+        fold_to(&journal, &mut full, Some(Point::Seq(k)), &mut |_, _| {}, &mut |_, _, _| Ok(())).unwrap();
         assert!(full.state == *live, "full replay to {k} differs from the live state");
         for h in &households {
             let Some(live_hh) = live.households.get(h) else { continue };
@@ -124,7 +125,7 @@ fn state_at_equals_the_live_state_captured_at_each_point() {
             assert_eq!(replayed, expected, "household {h} at {k}");
             // (the household-scoped fold holds exactly the live household)
             let mut scoped = Fold::new(journal.settings.clone(), Scope::Household(h.clone()));
-            fold_to(&journal, &mut scoped, Some(Point::Seq(k)), &mut |_, _| {}, &mut |_, _| Ok(())).unwrap();
+            fold_to(&journal, &mut scoped, Some(Point::Seq(k)), &mut |_, _| {}, &mut |_, _, _| Ok(())).unwrap();
             assert!(scoped.state.households[h] == *live_hh, "scoped household {h} at {k}");
             assert!(scoped.state.prices == live.prices && scoped.state.models == live.models);
         }

@@ -166,7 +166,7 @@ pub fn verify_range(
     // The state before the next entry: where its outputs start.
     let mut counters = (0u64, 0u64, 0u64);
     let mut started = range.from.is_none();
-    fold_to(&journal, &mut fold, range.to, progress, &mut |e, applied| {
+    fold_to(&journal, &mut fold, range.to, progress, &mut |e, applied, _| {
         let applied = applied.expect("a full fold folds every entry");
         touched.extend(applied.touched.iter().cloned());
         if !started && range.from.is_some_and(|p| p.starts_by(e)) {
