@@ -124,3 +124,37 @@ pub(crate) fn run(days: &[(chrono::NaiveDate, Vec<Envelope>)]) -> (Folder, Vec<O
 pub(crate) fn date(s: &str) -> chrono::NaiveDate {
     s.parse().unwrap()
 }
+
+/// A history for what-if, by hand:
+/// - day 1 (2025-06-02): AAA, BBB (Information Technology), CCC (Health Care); model M v1 =
+///   AAA 50%, BBB 50%; closes $100, $50, $20; H3 (taxable, follows M) opens with $100,000 and
+///   buys 49.5% each (1% cash reserve): 495 AAA and 990 BBB, filled, $1,000 left;
+/// - day 2 (2025-06-03): closes AAA $80, BBB $60, CCC $20: H3 is worth 39,600 + 59,400 +
+///   1,000 = $100,000, AAA 39.6%, BBB 59.4%, both outside their 3pp bands... but no
+///   decision runs that day (no clock), so nothing trades.
+pub(crate) fn what_if_history() -> Vec<(chrono::NaiveDate, Vec<Envelope>)> {
+    let day1 = vec![
+        security("AAA", "Information Technology", 1),
+        security("BBB", "Information Technology", 2),
+        security("CCC", "Health Care", 3),
+        model(1, "2025-06-02T12:00:00Z", &[("AAA", "0.5"), ("BBB", "0.5")]),
+        tick("AAA", "100", "2025-06-02T20:00:00Z"),
+        tick("BBB", "50", "2025-06-02T20:00:00Z"),
+        tick("CCC", "20", "2025-06-02T20:00:00Z"),
+        ev(
+            "crm-H3",
+            "2025-06-02T20:05:00Z",
+            json!({
+                "type": "household_upserted", "household": "H3",
+                "tax": {"short_term_rate": "0.35", "long_term_rate": "0.15"},
+                "accounts": [{"account": "H3-T", "kind": "taxable", "sleeves": [{"model": "M", "percent": "1"}], "opening_cash": "100000"}]
+            }),
+        ),
+    ];
+    let day2 = vec![
+        tick("AAA", "80", "2025-06-03T20:00:00Z"),
+        tick("BBB", "60", "2025-06-03T20:00:00Z"),
+        tick("CCC", "20", "2025-06-03T20:00:00Z"),
+    ];
+    vec![(date("2025-06-02"), day1), (date("2025-06-03"), day2)]
+}

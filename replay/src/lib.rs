@@ -16,7 +16,7 @@ pub mod journal;
 pub mod state_at;
 pub mod verify;
 pub mod view;
-// pub mod whatif;
+pub mod whatif;
 
 pub use journal::{DayEdge, Point, Scope};
 pub use state_at::{state_at, state_now};
@@ -71,3 +71,5 @@ mod explain_tests;
 mod golden;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod whatif_tests;
