@@ -263,6 +263,9 @@ impl Fold {
     }
 }
 
+/// Called with each entry read, what folding it produced and the state after it.
+pub type Visit<'a> = dyn FnMut(&Entry, Option<&Applied>, &State) -> Result<(), ReplayError> + 'a;
+
 /// Entries read between progress reports.
 pub const PROGRESS_EVERY: u64 = 10_000;
 
@@ -274,7 +277,7 @@ pub fn fold_to(
     fold: &mut Fold,
     to: Option<Point>,
     progress: &mut dyn FnMut(u64, u64),
-    visit: &mut dyn FnMut(&Entry, Option<&Applied>, &State) -> Result<(), ReplayError>,
+    visit: &mut Visit<'_>,
 ) -> Result<(), ReplayError> {
     let total = match to {
         Some(Point::Seq(n)) => n.min(journal.len),
@@ -287,7 +290,7 @@ pub fn fold_to(
         }
         let applied = fold.step(&e)?;
         visit(&e, applied.as_ref(), &fold.state)?;
-        if e.seq % PROGRESS_EVERY == 0 {
+        if e.seq.is_multiple_of(PROGRESS_EVERY) {
             progress(e.seq, total);
         }
     }

@@ -131,7 +131,7 @@ impl<'a> Checker<'a> {
             let from_reference = e.source.starts_with(overlay_proto::topics::REFERENCE);
             if !(self.skip_reference_dead_letters && from_reference) {
                 let bytes = serde_json::to_vec(&dl).expect("dead letters serialize");
-                self.dead_letters.check(dl.seq, &bytes, e, repeats.as_deref_mut())?;
+                self.dead_letters.check(dl.seq, &bytes, e, repeats)?;
             }
         }
         Ok(())
@@ -290,7 +290,7 @@ pub fn verify_stream(
         let e = Entry::new(i as u64 + 1, source, raw);
         let applied = fold.step(&e)?.expect("a full fold folds every entry");
         checker.check(&e, &applied)?;
-        if e.seq % crate::journal::PROGRESS_EVERY == 0 {
+        if e.seq.is_multiple_of(crate::journal::PROGRESS_EVERY) {
             progress(e.seq);
         }
     }

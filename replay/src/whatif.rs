@@ -334,7 +334,7 @@ fn run(
         };
         let seq = e.seq;
         r.recorded(e)?;
-        if seq % crate::journal::PROGRESS_EVERY == 0 {
+        if seq.is_multiple_of(crate::journal::PROGRESS_EVERY) {
             progress(seq, journal.len);
         }
     }

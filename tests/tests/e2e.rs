@@ -23,3 +23,5 @@ mod kafka;
 mod kafka_clients;
 #[path = "e2e/propose.rs"]
 mod propose;
+#[path = "e2e/replay.rs"]
+mod replay;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod propose;
 pub mod publish;
+pub mod replay_cmd;
 pub mod runner;
 pub mod show;
 pub mod topics;
