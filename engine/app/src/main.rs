@@ -153,7 +153,7 @@ enum Command {
         /// Smaller inputs: checks that everything runs; not figures to quote.
         #[arg(long)]
         quick: bool,
-        /// Run only this benchmark (durable-fold, tick-fold, fanout or kafka).
+        /// Run only this benchmark (durable-fold, tick-fold, fanout, replay or kafka).
         #[arg(long)]
         only: Option<String>,
         /// A scratch Kafka broker for the kafka benchmark (it creates, then deletes, the overlay.* topics).
