@@ -102,8 +102,8 @@ fn as_of(store: &dyn Store, seq: u64) -> AsOf {
 
 #[test]
 fn state_at_equals_the_live_state_captured_at_each_point() {
-    // given a live run of 12 households over 4 days, the live state kept after every input
-    let run = live_run(12, 4);
+    // given a live run of 8 households over 3 days, the live state kept after every input
+    let run = live_run(8, 3);
     let store = run.folder.store();
     let n = run.states.len() as u64 - 1;
     assert!(n > 300, "{n} inputs");

@@ -778,7 +778,11 @@ fn tick_fold(n: usize, rounds: usize, settings: &EngineSettings, out: &mut dyn W
 /// `n` price ticks cycling through `closes`, each as of 1 µs after the one
 /// before, priced within ±0.3% of its security's close (well inside the
 /// price-jump band, so none is held).
-pub(crate) fn price_ticks(closes: &[(overlay_core::ids::SecurityId, Decimal)], n: usize, start: DateTime<Utc>) -> Vec<Envelope> {
+pub(crate) fn price_ticks(
+    closes: &[(overlay_core::ids::SecurityId, Decimal)],
+    n: usize,
+    start: DateTime<Utc>,
+) -> Vec<Envelope> {
     const STEPS: [i64; 7] = [0, 1, 2, 3, -3, -2, -1];
     let variants: Vec<Vec<Decimal>> = closes
         .iter()
