@@ -1,17 +1,28 @@
-//! Compliance replay. `verify` rebuilds state from the recorded input journal
-//! in a fresh store, with the settings recorded at the start, and checks that
-//! the state hash and every output byte (orders, audit records, dead letters)
-//! are identical to what the engine recorded. On a difference it names the
-//! first differing record.
+//! Compliance replay, from the recorded input journal (or an input stream
+//! read back from Kafka):
+//! - [`verify`]: re-fold the inputs and check every output byte (orders,
+//!   audit records, dead letters) and the state hash, over the whole journal
+//!   or a range of it; on a difference, name the first differing record;
+//! - [`state_at`]: a household as it was at a journal seq or a time;
+//! - [`explain`]: why an order was made, or why trades were not;
+//! - [`whatif`]: the same history with a changed input, in memory, compared;
+//! - [`audit`]: the published audit trail's hash chains;
+//! - [`export`]: a household's orders or audit records over a date range.
 
 pub mod audit;
+pub mod explain;
 pub mod export;
+pub mod journal;
+pub mod state_at;
+pub mod verify;
+pub mod view;
+pub mod whatif;
 
-use overlay_core::fold::Input;
-use overlay_store::{codec, keys, load_meta, records_after, state_hash, Folder, MemStore, Store, StoreError};
+pub use journal::{DayEdge, Point, Scope};
+pub use state_at::{state_at, state_now};
+pub use verify::{verify, verify_range, verify_stream, VerifyRange, VerifyReport};
 
-/// Inputs folded between commits of the replay's own (in-memory) store.
-const REPLAY_BATCH_INPUTS: u64 = 10_000;
+use overlay_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -19,78 +30,28 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error("the journal is empty: nothing to replay")]
     EmptyJournal,
-    #[error("{stream} differ at seq {seq}:\n  recorded: {recorded}\n  replayed: {replayed}")]
-    OutputMismatch { stream: &'static str, seq: u64, recorded: String, replayed: String },
+    #[error("{stream} differ at seq {seq} (input {input}, {from}):\n  recorded: {recorded}\n  replayed: {replayed}")]
+    OutputMismatch { stream: &'static str, seq: u64, input: u64, from: String, recorded: String, replayed: String },
+    #[error("{stream}: the record is missing or extra after the replayed ones: {at}\n  recorded: {recorded}")]
+    ExtraOutput { stream: &'static str, at: String, recorded: String },
     #[error("state differs after replay: recorded hash {recorded}, replayed hash {replayed}; first differing record: {first_difference}")]
     StateMismatch { recorded: String, replayed: String, first_difference: String },
     #[error("journal record {seq}: {message}")]
     BadJournal { seq: u64, message: String },
+    /// A missing or partial range, or a point the journal cannot answer for.
+    #[error("{0}")]
+    Range(String),
+    /// A household-scoped fold met an event id used by a skipped input too.
+    #[error("input {seq} reuses event id {event_id} of another household's input")]
+    ScopeCollision { seq: u64, event_id: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub inputs: u64,
-    pub orders: u64,
-    pub audit: u64,
-    pub dead_letters: u64,
-    pub state_hash: String,
-}
-
-/// Re-folds the whole journal of `recorded` into a fresh in-memory store.
-/// `progress` is called with (inputs done, inputs total).
-pub fn rebuild(recorded: &dyn Store, progress: &mut dyn FnMut(u64, u64)) -> Result<Folder, ReplayError> {
-    let meta = load_meta(recorded)?;
-    let (settings, total) = (meta.settings, meta.applied);
-    if total == 0 {
-        return Err(ReplayError::EmptyJournal);
-    }
-    let mut folder = Folder::open(Box::new(MemStore::new()), settings)?;
-    let mut done = 0u64;
-    for r in records_after(recorded, keys::JOURNAL, 0) {
-        let (seq, value) = r?;
-        let (source, raw) = codec::decode_journal(&value)?;
-        if seq != done + 1 {
-            return Err(ReplayError::BadJournal { seq, message: format!("expected journal record {}", done + 1) });
-        }
-        let position = source.rsplit_once('/').and_then(|(key, off)| off.parse::<u64>().ok().map(|o| (key, o + 1)));
-        let decoded = overlay_proto::decode_envelope(raw);
-        let input = match &decoded {
-            Ok(env) => Input::Event(env),
-            Err(e) => Input::Undecodable(e),
-        };
-        folder.fold(source, position, raw, input);
-        done += 1;
-        if folder.uncommitted() >= REPLAY_BATCH_INPUTS {
-            folder.commit()?;
-            progress(done, total);
-        }
-    }
-    folder.commit()?;
-    progress(done, total);
-    Ok(folder)
-}
-
-/// Replays the journal and compares everything the engine recorded.
-pub fn verify(recorded: &dyn Store, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, ReplayError> {
-    let folder = rebuild(recorded, progress)?;
-    let replayed = folder.store();
-    let mut report = VerifyReport { inputs: folder.state().meta.applied, ..VerifyReport::default() };
-    report.orders = compare_stream(recorded, replayed, keys::ORDERS, "orders")?;
-    report.audit = compare_stream(recorded, replayed, keys::AUDIT, "audit records")?;
-    report.dead_letters = compare_stream(recorded, replayed, keys::DEAD_LETTERS, "dead letters")?;
-    let (a, b) = (state_hash(recorded)?, state_hash(replayed)?);
-    if a != b {
-        return Err(ReplayError::StateMismatch {
-            recorded: a,
-            replayed: b,
-            first_difference: first_state_difference(recorded, replayed)?,
-        });
-    }
-    report.state_hash = a;
-    Ok(report)
-}
-
-fn show(v: Option<&[u8]>) -> String {
+/// Shows a record's bytes, cut at 600 characters.
+pub(crate) fn show(v: Option<&[u8]>) -> String {
     match v {
         None => "(absent)".to_string(),
         Some(b) => {
@@ -104,50 +65,11 @@ fn show(v: Option<&[u8]>) -> String {
     }
 }
 
-fn compare_stream(
-    recorded: &dyn Store,
-    replayed: &dyn Store,
-    prefix: &'static [u8],
-    stream: &'static str,
-) -> Result<u64, ReplayError> {
-    let mut a = records_after(recorded, prefix, 0);
-    let mut b = records_after(replayed, prefix, 0);
-    let mut n = 0;
-    loop {
-        match (a.next().transpose()?, b.next().transpose()?) {
-            (None, None) => return Ok(n),
-            (Some((sa, va)), Some((sb, vb))) if sa == sb && va == vb => n += 1,
-            (ra, rb) => {
-                let seq = ra.as_ref().map(|r| r.0).or(rb.as_ref().map(|r| r.0)).unwrap_or(0);
-                return Err(ReplayError::OutputMismatch {
-                    stream,
-                    seq,
-                    recorded: show(ra.as_ref().map(|r| r.1.as_slice())),
-                    replayed: show(rb.as_ref().map(|r| r.1.as_slice())),
-                });
-            }
-        }
-    }
-}
-
-fn first_state_difference(recorded: &dyn Store, replayed: &dyn Store) -> Result<String, ReplayError> {
-    let mut a = recorded.scan(keys::STATE, None);
-    let mut b = replayed.scan(keys::STATE, None);
-    loop {
-        match (a.next().transpose()?, b.next().transpose()?) {
-            (None, None) => return Ok("none found".into()),
-            (Some(x), Some(y)) if x == y => continue,
-            (x, y) => {
-                let key =
-                    |r: &Option<(Vec<u8>, Vec<u8>)>| r.as_ref().map(|(k, _)| String::from_utf8_lossy(k).into_owned());
-                return Ok(format!(
-                    "recorded {} = {}, replayed {} = {}",
-                    key(&x).unwrap_or_default(),
-                    show(x.as_ref().map(|r| r.1.as_slice())),
-                    key(&y).unwrap_or_default(),
-                    show(y.as_ref().map(|r| r.1.as_slice()))
-                ));
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod explain_tests;
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod whatif_tests;

@@ -25,3 +25,5 @@ mod kafka_clients;
 mod ops;
 #[path = "e2e/propose.rs"]
 mod propose;
+#[path = "e2e/replay.rs"]
+mod replay;

@@ -19,6 +19,8 @@
 //!   each following its own copy of the index, and a new version of each
 //!   model folded one at a time, each `step` timed.
 //!
+//! - `replay` (`crate::bench_replay`): `overlay replay verify` and
+//!   `state --at` on a recorded history of a million inputs.
 //! - `kafka` (`crate::bench_kafka`): the engine on Kafka against a raw
 //!   rdkafka consume → produce of the same records on the same broker. It
 //!   runs by default only when a real broker is given; `--only kafka` runs
@@ -57,7 +59,8 @@ pub const DURABLE_FOLD: &str = "durable-fold";
 pub const TICK_FOLD: &str = "tick-fold";
 pub const FANOUT: &str = "fanout";
 pub use crate::bench_kafka::KAFKA;
-pub const NAMES: [&str; 4] = [DURABLE_FOLD, TICK_FOLD, FANOUT, KAFKA];
+pub use crate::bench_replay::REPLAY;
+pub const NAMES: [&str; 5] = [DURABLE_FOLD, TICK_FOLD, FANOUT, REPLAY, KAFKA];
 
 /// The durable fold must reach this share of raw sled's throughput.
 const DURABLE_GOAL_RATIO: f64 = 0.5;
@@ -191,6 +194,10 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Vec<Row>> {
             &cfg.engine.settings,
             out,
         )?);
+    }
+    if selected(REPLAY) {
+        let sizes = crate::bench_replay::ReplaySizes::new(opts.quick);
+        rows.extend(crate::bench_replay::replay(&sizes, &cfg.engine.settings, out)?);
     }
     if selected(KAFKA) {
         let sizes = crate::bench_kafka::KafkaSizes::new(opts.quick);
@@ -771,7 +778,11 @@ fn tick_fold(n: usize, rounds: usize, settings: &EngineSettings, out: &mut dyn W
 /// `n` price ticks cycling through `closes`, each as of 1 µs after the one
 /// before, priced within ±0.3% of its security's close (well inside the
 /// price-jump band, so none is held).
-fn price_ticks(closes: &[(overlay_core::ids::SecurityId, Decimal)], n: usize, start: DateTime<Utc>) -> Vec<Envelope> {
+pub(crate) fn price_ticks(
+    closes: &[(overlay_core::ids::SecurityId, Decimal)],
+    n: usize,
+    start: DateTime<Utc>,
+) -> Vec<Envelope> {
     const STEPS: [i64; 7] = [0, 1, 2, 3, -3, -2, -1];
     let variants: Vec<Vec<Decimal>> = closes
         .iter()

@@ -5,12 +5,14 @@
 pub mod backtest;
 pub mod bench;
 pub mod bench_kafka;
+pub mod bench_replay;
 pub mod config;
 pub mod demo;
 pub mod logging;
 pub mod ops;
 pub mod propose;
 pub mod publish;
+pub mod replay_cmd;
 pub mod runner;
 pub mod show;
 pub mod topics;

@@ -1,6 +1,6 @@
 //! `overlay`: the overlay-manager engine's command-line program.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use overlay_app::config::Config;
 use overlay_app::demo::{run_demo, DemoOptions};
@@ -153,7 +153,7 @@ enum Command {
         /// Smaller inputs: checks that everything runs; not figures to quote.
         #[arg(long)]
         quick: bool,
-        /// Run only this benchmark (durable-fold, tick-fold, fanout or kafka).
+        /// Run only this benchmark (durable-fold, tick-fold, fanout, replay or kafka).
         #[arg(long)]
         only: Option<String>,
         /// A scratch Kafka broker for the kafka benchmark (it creates, then deletes, the overlay.* topics).
@@ -185,8 +185,64 @@ enum KafkaCommand {
 
 #[derive(Subcommand)]
 enum ReplayCommand {
-    /// Re-folds the input journal in a fresh store and checks state and every output byte.
-    Verify,
+    /// Re-folds the input journal in a fresh state and checks state and every output byte.
+    Verify {
+        /// Check the outputs of inputs from this point: a journal seq, a date (YYYY-MM-DD) or an RFC 3339 time.
+        #[arg(long, conflicts_with = "kafka")]
+        from: Option<String>,
+        /// ... through this point (the state hash is compared only at the journal's end).
+        #[arg(long, conflicts_with = "kafka")]
+        to: Option<String>,
+        /// Re-derive each shard from the Kafka input topics and compare with the output topics.
+        #[arg(long)]
+        kafka: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// A household as it was after the journal's inputs up to a point (JSON): accounts, cash,
+    /// positions, lots, targets, open orders, restrictions with their versions.
+    State {
+        #[arg(long)]
+        household: String,
+        /// A journal seq (the state version), a date (its end, UTC) or an RFC 3339 time; default: now.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Why an order was made (--order), or what a household's decisions skipped and why (--household --at), as JSON.
+    Explain {
+        #[arg(long, conflicts_with = "household")]
+        order: Option<String>,
+        #[arg(long, requires = "at")]
+        household: Option<String>,
+        #[arg(long)]
+        at: Option<String>,
+        /// Only decisions that traded or skipped this security.
+        #[arg(long, requires = "household")]
+        security: Option<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Replays the history in memory with a changed input and reports the trades, realized gains
+    /// and harvested losses that would differ. Nothing is written or published.
+    WhatIf {
+        /// Events to add, e.g. a model version not yet published (JSON, as for `publish`).
+        #[arg(long)]
+        model: Vec<PathBuf>,
+        /// A changed setting: tax.FIELD (e.g. tax.annual_gain_budget_usd=5000, tax.harvest.min_loss_pct=0.05),
+        /// account.FIELD (e.g. account.drift_band_abs=0.05) or engine.FIELD.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        /// Apply --set to this household only.
+        #[arg(long)]
+        household: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Checks the published audit records' hash chains and sequence: names the exact record
     /// where a changed byte, a deleted record or a reordering breaks them.
     AuditVerify {
@@ -429,26 +485,29 @@ fn real_main(cli: Cli) -> Result<()> {
                 m.applied, m.order_seq, m.audit_seq, m.dead_letter_seq
             )?;
         }
-        Command::Replay { command: ReplayCommand::Verify } => {
-            let store = overlay_store::SledStore::open(&runner::store_dir(&data_dir))
-                .context("opening the state store (stop the engine first)")?;
-            let total = overlay_store::load_meta(&store)?.applied;
-            if total == 0 {
-                bail!("{} has no recorded inputs to replay", data_dir.display());
-            }
-            let bar = if std::io::stderr().is_terminal() {
-                indicatif::ProgressBar::new(total)
+        Command::Replay { command: ReplayCommand::Verify { from, to, kafka, quiet } } => {
+            if kafka {
+                overlay_app::replay_cmd::verify_kafka(&cfg, quiet, &mut stdout.lock())?;
             } else {
-                indicatif::ProgressBar::hidden()
+                overlay_app::replay_cmd::verify(&data_dir, from.as_deref(), to.as_deref(), quiet, &mut stdout.lock())?;
+            }
+        }
+        Command::Replay { command: ReplayCommand::State { household, at, quiet } } => {
+            overlay_app::replay_cmd::state(&data_dir, &household, at.as_deref(), quiet, &mut stdout.lock())?;
+        }
+        Command::Replay { command: ReplayCommand::Explain { order, household, at, security, quiet } } => {
+            let (o, h, a, s) = (order.as_deref(), household.as_deref(), at.as_deref(), security.as_deref());
+            overlay_app::replay_cmd::explain(&data_dir, o, h, a, s, quiet, &mut stdout.lock())?;
+        }
+        Command::Replay { command: ReplayCommand::WhatIf { model, sets, household, json, quiet } } => {
+            let args = overlay_app::replay_cmd::WhatIfArgs {
+                models: &model,
+                sets: &sets,
+                household: household.as_deref(),
+                json,
+                quiet,
             };
-            let report = overlay_replay::verify(&store, &mut |done, _| bar.set_position(done));
-            bar.finish_and_clear();
-            let report = report.map_err(|e| anyhow::anyhow!("replay verify FAILED: {e}"))?;
-            writeln!(
-                stdout.lock(),
-                "replay verify OK: {} inputs re-folded; {} orders, {} audit records, {} dead letters identical; state hash {}",
-                report.inputs, report.orders, report.audit, report.dead_letters, report.state_hash
-            )?;
+            overlay_app::replay_cmd::what_if(&data_dir, &args, &mut stdout.lock())?;
         }
         Command::Replay { command: ReplayCommand::AuditVerify { file, kafka } } => {
             // Output streams, each a sequence of (location, record bytes).

@@ -40,6 +40,18 @@ pub struct Folder {
     pending: Outputs,
 }
 
+/// The dead letter of a refused input, as the engine stores and publishes it.
+pub fn dead_letter(applied: &Applied, source: &str, raw: &[u8]) -> Option<DeadLetter> {
+    applied.rejection.as_ref().map(|(seq, err)| DeadLetter {
+        seq: *seq,
+        event_id: applied.audit.first().and_then(|a| a.event_id.clone()),
+        error: err.kind,
+        reason: err.message.clone(),
+        source: source.to_string(),
+        raw_hex: hex::encode(raw),
+    })
+}
+
 impl Folder {
     /// Loads state from `store`. A new store takes `settings`; an existing one
     /// keeps the settings it was created with (decisions depend on them).
@@ -84,15 +96,7 @@ impl Folder {
         for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
             self.batch.put(seq_key(keys::AUDIT, a.seq), bytes.clone());
         }
-        if let Some((dl_seq, err)) = &applied.rejection {
-            let dl = DeadLetter {
-                seq: *dl_seq,
-                event_id: applied.audit.first().and_then(|a| a.event_id.clone()),
-                error: err.kind,
-                reason: err.message.clone(),
-                source: source.to_string(),
-                raw_hex: hex::encode(raw),
-            };
+        if let Some(dl) = dead_letter(&applied, source, raw) {
             self.batch
                 .put(seq_key(keys::DEAD_LETTERS, dl.seq), serde_json::to_vec(&dl).expect("dead letters serialize"));
             self.pending.dead_letters += 1;

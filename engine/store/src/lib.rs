@@ -15,7 +15,7 @@ mod mem;
 pub mod pipeline;
 mod sled_store;
 
-pub use folder::{Folder, Outputs, Prepared};
+pub use folder::{dead_letter, Folder, Outputs, Prepared};
 pub use mem::MemStore;
 pub use pipeline::Committer;
 pub use sled_store::SledStore;

@@ -1,0 +1,206 @@
+//! `overlay bench --only replay`: compliance replay on a recorded history of
+//! about a million inputs in a sled store (as `overlay run` leaves it).
+//!
+//! The history: the demo scenario with its custodian's fills (households
+//! onboarded, models, restrictions, cash flows, clock decisions), then price
+//! ticks up to the size (a price feed is most of any real history). It is
+//! folded once through the engine's folder into a fresh sled store (setup,
+//! untimed). Timed:
+//! - `verify`: `overlay_replay::verify` of the whole journal (read back from
+//!   sled, decoded, re-folded in memory, every output compared byte for byte
+//!   with the recorded one, the final state hash compared): inputs per second;
+//! - `state --at`: `overlay_replay::state_at` of one household at the last
+//!   input and at the middle of the history: latency.
+//!
+//! Diagnostics, to say where verify's time goes: reading the journal alone
+//! (sled scan + protobuf decode), and folding alone (decoded inputs, no
+//! comparison).
+
+use crate::bench::{group, median, mixed_stream, price_ticks, Goal, Row, TempDir};
+use anyhow::{ensure, Context, Result};
+use chrono::Duration;
+use overlay_core::event::Payload;
+use overlay_core::fold::Input;
+use overlay_core::state::EngineSettings;
+use overlay_replay::journal::{Fold, Journal, Scope};
+use overlay_replay::Point;
+use overlay_scenario::demo::DemoSpec;
+use overlay_store::{Folder, SledStore, Store};
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Instant;
+
+pub const REPLAY: &str = "replay";
+
+/// Verify's goal, inputs per second.
+const VERIFY_GOAL_INPUTS_PER_S: f64 = 1_000_000.0;
+/// Inputs folded per store commit while recording the history.
+const RECORD_BATCH_INPUTS: u64 = 10_000;
+
+pub struct ReplaySizes {
+    pub demo: DemoSpec,
+    pub inputs: usize,
+    pub rounds: usize,
+}
+
+impl ReplaySizes {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self { demo: DemoSpec { households: 20, price_days: 2, ..DemoSpec::default() }, inputs: 100_000, rounds: 1 }
+        } else {
+            Self {
+                demo: DemoSpec { households: 200, price_days: 5, ..DemoSpec::default() },
+                inputs: 1_000_000,
+                rounds: 3,
+            }
+        }
+    }
+}
+
+pub fn replay(sizes: &ReplaySizes, settings: &EngineSettings, out: &mut dyn Write) -> Result<Vec<Row>> {
+    let spec = &sizes.demo;
+    writeln!(
+        out,
+        "\n[{REPLAY}] a recorded history of {} inputs in sled: the demo ({} households, {} price days, seed {}) with its fills, then price ticks; {} round(s)",
+        group(sizes.inputs as f64),
+        spec.households,
+        spec.price_days,
+        spec.seed,
+        sizes.rounds
+    )?;
+    out.flush()?;
+    let t = Instant::now();
+    let mixed = mixed_stream(spec, 1000, settings)?;
+    let demo_inputs = mixed.raws.len();
+    ensure!(demo_inputs < sizes.inputs, "the demo alone has {demo_inputs} inputs");
+    let decoded: Vec<_> = mixed.raws.iter().map(|r| overlay_proto::decode_envelope(r)).collect();
+    let last = decoded.iter().filter_map(|d| d.as_ref().ok()).map(|e| e.event_time).max().context("no inputs")?;
+    let closes: Vec<_> = decoded
+        .iter()
+        .filter_map(|d| match d.as_ref().ok().map(|e| &e.payload) {
+            Some(Payload::PriceTick(p)) => Some((p.security.clone(), p.price)),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let ticks = price_ticks(&closes, sizes.inputs - demo_inputs, last + Duration::days(1));
+    let dir = TempDir::new("replay")?;
+    let store = SledStore::open(dir.path()).context("opening the bench store")?;
+    let mut folder = Folder::open(Box::new(store.handle()), settings.clone())?;
+    let feed = |folder: &mut Folder, raw: &[u8]| -> Result<()> {
+        let n = folder.state().meta.applied;
+        let d = overlay_proto::decode_envelope(raw);
+        let input = match &d {
+            Ok(e) => Input::Event(e),
+            Err(e) => Input::Undecodable(e),
+        };
+        folder.fold(&format!("bench/0/{n}"), Some(("bench/0", n + 1)), raw, input);
+        if folder.uncommitted() >= RECORD_BATCH_INPUTS {
+            folder.commit()?;
+        }
+        Ok(())
+    };
+    for raw in &mixed.raws {
+        feed(&mut folder, raw)?;
+    }
+    for env in &ticks {
+        feed(&mut folder, &overlay_proto::encode_envelope(env))?;
+    }
+    folder.commit()?;
+    let n = folder.state().meta.applied;
+    let households = folder.state().households.len();
+    let h = folder.state().households.keys().nth(households / 2).context("no household")?.clone();
+    let m = &folder.state().meta;
+    writeln!(
+        out,
+        "  setup ({:.1} s, untimed): {} inputs recorded ({demo_inputs} of the demo, {} ticks); {} orders, {} audit records; household {h} for state --at",
+        t.elapsed().as_secs_f64(),
+        group(n as f64),
+        group(ticks.len() as f64),
+        group(m.order_seq as f64),
+        group(m.audit_seq as f64)
+    )?;
+    drop(folder);
+    out.flush()?;
+    let store: &dyn Store = &store;
+
+    let (mut verify_s, mut at_end_s, mut at_mid_s, mut read_s, mut fold_s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=sizes.rounds {
+        let t = Instant::now();
+        let report = overlay_replay::verify(store, &mut |_, _| {}).map_err(|e| anyhow::anyhow!("verify: {e}"))?;
+        let v = t.elapsed().as_secs_f64();
+        ensure!(report.inputs == n && report.state_hash.is_some(), "verify covered {} of {n} inputs", report.inputs);
+        let t = Instant::now();
+        let end = overlay_replay::state_at(store, &h, Point::Seq(n), &mut |_, _| {})?;
+        let e = t.elapsed().as_secs_f64();
+        ensure!(end.as_of.seq == n, "state --at ended at {}", end.as_of.seq);
+        let t = Instant::now();
+        black_box(overlay_replay::state_at(store, &h, Point::Seq(n / 2), &mut |_, _| {})?);
+        let mid = t.elapsed().as_secs_f64();
+        let (r, f) = diagnostics(store)?;
+        writeln!(
+            out,
+            "  round {round}: verify {v:.2} s = {} inputs/s | state --at input {n}: {:.0} ms, at input {}: {:.0} ms | diagnostic: journal read + decode {r:.2} s, fold alone {f:.2} s",
+            group(n as f64 / v),
+            e * 1e3,
+            n / 2,
+            mid * 1e3
+        )?;
+        out.flush()?;
+        verify_s.push(v);
+        at_end_s.push(e);
+        at_mid_s.push(mid);
+        read_s.push(r);
+        fold_s.push(f);
+    }
+    let (v, e, mid, r, f) = (median(verify_s), median(at_end_s), median(at_mid_s), median(read_s), median(fold_s));
+    writeln!(
+        out,
+        "  median: verify {} inputs/s ({v:.2} s: journal read + decode {r:.2} s, fold {f:.2} s, the rest — output comparison, state hash — {:.2} s); state --at: {:.0} ms at input {n}, {:.0} ms at input {}",
+        group(n as f64 / v),
+        (v - r - f).max(0.0),
+        e * 1e3,
+        mid * 1e3,
+        n / 2
+    )?;
+    Ok(vec![
+        Row {
+            benchmark: format!("{REPLAY} verify"),
+            figure: n as f64 / v,
+            unit: "inputs/s",
+            baseline: None,
+            goal: Some(Goal::AtLeast(VERIFY_GOAL_INPUTS_PER_S)),
+        },
+        Row {
+            benchmark: format!("{REPLAY} state --at (end of {})", group(n as f64)),
+            figure: e * 1e3,
+            unit: "ms",
+            baseline: None,
+            goal: None,
+        },
+        Row {
+            benchmark: format!("{REPLAY} state --at (middle)"),
+            figure: mid * 1e3,
+            unit: "ms",
+            baseline: None,
+            goal: None,
+        },
+    ])
+}
+
+/// Reading the journal alone (sled scan and decode), then folding alone
+/// (every household, no comparison): seconds each.
+fn diagnostics(store: &dyn Store) -> Result<(f64, f64)> {
+    let journal = Journal::open(store)?;
+    let t = Instant::now();
+    let entries: Vec<_> = journal.entries(0).collect::<Result<_, _>>()?;
+    let read = t.elapsed().as_secs_f64();
+    let mut fold = Fold::new(journal.settings.clone(), Scope::All);
+    let t = Instant::now();
+    for e in &entries {
+        black_box(fold.step(e)?);
+    }
+    Ok((read, t.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,219 @@
+//! Replay against live runs: a history is folded input by input through the
+//! engine's own folder (as the runner does), with a custodian filling the
+//! orders, and the live state captured along the way.
+
+use crate::journal::{fold_to, AsOf, Fold, Journal, Point, Scope};
+use crate::view::household_view;
+use crate::{state_at, verify, verify_range, ReplayError, VerifyRange};
+use chrono::{Duration, NaiveDate};
+use overlay_core::event::{Envelope, Fill, FillStatus, Payload};
+use overlay_core::fold::Input;
+use overlay_core::ids::HouseholdId;
+use overlay_core::output::Order;
+use overlay_core::state::EngineSettings;
+use overlay_core::State;
+use overlay_scenario::data::MarketData;
+use overlay_scenario::demo::{close_time_utc, demo, DemoSpec};
+use overlay_store::{Folder, MemStore, Store};
+
+/// The custodian of the tests: fills every order in full at its reference
+/// price half an hour after the close, except every `reject_every`th (by
+/// seq; 0: none), which it rejects.
+pub(crate) fn fills(orders: &[Order], date: NaiveDate, reject_every: u64) -> Vec<Envelope> {
+    let at = close_time_utc(date) + Duration::minutes(30);
+    orders
+        .iter()
+        .map(|o| {
+            let rejected = reject_every > 0 && o.seq % reject_every == 0;
+            Envelope {
+                event_id: format!("fill-{}", o.order_id),
+                producer: "custodian".into(),
+                event_time: at,
+                schema_version: 1,
+                payload: Payload::Fill(Fill {
+                    household: o.household.clone(),
+                    account: o.account.clone(),
+                    order_id: Some(o.order_id.clone()),
+                    security: o.security.clone(),
+                    side: o.side,
+                    status: if rejected { FillStatus::Rejected } else { FillStatus::Filled },
+                    quantity: if rejected { rust_decimal::Decimal::ZERO } else { o.quantity },
+                    price: o.ref_price,
+                    trade_date: date,
+                    reason: None,
+                    lots: Vec::new(),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// A live run of the demo scenario: the folder (its store holds the journal
+/// and outputs) and the live state after every input (`states[n]` = after n inputs).
+pub(crate) struct LiveRun {
+    pub folder: Folder,
+    pub states: Vec<State>,
+}
+
+pub(crate) fn live_run(households: usize, days: usize) -> LiveRun {
+    let data = MarketData::embedded().expect("the shipped market data");
+    let spec = DemoSpec { households, price_days: days, ..DemoSpec::default() };
+    let scenario = demo(&spec, &data).expect("a demo scenario");
+    let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    let mut states = vec![folder.state().clone()];
+    let mut feed = |folder: &mut Folder, env: &Envelope| -> Vec<Order> {
+        let raw = overlay_proto::encode_envelope(env);
+        let decoded = overlay_proto::decode_envelope(&raw).expect("demo events decode");
+        let n = folder.state().meta.applied;
+        let applied = folder.fold(&format!("test/0/{n}"), Some(("test/0", n + 1)), &raw, Input::Event(&decoded));
+        states.push(folder.state().clone());
+        if folder.uncommitted() >= 500 {
+            folder.commit().unwrap();
+        }
+        applied.orders
+    };
+    for day in &scenario.days {
+        let mut orders = Vec::new();
+        for env in &day.events {
+            orders.extend(feed(&mut folder, env));
+        }
+        // Fills can make orders too (a withdrawal paid, a harvest's buy-back): fill those the next day.
+        for env in fills(&orders, day.date, 7) {
+            feed(&mut folder, &env);
+        }
+    }
+    // An undecodable input in the middle of nowhere: replay folds it too.
+    let n = folder.state().meta.applied;
+    folder.fold(
+        &format!("test/0/{n}"),
+        Some(("test/0", n + 1)),
+        b"\xff\xff",
+        Input::Undecodable(&overlay_proto::decode_envelope(b"\xff\xff").unwrap_err()),
+    );
+    states.push(folder.state().clone());
+    folder.commit().unwrap();
+    LiveRun { folder, states }
+}
+
+fn as_of(store: &dyn Store, seq: u64) -> AsOf {
+    let e = Journal::open(store).unwrap().entry(seq).unwrap();
+    AsOf { seq, event_id: e.decoded.as_ref().ok().map(|x| x.event_id.clone()), event_time: e.time() }
+}
+
+#[test]
+fn state_at_equals_the_live_state_captured_at_each_point() {
+    // given a live run of 8 households over 3 days, the live state kept after every input
+    let run = live_run(8, 3);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    assert!(n > 300, "{n} inputs");
+    let households: Vec<HouseholdId> = run.states[n as usize].households.keys().take(4).cloned().collect();
+    // then at points spread over the run (the setup, decisions, fills, the end)
+    for k in [n / 7, n / 3, n / 2, 2 * n / 3, n - 1, n] {
+        let live = &run.states[k as usize];
+        // a full replay to k is the live state, whole
+        let journal = Journal::open(store).unwrap();
+        let mut full = Fold::new(journal.settings.clone(), Scope::All);
+        fold_to(&journal, &mut full, Some(Point::Seq(k)), &mut |_, _| {}, &mut |_, _, _| Ok(())).unwrap();
+        assert!(full.state == *live, "full replay to {k} differs from the live state");
+        for h in &households {
+            let Some(live_hh) = live.households.get(h) else { continue };
+            // and `state --at k` shows the household as the live state had it
+            let replayed = state_at(store, h, Point::Seq(k), &mut |_, _| {}).unwrap();
+            let at = replayed.at;
+            let expected = household_view(live, h, as_of(store, k), at).unwrap();
+            assert_eq!(replayed, expected, "household {h} at {k}");
+            // (the household-scoped fold holds exactly the live household)
+            let mut scoped = Fold::new(journal.settings.clone(), Scope::Household(h.clone()));
+            fold_to(&journal, &mut scoped, Some(Point::Seq(k)), &mut |_, _| {}, &mut |_, _, _| Ok(())).unwrap();
+            assert!(scoped.state.households[h] == *live_hh, "scoped household {h} at {k}");
+            assert!(scoped.state.prices == live.prices && scoped.state.models == live.models);
+        }
+    }
+    // and the views are not trivially empty
+    let last = state_at(store, &households[0], Point::Seq(n), &mut |_, _| {}).unwrap();
+    assert!(last.accounts.iter().any(|a| !a.lots.is_empty() && !a.targets.is_empty()), "{last:?}");
+}
+
+#[test]
+fn state_at_a_time_is_the_state_before_the_first_later_input() {
+    let run = live_run(6, 2);
+    let store = run.folder.store();
+    let journal = Journal::open(store).unwrap();
+    let entries: Vec<_> = journal.entries(0).map(Result::unwrap).collect();
+    // the last input of the setup day: its time, and the next input's seq
+    let setup_close = entries
+        .iter()
+        .rposition(|e| e.time().is_some_and(|t| t.date_naive() == entries[0].time().unwrap().date_naive()))
+        .unwrap();
+    let t = entries[setup_close].time().unwrap();
+    let k = entries.iter().position(|e| e.time().is_some_and(|x| x > t)).unwrap() as u64;
+    let h = run.states.last().unwrap().households.keys().next().unwrap().clone();
+    let by_time = state_at(store, &h, Point::Time(t), &mut |_, _| {}).unwrap();
+    let by_seq = state_at(store, &h, Point::Seq(k), &mut |_, _| {}).unwrap();
+    assert_eq!(by_time.as_of.seq, k);
+    assert_eq!(by_time.accounts, by_seq.accounts);
+}
+
+#[test]
+fn missing_points_are_clear_errors() {
+    let run = live_run(3, 1);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    let h = run.states.last().unwrap().households.keys().next().unwrap().clone();
+    let beyond = state_at(store, &h, Point::Seq(n + 5), &mut |_, _| {}).unwrap_err();
+    assert_eq!(beyond.to_string(), format!("--at {} is beyond the journal, which holds inputs 1..={n}", n + 5));
+    let before = state_at(store, &h, Point::Seq(1), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(before, ReplayError::Range(_)), "{before}");
+    assert!(before.to_string().contains(&format!("household {h} does not exist at input 1")), "{before}");
+    let unknown = state_at(store, &HouseholdId::new("nobody"), Point::Seq(n), &mut |_, _| {}).unwrap_err();
+    assert!(unknown.to_string().contains("household nobody does not exist"), "{unknown}");
+    let early = Point::parse("2000-01-01", crate::DayEdge::End).unwrap();
+    let err = state_at(store, &h, early, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("nothing is recorded at or before 2000-01-01T23:59:59"), "{err}");
+}
+
+#[test]
+fn verify_checks_a_range_and_names_the_first_differing_record() {
+    let run = live_run(6, 2);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    // the whole journal, and a range in the middle, verify
+    let all = verify(store, &mut |_, _| {}).unwrap();
+    assert_eq!((all.inputs, all.checked_first, all.checked_last), (n, 1, n));
+    assert!(all.state_hash.is_some() && all.orders > 0 && all.dead_letters == 1);
+    let mid =
+        verify_range(store, VerifyRange { from: Some(Point::Seq(n / 3)), to: Some(Point::Seq(n / 2)) }, &mut |_, _| {})
+            .unwrap();
+    assert_eq!((mid.inputs, mid.checked_first, mid.checked_last, mid.state_hash.clone()), (n / 2, n / 3, n / 2, None));
+    assert!(mid.audit > 0 && mid.audit < all.audit);
+    // a range beyond the journal, or backwards, is refused
+    let err = verify_range(store, VerifyRange { from: None, to: Some(Point::Seq(n + 1)) }, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("is beyond the journal"), "{err}");
+    let err = verify_range(store, VerifyRange { from: Some(Point::Seq(9)), to: Some(Point::Seq(3)) }, &mut |_, _| {})
+        .unwrap_err();
+    assert_eq!(err.to_string(), "--from 9 is after --to 3");
+    let late = Point::parse("2031-01-01", crate::DayEdge::Start).unwrap();
+    let err = verify_range(store, VerifyRange { from: Some(late), to: None }, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().starts_with("no recorded input from 2031-01-01T00:00:00Z to the end"), "{err}");
+
+    // when one recorded audit record in the range has a changed byte
+    let copy = MemStore::new();
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in store.scan(b"", None) {
+        let (k, v) = r.unwrap();
+        batch.put(k, v);
+    }
+    copy.commit(batch).unwrap();
+    let target = all.audit / 2;
+    let key = overlay_store::keys::seq_key(overlay_store::keys::AUDIT, target);
+    let mut v = copy.get(&key).unwrap().unwrap();
+    let at = v.iter().position(|b| *b == b':').unwrap() + 1;
+    v[at] = if v[at] == b'9' { b'8' } else { b'9' };
+    let mut batch = overlay_store::WriteBatch::default();
+    batch.put(key, v);
+    copy.commit(batch).unwrap();
+    // then verify names that record
+    let err = verify(&copy, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, ReplayError::OutputMismatch { stream: "audit records", seq, .. } if seq == target), "{err}");
+}

@@ -1,0 +1,326 @@
+//! `verify`: re-fold the inputs in a fresh in-memory state, with the
+//! settings recorded at the start, and compare every output byte with what
+//! the engine recorded (or published), input by input; at the journal's end,
+//! compare the state hash too.
+//!
+//! A range (`from`, `to`: journal seqs or event times) limits which inputs'
+//! outputs are compared. Every input before it is still folded (decisions
+//! depend on all of history), but its outputs are not read back.
+
+use crate::journal::{check_point, fold_to, Entry, Fold, Journal, Point, Scope};
+use crate::{show, ReplayError};
+use overlay_core::fold::{Applied, Touched};
+use overlay_core::state::EngineSettings;
+use overlay_core::State;
+use overlay_store::{codec, dead_letter, keys, records_after, state_hash, MemStore, Store, WriteBatch};
+use std::collections::BTreeSet;
+
+/// Which inputs' outputs to compare: from `from` (inclusive) through `to`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyRange {
+    pub from: Option<Point>,
+    pub to: Option<Point>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Inputs folded (all of them up to the range's end).
+    pub inputs: u64,
+    /// The inputs whose outputs were compared: first and last journal seq (0 if none).
+    pub checked_first: u64,
+    pub checked_last: u64,
+    pub orders: u64,
+    pub audit: u64,
+    pub dead_letters: u64,
+    /// Compared when the range reaches the end of the journal.
+    pub state_hash: Option<String>,
+    /// Published records that repeat the one before them exactly (a publish
+    /// retried after a hand-off; Kafka only).
+    pub repeats: u64,
+}
+
+/// One recorded output stream, in order: (where, bytes).
+pub type Recorded<'a> = Box<dyn Iterator<Item = Result<(String, Vec<u8>), ReplayError>> + 'a>;
+
+/// The recorded streams the replay is compared with.
+pub struct RecordedOutputs<'a> {
+    pub orders: Recorded<'a>,
+    pub audit: Recorded<'a>,
+    pub dead_letters: Recorded<'a>,
+    /// Skip the replayed dead letters of reference inputs (a Kafka shard
+    /// other than 0 does not publish them: shard 0 does).
+    pub skip_reference_dead_letters: bool,
+    /// Tolerate a record that repeats the one before it exactly.
+    pub tolerate_repeats: bool,
+}
+
+struct Stream<'a> {
+    name: &'static str,
+    records: Recorded<'a>,
+    last: Option<Vec<u8>>,
+    count: u64,
+}
+
+impl Stream<'_> {
+    fn check(&mut self, seq: u64, replayed: &[u8], e: &Entry, repeats: Option<&mut u64>) -> Result<(), ReplayError> {
+        let mut next = self.records.next().transpose()?;
+        if let (Some(repeats), Some((_, bytes)), Some(last)) = (repeats, &next, &self.last) {
+            if bytes == last {
+                *repeats += 1;
+                next = self.records.next().transpose()?;
+            }
+        }
+        match next {
+            Some((_, bytes)) if bytes == replayed => {
+                self.count += 1;
+                self.last = Some(bytes);
+                Ok(())
+            }
+            other => Err(ReplayError::OutputMismatch {
+                stream: self.name,
+                seq,
+                input: e.seq,
+                from: e.source.clone(),
+                recorded: other.as_ref().map_or_else(|| show(None), |(at, b)| format!("{at}: {}", show(Some(b)))),
+                replayed: show(Some(replayed)),
+            }),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ReplayError> {
+        match self.records.next().transpose()? {
+            None => Ok(()),
+            Some((at, bytes)) => Err(ReplayError::ExtraOutput { stream: self.name, at, recorded: show(Some(&bytes)) }),
+        }
+    }
+}
+
+/// Compares each replayed input's outputs with the recorded streams.
+struct Checker<'a> {
+    orders: Stream<'a>,
+    audit: Stream<'a>,
+    dead_letters: Stream<'a>,
+    skip_reference_dead_letters: bool,
+    tolerate_repeats: bool,
+    repeats: u64,
+}
+
+impl<'a> Checker<'a> {
+    fn new(r: RecordedOutputs<'a>) -> Self {
+        let stream = |name, records| Stream { name, records, last: None, count: 0 };
+        Self {
+            orders: stream("orders", r.orders),
+            audit: stream("audit records", r.audit),
+            dead_letters: stream("dead letters", r.dead_letters),
+            skip_reference_dead_letters: r.skip_reference_dead_letters,
+            tolerate_repeats: r.tolerate_repeats,
+            repeats: 0,
+        }
+    }
+
+    fn check(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
+        let mut repeats = self.tolerate_repeats.then_some(&mut self.repeats);
+        for o in &applied.orders {
+            let bytes = serde_json::to_vec(o).expect("orders serialize");
+            self.orders.check(o.seq, &bytes, e, repeats.as_deref_mut())?;
+        }
+        for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
+            self.audit.check(a.seq, bytes, e, repeats.as_deref_mut())?;
+        }
+        if let Some(dl) = dead_letter(applied, &e.source, &e.raw) {
+            let from_reference = e.source.starts_with(overlay_proto::topics::REFERENCE);
+            if !(self.skip_reference_dead_letters && from_reference) {
+                let bytes = serde_json::to_vec(&dl).expect("dead letters serialize");
+                self.dead_letters.check(dl.seq, &bytes, e, repeats)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), ReplayError> {
+        self.orders.finish()?;
+        self.audit.finish()?;
+        self.dead_letters.finish()
+    }
+}
+
+/// Replays the whole journal and compares everything the engine recorded.
+pub fn verify(recorded: &dyn Store, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, ReplayError> {
+    verify_range(recorded, VerifyRange::default(), progress)
+}
+
+/// Replays the journal through `range.to` and compares the outputs of the
+/// inputs in the range with the recorded ones; when the range reaches the
+/// journal's end, the state hash too.
+pub fn verify_range(
+    recorded: &dyn Store,
+    range: VerifyRange,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, ReplayError> {
+    let journal = Journal::open(recorded)?;
+    check_range(&journal, range)?;
+    let mut fold = Fold::new(journal.settings.clone(), Scope::All);
+    let mut report = VerifyReport::default();
+    let mut checker: Option<Checker<'_>> = None;
+    let mut touched: BTreeSet<Touched> = BTreeSet::new();
+    // The state before the next entry: where its outputs start.
+    let mut counters = (0u64, 0u64, 0u64);
+    let mut started = range.from.is_none();
+    fold_to(&journal, &mut fold, range.to, progress, &mut |e, applied, _| {
+        let applied = applied.expect("a full fold folds every entry");
+        touched.extend(applied.touched.iter().cloned());
+        if !started && range.from.is_some_and(|p| p.starts_by(e)) {
+            started = true;
+        }
+        if started {
+            let c = checker.get_or_insert_with(|| {
+                let (o, a, d) = counters;
+                Checker::new(store_outputs(recorded, o, a, d))
+            });
+            c.check(e, applied)?;
+            if report.checked_first == 0 {
+                report.checked_first = e.seq;
+            }
+            report.checked_last = e.seq;
+        }
+        counters = counters_after(applied, counters);
+        Ok(())
+    })?;
+    report.inputs = fold.as_of.seq;
+    let Some(mut checker) = checker else {
+        return Err(ReplayError::Range(format!(
+            "no recorded input from {} to {}: the journal holds inputs 1..={}",
+            range.from.map_or("the start".into(), |p| p.to_string()),
+            range.to.map_or("the end".into(), |p| p.to_string()),
+            journal.len
+        )));
+    };
+    (report.orders, report.audit, report.dead_letters) =
+        (checker.orders.count, checker.audit.count, checker.dead_letters.count);
+    if report.inputs == journal.len {
+        checker.finish()?;
+        let replayed = state_store(&fold.state, &touched)?;
+        let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
+        if a != b {
+            return Err(ReplayError::StateMismatch {
+                recorded: a,
+                replayed: b,
+                first_difference: first_state_difference(recorded, &replayed)?,
+            });
+        }
+        report.state_hash = Some(a);
+    }
+    Ok(report)
+}
+
+/// The output counters after an input: the last seq of each stream it
+/// produced into, or the counters before it.
+fn counters_after(applied: &Applied, before: (u64, u64, u64)) -> (u64, u64, u64) {
+    (
+        applied.orders.last().map_or(before.0, |o| o.seq),
+        applied.audit.last().map_or(before.1, |a| a.seq),
+        applied.rejection.as_ref().map_or(before.2, |(s, _)| *s),
+    )
+}
+
+fn check_range(journal: &Journal<'_>, range: VerifyRange) -> Result<(), ReplayError> {
+    if let Some(p) = range.from {
+        check_point(journal, p, "--from")?;
+    }
+    if let Some(p) = range.to {
+        check_point(journal, p, "--to")?;
+    }
+    match (range.from, range.to) {
+        (Some(Point::Seq(a)), Some(Point::Seq(b))) if a > b => {
+            Err(ReplayError::Range(format!("--from {a} is after --to {b}")))
+        }
+        (Some(Point::Time(a)), Some(Point::Time(b))) if a > b => {
+            Err(ReplayError::Range(format!("--from {} is after --to {}", Point::Time(a), Point::Time(b))))
+        }
+        (Some(Point::Seq(0)), _) => Err(ReplayError::Range("--from 0: journal seqs start at 1".into())),
+        _ => Ok(()),
+    }
+}
+
+fn store_outputs(recorded: &dyn Store, orders: u64, audit: u64, dead_letters: u64) -> RecordedOutputs<'_> {
+    let stream = |prefix: &'static [u8], after: u64, name: &'static str| -> Recorded<'_> {
+        Box::new(records_after(recorded, prefix, after).map(move |r| {
+            let (seq, v) = r?;
+            Ok((format!("recorded {name} seq {seq}"), v))
+        }))
+    };
+    RecordedOutputs {
+        orders: stream(keys::ORDERS, orders, "order"),
+        audit: stream(keys::AUDIT, audit, "audit record"),
+        dead_letters: stream(keys::DEAD_LETTERS, dead_letters, "dead letter"),
+        skip_reference_dead_letters: false,
+        tolerate_repeats: false,
+    }
+}
+
+/// The replayed state as stored records (every record any input touched,
+/// with its final value), in a store of its own, for the hash.
+fn state_store(state: &State, touched: &BTreeSet<Touched>) -> Result<MemStore, ReplayError> {
+    let store = MemStore::new();
+    let mut batch = WriteBatch::default();
+    for t in touched {
+        let (k, v) = codec::encode_touched(state, t);
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        }
+    }
+    store.commit(batch)?;
+    Ok(store)
+}
+
+/// Replays an input stream read back from elsewhere (a Kafka shard's
+/// inputs, in its merge order: `(source, raw)`) into a fresh state with
+/// `settings`, and compares its outputs with the published streams, all of them.
+pub fn verify_stream(
+    inputs: impl IntoIterator<Item = (String, Vec<u8>)>,
+    settings: EngineSettings,
+    published: RecordedOutputs<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, ReplayError> {
+    let mut fold = Fold::new(settings, Scope::All);
+    let mut checker = Checker::new(published);
+    let mut report = VerifyReport::default();
+    for (i, (source, raw)) in inputs.into_iter().enumerate() {
+        let e = Entry::new(i as u64 + 1, source, raw);
+        let applied = fold.step(&e)?.expect("a full fold folds every entry");
+        checker.check(&e, &applied)?;
+        if e.seq.is_multiple_of(crate::journal::PROGRESS_EVERY) {
+            progress(e.seq);
+        }
+    }
+    checker.finish()?;
+    report.inputs = fold.as_of.seq;
+    (report.checked_first, report.checked_last) = (report.inputs.min(1), report.inputs);
+    (report.orders, report.audit, report.dead_letters, report.repeats) =
+        (checker.orders.count, checker.audit.count, checker.dead_letters.count, checker.repeats);
+    progress(report.inputs);
+    Ok(report)
+}
+
+fn first_state_difference(recorded: &dyn Store, replayed: &dyn Store) -> Result<String, ReplayError> {
+    let mut a = recorded.scan(keys::STATE, None);
+    let mut b = replayed.scan(keys::STATE, None);
+    loop {
+        match (a.next().transpose()?, b.next().transpose()?) {
+            (None, None) => return Ok("none found".into()),
+            (Some(x), Some(y)) if x == y => continue,
+            (x, y) => {
+                let key =
+                    |r: &Option<(Vec<u8>, Vec<u8>)>| r.as_ref().map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+                return Ok(format!(
+                    "recorded {} = {}, replayed {} = {}",
+                    key(&x).unwrap_or_default(),
+                    show(x.as_ref().map(|r| r.1.as_slice())),
+                    key(&y).unwrap_or_default(),
+                    show(y.as_ref().map(|r| r.1.as_slice()))
+                ));
+            }
+        }
+    }
+}
