@@ -11,7 +11,8 @@ use overlay_scenario::demo::DemoSpec;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 // The fold and the store's writer thread allocate heavily side by side;
 // mimalloc keeps them from contending the way the system allocator does.
@@ -360,6 +361,7 @@ fn real_main(cli: Cli) -> Result<()> {
             eprintln!("published {n} events");
         }
         Command::Run { follow, max_inputs, kafka: true } => {
+            let stop = shutdown_flag();
             let mut ops = overlay_app::ops::Ops::start(&cfg, &data_dir, "kafka")?;
             let opts = overlay_kafka::EngineOptions {
                 batch_inputs_max: cfg.engine.batch_inputs_max,
@@ -373,13 +375,7 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             let mut engine = overlay_kafka::KafkaEngine::open(&data_dir, &cfg.kafka, opts)?;
             ops.kafka_engine(&cfg)?;
-            let stop = engine.stop_handle();
-            std::thread::spawn(move || {
-                let rt =
-                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for signals");
-                rt.block_on(wait_for_shutdown());
-                stop.store(true, Ordering::Relaxed);
-            });
+            engine.stop_on(stop);
             let stats = engine.run(&mut |shard, applied| ops.folded(shard, applied))?;
             ops.finish();
             for r in &stats.restores {
@@ -433,20 +429,11 @@ fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Command::Run { follow, max_inputs, kafka: false } => {
+            let stop = shutdown_flag();
             let mut ops = overlay_app::ops::Ops::start(&cfg, &data_dir, "embedded")?;
             let mut engine = Engine::open(&data_dir, &cfg)?;
             ops.embedded_engine(&mut engine)?;
-            if follow {
-                let stop = engine.stop_handle();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a runtime for signals");
-                    rt.block_on(wait_for_shutdown());
-                    stop.store(true, Ordering::Relaxed);
-                });
-            }
+            engine.stop_on(stop);
             let stats = engine.run(&RunOptions { follow, max_inputs }, &mut |applied| ops.folded(0, applied))?;
             ops.finish();
             eprintln!(
@@ -570,6 +557,37 @@ fn open_log(data_dir: &std::path::Path, cfg: &Config) -> Result<EmbeddedLog> {
     let log = EmbeddedLog::open(&runner::log_dir(data_dir)).context("opening the embedded log")?;
     topics::ensure_topics(&log, cfg.log.household_partitions)?;
     Ok(log)
+}
+
+/// A flag set on SIGTERM or Ctrl-C. The handlers are installed before this
+/// returns, so a signal that arrives while the engine is still opening (or
+/// once it reports ready) asks it to stop instead of killing it.
+fn shutdown_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for signals");
+    #[cfg(unix)]
+    let mut signals = rt
+        .block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+        })
+        .expect("installing the SIGTERM and SIGINT handlers");
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        #[cfg(unix)]
+        rt.block_on(async {
+            tokio::select! {
+                _ = signals.0.recv() => {}
+                _ = signals.1.recv() => {}
+            }
+        });
+        #[cfg(not(unix))]
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        set.store(true, Ordering::Relaxed);
+    });
+    flag
 }
 
 async fn wait_for_shutdown() {

@@ -134,6 +134,11 @@ impl Engine {
         self.stop.clone()
     }
 
+    /// Stops on `flag` instead of a flag of its own (one set up before the engine was opened).
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = flag;
+    }
+
     /// Reports each durable batch and publish to `metrics` (as shard 0).
     pub fn set_metrics(&mut self, metrics: Arc<overlay_ops::Metrics>) {
         self.metrics = Some(metrics);

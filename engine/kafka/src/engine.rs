@@ -320,6 +320,11 @@ impl KafkaEngine {
         self.stop.clone()
     }
 
+    /// Stops on `flag` instead of a flag of its own (one set up before the engine was opened).
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = flag;
+    }
+
     /// The partitions this instance owns now.
     pub fn owned(&self) -> Vec<u32> {
         self.shards.keys().copied().collect()
