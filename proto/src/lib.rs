@@ -235,6 +235,7 @@ impl From<&Payload> for pb::envelope::Payload {
                 sub_industry: m.sub_industry.clone(),
                 identical_group: m.identical_group.clone(),
                 substitutes: strings(&m.substitutes),
+                attributes: m.attributes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
             }),
             Payload::ModelPublished(m) => P::ModelPublished(pb::ModelPublished {
                 model: m.model.to_string(),
@@ -386,6 +387,22 @@ impl From<&RestrictionRule> for pb::RestrictionRule {
             }
             RestrictionRule::Substitute { security, substitute } => {
                 K::Substitute(r_pb::Substitute { security: security.to_string(), substitute: substitute.to_string() })
+            }
+            RestrictionRule::Tilt { sector, sub_industry, delta } => K::Tilt(r_pb::Tilt {
+                sector: sector.clone(),
+                sub_industry: sub_industry.clone(),
+                delta: delta.to_string(),
+            }),
+            RestrictionRule::AttributeTilt { attribute, delta } => {
+                K::AttributeTilt(r_pb::AttributeTilt { attribute: attribute.clone(), delta: delta.to_string() })
+            }
+            RestrictionRule::AttributeFilter { attribute, min, max, max_weight } => {
+                K::AttributeFilter(r_pb::AttributeFilter {
+                    attribute: attribute.clone(),
+                    min: min.map(|d| d.to_string()),
+                    max: max.map(|d| d.to_string()),
+                    max_weight: max_weight.map(|d| d.to_string()),
+                })
             }
         };
         pb::RestrictionRule { kind: Some(kind) }
@@ -578,6 +595,11 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
             sub_industry: m.sub_industry,
             identical_group: m.identical_group,
             substitutes: m.substitutes.into_iter().map(SecurityId).collect(),
+            attributes: m
+                .attributes
+                .into_iter()
+                .map(|(k, v)| Ok((k.clone(), dec(&format!("security_upserted.attributes.{k}"), &v)?)))
+                .collect::<Result<_, InputError>>()?,
         }),
         P::ModelPublished(m) => Payload::ModelPublished(ModelPublished {
             model: ModelId(m.model),
@@ -779,6 +801,26 @@ fn rule_from_pb(r: pb::RestrictionRule) -> Result<RestrictionRule, InputError> {
         },
         K::Substitute(k) => {
             RestrictionRule::Substitute { security: SecurityId(k.security), substitute: SecurityId(k.substitute) }
+        }
+        K::Tilt(k) => RestrictionRule::Tilt {
+            sector: k.sector,
+            sub_industry: k.sub_industry,
+            delta: dec("restriction_edited.rule.tilt.delta", &k.delta)?,
+        },
+        K::AttributeTilt(k) => RestrictionRule::AttributeTilt {
+            delta: dec("restriction_edited.rule.attribute_tilt.delta", &k.delta)?,
+            attribute: k.attribute,
+        },
+        K::AttributeFilter(k) => {
+            let opt = |name: &str, v: Option<String>| {
+                v.map(|s| dec(&format!("restriction_edited.rule.attribute_filter.{name}"), &s)).transpose()
+            };
+            RestrictionRule::AttributeFilter {
+                min: opt("min", k.min)?,
+                max: opt("max", k.max)?,
+                max_weight: opt("max_weight", k.max_weight)?,
+                attribute: k.attribute,
+            }
         }
     })
 }

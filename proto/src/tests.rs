@@ -49,6 +49,10 @@ fn every_payload() -> Vec<Payload> {
             sub_industry: "Interactive Media & Services".into(),
             identical_group: Some("ALPHABET".into()),
             substitutes: vec!["GOOG".into(), "META".into()],
+            attributes: [("dividend_yield", "0.0050"), ("profitable", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), d(v)))
+                .collect(),
         }),
         Payload::ModelPublished(ModelPublished {
             model: "US-LARGE-CAP".into(),
@@ -163,6 +167,16 @@ fn every_rule() -> Vec<RestrictionRule> {
         RestrictionRule::KeepLegacy { security: "JNJ".into() },
         RestrictionRule::MaxWeight { security: "AAPL".into(), max_weight: d("0.050") },
         RestrictionRule::Substitute { security: "GOOGL".into(), substitute: "GOOG".into() },
+        RestrictionRule::Tilt { sector: Some("Information Technology".into()), sub_industry: None, delta: d("-0.050") },
+        RestrictionRule::Tilt { sector: None, sub_industry: Some("Semiconductors".into()), delta: d("0.02") },
+        RestrictionRule::AttributeTilt { attribute: "dividend_yield".into(), delta: d("0.10") },
+        RestrictionRule::AttributeFilter {
+            attribute: "risk_rating".into(),
+            min: None,
+            max: Some(d("4")),
+            max_weight: Some(d("0.010")),
+        },
+        RestrictionRule::AttributeFilter { attribute: "profitable".into(), min: Some(d("1")), max: None, max_weight: None },
     ]
 }
 

@@ -9,6 +9,7 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, Securi
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The schema versions this build reads. Version 1 is the current one.
 pub const SCHEMA_VERSION_CURRENT: u32 = 1;
@@ -18,6 +19,9 @@ pub const HOUSEHOLD_ACCOUNTS_MAX: usize = 64;
 pub const ACCOUNT_SLEEVES_MAX: usize = 16;
 pub const ACCOUNT_OPENING_LOTS_MAX: usize = 20_000;
 pub const ID_LEN_MAX: usize = 128;
+/// Most attributes one security carries, and the longest attribute name.
+pub const SECURITY_ATTRIBUTES_MAX: usize = 64;
+pub const ATTRIBUTE_NAME_LEN_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +104,11 @@ pub struct SecurityUpserted {
     /// Preferred replacements, best first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub substitutes: Vec<SecurityId>,
+    /// Numeric attributes by name, for attribute filters and tilts: a
+    /// dividend yield (`0.031`), a risk or ESG rating, a flag as 1 or 0
+    /// (`profitable`). Names are lower-case letters, digits and `_`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, Decimal>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +339,40 @@ pub enum RestrictionRule {
     KeepLegacy { security: SecurityId },
     MaxWeight { security: SecurityId, max_weight: Decimal },
     Substitute { security: SecurityId, substitute: SecurityId },
+    /// Moves the target's weight in one sector, or one sub-industry, by
+    /// `delta` relative to the model (−0.05: five percentage points less),
+    /// taking it from or giving it to the rest of the target pro rata.
+    Tilt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sector: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sub_industry: Option<String>,
+        delta: Decimal,
+    },
+    /// Moves `delta` of the target's weight toward the names whose attribute
+    /// is above the target's weighted average (away from them when negative),
+    /// pro rata: a yield tilt is `attribute: dividend_yield`.
+    AttributeTilt { attribute: String, delta: Decimal },
+    /// Securities whose attribute is below `min` or above `max` are excluded
+    /// like a sector (sold, not bought, their weight redistributed), or,
+    /// with `max_weight`, capped at that weight each. Securities without the
+    /// attribute pass.
+    AttributeFilter {
+        attribute: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_weight: Option<Decimal>,
+    },
+}
+
+impl RestrictionRule {
+    /// Whether a security fails an attribute filter (a missing attribute passes).
+    pub fn attribute_fails(min: Option<Decimal>, max: Option<Decimal>, value: Option<Decimal>) -> bool {
+        value.is_some_and(|v| min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -562,6 +605,25 @@ fn check_fraction(field: &str, value: Decimal) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Attribute names: 1 to 64 of `a-z`, `0-9`, `_`.
+fn check_attribute_name(name: &str) -> Result<(), InputError> {
+    if name.is_empty() || name.len() > ATTRIBUTE_NAME_LEN_MAX {
+        return Err(InputError::invalid(format!("attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_LEN_MAX} bytes")));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(InputError::invalid(format!("attribute name {name:?} may hold only a-z, 0-9 and _")));
+    }
+    Ok(())
+}
+
+/// A tilt moves at most the whole account: −1 ≤ delta ≤ 1, and not 0.
+fn check_delta(value: Decimal) -> Result<(), InputError> {
+    if value.is_zero() || value < -Decimal::ONE || value > Decimal::ONE {
+        return Err(InputError::invalid(format!("delta must be between -1 and 1 and not 0, got {value}")));
+    }
+    Ok(())
+}
+
 fn check_count(field: &str, len: usize, max: usize) -> Result<(), InputError> {
     if len > max {
         return Err(InputError::invalid(format!("{field} has {len} entries, more than the limit of {max}")));
@@ -602,6 +664,10 @@ impl Payload {
                     if *s == e.security {
                         return Err(InputError::invalid(format!("{} names itself as a substitute", e.security)));
                     }
+                }
+                check_count("attributes", e.attributes.len(), SECURITY_ATTRIBUTES_MAX)?;
+                for name in e.attributes.keys() {
+                    check_attribute_name(name)?;
                 }
                 Ok(())
             }
@@ -812,6 +878,31 @@ fn validate_rule(rule: &RestrictionRule) -> Result<(), InputError> {
             check_id("substitute", substitute.as_str())?;
             if security == substitute {
                 return Err(InputError::invalid("a security cannot substitute for itself"));
+            }
+            Ok(())
+        }
+        RestrictionRule::Tilt { sector, sub_industry, delta } => {
+            match (sector, sub_industry) {
+                (Some(s), None) | (None, Some(s)) if !s.is_empty() => {}
+                _ => return Err(InputError::invalid("a tilt names exactly one non-empty sector or sub_industry")),
+            }
+            check_delta(*delta)
+        }
+        RestrictionRule::AttributeTilt { attribute, delta } => {
+            check_attribute_name(attribute)?;
+            check_delta(*delta)
+        }
+        RestrictionRule::AttributeFilter { attribute, min, max, max_weight } => {
+            check_attribute_name(attribute)?;
+            match (min, max) {
+                (None, None) => return Err(InputError::invalid("an attribute filter needs a min or a max")),
+                (Some(lo), Some(hi)) if lo > hi => {
+                    return Err(InputError::invalid(format!("attribute filter min {lo} is above its max {hi}")))
+                }
+                _ => {}
+            }
+            if let Some(w) = max_weight {
+                check_fraction("max_weight", *w)?;
             }
             Ok(())
         }

@@ -548,7 +548,11 @@ pub(crate) fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
         | RestrictionRule::KeepLegacy { security }
         | RestrictionRule::MaxWeight { security, .. } => vec![security],
         RestrictionRule::Substitute { security, substitute } => vec![security, substitute],
-        RestrictionRule::SectorExclusion { .. } | RestrictionRule::EsgMinimum { .. } => vec![],
+        RestrictionRule::SectorExclusion { .. }
+        | RestrictionRule::EsgMinimum { .. }
+        | RestrictionRule::Tilt { .. }
+        | RestrictionRule::AttributeTilt { .. }
+        | RestrictionRule::AttributeFilter { .. } => vec![],
     }
 }
 

@@ -11,10 +11,15 @@ pub mod snapshot;
 pub mod state;
 pub mod tax;
 pub mod text;
+pub mod tilt;
 
 pub use fold::{apply, decide, step, Applied, Decision, Input};
 pub use state::State;
 
+#[cfg(test)]
+mod personal_prop_tests;
+#[cfg(test)]
+mod personal_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]

@@ -582,6 +582,9 @@ fn account_target<'a>(
     let mut universe: BTreeSet<&'a SecurityId> = weights.keys().copied().collect();
     universe.extend(proj.quantity.keys().copied());
     let mut caps: Vec<(&'a SecurityId, Decimal, String)> = Vec::new();
+    // Names an attribute cap limits take none of the weight redistributed
+    // (their own excess included), so the cap holds.
+    let mut attribute_capped: BTreeSet<&'a SecurityId> = BTreeSet::new();
     for (id, r) in &rules_in_force {
         let tag = format!("restriction {id} v{}", r.version);
         match &r.rule {
@@ -597,6 +600,57 @@ fn account_target<'a>(
             }
             RestrictionRule::MaxWeight { security, max_weight } => caps.push((security, *max_weight, tag)),
             RestrictionRule::Substitute { .. } => {}
+            RestrictionRule::Tilt { sector, sub_industry, delta } => {
+                let (field, name) = match (sector, sub_industry) {
+                    (Some(s), _) => ("sector", s.as_str()),
+                    (None, Some(s)) => ("sub-industry", s.as_str()),
+                    (None, None) => continue,
+                };
+                let by_sector = sector.is_some();
+                let in_group = |s: &SecurityId| {
+                    state.securities.get(s).is_some_and(|x| {
+                        if by_sector {
+                            x.sector == name
+                        } else {
+                            x.sub_industry == name
+                        }
+                    })
+                };
+                let out = crate::tilt::tilt_group(&mut weights, &in_group, *delta);
+                plan.rules.push(tilt_rule(&tag, &format!("{field} {name}"), *delta, out));
+            }
+            RestrictionRule::AttributeTilt { attribute, delta } => {
+                let Some(avg) = crate::tilt::weighted_average(state, &weights, attribute) else {
+                    plan.rules.push(format!("{tag}: tilt toward {attribute}: no name in the target carries it"));
+                    continue;
+                };
+                let in_group =
+                    |s: &SecurityId| crate::tilt::attribute_of(state, s, attribute).is_some_and(|v| v > avg);
+                let out = crate::tilt::tilt_group(&mut weights, &in_group, *delta);
+                let label = format!("{attribute} above the target's average {}", avg.round_dp(6).normalize());
+                plan.rules.push(tilt_rule(&tag, &label, *delta, out));
+            }
+            RestrictionRule::AttributeFilter { attribute, min, max, max_weight } => {
+                let bounds = match (min, max) {
+                    (Some(lo), Some(hi)) => format!("outside {lo}..{hi}"),
+                    (Some(lo), None) => format!("below {lo}"),
+                    (None, Some(hi)) => format!("above {hi}"),
+                    (None, None) => String::new(),
+                };
+                match max_weight {
+                    None => plan.rules.push(format!("{tag}: exclude {attribute} {bounds}")),
+                    Some(cap) => {
+                        plan.rules.push(format!("{tag}: cap names with {attribute} {bounds} at {} each", pct(*cap)));
+                        for sec in &universe {
+                            let value = crate::tilt::attribute_of(state, sec, attribute);
+                            if RestrictionRule::attribute_fails(*min, *max, value) {
+                                caps.push((sec, *cap, tag.clone()));
+                                attribute_capped.insert(sec);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
     // (security, forced-sale reason or none for buy-only, rule tag)
@@ -630,7 +684,11 @@ fn account_target<'a>(
             }
         }
     }
-    let eligible = |s: &SecurityId| !constraints.legacy.contains(s) && rule_check(state, &rules_in_force, s).is_none();
+    let eligible = |s: &SecurityId| {
+        !constraints.legacy.contains(s)
+            && !attribute_capped.contains(s)
+            && rule_check(state, &rules_in_force, s).is_none()
+    };
     redistribute(state, &mut weights, removed, &substitutes, &eligible, plan);
 
     // Legacy holdings count toward the account: the rest of the target shrinks to fit.
@@ -643,6 +701,21 @@ fn account_target<'a>(
     }
     fit_to_room(&mut weights, legacy_weight + account.settings.cash_reserve_pct, plan);
     Target { weights, constraints }
+}
+
+/// The audit line of one tilt: what moved, from what to what.
+fn tilt_rule(tag: &str, group: &str, delta: Decimal, out: crate::tilt::TiltOutcome) -> String {
+    let sign = if delta > Decimal::ZERO { "+" } else { "" };
+    if out.group_before == out.group_after {
+        return format!("{tag}: tilt {group} {sign}{}: nothing moved ({} at {})", pct(delta), securities(out.names), pct(out.group_before));
+    }
+    format!(
+        "{tag}: tilt {group} {sign}{}: {} {} -> {}, the rest pro rata",
+        pct(delta),
+        securities(out.names),
+        pct(out.group_before),
+        pct(out.group_after)
+    )
 }
 
 /// A substitute the household may buy in place of `sec`: the household's
@@ -925,9 +998,16 @@ fn rule_check(
                 .get(sec)
                 .is_some_and(|e| e.score < *min_score)
                 .then_some(mode.sells().then_some(OrderReason::Esg)),
+            RestrictionRule::AttributeFilter { attribute, min, max, max_weight: None } => {
+                let value = crate::tilt::attribute_of(state, sec, attribute);
+                RestrictionRule::attribute_fails(*min, *max, value).then_some(Some(OrderReason::Restriction))
+            }
             RestrictionRule::KeepLegacy { .. }
             | RestrictionRule::MaxWeight { .. }
-            | RestrictionRule::Substitute { .. } => None,
+            | RestrictionRule::Substitute { .. }
+            | RestrictionRule::Tilt { .. }
+            | RestrictionRule::AttributeTilt { .. }
+            | RestrictionRule::AttributeFilter { .. } => None,
         };
         if let Some(forced) = hit {
             let better = match &found {

@@ -25,6 +25,7 @@ fn events() -> Vec<Envelope> {
             sub_industry: String::new(),
             identical_group: None,
             substitutes: vec![],
+            attributes: Default::default(),
         })
     };
     let px =
