@@ -18,7 +18,7 @@ use overlay_core::event::{
     CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HarvestSettings,
     HouseholdUpserted, InputError, InputErrorKind, LotPick, LotPolicy, ModelKind, ModelPublished, ModelWeight,
     OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side,
-    Sleeve, TaxProfile,
+    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -196,10 +196,10 @@ enum_mapping! {
     Side { Buy, Sell }
     FillStatus { Partial, Filled, Rejected, Cancelled }
     ClockKind { MarketClose, Review }
-    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup }
+    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup, GainHarvest }
     SkipReason {
         InsideBand, BelowMinimum, Restricted, NoPrice, UnconfirmedPrice, InsufficientCash,
-        WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral,
+        WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral, TaxObjective,
     }
     InputErrorKind { Malformed, UnsupportedSchemaVersion, InvalidValue, UnknownReference, OutOfOrder }
 }
@@ -327,8 +327,41 @@ impl From<&Payload> for pb::envelope::Payload {
                     }
                 }),
             }),
+            Payload::TaxObjectiveSet(m) => P::TaxObjectiveSet(pb::TaxObjectiveSet {
+                household: m.household.to_string(),
+                objective: Some(pb::TaxObjective::from(&m.objective)),
+            }),
         }
     }
+}
+
+impl From<&TaxObjective> for pb::TaxObjective {
+    fn from(o: &TaxObjective) -> Self {
+        use pb::tax_objective::{self as t, Kind};
+        let kind = match o {
+            TaxObjective::HarvestLosses => Kind::HarvestLosses(t::HarvestLosses {}),
+            TaxObjective::RealizeGains { target_usd } => {
+                Kind::RealizeGains(t::RealizeGains { target_usd: target_usd.to_string() })
+            }
+            TaxObjective::TaxNeutral { tolerance_usd } => {
+                Kind::TaxNeutral(t::TaxNeutral { tolerance_usd: tolerance_usd.to_string() })
+            }
+        };
+        pb::TaxObjective { kind: Some(kind) }
+    }
+}
+
+fn objective_from_pb(o: pb::TaxObjective) -> Result<TaxObjective, InputError> {
+    use pb::tax_objective::Kind;
+    Ok(match required("tax_objective_set.objective.kind", o.kind)? {
+        Kind::HarvestLosses(_) => TaxObjective::HarvestLosses,
+        Kind::RealizeGains(k) => TaxObjective::RealizeGains {
+            target_usd: dec("tax_objective_set.objective.realize_gains.target_usd", &k.target_usd)?,
+        },
+        Kind::TaxNeutral(k) => TaxObjective::TaxNeutral {
+            tolerance_usd: dec("tax_objective_set.objective.tax_neutral.tolerance_usd", &k.tolerance_usd)?,
+        },
+    })
 }
 
 impl From<&AccountSpec> for pb::AccountSpec {
@@ -672,6 +705,10 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
                 }
             },
             security: SecurityId(m.security),
+        }),
+        P::TaxObjectiveSet(m) => Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: HouseholdId(m.household),
+            objective: objective_from_pb(required("tax_objective_set.objective", m.objective)?)?,
         }),
     })
 }

@@ -154,6 +154,15 @@ fn every_payload() -> Vec<Payload> {
             ex_date: day("2024-06-10"),
             kind: CorporateActionKind::Split { numerator: 10, denominator: 1 },
         }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: "HH-1001".into(),
+            objective: TaxObjective::RealizeGains { target_usd: d("25000.00") },
+        }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: "HH-1001".into(),
+            objective: TaxObjective::TaxNeutral { tolerance_usd: d("0") },
+        }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet { household: "HH-1001".into(), objective: TaxObjective::HarvestLosses }),
     ]
 }
 
@@ -205,7 +214,7 @@ fn every_payload_variant_round_trips_exactly() {
     let payloads = every_payload();
     // given one event of every payload type
     let names: std::collections::BTreeSet<_> = payloads.iter().map(Payload::type_name).collect();
-    assert_eq!(names.len(), 10, "one payload per variant");
+    assert_eq!(names.len(), 11, "one payload per variant");
     for payload in payloads {
         let env = envelope(payload);
         // when it goes to protobuf and back

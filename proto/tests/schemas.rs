@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// The test fails once the bug is fixed, so the entry gets removed.
 const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
-const PAYLOAD_TYPES: [&str; 10] = [
+const PAYLOAD_TYPES: [&str; 11] = [
     "security_upserted",
     "model_published",
     "price_tick",
@@ -28,6 +28,7 @@ const PAYLOAD_TYPES: [&str; 10] = [
     "fill",
     "clock",
     "corporate_action",
+    "tax_objective_set",
 ];
 
 fn schemas_dir() -> PathBuf {

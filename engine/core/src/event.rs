@@ -47,6 +47,7 @@ pub enum Payload {
     Fill(Fill),
     Clock(Clock),
     CorporateAction(CorporateAction),
+    TaxObjectiveSet(TaxObjectiveSet),
 }
 
 /// Which stream an event belongs to: reference data is read in full by every
@@ -70,6 +71,7 @@ impl Payload {
             Payload::Fill(_) => "fill",
             Payload::Clock(_) => "clock",
             Payload::CorporateAction(_) => "corporate_action",
+            Payload::TaxObjectiveSet(_) => "tax_objective_set",
         }
     }
 
@@ -85,6 +87,7 @@ impl Payload {
             Payload::RestrictionEdited(e) => EventKey::Household(&e.household),
             Payload::CashFlow(e) => EventKey::Household(&e.household),
             Payload::Fill(e) => EventKey::Household(&e.household),
+            Payload::TaxObjectiveSet(e) => EventKey::Household(&e.household),
         }
     }
 }
@@ -506,6 +509,32 @@ pub struct CorporateAction {
     pub kind: CorporateActionKind,
 }
 
+/// What a household wants from its taxes this year (taxable accounts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaxObjective {
+    /// Harvest losses on the daily close (the default).
+    #[default]
+    HarvestLosses,
+    /// Realize net gains up to `target_usd` this calendar year (to use a low
+    /// bracket or offset carried losses): on the daily close, gain lots are
+    /// sold and bought straight back; no loss is harvested.
+    RealizeGains { target_usd: Decimal },
+    /// Keep this year's net realized gain within ±`tolerance_usd`: sales
+    /// are trimmed so it stays inside, harvesting stops at −tolerance, and
+    /// gains are realized to bring it back up when it falls below.
+    TaxNeutral { tolerance_usd: Decimal },
+}
+
+/// A household's tax objective changed; later decisions follow it.
+/// Produced by the advisor workstation / CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxObjectiveSet {
+    pub household: HouseholdId,
+    pub objective: TaxObjective,
+}
+
 /// Why an input was refused. The kind is stable (it is matched on by tools);
 /// the message is for people.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -749,6 +778,14 @@ impl Payload {
                 }
             }
             Payload::Clock(_) => Ok(()),
+            Payload::TaxObjectiveSet(e) => {
+                check_id("household", e.household.as_str())?;
+                match e.objective {
+                    TaxObjective::HarvestLosses => Ok(()),
+                    TaxObjective::RealizeGains { target_usd } => check_positive("target_usd", target_usd),
+                    TaxObjective::TaxNeutral { tolerance_usd } => check_non_negative("tolerance_usd", tolerance_usd),
+                }
+            }
             Payload::CorporateAction(e) => {
                 check_id("security", e.security.as_str())?;
                 match e.kind {

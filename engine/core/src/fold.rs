@@ -5,14 +5,14 @@
 use crate::event::{
     AccountSpec, CashFlow, CashFlowKind, ClockKind, CorporateAction, CorporateActionKind, EditOp, Envelope,
     EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError, InputErrorKind, ModelPublished, Payload,
-    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side,
+    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side, TaxObjectiveSet,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
-    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, PendingOrder, PriceState, Restriction, State,
-    WashLedger, REFERENCE_STREAM,
+    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, ObjectiveInForce, PendingOrder, PriceState,
+    Restriction, State, WashLedger, REFERENCE_STREAM,
 };
 use crate::tax;
 use crate::text::hex_lower;
@@ -136,6 +136,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Payload::Fill(e) => decide_fill(state, env, e),
         Payload::Clock(e) => Ok(decide_clock(state, env, e.kind, e.trade_date)),
         Payload::CorporateAction(e) => decide_corporate_action(state, e),
+        Payload::TaxObjectiveSet(e) => decide_objective(state, env, e),
     };
     match result {
         Ok(mut d) => {
@@ -218,6 +219,7 @@ fn summarize(p: &Payload) -> String {
         ),
         Payload::Clock(e) => format!("{:?} {}", e.kind, e.trade_date),
         Payload::CorporateAction(e) => format!("{} {:?} ex {}", e.security, e.kind, e.ex_date),
+        Payload::TaxObjectiveSet(e) => format!("{}: {}", e.household, crate::objective::describe(&e.objective)),
     }
 }
 
@@ -390,6 +392,7 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         restrictions: BTreeMap::new(),
         realized: BTreeMap::new(),
         wash: WashLedger::default(),
+        objective: None,
     });
     hh.tax = e.tax.clone();
     for spec in &e.restrictions {
@@ -473,6 +476,7 @@ fn header_of(h: &Household) -> Household {
         restrictions: h.restrictions.clone(),
         realized: h.realized.clone(),
         wash: h.wash.clone(),
+        objective: h.objective.clone(),
     }
 }
 
@@ -554,6 +558,18 @@ pub(crate) fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
         | RestrictionRule::AttributeTilt { .. }
         | RestrictionRule::AttributeFilter { .. } => vec![],
     }
+}
+
+/// A new tax objective: stored with its time and version; the household's
+/// next decisions follow it.
+fn decide_objective(state: &State, env: &Envelope, e: &TaxObjectiveSet) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("tax objective for unknown household {}", e.household)));
+    };
+    let mut hh = header_of(existing);
+    let version = existing.objective.as_ref().map_or(1, |o| o.version + 1);
+    hh.objective = Some(ObjectiveInForce { objective: e.objective.clone(), since: env.event_time, version });
+    Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
 }
 
 fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
@@ -1044,6 +1060,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                     cur.restrictions = h.restrictions;
                     cur.realized = h.realized;
                     cur.wash = h.wash;
+                    cur.objective = h.objective;
                 }
                 None => {
                     state.households.insert(h.id.clone(), h);

@@ -21,6 +21,8 @@ pub enum OrderReason {
     Harvest,
     Replacement,
     Setup,
+    /// Gains realized on purpose (a tax objective), the shares bought straight back.
+    GainHarvest,
 }
 
 impl OrderReason {
@@ -34,6 +36,7 @@ impl OrderReason {
             OrderReason::Harvest => "harvest",
             OrderReason::Replacement => "replacement",
             OrderReason::Setup => "setup",
+            OrderReason::GainHarvest => "gain_harvest",
         }
     }
 }
@@ -85,6 +88,8 @@ pub enum SkipReason {
     RoundsToZero,
     PendingOrder,
     ShortTermDeferral,
+    /// Kept to hold the household's tax objective (tax-neutral tolerance).
+    TaxObjective,
 }
 
 impl SkipReason {
@@ -102,6 +107,7 @@ impl SkipReason {
             SkipReason::RoundsToZero => "rounds_to_zero",
             SkipReason::PendingOrder => "pending_order",
             SkipReason::ShortTermDeferral => "short_term_deferral",
+            SkipReason::TaxObjective => "tax_objective",
         }
     }
 }

@@ -275,3 +275,153 @@ fn bad_tilts_and_filters_are_refused_at_decode_time() {
     assert_eq!(env.validate().unwrap_err().kind, InputErrorKind::InvalidValue);
     let _ = date("2025-01-02");
 }
+
+// ---------------------------------------------------------------------------
+// Tax objectives
+
+/// Re-lists a security with substitutes (harvesting needs one).
+fn with_substitutes(w: &mut World, sym: &str, sector: &str, subs: &[&str]) {
+    w.when(Payload::SecurityUpserted(SecurityUpserted {
+        security: sym.into(),
+        name: String::new(),
+        sector: sector.into(),
+        sub_industry: String::new(),
+        identical_group: None,
+        substitutes: subs.iter().map(|s| (*s).into()).collect(),
+        attributes: BTreeMap::new(),
+    }));
+}
+
+fn set_objective(w: &mut World, objective: TaxObjective) -> Applied {
+    w.when(Payload::TaxObjectiveSet(TaxObjectiveSet { household: "H1".into(), objective }))
+}
+
+pub(crate) fn close(w: &mut World) -> Applied {
+    let trade_date = w.now.date_naive();
+    w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date }))
+}
+
+/// Fills every order of `a` at its reference price on today's date.
+pub(crate) fn fill_at_ref(w: &mut World, a: &Applied) {
+    let mut orders = a.orders.clone();
+    orders.sort_by_key(|o| (o.side == Side::Buy, o.seq));
+    for o in orders {
+        let trade_date = w.now.date_naive();
+        let f = w.when(Payload::Fill(Fill {
+            household: o.household.clone(),
+            account: o.account.clone(),
+            order_id: Some(o.order_id.clone()),
+            security: o.security.clone(),
+            side: o.side,
+            status: FillStatus::Filled,
+            quantity: o.quantity,
+            price: o.ref_price,
+            trade_date,
+            reason: None,
+            lots: vec![],
+        }));
+        assert!(f.rejection.is_none(), "{:?}", f.rejection);
+    }
+}
+
+fn realized_2025(w: &World) -> (Decimal, Decimal) {
+    let r = &w.state.households[&HouseholdId::new("H1")].realized[&2025];
+    (r.short_term_usd, r.long_term_usd)
+}
+
+/// Given a household that harvests losses (the default): on 2025-01-03 its
+/// 100 XOM bought at 60 (now 50, 16.7% below basis, $1,000 in all) are
+/// harvested: −$1,000 long term.
+///
+/// When on 2025-06-02 its objective becomes "realize gains up to $3,000",
+/// then at the next close the target is $3,000 − (−$1,000) = $4,000 of
+/// gain: its 100 AAPL bought at 60 in 2022 (now 100, $40 a share, long
+/// term) are sold and bought straight back — 100 × $40 = $4,000 exactly —
+/// and CVX, 23% under water by then, is not harvested. The close after that
+/// realizes nothing (the target is met).
+///
+/// When on 2025-06-05 it becomes "tax-neutral within ±$600", the net of
+/// $3,000 is above the tolerance, so harvesting resumes with room for
+/// $3,000 + $600 = $3,600 of losses: all 200 CVX (basis 26, price 20, $1,200
+/// of loss) are harvested. The year ends the run at −1,000 + 4,000 − 1,200 =
+/// $1,800 long term, nothing short term.
+#[test]
+fn a_change_of_tax_objective_mid_year_changes_what_the_next_closes_do() {
+    let mut w = market();
+    with_substitutes(&mut w, "XOM", "Energy", &["CVX"]);
+    with_substitutes(&mut w, "CVX", "Energy", &["XOM"]);
+    let lots = vec![
+        lot("XOM", "100", "60", "2023-01-03"),
+        lot("AAPL", "100", "60", "2022-06-01"),
+        lot("CVX", "200", "26", "2024-01-02"),
+    ];
+    onboard_with(&mut w, "0", lots, vec![], quiet());
+    w.advance(1);
+    let a = close(&mut w);
+    assert_eq!(orders(&a), vec![("XOM", Side::Sell, d("100"), OrderReason::Harvest)]);
+    fill_at_ref(&mut w, &a);
+    assert_eq!(realized_2025(&w), (d("0"), d("-1000")));
+
+    w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 6, 2, 15, 0, 0).unwrap();
+    let set = set_objective(&mut w, TaxObjective::RealizeGains { target_usd: d("3000") });
+    assert!(set.rejection.is_none());
+    assert!(matches!(&set.audit[0].body, AuditBody::Applied { summary, .. } if summary == "H1: realize gains up to $3000 a year"));
+    w.price("CVX", "20");
+    w.advance(1);
+    let a = close(&mut w);
+    assert_eq!(
+        orders(&a),
+        vec![
+            ("AAPL", Side::Sell, d("100"), OrderReason::GainHarvest),
+            ("AAPL", Side::Buy, d("100"), OrderReason::GainHarvest),
+        ]
+    );
+    let r = rules(&a);
+    assert!(r.contains(&"tax objective v1 since 2025-06-02: realize gains up to $3000 a year; 2025 net realized or pending $-1000".to_string()), "{r:#?}");
+    assert!(r.contains(&"harvest: off while the tax objective is to realize gains".to_string()), "{r:#?}");
+    fill_at_ref(&mut w, &a);
+    assert_eq!(realized_2025(&w), (d("0"), d("3000")));
+    w.advance(1);
+    assert!(close(&mut w).orders.is_empty(), "the target is met");
+
+    w.advance(1);
+    set_objective(&mut w, TaxObjective::TaxNeutral { tolerance_usd: d("600") });
+    w.advance(1);
+    let a = close(&mut w);
+    assert_eq!(orders(&a), vec![("CVX", Side::Sell, d("200"), OrderReason::Harvest)]);
+    assert!(rules(&a).iter().any(|l| l.starts_with("tax objective v2 since 2025-06-05: tax-neutral: net realized gain within ±$600 a year")));
+    fill_at_ref(&mut w, &a);
+    assert_eq!(realized_2025(&w), (d("0"), d("1800")));
+}
+
+/// Given a tax-neutral household (±$600, nothing realized yet) holding only
+/// 100 AAPL bought at 60 (now 100), when its bands tighten and the drift
+/// check wants to sell 75 AAPL (0.75 of a $10,000 account), then the sale
+/// is trimmed to 600 / 40 = 15 shares, and its $1,500 (less the $100
+/// reserve) buys 7 MSFT, the most under-weight name first (by id on a tie).
+#[test]
+fn a_tax_neutral_household_trims_a_sale_to_its_tolerance() {
+    let mut w = market();
+    onboard_with(&mut w, "0", vec![lot("AAPL", "100", "60", "2022-06-01")], vec![], quiet());
+    set_objective(&mut w, TaxObjective::TaxNeutral { tolerance_usd: d("600") });
+    let a = onboard(&mut w, "0", vec![], vec![]);
+    assert_eq!(
+        orders(&a),
+        vec![("AAPL", Side::Sell, d("15"), OrderReason::Setup), ("MSFT", Side::Buy, d("7"), OrderReason::Setup)]
+    );
+    assert!(crate::tests::decision_skips(&a).contains(&("AAPL".to_string(), crate::output::SkipReason::TaxObjective)));
+    fill_at_ref(&mut w, &a);
+    assert_eq!(realized_2025(&w), (d("0"), d("600")));
+}
+
+#[test]
+fn an_objective_for_an_unknown_household_is_refused_and_a_bad_one_fails_validation() {
+    let mut w = market();
+    let a = set_objective(&mut w, TaxObjective::HarvestLosses);
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
+    let env = w.env(Payload::TaxObjectiveSet(TaxObjectiveSet {
+        household: "H1".into(),
+        objective: TaxObjective::RealizeGains { target_usd: d("-5") },
+    }));
+    assert_eq!(env.validate().unwrap_err().kind, InputErrorKind::InvalidValue);
+}

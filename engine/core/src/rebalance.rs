@@ -3,7 +3,7 @@
 //! with bands, trades sized, and sells given their lots. Pure: it reads state
 //! and returns a plan; the fold turns the plan into orders and changes.
 
-use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side};
+use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side, TaxObjective};
 use crate::ids::{HouseholdId, ModelId, RestrictionId, SecurityId};
 use crate::output::{DecisionInputs, LotRelief, OrderReason, Skip, SkipReason};
 use crate::state::{one_year_after, within_wash_window, Account, Household, Lot, Restriction, State};
@@ -81,6 +81,9 @@ pub struct HouseholdView {
     pub bought: BTreeMap<String, NaiveDate>,
     /// Net realized gain the budget still allows this year (None: no budget).
     pub budget_left: Option<Decimal>,
+    /// This year's net realized gain plus the exact gain of open and planned
+    /// sales in taxable accounts: what a tax objective steers.
+    pub realized_net: Decimal,
 }
 
 impl HouseholdView {
@@ -93,6 +96,7 @@ impl HouseholdView {
             v.note_buy(b.key.clone(), b.date);
         }
         let mut pending_gain = Decimal::ZERO;
+        let mut pending_exact = Decimal::ZERO;
         for account in hh.accounts.values() {
             for p in account.pending.values() {
                 let key = wash_key(state, &p.security).into_owned();
@@ -103,15 +107,15 @@ impl HouseholdView {
                             v.note_loss(key, on);
                         }
                         pending_gain += p.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
+                        pending_exact += crate::objective::exact_gain(&p.lots, p.ref_price);
                     }
                     Side::Sell => {}
                 }
             }
         }
-        v.budget_left = hh.tax.annual_gain_budget_usd.map(|budget| {
-            let realized = hh.realized.get(&on.year()).map_or(Decimal::ZERO, |y| y.net_usd());
-            budget - realized - pending_gain
-        });
+        let realized = hh.realized.get(&on.year()).map_or(Decimal::ZERO, |y| y.net_usd());
+        v.budget_left = hh.tax.annual_gain_budget_usd.map(|budget| budget - realized - pending_gain);
+        v.realized_net = realized + pending_exact;
         v
     }
 
@@ -139,6 +143,7 @@ impl HouseholdView {
                     if let Some(left) = self.budget_left.as_mut() {
                         *left -= o.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
                     }
+                    self.realized_net += crate::objective::exact_gain(&o.lots, o.ref_price);
                 }
                 Side::Sell => {}
             }
@@ -311,18 +316,71 @@ pub fn plan_account<'a>(
         plan.rules.push("unmanaged account: no sleeves, not traded".to_string());
         return plan;
     }
+    let objective = household.tax_objective();
+    let steered = account.kind.is_taxable() && household.objective.is_some();
+    if steered {
+        objective_rule(household, &view, ctx, &mut plan);
+    }
     // Harvest first: the losses it takes open wash-sale windows that send the
     // harvested names' weight to their substitutes below.
-    let harvested = if ctx.harvest && ctx.mode == Mode::Full && account.kind.is_taxable() {
-        harvest(state, household, account, &mut proj, &mut view, ctx, &mut plan)
+    let mut harvested = if ctx.harvest && ctx.mode == Mode::Full && account.kind.is_taxable() {
+        // Realizing gains, a household harvests no loss; tax-neutral, it
+        // harvests down to −tolerance at most.
+        let loss_room = match objective {
+            TaxObjective::HarvestLosses => Some(None),
+            TaxObjective::RealizeGains { .. } => None,
+            TaxObjective::TaxNeutral { tolerance_usd } => Some(Some(view.realized_net + *tolerance_usd)),
+        };
+        match loss_room {
+            Some(room) => harvest(state, household, account, &mut proj, &mut view, ctx, room, &mut plan),
+            None => {
+                plan.rules.push("harvest: off while the tax objective is to realize gains".to_string());
+                Vec::new()
+            }
+        }
     } else {
         Vec::new()
     };
+    if steered {
+        for o in plan.orders.iter().filter(|o| o.side == Side::Sell) {
+            view.realized_net += crate::objective::exact_gain(&o.lots, o.ref_price);
+        }
+    }
     let mut target = account_target(state, household, account, &proj, ctx, &mut plan);
     wash_blocks(state, household, account, &proj, &view, ctx, &mut target, &mut plan);
     if proj.value <= Decimal::ZERO {
         plan.rules.push("account_value: nothing to invest".to_string());
         return plan;
+    }
+    // Gains realized on purpose, on the daily close.
+    if steered && ctx.harvest && ctx.mode == Mode::Full {
+        let want = crate::objective::gain_wanted(objective, view.realized_net, view.budget_left);
+        if want > Decimal::ZERO {
+            let rules_in_force: Vec<(&RestrictionId, &Restriction)> =
+                household.restrictions_in_force(&account.id, ctx.now).collect();
+            let excluded = |s: &SecurityId| {
+                target.constraints.legacy.contains(s)
+                    || harvested.contains(&s)
+                    || target.constraints.no_buy.contains_key(s)
+                    || rule_check(state, &rules_in_force, s).is_some()
+            };
+            let (traded, gain) = crate::objective::gain_harvest(
+                state,
+                household,
+                account,
+                &view.loss_sold,
+                &excluded,
+                ctx.trade_date,
+                want,
+                state.meta.settings.fractional_dp,
+                &mut plan,
+            );
+            view.realized_net += gain;
+            if let Some(left) = view.budget_left.as_mut() {
+                *left -= gain;
+            }
+            harvested.extend(traded);
+        }
     }
     let mut candidates: BTreeSet<&SecurityId> = target.weights.keys().copied().collect();
     candidates.extend(proj.quantity.iter().filter(|(_, q)| **q != Decimal::ZERO).map(|(s, _)| *s));
@@ -412,6 +470,19 @@ pub fn plan_account<'a>(
         if let Some(left) = view.budget_left {
             keep_within_budget(household, &proj, &mut sold, left, &mut plan);
         }
+        if let TaxObjective::TaxNeutral { tolerance_usd } = objective {
+            let net = view.realized_net;
+            let window = format!("within ±${tolerance_usd} (now ${})", net.round_dp(2));
+            crate::objective::fit_window(
+                &mut sold,
+                -*tolerance_usd - net,
+                *tolerance_usd - net,
+                account,
+                state.meta.settings.fractional_dp,
+                &window,
+                &mut plan,
+            );
+        }
     }
     let proceeds: Decimal = sold.iter().map(|o| o.quantity * o.ref_price).sum();
     // This plan's own loss sales open windows for its buys (a substantially
@@ -481,7 +552,7 @@ fn summarize_skips(skipped: &mut Vec<Skip>) {
     }
 }
 
-fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal, SkipReason> {
+pub(crate) fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal, SkipReason> {
     match state.prices.get(sec) {
         Some(p) if p.held.is_none() => Ok(p.price),
         Some(_) => Err(SkipReason::UnconfirmedPrice),
@@ -500,6 +571,11 @@ fn drift_band(account: &Account, wanted: Decimal) -> Decimal {
 /// toward zero, so a trade never spends more than it was sized for.
 fn round_quantity(q: Decimal, fractional: bool, state: &State) -> Decimal {
     let dp = if fractional { state.meta.settings.fractional_dp } else { 0 };
+    q.round_dp_with_strategy(dp, RoundingStrategy::ToZero).normalize()
+}
+
+/// `q` to `dp` places, toward zero.
+pub(crate) fn round_down(q: Decimal, dp: u32) -> Decimal {
     q.round_dp_with_strategy(dp, RoundingStrategy::ToZero).normalize()
 }
 
@@ -703,6 +779,20 @@ fn account_target<'a>(
     Target { weights, constraints }
 }
 
+/// The audit line of the tax objective in force: what it is, since when,
+/// and where this year's net realized gain stands.
+fn objective_rule(household: &Household, view: &HouseholdView, ctx: &Context, plan: &mut Plan) {
+    let Some(o) = &household.objective else { return };
+    plan.rules.push(format!(
+        "tax objective v{} since {}: {}; {} net realized or pending ${}",
+        o.version,
+        o.since.date_naive(),
+        crate::objective::describe(&o.objective),
+        ctx.trade_date.year(),
+        view.realized_net.round_dp(2)
+    ));
+}
+
 /// The audit line of one tilt: what moved, from what to what.
 fn tilt_rule(tag: &str, group: &str, delta: Decimal, out: crate::tilt::TiltOutcome) -> String {
     let sign = if delta > Decimal::ZERO { "+" } else { "" };
@@ -753,6 +843,7 @@ fn substitute_for<'a>(
 /// the exposure and no purchase in the window would make the sale a wash.
 /// The sales are planned on the spot; the projection and the view then show
 /// them, so the target sends the name's weight to its substitute.
+#[allow(clippy::too_many_arguments)]
 fn harvest<'a>(
     state: &'a State,
     household: &'a Household,
@@ -760,6 +851,7 @@ fn harvest<'a>(
     proj: &mut Projection<'a>,
     view: &mut HouseholdView,
     ctx: &Context,
+    loss_room: Option<Decimal>,
     plan: &mut Plan,
 ) -> Vec<&'a SecurityId> {
     let settings = &household.tax.harvest;
@@ -767,6 +859,8 @@ fn harvest<'a>(
     if !settings.enabled {
         return out;
     }
+    // Losses the tax objective still lets this account take (None: any).
+    let mut room = loss_room;
     let rules: Vec<(&RestrictionId, &Restriction)> = household.restrictions_in_force(&account.id, ctx.now).collect();
     for (sec, lots) in &account.lots {
         let Ok(price) = confirmed_price(state, sec) else { continue };
@@ -795,10 +889,36 @@ fn harvest<'a>(
                 .push(format!("harvest: {sec} lots lose ${}, but no substitute is eligible; kept", loss.round_dp(2)));
             continue;
         };
-        let lots = choose_lots_where(household, account, sec, Decimal::MAX, price, ctx.trade_date, &deep);
+        let mut lots = choose_lots_where(household, account, sec, Decimal::MAX, price, ctx.trade_date, &deep);
+        if let Some(left) = room {
+            let dp = if account.settings.fractional { state.meta.settings.fractional_dp } else { 0 };
+            let mut left = left;
+            for l in lots.iter_mut() {
+                let per_share = l.cost_per_share - price;
+                let n = round_down(l.quantity.min((left / per_share).max(Decimal::ZERO)), dp);
+                if n < l.quantity {
+                    l.quantity = n;
+                    l.est_gain_usd = ((price - l.cost_per_share) * n).round_dp(2);
+                }
+                left -= n * per_share;
+            }
+            lots.retain(|l| l.quantity > Decimal::ZERO);
+            let taken: Decimal = lots.iter().map(|l| (l.cost_per_share - price) * l.quantity).sum();
+            if lots.is_empty() || taken < settings.min_loss_usd {
+                plan.rules.push(format!(
+                    "harvest: {sec} lots lose ${}, but the tax objective allows ${} more of losses this year; kept",
+                    loss.round_dp(2),
+                    room.unwrap_or_default().max(Decimal::ZERO).round_dp(2)
+                ));
+                continue;
+            }
+        }
         let qty: Decimal = lots.iter().map(|l| l.quantity).sum();
         if qty <= Decimal::ZERO || qty * price < account.settings.min_trade_usd {
             continue;
+        }
+        if let Some(left) = room.as_mut() {
+            *left -= lots.iter().map(|l| (l.cost_per_share - price) * l.quantity).sum::<Decimal>();
         }
         plan.rules.push(format!(
             "harvest: sell {} {sec} from {} lot(s) at least {} below basis, ${} of losses; {sub} stands in for 31 days",

@@ -414,6 +414,7 @@ impl HouseholdSnapshot {
             restrictions,
             realized: BTreeMap::new(),
             wash: WashLedger::default(),
+            objective: None,
         };
         let r = &self.realized_this_year;
         hh.realized.insert(

@@ -5,7 +5,8 @@
 //! the price table is hashed for speed and only ever iterated in order.
 
 use crate::event::{
-    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile,
+    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxObjective,
+    TaxProfile,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{LotRelief, OrderReason};
@@ -236,6 +237,18 @@ pub struct Household {
     /// Recent loss sales and purchases, household-wide, for the wash-sale rule.
     #[serde(default, skip_serializing_if = "WashLedger::is_empty")]
     pub wash: WashLedger,
+    /// The tax objective in force, once one was set (none: harvest losses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<ObjectiveInForce>,
+}
+
+/// A tax objective as set, with when and how often it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectiveInForce {
+    pub objective: TaxObjective,
+    pub since: DateTime<Utc>,
+    /// Starts at 1 and grows with every change.
+    pub version: u32,
 }
 
 /// The wash-sale rule's memory (IRC §1091), household-wide with IRAs
@@ -434,6 +447,12 @@ impl Household {
         now: DateTime<Utc>,
     ) -> impl Iterator<Item = (&'a RestrictionId, &'a Restriction)> + 'a {
         self.restrictions.iter().filter(move |(_, r)| r.in_force(account, now))
+    }
+
+    /// The tax objective in force (harvest losses unless one was set).
+    pub fn tax_objective(&self) -> &TaxObjective {
+        const DEFAULT: TaxObjective = TaxObjective::HarvestLosses;
+        self.objective.as_ref().map_or(&DEFAULT, |o| &o.objective)
     }
 
     pub fn has_esg_screen(&self) -> bool {
