@@ -18,7 +18,7 @@ use overlay_core::event::{
     CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HarvestSettings,
     HouseholdUpserted, InputError, InputErrorKind, LotPick, LotPolicy, ModelKind, ModelPublished, ModelWeight,
     OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side,
-    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile,
+    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile, WithdrawalScheduled, Frequency,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -196,7 +196,8 @@ enum_mapping! {
     Side { Buy, Sell }
     FillStatus { Partial, Filled, Rejected, Cancelled }
     ClockKind { MarketClose, Review }
-    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup, GainHarvest }
+    Frequency { Monthly, Quarterly, Annually }
+    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup, GainHarvest, Income }
     SkipReason {
         InsideBand, BelowMinimum, Restricted, NoPrice, UnconfirmedPrice, InsufficientCash,
         WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral, TaxObjective,
@@ -330,6 +331,17 @@ impl From<&Payload> for pb::envelope::Payload {
             Payload::TaxObjectiveSet(m) => P::TaxObjectiveSet(pb::TaxObjectiveSet {
                 household: m.household.to_string(),
                 objective: Some(pb::TaxObjective::from(&m.objective)),
+            }),
+            Payload::WithdrawalScheduled(m) => P::WithdrawalScheduled(pb::WithdrawalScheduled {
+                household: m.household.to_string(),
+                account: m.account.to_string(),
+                schedule_id: m.schedule_id.clone(),
+                amount: m.amount.to_string(),
+                frequency: pb::Frequency::from(m.frequency) as i32,
+                first_payment: m.first_payment.to_string(),
+                lead_days: Some(m.lead_days),
+                until: m.until.map(|d| d.to_string()),
+                yield_tilt: m.yield_tilt.map(|d| d.to_string()),
             }),
         }
     }
@@ -562,6 +574,43 @@ impl From<&AuditRecord> for pb::AuditRecord {
                 holding_start: holding_start.to_string(),
                 detail: detail.clone(),
             }),
+            AuditBody::IncomeRaised { account, payments, shortfall_usd, sources, est_tax_usd, detail } => {
+                Body::IncomeRaised(a::IncomeRaised {
+                    account: account.to_string(),
+                    payments: payments
+                        .iter()
+                        .map(|p| a::ScheduledPayment {
+                            schedule_id: p.schedule_id.clone(),
+                            payment_date: p.payment_date.to_string(),
+                            amount_usd: p.amount_usd.to_string(),
+                        })
+                        .collect(),
+                    shortfall_usd: shortfall_usd.to_string(),
+                    sources: sources
+                        .iter()
+                        .map(|s| a::IncomeSource {
+                            order_id: s.order_id.to_string(),
+                            security: s.security.to_string(),
+                            quantity: s.quantity.to_string(),
+                            ref_price: s.ref_price.to_string(),
+                            lots: s.lots.iter().map(pb::LotRelief::from).collect(),
+                            est_tax_usd: s.est_tax_usd.to_string(),
+                        })
+                        .collect(),
+                    est_tax_usd: est_tax_usd.to_string(),
+                    detail: detail.clone(),
+                })
+            }
+            AuditBody::IncomePaid { account, schedule_id, payment_date, amount_usd, paid_usd, detail } => {
+                Body::IncomePaid(a::IncomePaid {
+                    account: account.to_string(),
+                    schedule_id: schedule_id.clone(),
+                    payment_date: payment_date.to_string(),
+                    amount_usd: amount_usd.to_string(),
+                    paid_usd: paid_usd.to_string(),
+                    detail: detail.clone(),
+                })
+            }
         };
         pb::AuditRecord {
             seq: r.seq,
@@ -705,6 +754,17 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
                 }
             },
             security: SecurityId(m.security),
+        }),
+        P::WithdrawalScheduled(m) => Payload::WithdrawalScheduled(WithdrawalScheduled {
+            amount: dec("withdrawal_scheduled.amount", &m.amount)?,
+            frequency: Frequency::from_pb("withdrawal_scheduled.frequency", m.frequency)?,
+            first_payment: date("withdrawal_scheduled.first_payment", &m.first_payment)?,
+            lead_days: m.lead_days.unwrap_or(5),
+            until: m.until.map(|s| date("withdrawal_scheduled.until", &s)).transpose()?,
+            yield_tilt: m.yield_tilt.map(|s| dec("withdrawal_scheduled.yield_tilt", &s)).transpose()?,
+            household: HouseholdId(m.household),
+            account: AccountId(m.account),
+            schedule_id: m.schedule_id,
         }),
         P::TaxObjectiveSet(m) => Payload::TaxObjectiveSet(TaxObjectiveSet {
             household: HouseholdId(m.household),

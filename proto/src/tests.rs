@@ -163,6 +163,17 @@ fn every_payload() -> Vec<Payload> {
             objective: TaxObjective::TaxNeutral { tolerance_usd: d("0") },
         }),
         Payload::TaxObjectiveSet(TaxObjectiveSet { household: "HH-1001".into(), objective: TaxObjective::HarvestLosses }),
+        Payload::WithdrawalScheduled(WithdrawalScheduled {
+            household: "HH-1001".into(),
+            account: "HH-1001-TAX".into(),
+            schedule_id: "income".into(),
+            amount: d("4000.00"),
+            frequency: Frequency::Quarterly,
+            first_payment: day("2025-04-01"),
+            lead_days: 10,
+            until: Some(day("2035-04-01")),
+            yield_tilt: Some(d("0.050")),
+        }),
     ]
 }
 
@@ -214,7 +225,7 @@ fn every_payload_variant_round_trips_exactly() {
     let payloads = every_payload();
     // given one event of every payload type
     let names: std::collections::BTreeSet<_> = payloads.iter().map(Payload::type_name).collect();
-    assert_eq!(names.len(), 11, "one payload per variant");
+    assert_eq!(names.len(), 12, "one payload per variant");
     for payload in payloads {
         let env = envelope(payload);
         // when it goes to protobuf and back

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// The test fails once the bug is fixed, so the entry gets removed.
 const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
-const PAYLOAD_TYPES: [&str; 11] = [
+const PAYLOAD_TYPES: [&str; 12] = [
     "security_upserted",
     "model_published",
     "price_tick",
@@ -29,6 +29,7 @@ const PAYLOAD_TYPES: [&str; 11] = [
     "clock",
     "corporate_action",
     "tax_objective_set",
+    "withdrawal_scheduled",
 ];
 
 fn schemas_dir() -> PathBuf {
@@ -294,6 +295,39 @@ fn every_audit_body() -> Vec<AuditBody> {
             basis_added: false,
             holding_start: day("2025-03-28"),
             detail: "replacement in an IRA: the loss is lost for good".into(),
+        },
+        AuditBody::IncomeRaised {
+            account: "HH-20417-TAXABLE".into(),
+            payments: vec![overlay_core::output::ScheduledPayment {
+                schedule_id: "monthly-income".into(),
+                payment_date: day("2025-04-01"),
+                amount_usd: d("6500.00"),
+            }],
+            shortfall_usd: d("6810.40"),
+            sources: vec![overlay_core::output::IncomeSource {
+                order_id: "o-1".into(),
+                security: "XOM".into(),
+                quantity: d("60"),
+                ref_price: d("113.50"),
+                lots: vec![LotRelief {
+                    lot_id: 3,
+                    quantity: d("60"),
+                    cost_per_share: d("120.00"),
+                    est_gain_usd: d("-390.00"),
+                    long_term: true,
+                }],
+                est_tax_usd: d("-78.00"),
+            }],
+            est_tax_usd: d("-78.00"),
+            detail: "raised".into(),
+        },
+        AuditBody::IncomePaid {
+            account: "HH-20417-TAXABLE".into(),
+            schedule_id: "monthly-income".into(),
+            payment_date: day("2025-04-01"),
+            amount_usd: d("6500.00"),
+            paid_usd: d("6500.00"),
+            detail: "paid".into(),
         },
     ]
 }

@@ -48,6 +48,7 @@ pub enum Payload {
     Clock(Clock),
     CorporateAction(CorporateAction),
     TaxObjectiveSet(TaxObjectiveSet),
+    WithdrawalScheduled(WithdrawalScheduled),
 }
 
 /// Which stream an event belongs to: reference data is read in full by every
@@ -72,6 +73,7 @@ impl Payload {
             Payload::Clock(_) => "clock",
             Payload::CorporateAction(_) => "corporate_action",
             Payload::TaxObjectiveSet(_) => "tax_objective_set",
+            Payload::WithdrawalScheduled(_) => "withdrawal_scheduled",
         }
     }
 
@@ -88,6 +90,7 @@ impl Payload {
             Payload::CashFlow(e) => EventKey::Household(&e.household),
             Payload::Fill(e) => EventKey::Household(&e.household),
             Payload::TaxObjectiveSet(e) => EventKey::Household(&e.household),
+            Payload::WithdrawalScheduled(e) => EventKey::Household(&e.household),
         }
     }
 }
@@ -321,6 +324,9 @@ pub const FILL_LOTS_MAX: usize = 1024;
 /// Most restrictions one household carries.
 pub const HOUSEHOLD_RESTRICTIONS_MAX: usize = 256;
 
+/// Most withdrawal schedules one household carries.
+pub const HOUSEHOLD_SCHEDULES_MAX: usize = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EsgMode {
@@ -533,6 +539,59 @@ pub enum TaxObjective {
 pub struct TaxObjectiveSet {
     pub household: HouseholdId,
     pub objective: TaxObjective,
+}
+
+/// How often a scheduled withdrawal is paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frequency {
+    Monthly,
+    Quarterly,
+    Annually,
+}
+
+impl Frequency {
+    /// Months between payments.
+    pub fn months(self) -> u32 {
+        match self {
+            Frequency::Monthly => 1,
+            Frequency::Quarterly => 3,
+            Frequency::Annually => 12,
+        }
+    }
+}
+
+/// Most days ahead of a payment its cash may be raised.
+pub const WITHDRAWAL_LEAD_DAYS_MAX: u32 = 60;
+
+fn lead_days_default() -> u32 {
+    5
+}
+
+/// A retirement income: `amount` paid out of `account` every period from
+/// `first_payment` (until `until`, if given). The cash is raised `lead_days`
+/// ahead of each payment from the lots that cost the least tax while drift
+/// stays inside the bands. Sending the same `schedule_id` again replaces the
+/// schedule. Produced by the advisor workstation / CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalScheduled {
+    pub household: HouseholdId,
+    pub account: AccountId,
+    pub schedule_id: String,
+    pub amount: Decimal,
+    pub frequency: Frequency,
+    pub first_payment: NaiveDate,
+    #[serde(default = "lead_days_default")]
+    pub lead_days: u32,
+    /// Last day a payment may fall on (none: open-ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<NaiveDate>,
+    /// Tilt the account toward names with a dividend yield above the
+    /// target's average by this much (like an `attribute_tilt` on
+    /// `dividend_yield`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yield_tilt: Option<Decimal>,
 }
 
 /// Why an input was refused. The kind is stable (it is matched on by tools);
@@ -785,6 +844,27 @@ impl Payload {
                     TaxObjective::RealizeGains { target_usd } => check_positive("target_usd", target_usd),
                     TaxObjective::TaxNeutral { tolerance_usd } => check_non_negative("tolerance_usd", tolerance_usd),
                 }
+            }
+            Payload::WithdrawalScheduled(e) => {
+                check_id("household", e.household.as_str())?;
+                check_id("account", e.account.as_str())?;
+                check_id("schedule_id", &e.schedule_id)?;
+                check_positive("amount", e.amount)?;
+                if e.lead_days > WITHDRAWAL_LEAD_DAYS_MAX {
+                    return Err(InputError::invalid(format!(
+                        "lead_days {} is more than {WITHDRAWAL_LEAD_DAYS_MAX}",
+                        e.lead_days
+                    )));
+                }
+                if let Some(until) = e.until {
+                    if until < e.first_payment {
+                        return Err(InputError::invalid(format!("until {until} is before the first payment {}", e.first_payment)));
+                    }
+                }
+                if let Some(t) = e.yield_tilt {
+                    check_delta(t)?;
+                }
+                Ok(())
             }
             Payload::CorporateAction(e) => {
                 check_id("security", e.security.as_str())?;

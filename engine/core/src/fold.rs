@@ -5,7 +5,7 @@
 use crate::event::{
     AccountSpec, CashFlow, CashFlowKind, ClockKind, CorporateAction, CorporateActionKind, EditOp, Envelope,
     EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError, InputErrorKind, ModelPublished, Payload,
-    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side, TaxObjectiveSet,
+    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side, TaxObjectiveSet, WithdrawalScheduled,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
@@ -137,6 +137,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Payload::Clock(e) => Ok(decide_clock(state, env, e.kind, e.trade_date)),
         Payload::CorporateAction(e) => decide_corporate_action(state, e),
         Payload::TaxObjectiveSet(e) => decide_objective(state, env, e),
+        Payload::WithdrawalScheduled(e) => decide_withdrawal_schedule(state, env, e),
     };
     match result {
         Ok(mut d) => {
@@ -220,6 +221,17 @@ fn summarize(p: &Payload) -> String {
         Payload::Clock(e) => format!("{:?} {}", e.kind, e.trade_date),
         Payload::CorporateAction(e) => format!("{} {:?} ex {}", e.security, e.kind, e.ex_date),
         Payload::TaxObjectiveSet(e) => format!("{}: {}", e.household, crate::objective::describe(&e.objective)),
+        Payload::WithdrawalScheduled(e) => format!(
+            "{}: ${} {:?} from {} from {}{}, raised {} days ahead{}",
+            e.schedule_id,
+            e.amount,
+            e.frequency,
+            e.account,
+            e.first_payment,
+            e.until.map_or(String::new(), |u| format!(" until {u}")),
+            e.lead_days,
+            e.yield_tilt.map_or(String::new(), |t| format!(", yield tilt {t}"))
+        ),
     }
 }
 
@@ -393,6 +405,7 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         realized: BTreeMap::new(),
         wash: WashLedger::default(),
         objective: None,
+        income: BTreeMap::new(),
     });
     hh.tax = e.tax.clone();
     for spec in &e.restrictions {
@@ -460,6 +473,7 @@ fn upsert_account(existing: Option<&Account>, spec: &AccountSpec) -> (Account, B
         settings: spec.settings.clone(),
         cash: spec.opening_cash,
         withdrawal_due: Decimal::ZERO,
+        income_reserved: Decimal::ZERO,
         lots: BTreeMap::new(),
         pending: BTreeMap::new(),
         next_lot_id,
@@ -477,6 +491,7 @@ fn header_of(h: &Household) -> Household {
         realized: h.realized.clone(),
         wash: h.wash.clone(),
         objective: h.objective.clone(),
+        income: h.income.clone(),
     }
 }
 
@@ -489,6 +504,7 @@ fn header_account(a: &Account) -> Account {
         settings: a.settings.clone(),
         cash: a.cash,
         withdrawal_due: a.withdrawal_due,
+        income_reserved: a.income_reserved,
         lots: BTreeMap::new(),
         pending: BTreeMap::new(),
         next_lot_id: a.next_lot_id,
@@ -570,6 +586,57 @@ fn decide_objective(state: &State, env: &Envelope, e: &TaxObjectiveSet) -> Resul
     let version = existing.objective.as_ref().map_or(1, |o| o.version + 1);
     hh.objective = Some(ObjectiveInForce { objective: e.objective.clone(), since: env.event_time, version });
     Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
+}
+
+/// A scheduled withdrawal added or replaced. Cash set aside under the
+/// schedule it replaces is released; the next clocks raise and pay.
+fn decide_withdrawal_schedule(state: &State, env: &Envelope, e: &WithdrawalScheduled) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("withdrawal schedule for unknown household {}", e.household)));
+    };
+    if !existing.accounts.contains_key(&e.account) {
+        return Err(unknown(format!("withdrawal schedule for unknown account {} of household {}", e.account, e.household)));
+    }
+    if e.first_payment < env.event_time.date_naive() {
+        return Err(InputError::invalid(format!(
+            "first_payment {} is before the event's date {}",
+            e.first_payment,
+            env.event_time.date_naive()
+        )));
+    }
+    if existing.income.len() >= crate::event::HOUSEHOLD_SCHEDULES_MAX && !existing.income.contains_key(&e.schedule_id) {
+        return Err(InputError::invalid(format!(
+            "household {} already has {} withdrawal schedules",
+            e.household,
+            crate::event::HOUSEHOLD_SCHEDULES_MAX
+        )));
+    }
+    let mut hh = header_of(existing);
+    let old = hh.income.get(&e.schedule_id).cloned();
+    let mut d = Decision::default();
+    if let Some(old) = &old {
+        if old.raised_for.is_some() {
+            let mut a = header_account(&existing.accounts[&old.account]);
+            a.income_reserved = (a.income_reserved - old.amount).max(Decimal::ZERO);
+            d.changes.push(Change::Account(e.household.clone(), a));
+        }
+    }
+    hh.income.insert(
+        e.schedule_id.clone(),
+        crate::state::IncomeSchedule {
+            account: e.account.clone(),
+            amount: e.amount,
+            frequency: e.frequency,
+            next_payment: e.first_payment,
+            lead_days: e.lead_days,
+            until: e.until,
+            yield_tilt: e.yield_tilt,
+            raised_for: None,
+            version: old.map_or(1, |o| o.version + 1),
+        },
+    );
+    d.changes.insert(0, Change::Household(hh));
+    Ok(d)
 }
 
 fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
@@ -800,6 +867,23 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
     ctx.harvest = kind == ClockKind::MarketClose;
     for hh in state.households.values() {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
+        // Scheduled withdrawals first: payments due are paid, those within
+        // their lead set aside, and the plans below raise the cash.
+        if let Some(due) = crate::income::on_clock(hh, trade_date) {
+            let mut header = header_of(hh);
+            header.income = due.income;
+            d.changes.push(Change::Household(header.clone()));
+            let mut next = hh.clone();
+            next.income = header.income;
+            for (id, acc) in due.accounts {
+                d.changes.push(Change::Account(hh.id.clone(), acc.clone()));
+                let full = next.accounts.get_mut(&id).expect("schedules name held accounts");
+                *full = Account { lots: std::mem::take(&mut full.lots), pending: std::mem::take(&mut full.pending), ..acc };
+            }
+            d.audit.extend(due.audit);
+            rebalance_household(state, &next, env, &accounts, &ctx, &mut d);
+            continue;
+        }
         rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
     }
     d
@@ -890,8 +974,19 @@ fn emit_plan(
     d: &mut Decision,
 ) {
     let mut ids = Vec::new();
+    let mut sources = Vec::new();
     for o in plan.orders {
         let order_id = order_id(&env.event_id, &hh.id, &account.id, &o.security, o.side);
+        if o.reason == OrderReason::Income {
+            sources.push(crate::output::IncomeSource {
+                order_id: order_id.clone(),
+                security: o.security.clone(),
+                quantity: o.quantity,
+                ref_price: o.ref_price,
+                lots: o.lots.clone(),
+                est_tax_usd: crate::income::est_tax(hh, account.kind, &o.lots),
+            });
+        }
         d.changes.push(Change::Pending(
             hh.id.clone(),
             account.id.clone(),
@@ -931,6 +1026,42 @@ fn emit_plan(
             skipped: plan.skipped,
         },
     });
+    if let Some(shortfall) = plan.income_shortfall {
+        let payments = crate::income::reserved_payments(hh, &account.id);
+        let est_tax: Decimal = sources.iter().map(|s| s.est_tax_usd).sum();
+        let detail = format!(
+            "raised ${} for {}: {}; estimated tax ${est_tax}",
+            shortfall.round_dp(2),
+            payments.iter().map(|p| format!("{} on {}", p.schedule_id, p.payment_date)).collect::<Vec<_>>().join(", "),
+            if sources.is_empty() {
+                "no sale possible".to_string()
+            } else {
+                sources
+                    .iter()
+                    .map(|s| {
+                        let lots: Vec<String> = s
+                            .lots
+                            .iter()
+                            .map(|l| format!("#{}×{} {}", l.lot_id, l.quantity, if l.long_term { "LT" } else { "ST" }))
+                            .collect();
+                        format!("{} {} from lots {} (tax ${})", s.quantity, s.security, lots.join(", "), s.est_tax_usd)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        );
+        d.audit.push(AuditDraft {
+            household: Some(hh.id.clone()),
+            body: AuditBody::IncomeRaised {
+                account: account.id.clone(),
+                payments,
+                shortfall_usd: shortfall.round_dp(2),
+                sources,
+                est_tax_usd: est_tax,
+                detail,
+            },
+        });
+    }
 }
 
 /// Deterministic order id: the same decision always names its order the same,
@@ -1061,6 +1192,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                     cur.realized = h.realized;
                     cur.wash = h.wash;
                     cur.objective = h.objective;
+                    cur.income = h.income;
                 }
                 None => {
                     state.households.insert(h.id.clone(), h);

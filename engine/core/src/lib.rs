@@ -5,6 +5,7 @@
 pub mod event;
 pub mod fold;
 pub mod ids;
+pub mod income;
 pub mod objective;
 pub mod output;
 pub mod rebalance;

@@ -23,6 +23,8 @@ pub enum OrderReason {
     Setup,
     /// Gains realized on purpose (a tax objective), the shares bought straight back.
     GainHarvest,
+    /// Cash raised ahead of a scheduled withdrawal (retirement income).
+    Income,
 }
 
 impl OrderReason {
@@ -37,6 +39,7 @@ impl OrderReason {
             OrderReason::Replacement => "replacement",
             OrderReason::Setup => "setup",
             OrderReason::GainHarvest => "gain_harvest",
+            OrderReason::Income => "income",
         }
     }
 }
@@ -169,6 +172,27 @@ pub enum AuditBody {
         reportable: bool,
         detail: String,
     },
+    /// Cash raised ahead of scheduled withdrawals: the payments it is for,
+    /// each sale with its lots and the tax they cost.
+    IncomeRaised {
+        account: AccountId,
+        payments: Vec<ScheduledPayment>,
+        /// Cash the account lacked (payments set aside and the reserve).
+        shortfall_usd: Decimal,
+        sources: Vec<IncomeSource>,
+        est_tax_usd: Decimal,
+        detail: String,
+    },
+    /// A scheduled withdrawal fell due and was paid (in part, if cash was short).
+    IncomePaid {
+        account: AccountId,
+        schedule_id: String,
+        payment_date: NaiveDate,
+        amount_usd: Decimal,
+        /// Paid now; the rest leaves as soon as cash settles.
+        paid_usd: Decimal,
+        detail: String,
+    },
     /// A loss disallowed by the wash-sale rule, and where it went.
     WashSale {
         /// The sale whose loss is disallowed.
@@ -191,6 +215,26 @@ pub enum AuditBody {
         holding_start: NaiveDate,
         detail: String,
     },
+}
+
+/// A scheduled withdrawal a raise is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledPayment {
+    pub schedule_id: String,
+    pub payment_date: NaiveDate,
+    pub amount_usd: Decimal,
+}
+
+/// One sale that raises income: the lots it relieves and the tax they cost
+/// at the reference price (negative: a loss that saves tax).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomeSource {
+    pub order_id: OrderId,
+    pub security: SecurityId,
+    pub quantity: Decimal,
+    pub ref_price: Decimal,
+    pub lots: Vec<LotRelief>,
+    pub est_tax_usd: Decimal,
 }
 
 /// One lot a sale relieved, and what it realized.

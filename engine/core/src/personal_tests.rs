@@ -425,3 +425,156 @@ fn an_objective_for_an_unknown_household_is_refused_and_a_bad_one_fails_validati
     }));
     assert_eq!(env.validate().unwrap_err().kind, InputErrorKind::InvalidValue);
 }
+
+// ---------------------------------------------------------------------------
+// Retirement income
+
+fn schedule(w: &mut World, h: &str, first: &str, amount: &str, yield_tilt: Option<Decimal>) -> Applied {
+    w.when(Payload::WithdrawalScheduled(WithdrawalScheduled {
+        household: h.into(),
+        account: "A1".into(),
+        schedule_id: "s1".into(),
+        amount: d(amount),
+        frequency: Frequency::Monthly,
+        first_payment: date(first),
+        lead_days: 5,
+        until: None,
+        yield_tilt,
+    }))
+}
+
+/// A retiree's account, all of it inside its bands: AAPL bought in
+/// September 2024 (a short-term gain of $20 a share), MSFT, XOM and CVX
+/// bought in 2020 (long-term gains). Every lot is 20% above its basis.
+fn retiree_lots() -> Vec<OpeningLot> {
+    vec![
+        lot("AAPL", "110", "80", "2024-09-03"),
+        lot("MSFT", "50", "160", "2020-01-02"),
+        lot("XOM", "200", "40", "2020-01-02"),
+        lot("CVX", "384", "20", "2020-01-02"),
+    ]
+}
+
+/// Given the retiree's $40,600 account (AAPL 11,000, MSFT 10,000, XOM
+/// 10,000, CVX 9,600, no cash) and a $1,000 monthly income from 2025-01-10,
+/// raised 5 days ahead: when the close of 2025-01-05 sets the payment
+/// aside, the account lacks $1,000 plus its 1% reserve of the $39,600
+/// left, $1,396. Every long-term lot costs 20% × 20% = $0.04 of tax a
+/// dollar, the short-term AAPL 20% × 37% = $0.074, so long-term lots go
+/// first, the least under-weight name first (MSFT and XOM are 0.2525 of
+/// the account, CVX 0.2424 against 0.24): MSFT may give 10,000 − 0.22 ×
+/// 39,600 = $1,288 before it leaves its band, 6 shares ($1,200); XOM gives
+/// the $196 left, 4 shares. Tax: (6 × 40 + 4 × 10) × 20% = $56. The same
+/// $1,000 as a plain withdrawal (the cash-flow rule, which ranks names by
+/// their gain per dollar, here all 20%, then by name) sells 14 AAPL: a
+/// short-term gain taxed $103.60.
+#[test]
+fn a_scheduled_withdrawal_is_raised_from_long_term_lots_where_a_plain_one_sells_a_short_term_gain() {
+    let mut w = market();
+    onboard(&mut w, "0", retiree_lots(), vec![]);
+    let s = schedule(&mut w, "H1", "2025-01-10", "1000", None);
+    assert!(s.rejection.is_none(), "{:?}", s.rejection);
+    w.advance(2);
+    assert!(close(&mut w).orders.is_empty(), "2025-01-04 is before the lead (from 2025-01-10 − 5 days)");
+    w.advance(1);
+    let a = close(&mut w);
+    assert_eq!(
+        orders(&a),
+        vec![("MSFT", Side::Sell, d("6"), OrderReason::Income), ("XOM", Side::Sell, d("4"), OrderReason::Income)]
+    );
+    let raised = a.audit.iter().find_map(|r| match &r.body {
+        AuditBody::IncomeRaised { payments, shortfall_usd, sources, est_tax_usd, .. } => {
+            Some((payments.clone(), *shortfall_usd, sources.clone(), *est_tax_usd))
+        }
+        _ => None,
+    });
+    let (payments, shortfall, sources, tax) = raised.expect("an income record");
+    assert_eq!(payments.len(), 1);
+    assert_eq!((payments[0].schedule_id.as_str(), payments[0].payment_date, payments[0].amount_usd), ("s1", date("2025-01-10"), d("1000")));
+    assert_eq!((shortfall, tax), (d("1396"), d("56")));
+    let by_source: Vec<(&str, Decimal, bool, Decimal)> =
+        sources.iter().map(|s| (s.security.as_str(), s.lots[0].est_gain_usd, s.lots[0].long_term, s.est_tax_usd)).collect();
+    assert_eq!(by_source, vec![("MSFT", d("240"), true, d("48")), ("XOM", d("40"), true, d("8"))]);
+    assert_eq!(w.account("H1").income_reserved, d("1000"));
+
+    // The payment date: the $1,400 raised pays the $1,000; the schedule moves on a month.
+    fill_at_ref(&mut w, &a);
+    w.advance(5);
+    let paid = close(&mut w);
+    let record = paid.audit.iter().find_map(|r| match &r.body {
+        AuditBody::IncomePaid { schedule_id, payment_date, amount_usd, paid_usd, .. } => {
+            Some((schedule_id.clone(), *payment_date, *amount_usd, *paid_usd))
+        }
+        _ => None,
+    });
+    assert_eq!(record, Some(("s1".to_string(), date("2025-01-10"), d("1000"), d("1000"))));
+    assert!(paid.orders.is_empty());
+    let acct = w.account("H1");
+    assert_eq!((acct.cash, acct.income_reserved, acct.withdrawal_due), (d("400"), d("0"), d("0")));
+    let s1 = &w.state.households[&HouseholdId::new("H1")].income["s1"];
+    assert_eq!((s1.next_payment, s1.raised_for), (date("2025-02-10"), None));
+
+    // The same amount as a plain withdrawal, in a household just like it.
+    let mut twin = market();
+    onboard(&mut twin, "0", retiree_lots(), vec![]);
+    let plain = twin.when(Payload::CashFlow(CashFlow {
+        household: "H1".into(),
+        account: "A1".into(),
+        kind: CashFlowKind::Withdrawal,
+        amount: d("1000"),
+    }));
+    assert_eq!(orders(&plain), vec![("AAPL", Side::Sell, d("14"), OrderReason::CashFlow)]);
+    assert!(plain.orders[0].lots.iter().all(|l| !l.long_term));
+}
+
+/// A schedule's yield tilt of +0.10 tilts the account like an attribute
+/// tilt on dividend_yield: the same weights as that test.
+#[test]
+fn a_schedule_with_a_yield_tilt_tilts_its_account_toward_yield() {
+    let mut w = market();
+    onboard_with(&mut w, "100000", vec![], vec![], quiet());
+    schedule(&mut w, "H1", "2025-02-03", "500", Some(d("0.10")));
+    assert_eq!(
+        targets(&w),
+        weights(&[("AAPL", "0.20"), ("MSFT", "0.20"), ("XOM", "0.30102040"), ("CVX", "0.28897959")])
+    );
+    w.advance(1);
+    assert!(rules(&close(&mut w)).iter().any(|l| l.starts_with("income s1 v1: tilt dividend_yield above the target's average 0.026111 +10pp")));
+}
+
+#[test]
+fn bad_schedules_are_refused() {
+    let mut w = market();
+    onboard(&mut w, "1000", vec![], vec![]);
+    let a = schedule(&mut w, "H1", "2024-12-31", "100", None);
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::InvalidValue, "a first payment in the past");
+    let a = schedule(&mut w, "H9", "2025-02-01", "100", None);
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
+    for bad in [
+        WithdrawalScheduled {
+            household: "H1".into(),
+            account: "A1".into(),
+            schedule_id: "s".into(),
+            amount: d("0"),
+            frequency: Frequency::Monthly,
+            first_payment: date("2025-02-01"),
+            lead_days: 5,
+            until: None,
+            yield_tilt: None,
+        },
+        WithdrawalScheduled {
+            household: "H1".into(),
+            account: "A1".into(),
+            schedule_id: "s".into(),
+            amount: d("10"),
+            frequency: Frequency::Quarterly,
+            first_payment: date("2025-02-01"),
+            lead_days: 61,
+            until: Some(date("2025-01-01")),
+            yield_tilt: None,
+        },
+    ] {
+        let env = w.env(Payload::WithdrawalScheduled(bad));
+        assert_eq!(env.validate().unwrap_err().kind, InputErrorKind::InvalidValue);
+    }
+}

@@ -229,6 +229,8 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     pub rules: Vec<String>,
     pub inputs: DecisionInputs,
+    /// The cash shortfall this plan's income sales (reason `income`) raise.
+    pub income_shortfall: Option<Decimal>,
 }
 
 /// Why a security is constrained for this account.
@@ -284,6 +286,11 @@ impl<'a> Projection<'a> {
 
     pub fn quantity(&self, sec: &SecurityId) -> Decimal {
         self.quantity.get(sec).copied().unwrap_or_default()
+    }
+
+    /// Cash plus holdings at confirmed prices.
+    pub fn value(&self) -> Decimal {
+        self.value
     }
 
     fn weight(&self, state: &State, sec: &SecurityId) -> Decimal {
@@ -380,6 +387,55 @@ pub fn plan_account<'a>(
                 *left -= gain;
             }
             harvested.extend(traded);
+        }
+    }
+    // Scheduled withdrawals set aside: raise what the account lacks.
+    if ctx.mode == Mode::Full && account.income_reserved > Decimal::ZERO {
+        let shortfall = proj.value * account.settings.cash_reserve_pct - proj.cash;
+        if shortfall > Decimal::ZERO {
+            let taxable = account.kind.is_taxable();
+            let blocked = |sec: &SecurityId, lot: &Lot, price: Decimal| {
+                target.constraints.legacy.contains(sec)
+                    || target.constraints.forced_sell.contains_key(sec)
+                    || harvested.contains(&sec)
+                    || (taxable
+                        && view.bought.contains_key(wash_key(state, sec).as_ref())
+                        && may_lose(price - lot.cost_per_share, price))
+            };
+            let sales = crate::income::raise(
+                state,
+                household,
+                account,
+                &proj,
+                &target.weights,
+                &blocked,
+                shortfall,
+                ctx.trade_date,
+            );
+            let raised: Decimal = sales.iter().map(|o| o.quantity * o.ref_price).sum();
+            let tax: Decimal = sales.iter().map(|o| crate::income::est_tax(household, account.kind, &o.lots)).sum();
+            plan.rules.push(format!(
+                "income: ${} set aside for scheduled withdrawals; ${} short, ${} raised from {}, estimated tax ${}",
+                account.income_reserved,
+                shortfall.round_dp(2),
+                raised.round_dp(2),
+                securities(sales.len()),
+                tax
+            ));
+            for o in &sales {
+                let (key, _) = account.lots.get_key_value(&o.security).expect("sold from held lots");
+                if let Some(q) = proj.quantity.get_mut(key) {
+                    *q -= o.quantity;
+                }
+                proj.cash += o.quantity * o.ref_price;
+                if taxable && sale_may_lose(&o.lots, o.ref_price) {
+                    view.note_loss(wash_key(state, key).into_owned(), ctx.trade_date);
+                }
+                plan.inputs.prices.insert(o.security.clone(), o.ref_price);
+                harvested.push(key);
+            }
+            plan.income_shortfall = Some(shortfall);
+            plan.orders.extend(sales);
         }
     }
     let mut candidates: BTreeSet<&SecurityId> = target.weights.keys().copied().collect();
@@ -562,6 +618,10 @@ pub(crate) fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal
 
 /// ±abs band, narrowed to ±rel × target for small positions; zero for a
 /// security the target does not hold (any holding of it is out of band).
+pub(crate) fn drift_band_of(account: &Account, wanted: Decimal) -> Decimal {
+    drift_band(account, wanted)
+}
+
 fn drift_band(account: &Account, wanted: Decimal) -> Decimal {
     let s = &account.settings;
     (s.drift_band_rel * wanted).min(s.drift_band_abs)
@@ -642,6 +702,21 @@ fn account_target<'a>(
     let mut constraints = Constraints::default();
     let mut removed: Vec<(&'a SecurityId, Decimal)> = Vec::new();
     let mut substitutes: BTreeMap<&'a SecurityId, &'a SecurityId> = BTreeMap::new();
+    // A retirement income's yield tilt: toward names yielding more than the
+    // target's average, like an attribute tilt on dividend_yield.
+    for (id, schedule) in household.income.iter().filter(|(_, s)| s.account == account.id) {
+        let Some(delta) = schedule.yield_tilt else { continue };
+        let tag = format!("income {id} v{}", schedule.version);
+        let Some(avg) = crate::tilt::weighted_average(state, &weights, INCOME_YIELD_ATTRIBUTE) else {
+            plan.rules.push(format!("{tag}: yield tilt: no name in the target carries {INCOME_YIELD_ATTRIBUTE}"));
+            continue;
+        };
+        let in_group =
+            |s: &SecurityId| crate::tilt::attribute_of(state, s, INCOME_YIELD_ATTRIBUTE).is_some_and(|v| v > avg);
+        let out = crate::tilt::tilt_group(&mut weights, &in_group, delta);
+        let label = format!("{INCOME_YIELD_ATTRIBUTE} above the target's average {}", avg.round_dp(6).normalize());
+        plan.rules.push(tilt_rule(&tag, &label, delta, out));
+    }
     let rules_in_force: Vec<(&'a RestrictionId, &'a Restriction)> =
         household.restrictions_in_force(&account.id, ctx.now).collect();
     if rules_in_force.is_empty() {
@@ -778,6 +853,9 @@ fn account_target<'a>(
     fit_to_room(&mut weights, legacy_weight + account.settings.cash_reserve_pct, plan);
     Target { weights, constraints }
 }
+
+/// The security attribute a retirement income's yield tilt leans on.
+pub const INCOME_YIELD_ATTRIBUTE: &str = "dividend_yield";
 
 /// The audit line of the tax objective in force: what it is, since when,
 /// and where this year's net realized gain stands.

@@ -376,6 +376,7 @@ impl HouseholdSnapshot {
                 settings: a.settings.clone(),
                 cash: a.cash,
                 withdrawal_due: a.withdrawal_due,
+                income_reserved: Decimal::ZERO,
                 lots,
                 pending,
                 next_lot_id,
@@ -415,6 +416,7 @@ impl HouseholdSnapshot {
             realized: BTreeMap::new(),
             wash: WashLedger::default(),
             objective: None,
+            income: BTreeMap::new(),
         };
         let r = &self.realized_this_year;
         hh.realized.insert(

@@ -5,8 +5,8 @@
 //! the price table is hashed for speed and only ever iterated in order.
 
 use crate::event::{
-    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxObjective,
-    TaxProfile,
+    AccountKind, AccountSettings, EsgMode, Frequency, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve,
+    TaxObjective, TaxProfile,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{LotRelief, OrderReason};
@@ -240,6 +240,52 @@ pub struct Household {
     /// The tax objective in force, once one was set (none: harvest losses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<ObjectiveInForce>,
+    /// Scheduled withdrawals (retirement income), by schedule id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub income: BTreeMap<String, IncomeSchedule>,
+}
+
+/// A scheduled withdrawal and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomeSchedule {
+    pub account: AccountId,
+    pub amount: Decimal,
+    pub frequency: Frequency,
+    /// The next payment date.
+    pub next_payment: NaiveDate,
+    pub lead_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yield_tilt: Option<Decimal>,
+    /// The payment whose cash is set aside (reserved in the account), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_for: Option<NaiveDate>,
+    /// Starts at 1 and grows with every change.
+    pub version: u32,
+}
+
+impl IncomeSchedule {
+    /// Whether a payment may fall on `d`.
+    pub fn pays_on(&self, d: NaiveDate) -> bool {
+        self.until.is_none_or(|u| d <= u)
+    }
+
+    /// The payment after `d`: the same day of the month `months` later
+    /// (the month's last day when it is shorter).
+    pub fn after(&self, d: NaiveDate) -> NaiveDate {
+        add_months(d, self.frequency.months())
+    }
+}
+
+/// `d` plus `months` calendar months, clamped to the month's last day.
+pub fn add_months(d: NaiveDate, months: u32) -> NaiveDate {
+    use chrono::Datelike;
+    let total = d.year() * 12 + d.month0() as i32 + months as i32;
+    let (y, m) = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
+    (0..4)
+        .find_map(|back| NaiveDate::from_ymd_opt(y, m, d.day().saturating_sub(back)))
+        .expect("a month has at least 28 days")
 }
 
 /// A tax objective as set, with when and how often it changed.
@@ -358,6 +404,9 @@ pub struct Account {
     pub cash: Decimal,
     /// Withdrawals requested and not yet paid out (paid as cash allows).
     pub withdrawal_due: Decimal,
+    /// Cash set aside for scheduled withdrawals raised ahead of their date.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub income_reserved: Decimal,
     /// Open lots by security, in acquisition order. Stored per security under
     /// keys of their own, so a trade rewrites one security's lots only.
     #[serde(skip)]
@@ -426,9 +475,9 @@ impl Account {
     }
 
     /// Cash after every open order executes at its reference price and due
-    /// withdrawals are paid.
+    /// withdrawals (and those set aside for) are paid.
     pub fn projected_cash(&self) -> Decimal {
-        let mut c = self.cash - self.withdrawal_due;
+        let mut c = self.cash - self.withdrawal_due - self.income_reserved;
         for p in self.pending.values() {
             let v = p.open_quantity * p.ref_price;
             match p.side {

@@ -644,6 +644,7 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
         settings: AccountSettings::default(),
         cash: d("0"),
         withdrawal_due: d("0"),
+        income_reserved: d("0"),
         lots: Default::default(),
         pending: Default::default(),
         next_lot_id: 1,
