@@ -18,7 +18,7 @@ use overlay_core::event::{
     CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HarvestSettings,
     HouseholdUpserted, InputError, InputErrorKind, LotPick, LotPolicy, ModelKind, ModelPublished, ModelWeight,
     OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side,
-    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile, WithdrawalScheduled, Frequency,
+    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile, TransitionPlan, TransitionSet, WithdrawalScheduled, Frequency,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -197,7 +197,7 @@ enum_mapping! {
     FillStatus { Partial, Filled, Rejected, Cancelled }
     ClockKind { MarketClose, Review }
     Frequency { Monthly, Quarterly, Annually }
-    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup, GainHarvest, Income }
+    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup, GainHarvest, Income, Transition }
     SkipReason {
         InsideBand, BelowMinimum, Restricted, NoPrice, UnconfirmedPrice, InsufficientCash,
         WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral, TaxObjective,
@@ -331,6 +331,17 @@ impl From<&Payload> for pb::envelope::Payload {
             Payload::TaxObjectiveSet(m) => P::TaxObjectiveSet(pb::TaxObjectiveSet {
                 household: m.household.to_string(),
                 objective: Some(pb::TaxObjective::from(&m.objective)),
+            }),
+            Payload::TransitionSet(m) => P::TransitionSet(pb::TransitionSet {
+                household: m.household.to_string(),
+                plan: Some(pb::TransitionPlan {
+                    period: pb::Frequency::from(m.plan.period) as i32,
+                    periods: m.plan.periods,
+                    budget_usd: m.plan.budget_usd.map(|d| d.to_string()),
+                    yearly_budget_usd: m.plan.yearly_budget_usd.map(|d| d.to_string()),
+                    keep: strings(&m.plan.keep),
+                    complete_below: Some(m.plan.complete_below.to_string()),
+                }),
             }),
             Payload::WithdrawalScheduled(m) => P::WithdrawalScheduled(pb::WithdrawalScheduled {
                 household: m.household.to_string(),
@@ -601,6 +612,33 @@ impl From<&AuditRecord> for pb::AuditRecord {
                     detail: detail.clone(),
                 })
             }
+            AuditBody::TransitionPeriod {
+                account,
+                period,
+                periods,
+                period_start,
+                drift,
+                allowance_usd,
+                budget_usd,
+                yearly_budget_usd,
+                used_usd,
+                planned_gain_usd,
+                kept,
+                detail,
+            } => Body::TransitionPeriod(a::TransitionPeriod {
+                account: account.to_string(),
+                period: *period,
+                periods: *periods,
+                period_start: period_start.to_string(),
+                drift: drift.to_string(),
+                allowance_usd: allowance_usd.to_string(),
+                budget_usd: budget_usd.map(|d| d.to_string()),
+                yearly_budget_usd: yearly_budget_usd.map(|d| d.to_string()),
+                used_usd: used_usd.to_string(),
+                planned_gain_usd: planned_gain_usd.to_string(),
+                kept: strings(kept),
+                detail: detail.clone(),
+            }),
             AuditBody::IncomePaid { account, schedule_id, payment_date, amount_usd, paid_usd, detail } => {
                 Body::IncomePaid(a::IncomePaid {
                     account: account.to_string(),
@@ -755,6 +793,23 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
             },
             security: SecurityId(m.security),
         }),
+        P::TransitionSet(m) => {
+            let p = required("transition_set.plan", m.plan)?;
+            let opt = |name: &str, v: Option<String>| {
+                v.map(|s| dec(&format!("transition_set.plan.{name}"), &s)).transpose()
+            };
+            Payload::TransitionSet(TransitionSet {
+                household: HouseholdId(m.household),
+                plan: TransitionPlan {
+                    period: Frequency::from_pb("transition_set.plan.period", p.period)?,
+                    periods: p.periods,
+                    budget_usd: opt("budget_usd", p.budget_usd)?,
+                    yearly_budget_usd: opt("yearly_budget_usd", p.yearly_budget_usd)?,
+                    keep: p.keep.into_iter().map(SecurityId).collect(),
+                    complete_below: opt("complete_below", p.complete_below)?.unwrap_or(Decimal::new(2, 2)),
+                },
+            })
+        }
         P::WithdrawalScheduled(m) => Payload::WithdrawalScheduled(WithdrawalScheduled {
             amount: dec("withdrawal_scheduled.amount", &m.amount)?,
             frequency: Frequency::from_pb("withdrawal_scheduled.frequency", m.frequency)?,

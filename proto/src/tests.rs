@@ -163,6 +163,17 @@ fn every_payload() -> Vec<Payload> {
             objective: TaxObjective::TaxNeutral { tolerance_usd: d("0") },
         }),
         Payload::TaxObjectiveSet(TaxObjectiveSet { household: "HH-1001".into(), objective: TaxObjective::HarvestLosses }),
+        Payload::TransitionSet(TransitionSet {
+            household: "HH-1001".into(),
+            plan: TransitionPlan {
+                period: Frequency::Monthly,
+                periods: 12,
+                budget_usd: Some(d("50000.00")),
+                yearly_budget_usd: Some(d("20000")),
+                keep: vec!["AAPL".into(), "BRK.B".into()],
+                complete_below: d("0.0150"),
+            },
+        }),
         Payload::WithdrawalScheduled(WithdrawalScheduled {
             household: "HH-1001".into(),
             account: "HH-1001-TAX".into(),
@@ -225,7 +236,7 @@ fn every_payload_variant_round_trips_exactly() {
     let payloads = every_payload();
     // given one event of every payload type
     let names: std::collections::BTreeSet<_> = payloads.iter().map(Payload::type_name).collect();
-    assert_eq!(names.len(), 12, "one payload per variant");
+    assert_eq!(names.len(), 13, "one payload per variant");
     for payload in payloads {
         let env = envelope(payload);
         // when it goes to protobuf and back

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// The test fails once the bug is fixed, so the entry gets removed.
 const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
-const PAYLOAD_TYPES: [&str; 12] = [
+const PAYLOAD_TYPES: [&str; 13] = [
     "security_upserted",
     "model_published",
     "price_tick",
@@ -30,6 +30,7 @@ const PAYLOAD_TYPES: [&str; 12] = [
     "corporate_action",
     "tax_objective_set",
     "withdrawal_scheduled",
+    "transition_set",
 ];
 
 fn schemas_dir() -> PathBuf {
@@ -320,6 +321,20 @@ fn every_audit_body() -> Vec<AuditBody> {
             }],
             est_tax_usd: d("-78.00"),
             detail: "raised".into(),
+        },
+        AuditBody::TransitionPeriod {
+            account: "HH-30112-TAXABLE".into(),
+            period: 2,
+            periods: 8,
+            period_start: day("2025-06-14"),
+            drift: d("0.312500"),
+            allowance_usd: d("15000.00"),
+            budget_usd: Some(d("120000")),
+            yearly_budget_usd: None,
+            used_usd: d("14870.20"),
+            planned_gain_usd: d("14990.00"),
+            kept: vec!["AAPL".into()],
+            detail: "period 2".into(),
         },
         AuditBody::IncomePaid {
             account: "HH-20417-TAXABLE".into(),

@@ -49,6 +49,7 @@ pub enum Payload {
     CorporateAction(CorporateAction),
     TaxObjectiveSet(TaxObjectiveSet),
     WithdrawalScheduled(WithdrawalScheduled),
+    TransitionSet(TransitionSet),
 }
 
 /// Which stream an event belongs to: reference data is read in full by every
@@ -74,6 +75,7 @@ impl Payload {
             Payload::CorporateAction(_) => "corporate_action",
             Payload::TaxObjectiveSet(_) => "tax_objective_set",
             Payload::WithdrawalScheduled(_) => "withdrawal_scheduled",
+            Payload::TransitionSet(_) => "transition_set",
         }
     }
 
@@ -91,6 +93,7 @@ impl Payload {
             Payload::Fill(e) => EventKey::Household(&e.household),
             Payload::TaxObjectiveSet(e) => EventKey::Household(&e.household),
             Payload::WithdrawalScheduled(e) => EventKey::Household(&e.household),
+            Payload::TransitionSet(e) => EventKey::Household(&e.household),
         }
     }
 }
@@ -594,6 +597,49 @@ pub struct WithdrawalScheduled {
     pub yield_tilt: Option<Decimal>,
 }
 
+/// Most periods a transition is planned over, and most positions it keeps.
+pub const TRANSITION_PERIODS_MAX: u32 = 120;
+pub const TRANSITION_KEEP_MAX: usize = 256;
+
+fn complete_below_default() -> Decimal {
+    Decimal::new(2, 2)
+}
+
+/// How a household funded with legacy positions moves to its model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionPlan {
+    /// How often a period starts (its first clock trades).
+    pub period: Frequency,
+    /// Periods the tax budget is spread over (after them, what is left may be used at once).
+    pub periods: u32,
+    /// Most net realized gain over the whole transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<Decimal>,
+    /// Most net realized gain of the transition in one calendar year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yearly_budget_usd: Option<Decimal>,
+    /// Positions the client keeps (a concentrated holding, say): never sold,
+    /// counted toward the account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<SecurityId>,
+    /// The transition is complete once no taxable account drifts more than
+    /// this (half the sum of |actual − target| weights). Default 0.02.
+    #[serde(default = "complete_below_default")]
+    pub complete_below: Decimal,
+}
+
+/// A household starts (or replaces) a tax-aware transition to its model:
+/// each period, legacy positions are sold toward the target within the tax
+/// budget, losses and long-term gains first. Between periods nothing is
+/// sold at a gain. Produced by the advisor workstation / CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionSet {
+    pub household: HouseholdId,
+    pub plan: TransitionPlan,
+}
+
 /// Why an input was refused. The kind is stable (it is matched on by tools);
 /// the message is for people.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -866,6 +912,10 @@ impl Payload {
                 }
                 Ok(())
             }
+            Payload::TransitionSet(e) => {
+                check_id("household", e.household.as_str())?;
+                validate_transition(&e.plan)
+            }
             Payload::CorporateAction(e) => {
                 check_id("security", e.security.as_str())?;
                 match e.kind {
@@ -882,6 +932,25 @@ impl Payload {
             }
         }
     }
+}
+
+/// Checks a transition plan (also a household snapshot's).
+pub fn validate_transition(p: &TransitionPlan) -> Result<(), InputError> {
+    if p.periods == 0 || p.periods > TRANSITION_PERIODS_MAX {
+        return Err(InputError::invalid(format!("periods must be 1 to {TRANSITION_PERIODS_MAX}, got {}", p.periods)));
+    }
+    if p.budget_usd.is_none() && p.yearly_budget_usd.is_none() {
+        return Err(InputError::invalid("a transition needs a budget_usd, a yearly_budget_usd, or both"));
+    }
+    for b in [p.budget_usd, p.yearly_budget_usd].into_iter().flatten() {
+        check_non_negative("budget", b)?;
+    }
+    check_fraction("complete_below", p.complete_below)?;
+    check_count("keep", p.keep.len(), TRANSITION_KEEP_MAX)?;
+    for s in &p.keep {
+        check_id("keep", s.as_str())?;
+    }
+    Ok(())
 }
 
 fn validate_model(e: &ModelPublished) -> Result<(), InputError> {

@@ -5,7 +5,8 @@
 use crate::event::{
     AccountSpec, CashFlow, CashFlowKind, ClockKind, CorporateAction, CorporateActionKind, EditOp, Envelope,
     EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError, InputErrorKind, ModelPublished, Payload,
-    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side, TaxObjectiveSet, WithdrawalScheduled,
+    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side, TaxObjectiveSet, TransitionSet,
+    WithdrawalScheduled,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
@@ -138,6 +139,7 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Payload::CorporateAction(e) => decide_corporate_action(state, e),
         Payload::TaxObjectiveSet(e) => decide_objective(state, env, e),
         Payload::WithdrawalScheduled(e) => decide_withdrawal_schedule(state, env, e),
+        Payload::TransitionSet(e) => decide_transition(state, env, e),
     };
     match result {
         Ok(mut d) => {
@@ -221,6 +223,19 @@ fn summarize(p: &Payload) -> String {
         Payload::Clock(e) => format!("{:?} {}", e.kind, e.trade_date),
         Payload::CorporateAction(e) => format!("{} {:?} ex {}", e.security, e.kind, e.ex_date),
         Payload::TaxObjectiveSet(e) => format!("{}: {}", e.household, crate::objective::describe(&e.objective)),
+        Payload::TransitionSet(e) => format!(
+            "{}: transition over {} {:?} period(s){}{}{}",
+            e.household,
+            e.plan.periods,
+            e.plan.period,
+            e.plan.budget_usd.map_or(String::new(), |b| format!(", budget ${b}")),
+            e.plan.yearly_budget_usd.map_or(String::new(), |b| format!(", ${b} a year")),
+            if e.plan.keep.is_empty() {
+                String::new()
+            } else {
+                format!(", keeping {}", e.plan.keep.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            }
+        ),
         Payload::WithdrawalScheduled(e) => format!(
             "{}: ${} {:?} from {} from {}{}, raised {} days ahead{}",
             e.schedule_id,
@@ -406,6 +421,7 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         wash: WashLedger::default(),
         objective: None,
         income: BTreeMap::new(),
+        transition: None,
     });
     hh.tax = e.tax.clone();
     for spec in &e.restrictions {
@@ -492,6 +508,7 @@ fn header_of(h: &Household) -> Household {
         wash: h.wash.clone(),
         objective: h.objective.clone(),
         income: h.income.clone(),
+        transition: h.transition.clone(),
     }
 }
 
@@ -639,6 +656,29 @@ fn decide_withdrawal_schedule(state: &State, env: &Envelope, e: &WithdrawalSched
     Ok(d)
 }
 
+/// A transition starts (or replaces the one in force, its budget used
+/// starting afresh): its first period begins on the event's date.
+fn decide_transition(state: &State, env: &Envelope, e: &TransitionSet) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("transition for unknown household {}", e.household)));
+    };
+    if let Some(s) = e.plan.keep.iter().find(|s| !state.securities.contains_key(*s)) {
+        return Err(unknown(format!("transition keeps unknown security {s}")));
+    }
+    let mut hh = header_of(existing);
+    let version = existing.transition.as_ref().map_or(1, |t| t.version + 1);
+    hh.transition = Some(crate::state::Transition {
+        plan: e.plan.clone(),
+        started: env.event_time.date_naive(),
+        periods_done: 0,
+        used_usd: Decimal::ZERO,
+        used_by_year: BTreeMap::new(),
+        completed: None,
+        version,
+    });
+    Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
+}
+
 fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
     let hh = state
         .households
@@ -705,6 +745,7 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
             }
         }
     }
+    let mut order_reason = None;
     if let Some(order_id) = &e.order_id {
         let pending = account
             .pending
@@ -726,6 +767,7 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
                 e.quantity, pending.open_quantity
             )));
         }
+        order_reason = Some(pending.reason);
         let mut rest = pending.clone();
         rest.open_quantity -= e.quantity;
         if e.side == Side::Sell {
@@ -771,6 +813,14 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
                 let lots = account.lots.get(&e.security).map(Vec::as_slice).unwrap_or_default();
                 relief = complete_relief(hh, account, lots, relief, e.quantity, e.price, e.trade_date);
                 let realized = tax::sell(state, &mut book, &env.event_id, e, &relief);
+                // A transition's budget counts what its sales realized.
+                if order_reason == Some(OrderReason::Transition) && account.kind.is_taxable() {
+                    if let Some(t) = book.header.transition.as_mut() {
+                        let gain: Decimal = realized.iter().map(|r| r.gain_usd).sum();
+                        t.used_usd += gain;
+                        *t.used_by_year.entry(chrono::Datelike::year(&e.trade_date)).or_default() += gain;
+                    }
+                }
                 book.account(&e.account).cash += value;
                 let (short, long) = realized.iter().fold((Decimal::ZERO, Decimal::ZERO), |(s, l), r| {
                     if r.long_term {
@@ -869,22 +919,38 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
         // Scheduled withdrawals first: payments due are paid, those within
         // their lead set aside, and the plans below raise the cash.
-        if let Some(due) = crate::income::on_clock(hh, trade_date) {
-            let mut header = header_of(hh);
+        let due = crate::income::on_clock(hh, trade_date);
+        // A transition's period begins with the first clock on or after its date.
+        let period = hh.transition.as_ref().filter(|t| t.active() && t.next_period() <= trade_date).cloned();
+        if due.is_none() && period.is_none() {
+            rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
+            continue;
+        }
+        let mut header = header_of(hh);
+        let mut next = hh.clone();
+        if let Some(due) = due {
             header.income = due.income;
-            d.changes.push(Change::Household(header.clone()));
-            let mut next = hh.clone();
-            next.income = header.income;
+            next.income = header.income.clone();
             for (id, acc) in due.accounts {
                 d.changes.push(Change::Account(hh.id.clone(), acc.clone()));
                 let full = next.accounts.get_mut(&id).expect("schedules name held accounts");
                 *full = Account { lots: std::mem::take(&mut full.lots), pending: std::mem::take(&mut full.pending), ..acc };
             }
             d.audit.extend(due.audit);
-            rebalance_household(state, &next, env, &accounts, &ctx, &mut d);
-            continue;
         }
-        rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
+        let mut hh_ctx = ctx.clone();
+        if let Some(mut t) = period {
+            if crate::transition::complete(state, &next, &ctx, t.plan.complete_below) {
+                t.completed = Some(trade_date);
+            } else {
+                t.periods_done += 1;
+                hh_ctx.transition_period = true;
+            }
+            header.transition = Some(t.clone());
+            next.transition = Some(t);
+        }
+        d.changes.push(Change::Household(header));
+        rebalance_household(state, &next, env, &accounts, &hh_ctx, &mut d);
     }
     d
 }
@@ -1026,6 +1092,7 @@ fn emit_plan(
             skipped: plan.skipped,
         },
     });
+    d.audit.extend(plan.extra_audit.into_iter().map(|body| AuditDraft { household: Some(hh.id.clone()), body }));
     if let Some(shortfall) = plan.income_shortfall {
         let payments = crate::income::reserved_payments(hh, &account.id);
         let est_tax: Decimal = sources.iter().map(|s| s.est_tax_usd).sum();
@@ -1193,6 +1260,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                     cur.wash = h.wash;
                     cur.objective = h.objective;
                     cur.income = h.income;
+                    cur.transition = h.transition;
                 }
                 None => {
                     state.households.insert(h.id.clone(), h);

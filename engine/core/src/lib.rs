@@ -14,6 +14,7 @@ pub mod state;
 pub mod tax;
 pub mod text;
 pub mod tilt;
+pub mod transition;
 
 pub use fold::{apply, decide, step, Applied, Decision, Input};
 pub use state::State;

@@ -25,6 +25,8 @@ pub enum OrderReason {
     GainHarvest,
     /// Cash raised ahead of a scheduled withdrawal (retirement income).
     Income,
+    /// A legacy position sold in a period of a tax-aware transition.
+    Transition,
 }
 
 impl OrderReason {
@@ -40,6 +42,7 @@ impl OrderReason {
             OrderReason::Setup => "setup",
             OrderReason::GainHarvest => "gain_harvest",
             OrderReason::Income => "income",
+            OrderReason::Transition => "transition",
         }
     }
 }
@@ -181,6 +184,29 @@ pub enum AuditBody {
         shortfall_usd: Decimal,
         sources: Vec<IncomeSource>,
         est_tax_usd: Decimal,
+        detail: String,
+    },
+    /// A period of a tax-aware transition began in a taxable account: the
+    /// tax budget it may use and what it plans.
+    TransitionPeriod {
+        account: AccountId,
+        /// 1-based; periods past the plan's count use what budget is left.
+        period: u32,
+        periods: u32,
+        period_start: NaiveDate,
+        /// Half the sum of |actual − target| weights before this period's trades.
+        drift: Decimal,
+        /// Net realized gain this period may add (the tightest budget left).
+        allowance_usd: Decimal,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_usd: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        yearly_budget_usd: Option<Decimal>,
+        /// Net realized gain of the transition's executed sales so far.
+        used_usd: Decimal,
+        /// This period's planned sales: their net gain at the reference prices.
+        planned_gain_usd: Decimal,
+        kept: Vec<SecurityId>,
         detail: String,
     },
     /// A scheduled withdrawal fell due and was paid (in part, if cash was short).

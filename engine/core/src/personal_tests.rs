@@ -578,3 +578,141 @@ fn bad_schedules_are_refused() {
         assert_eq!(env.validate().unwrap_err().kind, InputErrorKind::InvalidValue);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tax-aware transitions
+
+fn list(w: &mut World, sym: &str, sector: &str, price: &str) {
+    with_substitutes(w, sym, sector, &[]);
+    w.price(sym, price);
+}
+
+/// H1's taxable account: with `managed` false it has no sleeves yet (the
+/// engine keeps its books and trades nothing), then m1.
+fn upsert_h1(w: &mut World, managed: bool, lots: Vec<OpeningLot>) -> Applied {
+    w.when(Payload::HouseholdUpserted(HouseholdUpserted {
+        household: "H1".into(),
+        tax: TaxProfile::default(),
+        accounts: vec![AccountSpec {
+            account: "A1".into(),
+            kind: AccountKind::Taxable,
+            sleeves: if managed { vec![Sleeve { model: "m1".into(), percent: Decimal::ONE }] } else { vec![] },
+            settings: AccountSettings::default(),
+            opening_cash: d("0"),
+            opening_lots: lots,
+        }],
+        restrictions: vec![],
+    }))
+}
+
+fn period_record(a: &Applied) -> Option<(u32, Decimal, Decimal, Vec<SecurityId>)> {
+    a.audit.iter().find_map(|r| match &r.body {
+        AuditBody::TransitionPeriod { period, allowance_usd, planned_gain_usd, kept, .. } => {
+            Some((*period, *allowance_usd, *planned_gain_usd, kept.clone()))
+        }
+        _ => None,
+    })
+}
+
+fn sells(a: &Applied) -> Vec<(&str, Decimal, OrderReason)> {
+    a.orders.iter().filter(|o| o.side == Side::Sell).map(|o| (o.security.as_str(), o.quantity, o.reason)).collect()
+}
+
+fn transition_used(w: &World) -> Decimal {
+    w.state.households[&HouseholdId::new("H1")].transition.as_ref().unwrap().used_usd
+}
+
+/// Given a $40,000 account of legacy stock — 500 GE bought at 10 (now 40,
+/// $20,000), 100 IBM bought at 120 (now 100, a $2,000 loss), 200 KO bought
+/// at 5 (now 50) that the client keeps — moving to m1 over two quarterly
+/// periods within $6,000 of net gain:
+///
+/// Period 1 (the close of 2025-01-03) may use 6,000 / 2 = $3,000. KO takes
+/// 0.25 of the account, so the model is scaled into the 0.74 left (AAPL,
+/// MSFT, XOM 0.18686868, CVX 0.17939393). The loss comes first (IBM,
+/// −$0.04 of tax a dollar): all 100 IBM, −$2,000, which widens the room for
+/// gains to $5,000: 166 GE at $30 ($4,980, 167 would pass it). Net $2,980.
+/// The $16,640 raised less the $400 reserve buys 74 AAPL and 37 MSFT (at
+/// $7,474.75 wanted each) and 28 XOM with the $1,440 left; CVX's $40 is
+/// below the minimum.
+///
+/// No gain is taken between periods. Period 2 (2025-04-02) may use all that
+/// is left, 6,000 − 2,980 = $3,020: 100 GE ($3,000; 101 would pass it).
+/// Period 3 has $20: not one GE share ($30). KO is never sold.
+#[test]
+fn a_transition_sells_losses_first_and_spreads_its_budget_over_the_periods() {
+    let mut w = market();
+    list(&mut w, "GE", "Industrials", "40");
+    list(&mut w, "IBM", "Information Technology", "100");
+    list(&mut w, "KO", "Consumer Staples", "50");
+    let legacy = vec![lot("GE", "500", "10", "2010-03-01"), lot("IBM", "100", "120", "2020-03-02"), lot("KO", "200", "5", "2005-06-01")];
+    assert!(upsert_h1(&mut w, false, legacy).orders.is_empty());
+    let set = w.when(Payload::TransitionSet(TransitionSet {
+        household: "H1".into(),
+        plan: TransitionPlan {
+            period: Frequency::Quarterly,
+            periods: 2,
+            budget_usd: Some(d("6000")),
+            yearly_budget_usd: None,
+            keep: vec!["KO".into()],
+            complete_below: d("0.02"),
+        },
+    }));
+    assert!(set.rejection.is_none(), "{:?}", set.rejection);
+    assert!(upsert_h1(&mut w, true, vec![]).orders.is_empty(), "onboarding sells nothing: the periods do");
+
+    w.advance(1);
+    let p1 = close(&mut w);
+    assert_eq!(
+        orders(&p1),
+        vec![
+            ("GE", Side::Sell, d("166"), OrderReason::Transition),
+            ("IBM", Side::Sell, d("100"), OrderReason::Transition),
+            ("AAPL", Side::Buy, d("74"), OrderReason::Drift),
+            ("MSFT", Side::Buy, d("37"), OrderReason::Drift),
+            ("XOM", Side::Buy, d("28"), OrderReason::Drift),
+        ]
+    );
+    assert_eq!(period_record(&p1), Some((1, d("3000"), d("2980"), vec!["KO".into()])));
+    fill_at_ref(&mut w, &p1);
+    assert_eq!(transition_used(&w), d("2980"));
+    assert_eq!(realized_2025(&w), (d("0"), d("2980")));
+
+    w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 2, 3, 21, 0, 0).unwrap();
+    assert!(sells(&close(&mut w)).is_empty(), "between periods nothing is sold");
+
+    w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 4, 2, 21, 0, 0).unwrap();
+    let p2 = close(&mut w);
+    assert_eq!(sells(&p2), vec![("GE", d("100"), OrderReason::Transition)]);
+    assert_eq!(period_record(&p2).map(|r| (r.0, r.1, r.2)), Some((2, d("3020"), d("3000"))));
+    fill_at_ref(&mut w, &p2);
+    assert_eq!(transition_used(&w), d("5980"));
+
+    w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 7, 2, 21, 0, 0).unwrap();
+    let p3 = close(&mut w);
+    assert!(sells(&p3).is_empty(), "{:?}", sells(&p3));
+    assert_eq!(period_record(&p3).map(|r| (r.0, r.1, r.2)), Some((3, d("20"), d("0"))));
+    let ko: Decimal = w.account("H1").lots[&SecurityId::new("KO")].iter().map(|l| l.quantity).sum();
+    assert_eq!(ko, d("200"));
+}
+
+#[test]
+fn a_transition_without_a_budget_or_for_an_unknown_name_is_refused() {
+    let mut w = market();
+    upsert_h1(&mut w, true, vec![]);
+    let plan = TransitionPlan {
+        period: Frequency::Monthly,
+        periods: 3,
+        budget_usd: None,
+        yearly_budget_usd: None,
+        keep: vec![],
+        complete_below: d("0.02"),
+    };
+    let env = w.env(Payload::TransitionSet(TransitionSet { household: "H1".into(), plan: plan.clone() }));
+    assert_eq!(env.validate().unwrap_err().kind, InputErrorKind::InvalidValue);
+    let a = w.when(Payload::TransitionSet(TransitionSet {
+        household: "H1".into(),
+        plan: TransitionPlan { budget_usd: Some(d("100")), keep: vec!["NOPE".into()], ..plan },
+    }));
+    assert_eq!(a.rejection.unwrap().1.kind, InputErrorKind::UnknownReference);
+}

@@ -36,11 +36,21 @@ pub struct Context {
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
     /// Scan taxable accounts for losses to harvest (market-close clock events).
     pub harvest: bool,
+    /// A period of the household's transition begins with this decision.
+    pub transition_period: bool,
 }
 
 impl Context {
     pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
-        Self { now, trade_date, reason, mode, subsets: RefCell::new(BTreeMap::new()), harvest: false }
+        Self {
+            now,
+            trade_date,
+            reason,
+            mode,
+            subsets: RefCell::new(BTreeMap::new()),
+            harvest: false,
+            transition_period: false,
+        }
     }
 }
 
@@ -84,6 +94,8 @@ pub struct HouseholdView {
     /// This year's net realized gain plus the exact gain of open and planned
     /// sales in taxable accounts: what a tax objective steers.
     pub realized_net: Decimal,
+    /// Exact gain of the transition sales planned by this decision so far.
+    pub transition_planned: Decimal,
 }
 
 impl HouseholdView {
@@ -144,6 +156,9 @@ impl HouseholdView {
                         *left -= o.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
                     }
                     self.realized_net += crate::objective::exact_gain(&o.lots, o.ref_price);
+                    if o.reason == OrderReason::Transition {
+                        self.transition_planned += crate::objective::exact_gain(&o.lots, o.ref_price);
+                    }
                 }
                 Side::Sell => {}
             }
@@ -231,6 +246,8 @@ pub struct Plan {
     pub inputs: DecisionInputs,
     /// The cash shortfall this plan's income sales (reason `income`) raise.
     pub income_shortfall: Option<Decimal>,
+    /// Records to follow the decision's (a transition period).
+    pub extra_audit: Vec<crate::output::AuditBody>,
 }
 
 /// Why a security is constrained for this account.
@@ -291,6 +308,11 @@ impl<'a> Projection<'a> {
     /// Cash plus holdings at confirmed prices.
     pub fn value(&self) -> Decimal {
         self.value
+    }
+
+    /// The securities held or bought (projected quantity not zero).
+    pub fn held(&self) -> impl Iterator<Item = &'a SecurityId> + '_ {
+        self.quantity.iter().filter(|(_, q)| !q.is_zero()).map(|(s, _)| *s)
     }
 
     fn weight(&self, state: &State, sec: &SecurityId) -> Decimal {
@@ -438,6 +460,10 @@ pub fn plan_account<'a>(
             plan.orders.extend(sales);
         }
     }
+    let transition = household.transition.as_ref().filter(|t| {
+        t.active() && account.kind.is_taxable() && ctx.mode == Mode::Full && !account.sleeves.is_empty()
+    });
+    let mut transition_held = 0usize;
     let mut candidates: BTreeSet<&SecurityId> = target.weights.keys().copied().collect();
     candidates.extend(proj.quantity.iter().filter(|(_, q)| **q != Decimal::ZERO).map(|(s, _)| *s));
 
@@ -489,6 +515,8 @@ pub fn plan_account<'a>(
             Mode::Full | Mode::InvestCash if drift < Decimal::ZERO => {
                 buys.push((sec, -drift * proj.value, drift));
             }
+            // A transition sells on its own terms (below).
+            Mode::Full if drift > Decimal::ZERO && transition.is_some() => transition_held += 1,
             Mode::Full if drift > Decimal::ZERO => {
                 let q = round_quantity(drift * proj.value / price, account.settings.fractional, state);
                 sells.push((sec, q.min(qty), price, ctx.reason));
@@ -521,6 +549,9 @@ pub fn plan_account<'a>(
         {
             sold.push(order);
         }
+    }
+    if let Some(t) = transition {
+        transition_period(state, household, account, &proj, &target, &view, &harvested, t, transition_held, ctx, &mut sold, &mut plan);
     }
     if account.kind.is_taxable() {
         if let Some(left) = view.budget_left {
@@ -719,7 +750,16 @@ fn account_target<'a>(
     }
     let rules_in_force: Vec<(&'a RestrictionId, &'a Restriction)> =
         household.restrictions_in_force(&account.id, ctx.now).collect();
-    if rules_in_force.is_empty() {
+    // Positions a transition keeps count as legacy holdings.
+    let kept: Vec<&'a SecurityId> = match &household.transition {
+        Some(t) if t.active() && account.kind.is_taxable() => t.plan.keep.iter().collect(),
+        _ => Vec::new(),
+    };
+    for sec in &kept {
+        plan.rules.push(format!("transition v{}: keep {sec}", household.transition.as_ref().map_or(0, |t| t.version)));
+        constraints.legacy.insert(sec);
+    }
+    if rules_in_force.is_empty() && kept.is_empty() {
         fit_to_room(&mut weights, account.settings.cash_reserve_pct, plan);
         return Target { weights, constraints };
     }
@@ -852,6 +892,99 @@ fn account_target<'a>(
     }
     fit_to_room(&mut weights, legacy_weight + account.settings.cash_reserve_pct, plan);
     Target { weights, constraints }
+}
+
+/// A transition's part of a plan: on the first clock of a period, its
+/// sales (see `transition`) and the period's audit record; on other days,
+/// a note of the drift sales it holds back.
+#[allow(clippy::too_many_arguments)]
+fn transition_period<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    proj: &Projection<'a>,
+    target: &Target<'a>,
+    view: &HouseholdView,
+    handled: &[&'a SecurityId],
+    t: &crate::state::Transition,
+    held_back: usize,
+    ctx: &Context,
+    sold: &mut Vec<PlannedOrder>,
+    plan: &mut Plan,
+) {
+    let kept: Vec<SecurityId> = t.plan.keep.clone();
+    let drift = crate::transition::drift(state, proj, &target.weights, &target.constraints.legacy);
+    if !ctx.transition_period {
+        if held_back > 0 {
+            plan.rules.push(format!(
+                "transition v{}: {} over target held for the next period (from {}); drift {}",
+                t.version,
+                securities(held_back),
+                t.next_period(),
+                pct(drift)
+            ));
+        }
+        return;
+    }
+    let mut allowance =
+        crate::transition::allowance(t, crate::transition::pending_gain(household), ctx.trade_date) - view.transition_planned;
+    if let Some(left) = view.budget_left {
+        allowance = allowance.min(left);
+    }
+    let allowance = allowance.max(Decimal::ZERO);
+    let deferral = Days::new(u64::from(household.tax.short_term_deferral_days));
+    let blocked = |sec: &SecurityId, lot: &Lot, price: Decimal| {
+        let gain = price - lot.cost_per_share;
+        target.constraints.legacy.contains(sec)
+            || target.constraints.forced_sell.contains_key(sec)
+            || handled.contains(&sec)
+            || (view.bought.contains_key(wash_key(state, sec).as_ref()) && may_lose(gain, price))
+            || (gain > Decimal::ZERO
+                && !lot.is_long_term(ctx.trade_date)
+                && one_year_after(lot.holding_start) + Days::new(1) <= ctx.trade_date + deferral)
+    };
+    let (sales, gain) = crate::transition::period_sales(
+        state,
+        household,
+        account,
+        proj,
+        &target.weights,
+        &blocked,
+        allowance,
+        ctx.trade_date,
+    );
+    for o in &sales {
+        plan.inputs.prices.insert(o.security.clone(), o.ref_price);
+    }
+    let period = t.periods_done;
+    let period_start = crate::state::add_months(t.started, t.plan.period.months() * period.saturating_sub(1));
+    let detail = format!(
+        "transition v{} period {period} of {} (from {period_start}): drift {}; allowance ${allowance} of gain ({}{}), ${} used so far; {} sale(s) planned realizing ${}",
+        t.version,
+        t.plan.periods,
+        pct(drift),
+        t.plan.budget_usd.map_or("no transition budget".to_string(), |b| format!("budget ${b}")),
+        t.plan.yearly_budget_usd.map_or(String::new(), |b| format!(", ${b} a year")),
+        t.used_usd.round_dp(2),
+        sales.len(),
+        gain.round_dp(2)
+    );
+    plan.rules.push(detail.clone());
+    plan.extra_audit.push(crate::output::AuditBody::TransitionPeriod {
+        account: account.id.clone(),
+        period,
+        periods: t.plan.periods,
+        period_start,
+        drift,
+        allowance_usd: allowance,
+        budget_usd: t.plan.budget_usd,
+        yearly_budget_usd: t.plan.yearly_budget_usd,
+        used_usd: t.used_usd,
+        planned_gain_usd: gain,
+        kept,
+        detail,
+    });
+    sold.extend(sales);
 }
 
 /// The security attribute a retirement income's yield tilt leans on.

@@ -417,6 +417,7 @@ impl HouseholdSnapshot {
             wash: WashLedger::default(),
             objective: None,
             income: BTreeMap::new(),
+            transition: None,
         };
         let r = &self.realized_this_year;
         hh.realized.insert(

@@ -6,7 +6,7 @@
 
 use crate::event::{
     AccountKind, AccountSettings, EsgMode, Frequency, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve,
-    TaxObjective, TaxProfile,
+    TaxObjective, TaxProfile, TransitionPlan,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{LotRelief, OrderReason};
@@ -243,6 +243,40 @@ pub struct Household {
     /// Scheduled withdrawals (retirement income), by schedule id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub income: BTreeMap<String, IncomeSchedule>,
+    /// A tax-aware transition from legacy positions, while one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+}
+
+/// A transition and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub plan: TransitionPlan,
+    /// The first period starts on this day; period k on this day + k periods.
+    pub started: NaiveDate,
+    /// Periods begun so far.
+    pub periods_done: u32,
+    /// Net realized gain of the transition's executed sales, in all and by calendar year.
+    pub used_usd: Decimal,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub used_by_year: BTreeMap<i32, Decimal>,
+    /// The day it was found complete (no taxable account drifting more than `complete_below`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<NaiveDate>,
+    /// Starts at 1 and grows with every transition_set.
+    pub version: u32,
+}
+
+impl Transition {
+    /// Whether it still steers the household's sales.
+    pub fn active(&self) -> bool {
+        self.completed.is_none()
+    }
+
+    /// The day the next period starts.
+    pub fn next_period(&self) -> NaiveDate {
+        add_months(self.started, self.plan.period.months() * self.periods_done)
+    }
 }
 
 /// A scheduled withdrawal and where it stands.
