@@ -11,3 +11,4 @@ pub mod publish;
 pub mod runner;
 pub mod show;
 pub mod topics;
+pub mod transition;

@@ -661,6 +661,23 @@ fn a_transition_sells_losses_first_and_spreads_its_budget_over_the_periods() {
     assert!(set.rejection.is_none(), "{:?}", set.rejection);
     assert!(upsert_h1(&mut w, true, vec![]).orders.is_empty(), "onboarding sells nothing: the periods do");
 
+    // The projected path at today's prices is the path below: periods 1 and
+    // 2, then a third that sells nothing and ends it.
+    let path = crate::transition::project(&w.state, &HouseholdId::new("H1")).unwrap();
+    let rows: Vec<(u32, Decimal, Decimal, Decimal, Decimal)> =
+        path.iter().map(|r| (r.period, r.sold_usd, r.realized_long_usd, r.tax_usd, r.used_usd)).collect();
+    // Tax at the 20% long-term rate: 2,980 × 0.2 = 596, 3,000 × 0.2 = 600.
+    assert_eq!(
+        rows,
+        vec![
+            (1, d("16640"), d("2980"), d("596.00"), d("2980")),
+            (2, d("4000"), d("3000"), d("600.00"), d("5980")),
+            (3, d("0"), d("0"), d("0.00"), d("5980")),
+        ]
+    );
+    assert_eq!(path.iter().map(|r| r.date).collect::<Vec<_>>(), vec![date("2025-01-02"), date("2025-04-02"), date("2025-07-02")]);
+    assert!(path[0].drift_before > path[0].drift_after && path[1].drift_after < path[0].drift_after);
+
     w.advance(1);
     let p1 = close(&mut w);
     assert_eq!(

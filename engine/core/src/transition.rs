@@ -203,3 +203,144 @@ pub fn period_sales<'a>(
     }
     (Vec::new(), Decimal::ZERO)
 }
+
+/// One period of a projected transition path.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PeriodProjection {
+    /// 1-based.
+    pub period: u32,
+    pub date: NaiveDate,
+    /// The tightest drift of the taxable accounts (half the sum of |actual −
+    /// target|), before and after the period's trades.
+    pub drift_before: Decimal,
+    pub drift_after: Decimal,
+    pub allowance_usd: Decimal,
+    pub sold_usd: Decimal,
+    pub bought_usd: Decimal,
+    pub realized_short_usd: Decimal,
+    pub realized_long_usd: Decimal,
+    /// At the household's rates.
+    pub tax_usd: Decimal,
+    /// Net realized gain of the transition's sales to date.
+    pub used_usd: Decimal,
+    pub complete: bool,
+}
+
+/// Most periods a projection runs past the plan's count while there is
+/// still something to sell.
+pub const PROJECTION_EXTRA_PERIODS_MAX: u32 = 8;
+
+/// The path a household's transition would take at today's prices: each
+/// period's first clock decided by the real fold on a copy of the state,
+/// every order filled at its reference price on the period's date. Runs the
+/// plan's periods, then on (up to [`PROJECTION_EXTRA_PERIODS_MAX`] more)
+/// while there is budget to sell with, and stops once the transition is
+/// complete.
+pub fn project(state: &State, household: &crate::ids::HouseholdId) -> Result<Vec<PeriodProjection>, crate::event::InputError> {
+    use crate::event::{Clock, ClockKind, Envelope, Fill, FillStatus, InputError, Payload, SCHEMA_VERSION_CURRENT};
+    use crate::fold::{step, Input};
+    use crate::output::AuditBody;
+    let mut state = state.clone();
+    let hh = state.households.get(household).ok_or_else(|| InputError::invalid(format!("no household {household}")))?;
+    let plan = hh.transition.as_ref().ok_or_else(|| InputError::invalid(format!("household {household} has no transition")))?.plan.clone();
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    let max = plan.periods + PROJECTION_EXTRA_PERIODS_MAX;
+    for k in 1..=max {
+        let t = state.households[household].transition.clone().expect("kept by the fold");
+        if !t.active() {
+            break;
+        }
+        let date = t.next_period();
+        let at = date.and_hms_opt(21, 0, 0).expect("a valid time").and_utc();
+        let mut feed = |state: &mut State, payload: Payload| {
+            n += 1;
+            let env = Envelope {
+                event_id: format!("projection-{n}"),
+                producer: "transition-plan".into(),
+                event_time: at,
+                schema_version: SCHEMA_VERSION_CURRENT,
+                payload,
+            };
+            step(state, Input::Event(&env))
+        };
+        let decided = feed(&mut state, Payload::Clock(Clock { kind: ClockKind::Review, trade_date: date }));
+        if let Some((_, e)) = decided.rejection {
+            return Err(e);
+        }
+        let mut row = PeriodProjection {
+            period: k,
+            date,
+            drift_before: Decimal::ZERO,
+            drift_after: Decimal::ZERO,
+            allowance_usd: Decimal::ZERO,
+            sold_usd: Decimal::ZERO,
+            bought_usd: Decimal::ZERO,
+            realized_short_usd: Decimal::ZERO,
+            realized_long_usd: Decimal::ZERO,
+            tax_usd: Decimal::ZERO,
+            used_usd: Decimal::ZERO,
+            complete: false,
+        };
+        for r in decided.audit.iter().filter(|r| r.household.as_ref() == Some(household)) {
+            if let AuditBody::TransitionPeriod { drift, allowance_usd, .. } = &r.body {
+                row.drift_before = row.drift_before.max(*drift);
+                row.allowance_usd += *allowance_usd;
+            }
+        }
+        let mut orders: Vec<_> = decided.orders.iter().filter(|o| &o.household == household).cloned().collect();
+        orders.sort_by_key(|o| (o.side == Side::Buy, o.seq));
+        for o in orders {
+            match o.side {
+                Side::Sell => row.sold_usd += o.quantity * o.ref_price,
+                Side::Buy => row.bought_usd += o.quantity * o.ref_price,
+            }
+            let filled = feed(
+                &mut state,
+                Payload::Fill(Fill {
+                    household: o.household.clone(),
+                    account: o.account.clone(),
+                    order_id: Some(o.order_id.clone()),
+                    security: o.security.clone(),
+                    side: o.side,
+                    status: FillStatus::Filled,
+                    quantity: o.quantity,
+                    price: o.ref_price,
+                    trade_date: date,
+                    reason: None,
+                    lots: vec![],
+                }),
+            );
+            for r in &filled.audit {
+                if let AuditBody::Tax { short_term_usd, long_term_usd, reportable: true, .. } = &r.body {
+                    row.realized_short_usd += *short_term_usd;
+                    row.realized_long_usd += *long_term_usd;
+                }
+            }
+        }
+        let hh = &state.households[household];
+        row.tax_usd = (row.realized_short_usd * hh.tax.short_term_rate + row.realized_long_usd * hh.tax.long_term_rate).round_dp(2);
+        let t = hh.transition.as_ref().expect("kept by the fold");
+        row.used_usd = t.used_usd;
+        row.complete = !t.active();
+        let kept: BTreeSet<&SecurityId> = t.plan.keep.iter().collect();
+        let ctx = crate::rebalance::Context::new(at, date, OrderReason::Drift, crate::rebalance::Mode::Full);
+        for a in hh.accounts.values().filter(|a| a.kind.is_taxable() && !a.sleeves.is_empty()) {
+            let proj = Projection::of(&state, a);
+            let owned = crate::rebalance::target_weights(&state, hh, a, &ctx);
+            let targets: BTreeMap<&SecurityId, Decimal> = owned.iter().map(|(s, w)| (s, *w)).collect();
+            row.drift_after = row.drift_after.max(drift(&state, &proj, &targets, &kept));
+        }
+        // Past the plan's periods, a period that sells nothing ends the
+        // path, unless a yearly budget may be what holds it back and this
+        // is not yet the first period of a new year (which frees it again).
+        let first_of_year = out.last().is_none_or(|p: &PeriodProjection| p.date.year() < date.year());
+        let stalled = row.sold_usd.is_zero() && (plan.yearly_budget_usd.is_none() || first_of_year);
+        let done = row.complete;
+        out.push(row);
+        if done || (k >= plan.periods && stalled) {
+            break;
+        }
+    }
+    Ok(out)
+}
