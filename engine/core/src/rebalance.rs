@@ -414,7 +414,9 @@ pub fn plan_account<'a>(
     // Scheduled withdrawals set aside: raise what the account lacks.
     if ctx.mode == Mode::Full && account.income_reserved > Decimal::ZERO {
         let shortfall = proj.value * account.settings.cash_reserve_pct - proj.cash;
-        if shortfall > Decimal::ZERO {
+        // A shortfall below the minimum trade (a fill dearer than its
+        // reference, say) is left to the reserve.
+        if shortfall > Decimal::ZERO && shortfall >= account.settings.min_trade_usd {
             let taxable = account.kind.is_taxable();
             let blocked = |sec: &SecurityId, lot: &Lot, price: Decimal| {
                 target.constraints.legacy.contains(sec)
