@@ -625,20 +625,23 @@ fn transition_used(w: &World) -> Decimal {
 /// Given a $40,000 account of legacy stock — 500 GE bought at 10 (now 40,
 /// $20,000), 100 IBM bought at 120 (now 100, a $2,000 loss), 200 KO bought
 /// at 5 (now 50) that the client keeps — moving to m1 over two quarterly
-/// periods within $6,000 of net gain:
+/// periods within $6,000 of net gain. The budget counts each share as sold
+/// 2% above its price (the fill may come dearer): IBM −18 a share, GE
+/// +30.80.
 ///
 /// Period 1 (the close of 2025-01-03) may use 6,000 / 2 = $3,000. KO takes
 /// 0.25 of the account, so the model is scaled into the 0.74 left (AAPL,
-/// MSFT, XOM 0.18686868, CVX 0.17939393). The loss comes first (IBM,
-/// −$0.04 of tax a dollar): all 100 IBM, −$2,000, which widens the room for
-/// gains to $5,000: 166 GE at $30 ($4,980, 167 would pass it). Net $2,980.
-/// The $16,640 raised less the $400 reserve buys 74 AAPL and 37 MSFT (at
-/// $7,474.75 wanted each) and 28 XOM with the $1,440 left; CVX's $40 is
-/// below the minimum.
+/// MSFT, XOM 0.18686868, CVX 0.17939393). The loss comes first (IBM, −$0.04
+/// of tax a dollar): all 100 IBM, counted −$1,800, which leaves room for
+/// $4,800 of counted gain: 155 GE (155 × 30.80 = 4,774; 156 would pass it).
+/// At the reference prices: 155 × 30 − 2,000 = $2,650. The $16,200 raised
+/// less the $400 reserve buys 74 AAPL and 37 MSFT ($7,474.75 wanted each)
+/// and 20 XOM with the $1,000 left; CVX gets nothing.
 ///
 /// No gain is taken between periods. Period 2 (2025-04-02) may use all that
-/// is left, 6,000 − 2,980 = $3,020: 100 GE ($3,000; 101 would pass it).
-/// Period 3 has $20: not one GE share ($30). KO is never sold.
+/// is left, 6,000 − 2,650 = $3,350: 108 GE (3,350 / 30.80 = 108.8), $3,240.
+/// Period 3 has $110: 3 GE ($90). Period 4 has $20: not one share. KO is
+/// never sold.
 #[test]
 fn a_transition_sells_losses_first_and_spreads_its_budget_over_the_periods() {
     let mut w = market();
@@ -666,16 +669,20 @@ fn a_transition_sells_losses_first_and_spreads_its_budget_over_the_periods() {
     let path = crate::transition::project(&w.state, &HouseholdId::new("H1")).unwrap();
     let rows: Vec<(u32, Decimal, Decimal, Decimal, Decimal)> =
         path.iter().map(|r| (r.period, r.sold_usd, r.realized_long_usd, r.tax_usd, r.used_usd)).collect();
-    // Tax at the 20% long-term rate: 2,980 × 0.2 = 596, 3,000 × 0.2 = 600.
+    // Tax at the 20% long-term rate: 2,650 × 0.2 = 530, 3,240 × 0.2 = 648, 90 × 0.2 = 18.
     assert_eq!(
         rows,
         vec![
-            (1, d("16640"), d("2980"), d("596.00"), d("2980")),
-            (2, d("4000"), d("3000"), d("600.00"), d("5980")),
-            (3, d("0"), d("0"), d("0.00"), d("5980")),
+            (1, d("16200"), d("2650"), d("530.00"), d("2650")),
+            (2, d("4320"), d("3240"), d("648.00"), d("5890")),
+            (3, d("120"), d("90"), d("18.00"), d("5980")),
+            (4, d("0"), d("0"), d("0.00"), d("5980")),
         ]
     );
-    assert_eq!(path.iter().map(|r| r.date).collect::<Vec<_>>(), vec![date("2025-01-02"), date("2025-04-02"), date("2025-07-02")]);
+    assert_eq!(
+        path.iter().map(|r| r.date).collect::<Vec<_>>(),
+        vec![date("2025-01-02"), date("2025-04-02"), date("2025-07-02"), date("2025-10-02")]
+    );
     assert!(path[0].drift_before > path[0].drift_after && path[1].drift_after < path[0].drift_after);
 
     w.advance(1);
@@ -683,32 +690,38 @@ fn a_transition_sells_losses_first_and_spreads_its_budget_over_the_periods() {
     assert_eq!(
         orders(&p1),
         vec![
-            ("GE", Side::Sell, d("166"), OrderReason::Transition),
+            ("GE", Side::Sell, d("155"), OrderReason::Transition),
             ("IBM", Side::Sell, d("100"), OrderReason::Transition),
             ("AAPL", Side::Buy, d("74"), OrderReason::Drift),
             ("MSFT", Side::Buy, d("37"), OrderReason::Drift),
-            ("XOM", Side::Buy, d("28"), OrderReason::Drift),
+            ("XOM", Side::Buy, d("20"), OrderReason::Drift),
         ]
     );
-    assert_eq!(period_record(&p1), Some((1, d("3000"), d("2980"), vec!["KO".into()])));
+    assert_eq!(period_record(&p1), Some((1, d("3000"), d("2650"), vec!["KO".into()])));
     fill_at_ref(&mut w, &p1);
-    assert_eq!(transition_used(&w), d("2980"));
-    assert_eq!(realized_2025(&w), (d("0"), d("2980")));
+    assert_eq!(transition_used(&w), d("2650"));
+    assert_eq!(realized_2025(&w), (d("0"), d("2650")));
 
     w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 2, 3, 21, 0, 0).unwrap();
     assert!(sells(&close(&mut w)).is_empty(), "between periods nothing is sold");
 
     w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 4, 2, 21, 0, 0).unwrap();
     let p2 = close(&mut w);
-    assert_eq!(sells(&p2), vec![("GE", d("100"), OrderReason::Transition)]);
-    assert_eq!(period_record(&p2).map(|r| (r.0, r.1, r.2)), Some((2, d("3020"), d("3000"))));
+    assert_eq!(sells(&p2), vec![("GE", d("108"), OrderReason::Transition)]);
+    assert_eq!(period_record(&p2).map(|r| (r.0, r.1, r.2)), Some((2, d("3350"), d("3240"))));
     fill_at_ref(&mut w, &p2);
-    assert_eq!(transition_used(&w), d("5980"));
+    assert_eq!(transition_used(&w), d("5890"));
 
     w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 7, 2, 21, 0, 0).unwrap();
     let p3 = close(&mut w);
-    assert!(sells(&p3).is_empty(), "{:?}", sells(&p3));
-    assert_eq!(period_record(&p3).map(|r| (r.0, r.1, r.2)), Some((3, d("20"), d("0"))));
+    assert_eq!(sells(&p3), vec![("GE", d("3"), OrderReason::Transition)]);
+    assert_eq!(period_record(&p3).map(|r| (r.0, r.1, r.2)), Some((3, d("110"), d("90"))));
+    fill_at_ref(&mut w, &p3);
+
+    w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 10, 2, 21, 0, 0).unwrap();
+    let p4 = close(&mut w);
+    assert!(sells(&p4).is_empty(), "{:?}", sells(&p4));
+    assert_eq!(period_record(&p4).map(|r| (r.0, r.1, r.2)), Some((4, d("20"), d("0"))));
     let ko: Decimal = w.account("H1").lots[&SecurityId::new("KO")].iter().map(|l| l.quantity).sum();
     assert_eq!(ko, d("200"));
 }

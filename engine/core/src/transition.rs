@@ -21,6 +21,11 @@ use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A sale fills after its decision, at a price that may be higher: the
+/// budget counts each share's gain as if it sold this much above the
+/// reference price (2%), so a fill up to that much dearer stays within it.
+pub const TRANSITION_PRICE_CUSHION: Decimal = Decimal::from_parts(2, 0, 0, false, 2);
+
 /// Exact gain of the open transition sales of a household (taxable accounts).
 pub fn pending_gain(hh: &Household) -> Decimal {
     hh.accounts
@@ -88,15 +93,18 @@ struct Offer<'a> {
     free: Decimal,
     price: Decimal,
     gain: Decimal,
+    /// The gain the budget counts: at the cushioned price.
+    budget_gain: Decimal,
     tax_per_usd: Decimal,
     over: Decimal,
 }
 
 /// A period's sales (see the module): positions above their band sold
 /// toward their target, least tax per dollar first, gains only within
-/// `allowance`. A security whose sale would fall below the minimum trade is
-/// left out and the rest planned again. Returns the sales and their net
-/// gain at the reference prices.
+/// `allowance` (counted at the cushioned price, [`TRANSITION_PRICE_CUSHION`]).
+/// A security whose sale would fall below the minimum trade is left out and
+/// the rest planned again. Returns the sales and their net gain at the
+/// reference prices.
 #[allow(clippy::too_many_arguments)]
 pub fn period_sales<'a>(
     state: &'a State,
@@ -138,7 +146,8 @@ pub fn period_sales<'a>(
             }
             let gain = price - lot.cost_per_share;
             let rate = if lot.is_long_term(on) { hh.tax.long_term_rate } else { hh.tax.short_term_rate };
-            offers.push(Offer { sec, lot, free, price, gain, tax_per_usd: gain * rate / price, over });
+            let budget_gain = price * (Decimal::ONE + TRANSITION_PRICE_CUSHION) - lot.cost_per_share;
+            offers.push(Offer { sec, lot, free, price, gain, budget_gain, tax_per_usd: gain * rate / price, over });
         }
     }
     offers.sort_by(|a, b| {
@@ -153,19 +162,20 @@ pub fn period_sales<'a>(
     let mut left_out: BTreeSet<&'a SecurityId> = BTreeSet::new();
     // Bounded: each pass leaves a security out or ends.
     for _ in 0..=excess.len() {
-        let mut running = Decimal::ZERO;
+        let (mut running, mut counted) = (Decimal::ZERO, Decimal::ZERO);
         let mut room = excess.clone();
         let mut taken: Vec<(&Offer<'a>, Decimal)> = Vec::new();
         for o in offers.iter().filter(|o| !left_out.contains(o.sec)) {
             let r = room.get(o.sec).copied().unwrap_or_default();
             let mut n = o.free.min(round_down(r / o.price, dp));
-            if o.gain > Decimal::ZERO {
-                n = n.min(round_down((allowance - running) / o.gain, dp));
+            if o.budget_gain > Decimal::ZERO {
+                n = n.min(round_down((allowance - counted) / o.budget_gain, dp));
             }
             if n <= Decimal::ZERO {
                 continue;
             }
             running += n * o.gain;
+            counted += n * o.budget_gain;
             if let Some(r) = room.get_mut(o.sec) {
                 *r -= n * o.price;
             }
