@@ -15,10 +15,10 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use overlay_core::event::{
     AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, CorporateAction,
-    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HarvestSettings,
+    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, Frequency, HarvestSettings,
     HouseholdUpserted, InputError, InputErrorKind, LotPick, LotPolicy, ModelKind, ModelPublished, ModelWeight,
     OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side,
-    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile, TransitionPlan, TransitionSet, WithdrawalScheduled, Frequency,
+    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile, TransitionPlan, TransitionSet, WithdrawalScheduled,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -795,9 +795,8 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
         }),
         P::TransitionSet(m) => {
             let p = required("transition_set.plan", m.plan)?;
-            let opt = |name: &str, v: Option<String>| {
-                v.map(|s| dec(&format!("transition_set.plan.{name}"), &s)).transpose()
-            };
+            let opt =
+                |name: &str, v: Option<String>| v.map(|s| dec(&format!("transition_set.plan.{name}"), &s)).transpose();
             Payload::TransitionSet(TransitionSet {
                 household: HouseholdId(m.household),
                 plan: TransitionPlan {

@@ -162,7 +162,10 @@ fn every_payload() -> Vec<Payload> {
             household: "HH-1001".into(),
             objective: TaxObjective::TaxNeutral { tolerance_usd: d("0") },
         }),
-        Payload::TaxObjectiveSet(TaxObjectiveSet { household: "HH-1001".into(), objective: TaxObjective::HarvestLosses }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: "HH-1001".into(),
+            objective: TaxObjective::HarvestLosses,
+        }),
         Payload::TransitionSet(TransitionSet {
             household: "HH-1001".into(),
             plan: TransitionPlan {
@@ -207,7 +210,12 @@ fn every_rule() -> Vec<RestrictionRule> {
             max: Some(d("4")),
             max_weight: Some(d("0.010")),
         },
-        RestrictionRule::AttributeFilter { attribute: "profitable".into(), min: Some(d("1")), max: None, max_weight: None },
+        RestrictionRule::AttributeFilter {
+            attribute: "profitable".into(),
+            min: Some(d("1")),
+            max: None,
+            max_weight: None,
+        },
     ]
 }
 

@@ -21,7 +21,7 @@ mod duplicates;
 mod kafka;
 #[path = "e2e/kafka_clients.rs"]
 mod kafka_clients;
-#[path = "e2e/transition_plan.rs"]
-mod transition_plan;
 #[path = "e2e/propose.rs"]
 mod propose;
+#[path = "e2e/transition_plan.rs"]
+mod transition_plan;

@@ -344,13 +344,30 @@ pub enum EsgMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RestrictionRule {
-    DoNotBuy { security: SecurityId },
-    DoNotHold { security: SecurityId },
-    SectorExclusion { sector: String },
-    EsgMinimum { min_score: Decimal, mode: EsgMode },
-    KeepLegacy { security: SecurityId },
-    MaxWeight { security: SecurityId, max_weight: Decimal },
-    Substitute { security: SecurityId, substitute: SecurityId },
+    DoNotBuy {
+        security: SecurityId,
+    },
+    DoNotHold {
+        security: SecurityId,
+    },
+    SectorExclusion {
+        sector: String,
+    },
+    EsgMinimum {
+        min_score: Decimal,
+        mode: EsgMode,
+    },
+    KeepLegacy {
+        security: SecurityId,
+    },
+    MaxWeight {
+        security: SecurityId,
+        max_weight: Decimal,
+    },
+    Substitute {
+        security: SecurityId,
+        substitute: SecurityId,
+    },
     /// Moves the target's weight in one sector, or one sub-industry, by
     /// `delta` relative to the model (−0.05: five percentage points less),
     /// taking it from or giving it to the rest of the target pro rata.
@@ -364,7 +381,10 @@ pub enum RestrictionRule {
     /// Moves `delta` of the target's weight toward the names whose attribute
     /// is above the target's weighted average (away from them when negative),
     /// pro rata: a yield tilt is `attribute: dividend_yield`.
-    AttributeTilt { attribute: String, delta: Decimal },
+    AttributeTilt {
+        attribute: String,
+        delta: Decimal,
+    },
     /// Securities whose attribute is below `min` or above `max` are excluded
     /// like a sector (sold, not bought, their weight redistributed), or,
     /// with `max_weight`, capped at that weight each. Securities without the
@@ -742,7 +762,9 @@ fn check_fraction(field: &str, value: Decimal) -> Result<(), InputError> {
 /// Attribute names: 1 to 64 of `a-z`, `0-9`, `_`.
 fn check_attribute_name(name: &str) -> Result<(), InputError> {
     if name.is_empty() || name.len() > ATTRIBUTE_NAME_LEN_MAX {
-        return Err(InputError::invalid(format!("attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_LEN_MAX} bytes")));
+        return Err(InputError::invalid(format!(
+            "attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_LEN_MAX} bytes"
+        )));
     }
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
         return Err(InputError::invalid(format!("attribute name {name:?} may hold only a-z, 0-9 and _")));
@@ -904,7 +926,10 @@ impl Payload {
                 }
                 if let Some(until) = e.until {
                     if until < e.first_payment {
-                        return Err(InputError::invalid(format!("until {until} is before the first payment {}", e.first_payment)));
+                        return Err(InputError::invalid(format!(
+                            "until {until} is before the first payment {}",
+                            e.first_payment
+                        )));
                     }
                 }
                 if let Some(t) = e.yield_tilt {

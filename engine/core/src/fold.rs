@@ -12,8 +12,8 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
-    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, ObjectiveInForce, PendingOrder, PriceState,
-    Restriction, State, WashLedger, REFERENCE_STREAM,
+    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, ObjectiveInForce, PendingOrder, PriceState, Restriction,
+    State, WashLedger, REFERENCE_STREAM,
 };
 use crate::tax;
 use crate::text::hex_lower;
@@ -612,7 +612,10 @@ fn decide_withdrawal_schedule(state: &State, env: &Envelope, e: &WithdrawalSched
         return Err(unknown(format!("withdrawal schedule for unknown household {}", e.household)));
     };
     if !existing.accounts.contains_key(&e.account) {
-        return Err(unknown(format!("withdrawal schedule for unknown account {} of household {}", e.account, e.household)));
+        return Err(unknown(format!(
+            "withdrawal schedule for unknown account {} of household {}",
+            e.account, e.household
+        )));
     }
     if e.first_payment < env.event_time.date_naive() {
         return Err(InputError::invalid(format!(
@@ -934,7 +937,8 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
             for (id, acc) in due.accounts {
                 d.changes.push(Change::Account(hh.id.clone(), acc.clone()));
                 let full = next.accounts.get_mut(&id).expect("schedules name held accounts");
-                *full = Account { lots: std::mem::take(&mut full.lots), pending: std::mem::take(&mut full.pending), ..acc };
+                *full =
+                    Account { lots: std::mem::take(&mut full.lots), pending: std::mem::take(&mut full.pending), ..acc };
             }
             d.audit.extend(due.audit);
         }

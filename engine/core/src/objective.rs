@@ -12,7 +12,7 @@
 use crate::event::{Side, TaxObjective};
 use crate::ids::SecurityId;
 use crate::output::{LotRelief, OrderReason, Skip, SkipReason};
-use crate::rebalance::{confirmed_price, round_down, PlannedOrder, Plan};
+use crate::rebalance::{confirmed_price, round_down, Plan, PlannedOrder};
 use crate::state::{one_year_after, Account, Household, Lot, State};
 use chrono::{Days, NaiveDate};
 use rust_decimal::Decimal;
@@ -112,7 +112,11 @@ pub fn gain_harvest<'a>(
                 security: sec.clone(),
                 side: Side::Sell,
                 reason: SkipReason::BelowMinimum,
-                detail: format!("gain realization of ${} is below the ${} minimum", (qty * price).round_dp(2), account.settings.min_trade_usd),
+                detail: format!(
+                    "gain realization of ${} is below the ${} minimum",
+                    (qty * price).round_dp(2),
+                    account.settings.min_trade_usd
+                ),
             });
             continue;
         }
@@ -180,9 +184,8 @@ pub fn fit_window(
     plan: &mut Plan,
 ) -> Decimal {
     let dp = if account.settings.fractional { fractional_dp } else { 0 };
-    let trimmable = |o: &PlannedOrder| {
-        matches!(o.reason, OrderReason::Drift | OrderReason::ModelChange | OrderReason::Setup)
-    };
+    let trimmable =
+        |o: &PlannedOrder| matches!(o.reason, OrderReason::Drift | OrderReason::ModelChange | OrderReason::Setup);
     let fixed: Decimal = sold.iter().filter(|o| !trimmable(o)).map(|o| exact_gain(&o.lots, o.ref_price)).sum();
     // Bounded: each pass drops a sale or ends.
     for _ in 0..=sold.len() {

@@ -43,8 +43,16 @@ fn delta(g: &mut Gen) -> Decimal {
 fn random_rule(g: &mut Gen) -> RestrictionRule {
     let attribute = ATTRIBUTES[g.below(3) as usize].to_string();
     match g.below(5) {
-        0 => RestrictionRule::Tilt { sector: Some(SECTORS[g.below(4) as usize].into()), sub_industry: None, delta: delta(g) },
-        1 => RestrictionRule::Tilt { sector: None, sub_industry: Some(SUBS[g.below(3) as usize].into()), delta: delta(g) },
+        0 => RestrictionRule::Tilt {
+            sector: Some(SECTORS[g.below(4) as usize].into()),
+            sub_industry: None,
+            delta: delta(g),
+        },
+        1 => RestrictionRule::Tilt {
+            sector: None,
+            sub_industry: Some(SUBS[g.below(3) as usize].into()),
+            delta: delta(g),
+        },
         2 => RestrictionRule::AttributeTilt { attribute, delta: delta(g) },
         3 => RestrictionRule::AttributeFilter {
             attribute,
@@ -92,7 +100,12 @@ fn tilted_targets_stay_in_bounds(seed: u64) {
         event(&mut state, &mut now, &mut n, payload);
         let as_of = now;
         let price = g.money(5, 400);
-        event(&mut state, &mut now, &mut n, Payload::PriceTick(PriceTick { security: id.as_str().into(), price, as_of }));
+        event(
+            &mut state,
+            &mut now,
+            &mut n,
+            Payload::PriceTick(PriceTick { security: id.as_str().into(), price, as_of }),
+        );
         secs.push(id);
     }
     // Random weights summing to at most 1.
@@ -117,13 +130,24 @@ fn tilted_targets_stay_in_bounds(seed: u64) {
         }
     }
     let mut restrictions: Vec<RestrictionSpec> = (0..1 + g.below(6))
-        .map(|i| RestrictionSpec { restriction_id: format!("p{i}").as_str().into(), rule: random_rule(&mut g), account: None, effective: now })
+        .map(|i| RestrictionSpec {
+            restriction_id: format!("p{i}").as_str().into(),
+            rule: random_rule(&mut g),
+            account: None,
+            effective: now,
+        })
         .collect();
     if g.chance(30) {
         let security = secs[g.below(secs.len() as u64) as usize].as_str().into();
-        restrictions.push(RestrictionSpec { restriction_id: "legacy".into(), rule: RestrictionRule::KeepLegacy { security }, account: None, effective: now });
+        restrictions.push(RestrictionSpec {
+            restriction_id: "legacy".into(),
+            rule: RestrictionRule::KeepLegacy { security },
+            account: None,
+            effective: now,
+        });
     }
-    let settings = AccountSettings { cash_reserve_pct: Decimal::new(g.below(5) as i64, 2), ..AccountSettings::default() };
+    let settings =
+        AccountSettings { cash_reserve_pct: Decimal::new(g.below(5) as i64, 2), ..AccountSettings::default() };
     let hh = HouseholdUpserted {
         household: "H".into(),
         tax: TaxProfile::default(),
@@ -173,7 +197,10 @@ fn one_tilt_moves_exactly_what_it_says(seed: u64) {
     assert!(weights.values().all(|w| *w >= Decimal::ZERO), "{weights:?}");
     // Weight leaving the group goes to cash only when nothing else is held.
     let to_cash = if d < Decimal::ZERO && before == group { (-d).min(group) } else { Decimal::ZERO };
-    assert!(after <= before - to_cash && before - to_cash - after <= rounding, "sum {before} -> {after} ({d} on {group})");
+    assert!(
+        after <= before - to_cash && before - to_cash - after <= rounding,
+        "sum {before} -> {after} ({d} on {group})"
+    );
     assert_eq!(out.group_before, group);
     let expected = if d < Decimal::ZERO {
         group - (-d).min(group)
@@ -182,7 +209,11 @@ fn one_tilt_moves_exactly_what_it_says(seed: u64) {
     } else {
         group + d.min(before - group)
     };
-    assert!((out.group_after - expected).abs() <= rounding, "group {group} tilted {d}: {} not {expected}", out.group_after);
+    assert!(
+        (out.group_after - expected).abs() <= rounding,
+        "group {group} tilted {d}: {} not {expected}",
+        out.group_after
+    );
 }
 
 proptest! {
@@ -429,7 +460,8 @@ fn transitions_stay_within_budget(seed: u64) {
     // The model holds only some names: the rest are legacy.
     let names: Vec<String> = (0..8).map(|i| format!("N{i}")).filter(|_| g.chance(50)).collect();
     let names = if names.is_empty() { vec!["N0".to_string()] } else { names };
-    let each = (Decimal::new(98, 2) / Decimal::from(names.len())).round_dp_with_strategy(4, rust_decimal::RoundingStrategy::ToZero);
+    let each = (Decimal::new(98, 2) / Decimal::from(names.len()))
+        .round_dp_with_strategy(4, rust_decimal::RoundingStrategy::ToZero);
     w.event(Payload::ModelPublished(ModelPublished {
         model: "m".into(),
         version: 1,
@@ -441,7 +473,12 @@ fn transitions_stay_within_budget(seed: u64) {
         let id: HouseholdId = format!("H{h}").as_str().into();
         let specs = accounts(&mut g, &w, h, false);
         let upsert = |accounts| {
-            Payload::HouseholdUpserted(HouseholdUpserted { household: id.clone(), tax: TaxProfile::default(), accounts, restrictions: vec![] })
+            Payload::HouseholdUpserted(HouseholdUpserted {
+                household: id.clone(),
+                tax: TaxProfile::default(),
+                accounts,
+                restrictions: vec![],
+            })
         };
         w.event(upsert(specs.clone()));
         let (budget, yearly) = match g.below(3) {

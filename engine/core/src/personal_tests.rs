@@ -89,10 +89,7 @@ pub(crate) fn onboard_with(
 fn targets(w: &World) -> BTreeMap<String, Decimal> {
     let hh = &w.state.households[&HouseholdId::new("H1")];
     let ctx = Context::new(w.now, w.now.date_naive(), OrderReason::Drift, Mode::Full);
-    target_weights(&w.state, hh, &hh.accounts[&AccountId::new("A1")], &ctx)
-        .into_iter()
-        .map(|(s, x)| (s.0, x))
-        .collect()
+    target_weights(&w.state, hh, &hh.accounts[&AccountId::new("A1")], &ctx).into_iter().map(|(s, x)| (s.0, x)).collect()
 }
 
 fn weights(pairs: &[(&str, &str)]) -> BTreeMap<String, Decimal> {
@@ -126,7 +123,8 @@ fn orders(a: &Applied) -> Vec<(&str, Side, Decimal, OrderReason)> {
 #[test]
 fn a_sector_tilt_down_moves_its_weight_to_the_rest_pro_rata() {
     let mut w = market();
-    let tilt = RestrictionRule::Tilt { sector: Some("Information Technology".into()), sub_industry: None, delta: d("-0.10") };
+    let tilt =
+        RestrictionRule::Tilt { sector: Some("Information Technology".into()), sub_industry: None, delta: d("-0.10") };
     let rule = spec("t1", tilt, &w);
     let a = onboard(&mut w, "100000", vec![], vec![rule]);
     assert_eq!(
@@ -171,7 +169,8 @@ fn a_sub_industry_tilt_up_takes_its_weight_from_the_rest_pro_rata() {
 #[test]
 fn a_tilt_never_goes_below_zero_nor_invents_a_holding() {
     let mut w = market();
-    let down = RestrictionRule::Tilt { sector: Some("Information Technology".into()), sub_industry: None, delta: d("-0.80") };
+    let down =
+        RestrictionRule::Tilt { sector: Some("Information Technology".into()), sub_industry: None, delta: d("-0.80") };
     let up = RestrictionRule::Tilt { sector: Some("Utilities".into()), sub_industry: None, delta: d("0.30") };
     let rules_ = vec![spec("t1", down, &w), spec("t2", up, &w)];
     let a = onboard(&mut w, "100000", vec![], rules_);
@@ -194,7 +193,9 @@ fn a_yield_tilt_moves_weight_toward_the_names_above_the_average_yield() {
         targets(&w),
         weights(&[("AAPL", "0.20"), ("MSFT", "0.20"), ("XOM", "0.30102040"), ("CVX", "0.28897959")])
     );
-    assert!(rules(&a).iter().any(|l| l.starts_with("restriction y1 v1: tilt dividend_yield above the target's average 0.026111")));
+    assert!(rules(&a)
+        .iter()
+        .any(|l| l.starts_with("restriction y1 v1: tilt dividend_yield above the target's average 0.026111")));
 }
 
 /// CVX is flagged unprofitable (profitable = 0). Excluding names with
@@ -205,8 +206,12 @@ fn an_attribute_filter_excludes_and_sells_like_a_sector_exclusion() {
     let mut w = market();
     onboard_with(&mut w, "0", vec![lot("CVX", "100", "20", "2024-01-02")], vec![], quiet());
     w.advance(1);
-    let filter =
-        RestrictionRule::AttributeFilter { attribute: "profitable".into(), min: Some(d("1")), max: None, max_weight: None };
+    let filter = RestrictionRule::AttributeFilter {
+        attribute: "profitable".into(),
+        min: Some(d("1")),
+        max: None,
+        max_weight: None,
+    };
     let a = w.when(Payload::RestrictionEdited(RestrictionEdited {
         household: "H1".into(),
         restriction_id: "f1".into(),
@@ -246,8 +251,18 @@ fn bad_tilts_and_filters_are_refused_at_decode_time() {
         RestrictionRule::Tilt { sector: Some("Energy".into()), sub_industry: None, delta: d("1.5") },
         RestrictionRule::AttributeTilt { attribute: "Dividend Yield".into(), delta: d("0.1") },
         RestrictionRule::AttributeFilter { attribute: "risk".into(), min: None, max: None, max_weight: None },
-        RestrictionRule::AttributeFilter { attribute: "risk".into(), min: Some(d("3")), max: Some(d("2")), max_weight: None },
-        RestrictionRule::AttributeFilter { attribute: "risk".into(), min: Some(d("3")), max: None, max_weight: Some(d("2")) },
+        RestrictionRule::AttributeFilter {
+            attribute: "risk".into(),
+            min: Some(d("3")),
+            max: Some(d("2")),
+            max_weight: None,
+        },
+        RestrictionRule::AttributeFilter {
+            attribute: "risk".into(),
+            min: Some(d("3")),
+            max: None,
+            max_weight: Some(d("2")),
+        },
     ];
     for rule in bad {
         let env = w.env(Payload::RestrictionEdited(RestrictionEdited {
@@ -365,7 +380,9 @@ fn a_change_of_tax_objective_mid_year_changes_what_the_next_closes_do() {
     w.now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 6, 2, 15, 0, 0).unwrap();
     let set = set_objective(&mut w, TaxObjective::RealizeGains { target_usd: d("3000") });
     assert!(set.rejection.is_none());
-    assert!(matches!(&set.audit[0].body, AuditBody::Applied { summary, .. } if summary == "H1: realize gains up to $3000 a year"));
+    assert!(
+        matches!(&set.audit[0].body, AuditBody::Applied { summary, .. } if summary == "H1: realize gains up to $3000 a year")
+    );
     w.price("CVX", "20");
     w.advance(1);
     let a = close(&mut w);
@@ -377,7 +394,13 @@ fn a_change_of_tax_objective_mid_year_changes_what_the_next_closes_do() {
         ]
     );
     let r = rules(&a);
-    assert!(r.contains(&"tax objective v1 since 2025-06-02: realize gains up to $3000 a year; 2025 net realized or pending $-1000".to_string()), "{r:#?}");
+    assert!(
+        r.contains(
+            &"tax objective v1 since 2025-06-02: realize gains up to $3000 a year; 2025 net realized or pending $-1000"
+                .to_string()
+        ),
+        "{r:#?}"
+    );
     assert!(r.contains(&"harvest: off while the tax objective is to realize gains".to_string()), "{r:#?}");
     fill_at_ref(&mut w, &a);
     assert_eq!(realized_2025(&w), (d("0"), d("3000")));
@@ -389,7 +412,9 @@ fn a_change_of_tax_objective_mid_year_changes_what_the_next_closes_do() {
     w.advance(1);
     let a = close(&mut w);
     assert_eq!(orders(&a), vec![("CVX", Side::Sell, d("200"), OrderReason::Harvest)]);
-    assert!(rules(&a).iter().any(|l| l.starts_with("tax objective v2 since 2025-06-05: tax-neutral: net realized gain within ±$600 a year")));
+    assert!(rules(&a).iter().any(
+        |l| l.starts_with("tax objective v2 since 2025-06-05: tax-neutral: net realized gain within ±$600 a year")
+    ));
     fill_at_ref(&mut w, &a);
     assert_eq!(realized_2025(&w), (d("0"), d("1800")));
 }
@@ -490,10 +515,15 @@ fn a_scheduled_withdrawal_is_raised_from_long_term_lots_where_a_plain_one_sells_
     });
     let (payments, shortfall, sources, tax) = raised.expect("an income record");
     assert_eq!(payments.len(), 1);
-    assert_eq!((payments[0].schedule_id.as_str(), payments[0].payment_date, payments[0].amount_usd), ("s1", date("2025-01-10"), d("1000")));
+    assert_eq!(
+        (payments[0].schedule_id.as_str(), payments[0].payment_date, payments[0].amount_usd),
+        ("s1", date("2025-01-10"), d("1000"))
+    );
     assert_eq!((shortfall, tax), (d("1396"), d("56")));
-    let by_source: Vec<(&str, Decimal, bool, Decimal)> =
-        sources.iter().map(|s| (s.security.as_str(), s.lots[0].est_gain_usd, s.lots[0].long_term, s.est_tax_usd)).collect();
+    let by_source: Vec<(&str, Decimal, bool, Decimal)> = sources
+        .iter()
+        .map(|s| (s.security.as_str(), s.lots[0].est_gain_usd, s.lots[0].long_term, s.est_tax_usd))
+        .collect();
     assert_eq!(by_source, vec![("MSFT", d("240"), true, d("48")), ("XOM", d("40"), true, d("8"))]);
     assert_eq!(w.account("H1").income_reserved, d("1000"));
 
@@ -539,7 +569,9 @@ fn a_schedule_with_a_yield_tilt_tilts_its_account_toward_yield() {
         weights(&[("AAPL", "0.20"), ("MSFT", "0.20"), ("XOM", "0.30102040"), ("CVX", "0.28897959")])
     );
     w.advance(1);
-    assert!(rules(&close(&mut w)).iter().any(|l| l.starts_with("income s1 v1: tilt dividend_yield above the target's average 0.026111 +10pp")));
+    assert!(rules(&close(&mut w))
+        .iter()
+        .any(|l| l.starts_with("income s1 v1: tilt dividend_yield above the target's average 0.026111 +10pp")));
 }
 
 #[test]
@@ -648,7 +680,11 @@ fn a_transition_sells_losses_first_and_spreads_its_budget_over_the_periods() {
     list(&mut w, "GE", "Industrials", "40");
     list(&mut w, "IBM", "Information Technology", "100");
     list(&mut w, "KO", "Consumer Staples", "50");
-    let legacy = vec![lot("GE", "500", "10", "2010-03-01"), lot("IBM", "100", "120", "2020-03-02"), lot("KO", "200", "5", "2005-06-01")];
+    let legacy = vec![
+        lot("GE", "500", "10", "2010-03-01"),
+        lot("IBM", "100", "120", "2020-03-02"),
+        lot("KO", "200", "5", "2005-06-01"),
+    ];
     assert!(upsert_h1(&mut w, false, legacy).orders.is_empty());
     let set = w.when(Payload::TransitionSet(TransitionSet {
         household: "H1".into(),

@@ -462,9 +462,10 @@ pub fn plan_account<'a>(
             plan.orders.extend(sales);
         }
     }
-    let transition = household.transition.as_ref().filter(|t| {
-        t.active() && account.kind.is_taxable() && ctx.mode == Mode::Full && !account.sleeves.is_empty()
-    });
+    let transition = household
+        .transition
+        .as_ref()
+        .filter(|t| t.active() && account.kind.is_taxable() && ctx.mode == Mode::Full && !account.sleeves.is_empty());
     let mut transition_held = 0usize;
     let mut candidates: BTreeSet<&SecurityId> = target.weights.keys().copied().collect();
     candidates.extend(proj.quantity.iter().filter(|(_, q)| **q != Decimal::ZERO).map(|(s, _)| *s));
@@ -553,7 +554,20 @@ pub fn plan_account<'a>(
         }
     }
     if let Some(t) = transition {
-        transition_period(state, household, account, &proj, &target, &view, &harvested, t, transition_held, ctx, &mut sold, &mut plan);
+        transition_period(
+            state,
+            household,
+            account,
+            &proj,
+            &target,
+            &view,
+            &harvested,
+            t,
+            transition_held,
+            ctx,
+            &mut sold,
+            &mut plan,
+        );
     }
     if account.kind.is_taxable() {
         if let Some(left) = view.budget_left {
@@ -817,8 +831,7 @@ fn account_target<'a>(
                     plan.rules.push(format!("{tag}: tilt toward {attribute}: no name in the target carries it"));
                     continue;
                 };
-                let in_group =
-                    |s: &SecurityId| crate::tilt::attribute_of(state, s, attribute).is_some_and(|v| v > avg);
+                let in_group = |s: &SecurityId| crate::tilt::attribute_of(state, s, attribute).is_some_and(|v| v > avg);
                 let out = crate::tilt::tilt_group(&mut weights, &in_group, *delta);
                 let label = format!("{attribute} above the target's average {}", avg.round_dp(6).normalize());
                 plan.rules.push(tilt_rule(&tag, &label, *delta, out));
@@ -928,8 +941,8 @@ fn transition_period<'a>(
         }
         return;
     }
-    let mut allowance =
-        crate::transition::allowance(t, crate::transition::pending_gain(household), ctx.trade_date) - view.transition_planned;
+    let mut allowance = crate::transition::allowance(t, crate::transition::pending_gain(household), ctx.trade_date)
+        - view.transition_planned;
     if let Some(left) = view.budget_left {
         allowance = allowance.min(left);
     }
@@ -1010,7 +1023,12 @@ fn objective_rule(household: &Household, view: &HouseholdView, ctx: &Context, pl
 fn tilt_rule(tag: &str, group: &str, delta: Decimal, out: crate::tilt::TiltOutcome) -> String {
     let sign = if delta > Decimal::ZERO { "+" } else { "" };
     if out.group_before == out.group_after {
-        return format!("{tag}: tilt {group} {sign}{}: nothing moved ({} at {})", pct(delta), securities(out.names), pct(out.group_before));
+        return format!(
+            "{tag}: tilt {group} {sign}{}: nothing moved ({} at {})",
+            pct(delta),
+            securities(out.names),
+            pct(out.group_before)
+        );
     }
     format!(
         "{tag}: tilt {group} {sign}{}: {} {} -> {}, the rest pro rata",

@@ -106,7 +106,13 @@ impl World {
         self.household_with(h, cash, lots, settings)
     }
 
-    pub(crate) fn household_with(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>, settings: AccountSettings) -> Applied {
+    pub(crate) fn household_with(
+        &mut self,
+        h: &str,
+        cash: &str,
+        lots: Vec<OpeningLot>,
+        settings: AccountSettings,
+    ) -> Applied {
         self.when(Payload::HouseholdUpserted(HouseholdUpserted {
             household: h.into(),
             tax: TaxProfile::default(),
@@ -147,7 +153,13 @@ impl World {
 }
 
 /// One household with one taxable account following one model.
-pub(crate) fn upsert(h: &str, model: &str, settings: AccountSettings, cash: &str, restrictions: Vec<RestrictionSpec>) -> Payload {
+pub(crate) fn upsert(
+    h: &str,
+    model: &str,
+    settings: AccountSettings,
+    cash: &str,
+    restrictions: Vec<RestrictionSpec>,
+) -> Payload {
     Payload::HouseholdUpserted(HouseholdUpserted {
         household: h.into(),
         tax: TaxProfile::default(),

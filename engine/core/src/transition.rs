@@ -58,7 +58,12 @@ pub fn allowance(t: &Transition, pending: Decimal, on: NaiveDate) -> Decimal {
 
 /// Half the sum of |actual − target| weights over the names targeted or
 /// held, kept positions left out: how far the account is from its model.
-pub fn drift(state: &State, proj: &Projection<'_>, targets: &BTreeMap<&SecurityId, Decimal>, kept: &BTreeSet<&SecurityId>) -> Decimal {
+pub fn drift(
+    state: &State,
+    proj: &Projection<'_>,
+    targets: &BTreeMap<&SecurityId, Decimal>,
+    kept: &BTreeSet<&SecurityId>,
+) -> Decimal {
     let value = proj.value();
     if value <= Decimal::ZERO {
         return Decimal::ZERO;
@@ -76,8 +81,7 @@ pub fn drift(state: &State, proj: &Projection<'_>, targets: &BTreeMap<&SecurityI
 /// Whether every managed taxable account of the household is within
 /// `threshold` of its target (kept positions left out).
 pub fn complete(state: &State, hh: &Household, ctx: &crate::rebalance::Context, threshold: Decimal) -> bool {
-    let kept: BTreeSet<&SecurityId> =
-        hh.transition.as_ref().map(|t| t.plan.keep.iter().collect()).unwrap_or_default();
+    let kept: BTreeSet<&SecurityId> = hh.transition.as_ref().map(|t| t.plan.keep.iter().collect()).unwrap_or_default();
     hh.accounts.values().filter(|a| a.kind.is_taxable() && !a.sleeves.is_empty()).all(|a| {
         let proj = Projection::of(state, a);
         let owned = crate::rebalance::target_weights(state, hh, a, ctx);
@@ -246,13 +250,21 @@ pub const PROJECTION_EXTRA_PERIODS_MAX: u32 = 8;
 /// plan's periods, then on (up to [`PROJECTION_EXTRA_PERIODS_MAX`] more)
 /// while there is budget to sell with, and stops once the transition is
 /// complete.
-pub fn project(state: &State, household: &crate::ids::HouseholdId) -> Result<Vec<PeriodProjection>, crate::event::InputError> {
+pub fn project(
+    state: &State,
+    household: &crate::ids::HouseholdId,
+) -> Result<Vec<PeriodProjection>, crate::event::InputError> {
     use crate::event::{Clock, ClockKind, Envelope, Fill, FillStatus, InputError, Payload, SCHEMA_VERSION_CURRENT};
     use crate::fold::{step, Input};
     use crate::output::AuditBody;
     let mut state = state.clone();
     let hh = state.households.get(household).ok_or_else(|| InputError::invalid(format!("no household {household}")))?;
-    let plan = hh.transition.as_ref().ok_or_else(|| InputError::invalid(format!("household {household} has no transition")))?.plan.clone();
+    let plan = hh
+        .transition
+        .as_ref()
+        .ok_or_else(|| InputError::invalid(format!("household {household} has no transition")))?
+        .plan
+        .clone();
     let mut out = Vec::new();
     let mut n = 0u64;
     let max = plan.periods + PROJECTION_EXTRA_PERIODS_MAX;
@@ -329,7 +341,8 @@ pub fn project(state: &State, household: &crate::ids::HouseholdId) -> Result<Vec
             }
         }
         let hh = &state.households[household];
-        row.tax_usd = (row.realized_short_usd * hh.tax.short_term_rate + row.realized_long_usd * hh.tax.long_term_rate).round_dp(2);
+        row.tax_usd = (row.realized_short_usd * hh.tax.short_term_rate + row.realized_long_usd * hh.tax.long_term_rate)
+            .round_dp(2);
         let t = hh.transition.as_ref().expect("kept by the fold");
         row.used_usd = t.used_usd;
         row.complete = !t.active();

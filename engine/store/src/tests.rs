@@ -159,7 +159,7 @@ fn personalisation_state_survives_a_reload() {
         schema_version: 1,
         payload,
     };
-    let more = vec![
+    let more = [
         env(
             1,
             Payload::TaxObjectiveSet(TaxObjectiveSet {

@@ -29,7 +29,9 @@ fn transition_plan_projects_drift_and_tax_per_period_within_the_budgets() {
         assert_eq!(dec(&r["used_usd"]), used, "{r}");
         *by_year.entry(r["date"].as_str().unwrap()[..4].to_string()).or_default() += gain;
         // tax at the snapshot's rates (37% short, 20% long)
-        let tax = (dec(&r["realized_short_usd"]) * Decimal::new(37, 2) + dec(&r["realized_long_usd"]) * Decimal::new(20, 2)).round_dp(2);
+        let tax = (dec(&r["realized_short_usd"]) * Decimal::new(37, 2)
+            + dec(&r["realized_long_usd"]) * Decimal::new(20, 2))
+        .round_dp(2);
         assert_eq!(dec(&r["tax_usd"]), tax, "{r}");
         assert!(dec(&r["drift_after"]) <= dec(&r["drift_before"]) || dec(&r["sold_usd"]).is_zero(), "{r}");
     }

@@ -65,7 +65,11 @@ pub fn households(
 ) -> Vec<HouseholdPlan> {
     let size = Decimal::from(SIZE);
     let taxable = |id: &HouseholdId| vec![(AccountId::new(format!("{id}:taxable")), AccountKind::Taxable, size)];
-    let rates = TaxProfile { short_term_rate: Decimal::new(350, 3), long_term_rate: Decimal::new(150, 3), ..TaxProfile::default() };
+    let rates = TaxProfile {
+        short_term_rate: Decimal::new(350, 3),
+        long_term_rate: Decimal::new(150, 3),
+        ..TaxProfile::default()
+    };
     let mut out = Vec::new();
 
     let id = HouseholdId::new(TILTED);
@@ -369,7 +373,10 @@ impl Findings {
             self.income.iter().map(|r| r.short_term_lots).sum::<usize>()
         )?;
         if !self.income.is_empty() {
-            writeln!(out, "\n| raised on | for | sold $ | engine tax $ | naive pro-rata tax $ |\n|---|---|--:|--:|--:|")?;
+            writeln!(
+                out,
+                "\n| raised on | for | sold $ | engine tax $ | naive pro-rata tax $ |\n|---|---|--:|--:|--:|"
+            )?;
             for r in &self.income {
                 writeln!(
                     out,
