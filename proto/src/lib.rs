@@ -15,10 +15,10 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use overlay_core::event::{
     AccountKind, AccountSettings, AccountSpec, CashFlow, CashFlowKind, Clock, ClockKind, CorporateAction,
-    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, HarvestSettings,
+    CorporateActionKind, EditOp, Envelope, EsgMode, EsgScoreChanged, Fill, FillStatus, Frequency, HarvestSettings,
     HouseholdUpserted, InputError, InputErrorKind, LotPick, LotPolicy, ModelKind, ModelPublished, ModelWeight,
     OpeningLot, Payload, PriceTick, RestrictionEdited, RestrictionRule, RestrictionSpec, SecurityUpserted, Side,
-    Sleeve, TaxProfile,
+    Sleeve, TaxObjective, TaxObjectiveSet, TaxProfile, TransitionPlan, TransitionSet, WithdrawalScheduled,
 };
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use overlay_core::output::{
@@ -196,10 +196,11 @@ enum_mapping! {
     Side { Buy, Sell }
     FillStatus { Partial, Filled, Rejected, Cancelled }
     ClockKind { MarketClose, Review }
-    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup }
+    Frequency { Monthly, Quarterly, Annually }
+    OrderReason { ModelChange, Restriction, Esg, Drift, CashFlow, Harvest, Replacement, Setup, GainHarvest, Income, Transition }
     SkipReason {
         InsideBand, BelowMinimum, Restricted, NoPrice, UnconfirmedPrice, InsufficientCash,
-        WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral,
+        WashSaleBlock, TaxBudget, LegacyHolding, RoundsToZero, PendingOrder, ShortTermDeferral, TaxObjective,
     }
     InputErrorKind { Malformed, UnsupportedSchemaVersion, InvalidValue, UnknownReference, OutOfOrder }
 }
@@ -235,6 +236,7 @@ impl From<&Payload> for pb::envelope::Payload {
                 sub_industry: m.sub_industry.clone(),
                 identical_group: m.identical_group.clone(),
                 substitutes: strings(&m.substitutes),
+                attributes: m.attributes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
             }),
             Payload::ModelPublished(m) => P::ModelPublished(pb::ModelPublished {
                 model: m.model.to_string(),
@@ -326,8 +328,63 @@ impl From<&Payload> for pb::envelope::Payload {
                     }
                 }),
             }),
+            Payload::TaxObjectiveSet(m) => P::TaxObjectiveSet(pb::TaxObjectiveSet {
+                household: m.household.to_string(),
+                objective: Some(pb::TaxObjective::from(&m.objective)),
+            }),
+            Payload::TransitionSet(m) => P::TransitionSet(pb::TransitionSet {
+                household: m.household.to_string(),
+                plan: Some(pb::TransitionPlan {
+                    period: pb::Frequency::from(m.plan.period) as i32,
+                    periods: m.plan.periods,
+                    budget_usd: m.plan.budget_usd.map(|d| d.to_string()),
+                    yearly_budget_usd: m.plan.yearly_budget_usd.map(|d| d.to_string()),
+                    keep: strings(&m.plan.keep),
+                    complete_below: Some(m.plan.complete_below.to_string()),
+                }),
+            }),
+            Payload::WithdrawalScheduled(m) => P::WithdrawalScheduled(pb::WithdrawalScheduled {
+                household: m.household.to_string(),
+                account: m.account.to_string(),
+                schedule_id: m.schedule_id.clone(),
+                amount: m.amount.to_string(),
+                frequency: pb::Frequency::from(m.frequency) as i32,
+                first_payment: m.first_payment.to_string(),
+                lead_days: Some(m.lead_days),
+                until: m.until.map(|d| d.to_string()),
+                yield_tilt: m.yield_tilt.map(|d| d.to_string()),
+            }),
         }
     }
+}
+
+impl From<&TaxObjective> for pb::TaxObjective {
+    fn from(o: &TaxObjective) -> Self {
+        use pb::tax_objective::{self as t, Kind};
+        let kind = match o {
+            TaxObjective::HarvestLosses => Kind::HarvestLosses(t::HarvestLosses {}),
+            TaxObjective::RealizeGains { target_usd } => {
+                Kind::RealizeGains(t::RealizeGains { target_usd: target_usd.to_string() })
+            }
+            TaxObjective::TaxNeutral { tolerance_usd } => {
+                Kind::TaxNeutral(t::TaxNeutral { tolerance_usd: tolerance_usd.to_string() })
+            }
+        };
+        pb::TaxObjective { kind: Some(kind) }
+    }
+}
+
+fn objective_from_pb(o: pb::TaxObjective) -> Result<TaxObjective, InputError> {
+    use pb::tax_objective::Kind;
+    Ok(match required("tax_objective_set.objective.kind", o.kind)? {
+        Kind::HarvestLosses(_) => TaxObjective::HarvestLosses,
+        Kind::RealizeGains(k) => TaxObjective::RealizeGains {
+            target_usd: dec("tax_objective_set.objective.realize_gains.target_usd", &k.target_usd)?,
+        },
+        Kind::TaxNeutral(k) => TaxObjective::TaxNeutral {
+            tolerance_usd: dec("tax_objective_set.objective.tax_neutral.tolerance_usd", &k.tolerance_usd)?,
+        },
+    })
 }
 
 impl From<&AccountSpec> for pb::AccountSpec {
@@ -386,6 +443,22 @@ impl From<&RestrictionRule> for pb::RestrictionRule {
             }
             RestrictionRule::Substitute { security, substitute } => {
                 K::Substitute(r_pb::Substitute { security: security.to_string(), substitute: substitute.to_string() })
+            }
+            RestrictionRule::Tilt { sector, sub_industry, delta } => K::Tilt(r_pb::Tilt {
+                sector: sector.clone(),
+                sub_industry: sub_industry.clone(),
+                delta: delta.to_string(),
+            }),
+            RestrictionRule::AttributeTilt { attribute, delta } => {
+                K::AttributeTilt(r_pb::AttributeTilt { attribute: attribute.clone(), delta: delta.to_string() })
+            }
+            RestrictionRule::AttributeFilter { attribute, min, max, max_weight } => {
+                K::AttributeFilter(r_pb::AttributeFilter {
+                    attribute: attribute.clone(),
+                    min: min.map(|d| d.to_string()),
+                    max: max.map(|d| d.to_string()),
+                    max_weight: max_weight.map(|d| d.to_string()),
+                })
             }
         };
         pb::RestrictionRule { kind: Some(kind) }
@@ -512,6 +585,70 @@ impl From<&AuditRecord> for pb::AuditRecord {
                 holding_start: holding_start.to_string(),
                 detail: detail.clone(),
             }),
+            AuditBody::IncomeRaised { account, payments, shortfall_usd, sources, est_tax_usd, detail } => {
+                Body::IncomeRaised(a::IncomeRaised {
+                    account: account.to_string(),
+                    payments: payments
+                        .iter()
+                        .map(|p| a::ScheduledPayment {
+                            schedule_id: p.schedule_id.clone(),
+                            payment_date: p.payment_date.to_string(),
+                            amount_usd: p.amount_usd.to_string(),
+                        })
+                        .collect(),
+                    shortfall_usd: shortfall_usd.to_string(),
+                    sources: sources
+                        .iter()
+                        .map(|s| a::IncomeSource {
+                            order_id: s.order_id.to_string(),
+                            security: s.security.to_string(),
+                            quantity: s.quantity.to_string(),
+                            ref_price: s.ref_price.to_string(),
+                            lots: s.lots.iter().map(pb::LotRelief::from).collect(),
+                            est_tax_usd: s.est_tax_usd.to_string(),
+                        })
+                        .collect(),
+                    est_tax_usd: est_tax_usd.to_string(),
+                    detail: detail.clone(),
+                })
+            }
+            AuditBody::TransitionPeriod {
+                account,
+                period,
+                periods,
+                period_start,
+                drift,
+                allowance_usd,
+                budget_usd,
+                yearly_budget_usd,
+                used_usd,
+                planned_gain_usd,
+                kept,
+                detail,
+            } => Body::TransitionPeriod(a::TransitionPeriod {
+                account: account.to_string(),
+                period: *period,
+                periods: *periods,
+                period_start: period_start.to_string(),
+                drift: drift.to_string(),
+                allowance_usd: allowance_usd.to_string(),
+                budget_usd: budget_usd.map(|d| d.to_string()),
+                yearly_budget_usd: yearly_budget_usd.map(|d| d.to_string()),
+                used_usd: used_usd.to_string(),
+                planned_gain_usd: planned_gain_usd.to_string(),
+                kept: strings(kept),
+                detail: detail.clone(),
+            }),
+            AuditBody::IncomePaid { account, schedule_id, payment_date, amount_usd, paid_usd, detail } => {
+                Body::IncomePaid(a::IncomePaid {
+                    account: account.to_string(),
+                    schedule_id: schedule_id.clone(),
+                    payment_date: payment_date.to_string(),
+                    amount_usd: amount_usd.to_string(),
+                    paid_usd: paid_usd.to_string(),
+                    detail: detail.clone(),
+                })
+            }
         };
         pb::AuditRecord {
             seq: r.seq,
@@ -578,6 +715,11 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
             sub_industry: m.sub_industry,
             identical_group: m.identical_group,
             substitutes: m.substitutes.into_iter().map(SecurityId).collect(),
+            attributes: m
+                .attributes
+                .into_iter()
+                .map(|(k, v)| Ok((k.clone(), dec(&format!("security_upserted.attributes.{k}"), &v)?)))
+                .collect::<Result<_, InputError>>()?,
         }),
         P::ModelPublished(m) => Payload::ModelPublished(ModelPublished {
             model: ModelId(m.model),
@@ -650,6 +792,37 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
                 }
             },
             security: SecurityId(m.security),
+        }),
+        P::TransitionSet(m) => {
+            let p = required("transition_set.plan", m.plan)?;
+            let opt =
+                |name: &str, v: Option<String>| v.map(|s| dec(&format!("transition_set.plan.{name}"), &s)).transpose();
+            Payload::TransitionSet(TransitionSet {
+                household: HouseholdId(m.household),
+                plan: TransitionPlan {
+                    period: Frequency::from_pb("transition_set.plan.period", p.period)?,
+                    periods: p.periods,
+                    budget_usd: opt("budget_usd", p.budget_usd)?,
+                    yearly_budget_usd: opt("yearly_budget_usd", p.yearly_budget_usd)?,
+                    keep: p.keep.into_iter().map(SecurityId).collect(),
+                    complete_below: opt("complete_below", p.complete_below)?.unwrap_or(Decimal::new(2, 2)),
+                },
+            })
+        }
+        P::WithdrawalScheduled(m) => Payload::WithdrawalScheduled(WithdrawalScheduled {
+            amount: dec("withdrawal_scheduled.amount", &m.amount)?,
+            frequency: Frequency::from_pb("withdrawal_scheduled.frequency", m.frequency)?,
+            first_payment: date("withdrawal_scheduled.first_payment", &m.first_payment)?,
+            lead_days: m.lead_days.unwrap_or(5),
+            until: m.until.map(|s| date("withdrawal_scheduled.until", &s)).transpose()?,
+            yield_tilt: m.yield_tilt.map(|s| dec("withdrawal_scheduled.yield_tilt", &s)).transpose()?,
+            household: HouseholdId(m.household),
+            account: AccountId(m.account),
+            schedule_id: m.schedule_id,
+        }),
+        P::TaxObjectiveSet(m) => Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: HouseholdId(m.household),
+            objective: objective_from_pb(required("tax_objective_set.objective", m.objective)?)?,
         }),
     })
 }
@@ -779,6 +952,26 @@ fn rule_from_pb(r: pb::RestrictionRule) -> Result<RestrictionRule, InputError> {
         },
         K::Substitute(k) => {
             RestrictionRule::Substitute { security: SecurityId(k.security), substitute: SecurityId(k.substitute) }
+        }
+        K::Tilt(k) => RestrictionRule::Tilt {
+            sector: k.sector,
+            sub_industry: k.sub_industry,
+            delta: dec("restriction_edited.rule.tilt.delta", &k.delta)?,
+        },
+        K::AttributeTilt(k) => RestrictionRule::AttributeTilt {
+            delta: dec("restriction_edited.rule.attribute_tilt.delta", &k.delta)?,
+            attribute: k.attribute,
+        },
+        K::AttributeFilter(k) => {
+            let opt = |name: &str, v: Option<String>| {
+                v.map(|s| dec(&format!("restriction_edited.rule.attribute_filter.{name}"), &s)).transpose()
+            };
+            RestrictionRule::AttributeFilter {
+                min: opt("min", k.min)?,
+                max: opt("max", k.max)?,
+                max_weight: opt("max_weight", k.max_weight)?,
+                attribute: k.attribute,
+            }
         }
     })
 }

@@ -49,6 +49,10 @@ fn every_payload() -> Vec<Payload> {
             sub_industry: "Interactive Media & Services".into(),
             identical_group: Some("ALPHABET".into()),
             substitutes: vec!["GOOG".into(), "META".into()],
+            attributes: [("dividend_yield", "0.0050"), ("profitable", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), d(v)))
+                .collect(),
         }),
         Payload::ModelPublished(ModelPublished {
             model: "US-LARGE-CAP".into(),
@@ -150,6 +154,40 @@ fn every_payload() -> Vec<Payload> {
             ex_date: day("2024-06-10"),
             kind: CorporateActionKind::Split { numerator: 10, denominator: 1 },
         }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: "HH-1001".into(),
+            objective: TaxObjective::RealizeGains { target_usd: d("25000.00") },
+        }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: "HH-1001".into(),
+            objective: TaxObjective::TaxNeutral { tolerance_usd: d("0") },
+        }),
+        Payload::TaxObjectiveSet(TaxObjectiveSet {
+            household: "HH-1001".into(),
+            objective: TaxObjective::HarvestLosses,
+        }),
+        Payload::TransitionSet(TransitionSet {
+            household: "HH-1001".into(),
+            plan: TransitionPlan {
+                period: Frequency::Monthly,
+                periods: 12,
+                budget_usd: Some(d("50000.00")),
+                yearly_budget_usd: Some(d("20000")),
+                keep: vec!["AAPL".into(), "BRK.B".into()],
+                complete_below: d("0.0150"),
+            },
+        }),
+        Payload::WithdrawalScheduled(WithdrawalScheduled {
+            household: "HH-1001".into(),
+            account: "HH-1001-TAX".into(),
+            schedule_id: "income".into(),
+            amount: d("4000.00"),
+            frequency: Frequency::Quarterly,
+            first_payment: day("2025-04-01"),
+            lead_days: 10,
+            until: Some(day("2035-04-01")),
+            yield_tilt: Some(d("0.050")),
+        }),
     ]
 }
 
@@ -163,6 +201,21 @@ fn every_rule() -> Vec<RestrictionRule> {
         RestrictionRule::KeepLegacy { security: "JNJ".into() },
         RestrictionRule::MaxWeight { security: "AAPL".into(), max_weight: d("0.050") },
         RestrictionRule::Substitute { security: "GOOGL".into(), substitute: "GOOG".into() },
+        RestrictionRule::Tilt { sector: Some("Information Technology".into()), sub_industry: None, delta: d("-0.050") },
+        RestrictionRule::Tilt { sector: None, sub_industry: Some("Semiconductors".into()), delta: d("0.02") },
+        RestrictionRule::AttributeTilt { attribute: "dividend_yield".into(), delta: d("0.10") },
+        RestrictionRule::AttributeFilter {
+            attribute: "risk_rating".into(),
+            min: None,
+            max: Some(d("4")),
+            max_weight: Some(d("0.010")),
+        },
+        RestrictionRule::AttributeFilter {
+            attribute: "profitable".into(),
+            min: Some(d("1")),
+            max: None,
+            max_weight: None,
+        },
     ]
 }
 
@@ -191,7 +244,7 @@ fn every_payload_variant_round_trips_exactly() {
     let payloads = every_payload();
     // given one event of every payload type
     let names: std::collections::BTreeSet<_> = payloads.iter().map(Payload::type_name).collect();
-    assert_eq!(names.len(), 10, "one payload per variant");
+    assert_eq!(names.len(), 13, "one payload per variant");
     for payload in payloads {
         let env = envelope(payload);
         // when it goes to protobuf and back

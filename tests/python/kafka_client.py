@@ -169,7 +169,7 @@ def enum(pb_enum, prefix, v, path):
 
 
 def security_upserted(pb, j, m, path):
-    fields(j, path, ["security", "sector"], ["name", "sub_industry", "identical_group", "substitutes"])
+    fields(j, path, ["security", "sector"], ["name", "sub_industry", "identical_group", "substitutes", "attributes"])
     m.security = text(j["security"], f"{path}.security")
     m.name = text(j.get("name", ""), f"{path}.name")
     m.sector = text(j["sector"], f"{path}.sector")
@@ -177,6 +177,11 @@ def security_upserted(pb, j, m, path):
     if "identical_group" in j:
         m.identical_group = text(j["identical_group"], f"{path}.identical_group")
     m.substitutes.extend(text(s, f"{path}.substitutes[{i}]") for i, s in enumerate(j.get("substitutes", [])))
+    attributes = j.get("attributes", {})
+    if not isinstance(attributes, dict):
+        raise BadEvent(f"{path}.attributes is not an object")
+    for name, value in attributes.items():
+        m.attributes[text(name, f"{path}.attributes")] = decimal(value, f"{path}.attributes.{name}")
 
 
 def model_published(pb, j, m, path):
@@ -231,19 +236,30 @@ RULE_FIELDS = {
     "keep_legacy": ["security"],
     "max_weight": ["security", "max_weight"],
     "substitute": ["security", "substitute"],
+    "attribute_tilt": ["attribute", "delta"],
 }
-RULE_DECIMALS = {"min_score", "max_weight"}
+# Kinds with optional fields: (required, optional).
+RULE_OPTIONAL = {
+    "tilt": (["delta"], ["sector", "sub_industry"]),
+    "attribute_filter": (["attribute"], ["min", "max", "max_weight"]),
+}
+RULE_DECIMALS = {"min_score", "max_weight", "delta", "min", "max"}
 
 
 def restriction_rule(pb, j, m, path):
     """{"kind": "max_weight", "security": …, "max_weight": …} -> RestrictionRule{max_weight: MaxWeight{…}}."""
-    kind = text(fields(j, path, ["kind"], [f for fs in RULE_FIELDS.values() for f in fs])["kind"], f"{path}.kind")
-    if kind not in RULE_FIELDS:
+    every = [f for fs in RULE_FIELDS.values() for f in fs] + [f for r, o in RULE_OPTIONAL.values() for f in r + o]
+    kind = text(fields(j, path, ["kind"], every)["kind"], f"{path}.kind")
+    if kind in RULE_FIELDS:
+        required, optional = RULE_FIELDS[kind], []
+    elif kind in RULE_OPTIONAL:
+        required, optional = RULE_OPTIONAL[kind]
+    else:
         raise BadEvent(f"{path}.kind: unknown value {kind!r}")
-    fields(j, path, ["kind", *RULE_FIELDS[kind]])
+    fields(j, path, ["kind", *required], optional)
     sub = getattr(m, kind)
     sub.SetInParent()  # a rule kind with every field empty is still that kind
-    for f in RULE_FIELDS[kind]:
+    for f in [*required, *(o for o in optional if o in j)]:
         p = f"{path}.{f}"
         if f == "mode":
             sub.mode = enum(pb.EsgMode, "ESG_MODE", j[f], p)
@@ -365,6 +381,50 @@ def fill(pb, j, m, path):
         m.lots.add(lot_id=unsigned(lot["lot_id"], f"{p}.lot_id"), quantity=decimal(lot["quantity"], f"{p}.quantity"))
 
 
+def tax_objective_set(pb, j, m, path):
+    fields(j, path, ["household", "objective"])
+    m.household = text(j["household"], f"{path}.household")
+    o, p = j["objective"], f"{path}.objective"
+    kind = text(fields(o, p, ["kind"], ["target_usd", "tolerance_usd"])["kind"], f"{p}.kind")
+    need = {"harvest_losses": [], "realize_gains": ["target_usd"], "tax_neutral": ["tolerance_usd"]}
+    if kind not in need:
+        raise BadEvent(f"{p}.kind: unknown value {kind!r}")
+    fields(o, p, ["kind", *need[kind]])
+    sub = getattr(m.objective, kind)
+    sub.SetInParent()
+    for f in need[kind]:
+        setattr(sub, f, decimal(o[f], f"{p}.{f}"))
+
+
+def withdrawal_scheduled(pb, j, m, path):
+    required = ["household", "account", "schedule_id", "amount", "frequency", "first_payment"]
+    fields(j, path, required, ["lead_days", "until", "yield_tilt"])
+    for f in ["household", "account", "schedule_id"]:
+        setattr(m, f, text(j[f], f"{path}.{f}"))
+    m.amount = decimal(j["amount"], f"{path}.amount")
+    m.frequency = enum(pb.Frequency, "FREQUENCY", j["frequency"], f"{path}.frequency")
+    m.first_payment = date(j["first_payment"], f"{path}.first_payment")
+    if "lead_days" in j:
+        m.lead_days = unsigned(j["lead_days"], f"{path}.lead_days")
+    if j.get("until") is not None:
+        m.until = date(j["until"], f"{path}.until")
+    if j.get("yield_tilt") is not None:
+        m.yield_tilt = decimal(j["yield_tilt"], f"{path}.yield_tilt")
+
+
+def transition_set(pb, j, m, path):
+    fields(j, path, ["household", "plan"])
+    m.household = text(j["household"], f"{path}.household")
+    plan, p = j["plan"], f"{path}.plan"
+    fields(plan, p, ["period", "periods"], ["budget_usd", "yearly_budget_usd", "keep", "complete_below"])
+    m.plan.period = enum(pb.Frequency, "FREQUENCY", plan["period"], f"{p}.period")
+    m.plan.periods = unsigned(plan["periods"], f"{p}.periods")
+    for f in ["budget_usd", "yearly_budget_usd", "complete_below"]:
+        if plan.get(f) is not None:
+            setattr(m.plan, f, decimal(plan[f], f"{p}.{f}"))
+    m.plan.keep.extend(text(s, f"{p}.keep[{i}]") for i, s in enumerate(plan.get("keep", [])))
+
+
 # payload type -> (converter, the payload field naming the record key, or a
 # fixed key; household events are keyed by household, reference data by subject)
 PAYLOADS = {
@@ -378,6 +438,9 @@ PAYLOADS = {
     "restriction_edited": (restriction_edited, HOUSEHOLDS, "household"),
     "cash_flow": (cash_flow, HOUSEHOLDS, "household"),
     "fill": (fill, HOUSEHOLDS, "household"),
+    "tax_objective_set": (tax_objective_set, HOUSEHOLDS, "household"),
+    "withdrawal_scheduled": (withdrawal_scheduled, HOUSEHOLDS, "household"),
+    "transition_set": (transition_set, HOUSEHOLDS, "household"),
 }
 CLOCK_KEY = "clock"
 

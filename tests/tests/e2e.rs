@@ -27,3 +27,5 @@ mod ops;
 mod propose;
 #[path = "e2e/replay.rs"]
 mod replay;
+#[path = "e2e/transition_plan.rs"]
+mod transition_plan;

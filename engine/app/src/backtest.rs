@@ -49,13 +49,15 @@
 //! outputs is ordered. The same data and options give the same bytes.
 
 mod chart;
+pub mod personal;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use chrono::{Datelike, Duration, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
 use overlay_core::event::{
     AccountKind, AccountSettings, AccountSpec, Clock, ClockKind, Envelope, Fill, FillStatus, HouseholdUpserted,
-    ModelKind, ModelPublished, Payload, PriceTick, SecurityUpserted, Side, Sleeve, TaxProfile, SCHEMA_VERSION_CURRENT,
+    ModelKind, ModelPublished, OpeningLot, Payload, PriceTick, RestrictionSpec, SecurityUpserted, Side, Sleeve,
+    TaxProfile, SCHEMA_VERSION_CURRENT,
 };
 use overlay_core::fold::{step, Applied, Input};
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
@@ -143,6 +145,13 @@ pub struct HouseholdPlan {
     /// (account, kind, opening cash)
     pub accounts: Vec<(AccountId, AccountKind, Decimal)>,
     pub tax: TaxProfile,
+    /// Restrictions it arrives with (a tilt, say).
+    pub restrictions: Vec<RestrictionSpec>,
+    /// Lots its first account arrives with.
+    pub opening_lots: Vec<OpeningLot>,
+    /// Events right after it arrives (a withdrawal schedule; a transition,
+    /// set before its accounts take their sleeves).
+    pub then: Vec<Payload>,
 }
 
 /// Household sizes, with the tax rates of households that size (2015 federal
@@ -188,6 +197,9 @@ pub fn household_set() -> Vec<HouseholdPlan> {
                         annual_gain_budget_usd: Some(budget),
                         ..TaxProfile::default()
                     },
+                    restrictions: Vec::new(),
+                    opening_lots: Vec::new(),
+                    then: Vec::new(),
                 });
             }
         }
@@ -195,27 +207,34 @@ pub fn household_set() -> Vec<HouseholdPlan> {
     out
 }
 
-fn household_upserted(h: &HouseholdPlan) -> HouseholdUpserted {
+/// The household's arrival; `managed` false: its accounts have no sleeves
+/// yet (a transition is set before they take them).
+fn household_upserted(h: &HouseholdPlan, managed: bool) -> HouseholdUpserted {
     HouseholdUpserted {
         household: h.id.clone(),
         tax: h.tax.clone(),
         accounts: h
             .accounts
             .iter()
-            .map(|(account, kind, cash)| AccountSpec {
+            .enumerate()
+            .map(|(i, (account, kind, cash))| AccountSpec {
                 account: account.clone(),
                 kind: *kind,
-                sleeves: vec![Sleeve { model: ModelId::new(MODEL_SP500_CW), percent: Decimal::ONE }],
+                sleeves: if managed {
+                    vec![Sleeve { model: ModelId::new(MODEL_SP500_CW), percent: Decimal::ONE }]
+                } else {
+                    Vec::new()
+                },
                 settings: AccountSettings {
                     fractional: h.fractional,
                     min_trade_usd: Decimal::from(if h.fractional { 25 } else { 100 }),
                     ..AccountSettings::default()
                 },
                 opening_cash: *cash,
-                opening_lots: Vec::new(),
+                opening_lots: if i == 0 { h.opening_lots.clone() } else { Vec::new() },
             })
             .collect(),
-        restrictions: Vec::new(),
+        restrictions: h.restrictions.clone(),
     }
 }
 
@@ -491,6 +510,8 @@ struct Book {
     account: AccountId,
     kind: AccountKind,
     opening_usd: Decimal,
+    /// Shares the account arrived with, by security.
+    opening_shares: BTreeMap<SecurityId, Decimal>,
     /// Value at each day's close.
     values: Vec<Decimal>,
     /// Cash at each day's close.
@@ -566,6 +587,8 @@ pub struct Report {
     /// Where the trade log disagrees with the engine's books: realized gains
     /// per household and year, cash or positions per account.
     pub ledger_mismatches: Vec<String>,
+    /// The personalisation scenarios.
+    pub personal: personal::Findings,
     pub out: PathBuf,
 }
 
@@ -625,12 +648,14 @@ struct Sim {
     rejections: Vec<String>,
     /// The trading day being played.
     today: NaiveDate,
+    findings: personal::Findings,
 }
 
 impl Sim {
     fn feed(&mut self, env: &Envelope) -> Result<Applied> {
         env.validate().with_context(|| format!("the backtest made an invalid event {}", env.event_id))?;
         let applied = step(&mut self.state, Input::Event(env));
+        self.findings.observe(&self.state, self.today, &applied.audit);
         if let Some((_, err)) = &applied.rejection {
             self.rejections.push(format!("{} ({}): {err}", env.event_id, env.payload.type_name()));
         }
@@ -728,15 +753,23 @@ pub fn run(opts: &BacktestOptions) -> Result<Report> {
         })
         .collect();
 
-    let households = household_set();
+    let mut households = household_set();
+    let day0 = |s: &SecurityId| panel.close(0, column[s]).expect("the universe is priced on day 0");
+    let v1: Vec<(SecurityId, Decimal)> = model_v1.weights.iter().map(|w| (w.security.clone(), w.weight)).collect();
+    households.extend(personal::households(panel.dates[0], &v1, &day0));
     let mut books: Vec<Book> = Vec::new();
     for (i, h) in households.iter().enumerate() {
-        for (a, kind, cash) in &h.accounts {
+        for (j, (a, kind, cash)) in h.accounts.iter().enumerate() {
+            let mut opening_shares: BTreeMap<SecurityId, Decimal> = BTreeMap::new();
+            for l in h.opening_lots.iter().filter(|_| j == 0) {
+                *opening_shares.entry(l.security.clone()).or_default() += l.quantity;
+            }
             books.push(Book {
                 household: i,
                 account: a.clone(),
                 kind: *kind,
                 opening_usd: *cash,
+                opening_shares,
                 values: Vec::with_capacity(days),
                 cash: Vec::with_capacity(days),
                 min_cash: *cash,
@@ -758,6 +791,7 @@ pub fn run(opts: &BacktestOptions) -> Result<Report> {
         orders_by_reason: BTreeMap::new(),
         rejections: Vec::new(),
         today: panel.dates[0],
+        findings: personal::Findings::default(),
     };
     let mut last_close: Vec<Option<Decimal>> = vec![None; panel.tickers.len()];
     let mut index_values: Vec<Decimal> = Vec::with_capacity(days);
@@ -808,12 +842,31 @@ pub fn run(opts: &BacktestOptions) -> Result<Report> {
                 Payload::ModelPublished(model_v1.clone()),
             ))?;
             for h in &households {
+                // A transition is set before the accounts take their sleeves,
+                // so their first decision already follows it.
+                let transition = h.then.iter().any(|p| matches!(p, Payload::TransitionSet(_)));
                 sim.feed(&envelope(
                     format!("bt-household-{}", h.id),
                     PRODUCER_CRM,
                     close + Duration::minutes(1),
-                    Payload::HouseholdUpserted(household_upserted(h)),
+                    Payload::HouseholdUpserted(household_upserted(h, !transition)),
                 ))?;
+                for (i, p) in h.then.iter().enumerate() {
+                    sim.feed(&envelope(
+                        format!("bt-household-{}-then-{i}", h.id),
+                        PRODUCER_CRM,
+                        close + Duration::minutes(1),
+                        p.clone(),
+                    ))?;
+                }
+                if transition {
+                    sim.feed(&envelope(
+                        format!("bt-household-{}-managed", h.id),
+                        PRODUCER_CRM,
+                        close + Duration::minutes(1),
+                        Payload::HouseholdUpserted(household_upserted(h, true)),
+                    ))?;
+                }
             }
         } else {
             // The custodian fills yesterday's orders (and any that waited for a close) at today's close.
@@ -922,8 +975,10 @@ pub fn run(opts: &BacktestOptions) -> Result<Report> {
     // The trade log must account for the engine's cash and positions too.
     for b in &books {
         let account = &sim.state.households[&households[b.household].id].accounts[&b.account];
-        let mut cash = b.opening_usd;
-        let mut held: BTreeMap<&SecurityId, Decimal> = BTreeMap::new();
+        // Scheduled withdrawals that fell due left the account, but for what is still due.
+        let withdrawn = sim.findings.due_usd.get(&b.account).copied().unwrap_or_default() - account.withdrawal_due;
+        let mut cash = b.opening_usd - withdrawn;
+        let mut held: BTreeMap<&SecurityId, Decimal> = b.opening_shares.iter().map(|(s, q)| (s, *q)).collect();
         for t in trades.iter().filter(|t| t.account == b.account) {
             let signed = if t.side == Side::Buy { t.quantity } else { -t.quantity };
             *held.entry(&t.security).or_default() += signed;
@@ -985,6 +1040,19 @@ pub fn run(opts: &BacktestOptions) -> Result<Report> {
         });
     }
 
+    // The tilt's sector in the index at the end, from the index's own shares.
+    let sector_of: BTreeMap<&SecurityId, &str> = securities.iter().map(|s| (&s.security, s.sector.as_str())).collect();
+    let (mut in_sector, mut index_total) = (Decimal::ZERO, Decimal::ZERO);
+    for &(c, shares) in &index {
+        let v = shares * last_close[c].unwrap_or_default();
+        index_total += v;
+        if sector_of.get(&panel.tickers[c]).is_some_and(|s| *s == personal::TILT_SECTOR) {
+            in_sector += v;
+        }
+    }
+    let index_sector = if index_total > Decimal::ZERO { to_f64(in_sector / index_total) } else { 0.0 };
+    let mut findings = std::mem::take(&mut sim.findings);
+    findings.finish(&sim.state, panel.dates[days - 1], index_sector);
     let report = Report {
         first_day: panel.dates[0],
         last_day: panel.dates[days - 1],
@@ -999,6 +1067,7 @@ pub fn run(opts: &BacktestOptions) -> Result<Report> {
         budget_breaches: breaches,
         rejections: sim.rejections.clone(),
         ledger_mismatches: mismatches,
+        personal: findings,
         out: opts.out.clone(),
     };
     write_outputs(opts, &report, &trades, &books, &households, &index_values, &panel.dates)?;
@@ -1195,6 +1264,7 @@ impl Report {
             )?;
         }
         self.print_footer(out, "")?;
+        self.personal.markdown(&self.accounts, out)?;
         writeln!(out, "outputs in {}", self.out.display())
     }
 
@@ -1268,7 +1338,8 @@ impl Report {
             )?;
         }
         writeln!(out)?;
-        self.print_footer(out, "- ")
+        self.print_footer(out, "- ")?;
+        self.personal.markdown(&self.accounts, out)
     }
 }
 
@@ -1410,7 +1481,7 @@ mod tests {
                 producer: "p".into(),
                 event_time: close_time_utc(d("2015-01-02")),
                 schema_version: SCHEMA_VERSION_CURRENT,
-                payload: Payload::HouseholdUpserted(household_upserted(h)),
+                payload: Payload::HouseholdUpserted(household_upserted(h, true)),
             };
             e.validate().unwrap();
         }

@@ -16,3 +16,4 @@ pub mod replay_cmd;
 pub mod runner;
 pub mod show;
 pub mod topics;
+pub mod transition;

@@ -93,6 +93,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tax-aware transitions (see README): `plan` projects drift and tax per period.
+    Transition {
+        #[command(subcommand)]
+        command: TransitionCommand,
+    },
     /// Appends events (JSON, a JSON array, or NDJSON) to the input topics.
     Publish {
         /// Files to read ("-" for standard input).
@@ -163,6 +168,20 @@ enum Command {
         /// A tansu binary the kafka benchmark starts its brokers from (`bash scripts/setup-kafka` prints it).
         #[arg(long, env = "OVERLAY_TANSU")]
         tansu: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransitionCommand {
+    /// Prints the projected path (drift and tax per period) of the transition in a household
+    /// snapshot (schemas/household_snapshot.schema.json, with a "transition" plan). Touches no state.
+    Plan {
+        /// The snapshot file ("-" for standard input).
+        #[arg(long)]
+        household: PathBuf,
+        /// The periods as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -321,6 +340,15 @@ fn real_main(cli: Cli) -> Result<()> {
                 writeln!(out, "{}", overlay_app::propose::to_json(&proposal)?)?;
             } else {
                 overlay_app::propose::print_text(&snapshot, &proposal, &mut out)?;
+            }
+        }
+        Command::Transition { command: TransitionCommand::Plan { household, json } } => {
+            let (snapshot, rows) = overlay_app::transition::plan_file(&household)?;
+            let mut out = stdout.lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                overlay_app::transition::print_text(&snapshot, &rows, &mut out)?;
             }
         }
         Command::Publish { files, unchecked, raw, topic, key, kafka } => {

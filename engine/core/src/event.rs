@@ -9,6 +9,7 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, Securi
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The schema versions this build reads. Version 1 is the current one.
 pub const SCHEMA_VERSION_CURRENT: u32 = 1;
@@ -18,6 +19,9 @@ pub const HOUSEHOLD_ACCOUNTS_MAX: usize = 64;
 pub const ACCOUNT_SLEEVES_MAX: usize = 16;
 pub const ACCOUNT_OPENING_LOTS_MAX: usize = 20_000;
 pub const ID_LEN_MAX: usize = 128;
+/// Most attributes one security carries, and the longest attribute name.
+pub const SECURITY_ATTRIBUTES_MAX: usize = 64;
+pub const ATTRIBUTE_NAME_LEN_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +47,9 @@ pub enum Payload {
     Fill(Fill),
     Clock(Clock),
     CorporateAction(CorporateAction),
+    TaxObjectiveSet(TaxObjectiveSet),
+    WithdrawalScheduled(WithdrawalScheduled),
+    TransitionSet(TransitionSet),
 }
 
 /// Which stream an event belongs to: reference data is read in full by every
@@ -66,6 +73,9 @@ impl Payload {
             Payload::Fill(_) => "fill",
             Payload::Clock(_) => "clock",
             Payload::CorporateAction(_) => "corporate_action",
+            Payload::TaxObjectiveSet(_) => "tax_objective_set",
+            Payload::WithdrawalScheduled(_) => "withdrawal_scheduled",
+            Payload::TransitionSet(_) => "transition_set",
         }
     }
 
@@ -81,6 +91,9 @@ impl Payload {
             Payload::RestrictionEdited(e) => EventKey::Household(&e.household),
             Payload::CashFlow(e) => EventKey::Household(&e.household),
             Payload::Fill(e) => EventKey::Household(&e.household),
+            Payload::TaxObjectiveSet(e) => EventKey::Household(&e.household),
+            Payload::WithdrawalScheduled(e) => EventKey::Household(&e.household),
+            Payload::TransitionSet(e) => EventKey::Household(&e.household),
         }
     }
 }
@@ -100,6 +113,11 @@ pub struct SecurityUpserted {
     /// Preferred replacements, best first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub substitutes: Vec<SecurityId>,
+    /// Numeric attributes by name, for attribute filters and tilts: a
+    /// dividend yield (`0.031`), a risk or ESG rating, a flag as 1 or 0
+    /// (`profitable`). Names are lower-case letters, digits and `_`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, Decimal>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +327,9 @@ pub const FILL_LOTS_MAX: usize = 1024;
 /// Most restrictions one household carries.
 pub const HOUSEHOLD_RESTRICTIONS_MAX: usize = 256;
 
+/// Most withdrawal schedules one household carries.
+pub const HOUSEHOLD_SCHEDULES_MAX: usize = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EsgMode {
@@ -323,13 +344,67 @@ pub enum EsgMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RestrictionRule {
-    DoNotBuy { security: SecurityId },
-    DoNotHold { security: SecurityId },
-    SectorExclusion { sector: String },
-    EsgMinimum { min_score: Decimal, mode: EsgMode },
-    KeepLegacy { security: SecurityId },
-    MaxWeight { security: SecurityId, max_weight: Decimal },
-    Substitute { security: SecurityId, substitute: SecurityId },
+    DoNotBuy {
+        security: SecurityId,
+    },
+    DoNotHold {
+        security: SecurityId,
+    },
+    SectorExclusion {
+        sector: String,
+    },
+    EsgMinimum {
+        min_score: Decimal,
+        mode: EsgMode,
+    },
+    KeepLegacy {
+        security: SecurityId,
+    },
+    MaxWeight {
+        security: SecurityId,
+        max_weight: Decimal,
+    },
+    Substitute {
+        security: SecurityId,
+        substitute: SecurityId,
+    },
+    /// Moves the target's weight in one sector, or one sub-industry, by
+    /// `delta` relative to the model (−0.05: five percentage points less),
+    /// taking it from or giving it to the rest of the target pro rata.
+    Tilt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sector: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sub_industry: Option<String>,
+        delta: Decimal,
+    },
+    /// Moves `delta` of the target's weight toward the names whose attribute
+    /// is above the target's weighted average (away from them when negative),
+    /// pro rata: a yield tilt is `attribute: dividend_yield`.
+    AttributeTilt {
+        attribute: String,
+        delta: Decimal,
+    },
+    /// Securities whose attribute is below `min` or above `max` are excluded
+    /// like a sector (sold, not bought, their weight redistributed), or,
+    /// with `max_weight`, capped at that weight each. Securities without the
+    /// attribute pass.
+    AttributeFilter {
+        attribute: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_weight: Option<Decimal>,
+    },
+}
+
+impl RestrictionRule {
+    /// Whether a security fails an attribute filter (a missing attribute passes).
+    pub fn attribute_fails(min: Option<Decimal>, max: Option<Decimal>, value: Option<Decimal>) -> bool {
+        value.is_some_and(|v| min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -463,6 +538,128 @@ pub struct CorporateAction {
     pub kind: CorporateActionKind,
 }
 
+/// What a household wants from its taxes this year (taxable accounts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaxObjective {
+    /// Harvest losses on the daily close (the default).
+    #[default]
+    HarvestLosses,
+    /// Realize net gains up to `target_usd` this calendar year (to use a low
+    /// bracket or offset carried losses): on the daily close, gain lots are
+    /// sold and bought straight back; no loss is harvested.
+    RealizeGains { target_usd: Decimal },
+    /// Keep this year's net realized gain within ±`tolerance_usd`: sales
+    /// are trimmed so it stays inside, harvesting stops at −tolerance, and
+    /// gains are realized to bring it back up when it falls below.
+    TaxNeutral { tolerance_usd: Decimal },
+}
+
+/// A household's tax objective changed; later decisions follow it.
+/// Produced by the advisor workstation / CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxObjectiveSet {
+    pub household: HouseholdId,
+    pub objective: TaxObjective,
+}
+
+/// How often a scheduled withdrawal is paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frequency {
+    Monthly,
+    Quarterly,
+    Annually,
+}
+
+impl Frequency {
+    /// Months between payments.
+    pub fn months(self) -> u32 {
+        match self {
+            Frequency::Monthly => 1,
+            Frequency::Quarterly => 3,
+            Frequency::Annually => 12,
+        }
+    }
+}
+
+/// Most days ahead of a payment its cash may be raised.
+pub const WITHDRAWAL_LEAD_DAYS_MAX: u32 = 60;
+
+fn lead_days_default() -> u32 {
+    5
+}
+
+/// A retirement income: `amount` paid out of `account` every period from
+/// `first_payment` (until `until`, if given). The cash is raised `lead_days`
+/// ahead of each payment from the lots that cost the least tax while drift
+/// stays inside the bands. Sending the same `schedule_id` again replaces the
+/// schedule. Produced by the advisor workstation / CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalScheduled {
+    pub household: HouseholdId,
+    pub account: AccountId,
+    pub schedule_id: String,
+    pub amount: Decimal,
+    pub frequency: Frequency,
+    pub first_payment: NaiveDate,
+    #[serde(default = "lead_days_default")]
+    pub lead_days: u32,
+    /// Last day a payment may fall on (none: open-ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<NaiveDate>,
+    /// Tilt the account toward names with a dividend yield above the
+    /// target's average by this much (like an `attribute_tilt` on
+    /// `dividend_yield`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yield_tilt: Option<Decimal>,
+}
+
+/// Most periods a transition is planned over, and most positions it keeps.
+pub const TRANSITION_PERIODS_MAX: u32 = 120;
+pub const TRANSITION_KEEP_MAX: usize = 256;
+
+fn complete_below_default() -> Decimal {
+    Decimal::new(2, 2)
+}
+
+/// How a household funded with legacy positions moves to its model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionPlan {
+    /// How often a period starts (its first clock trades).
+    pub period: Frequency,
+    /// Periods the tax budget is spread over (after them, what is left may be used at once).
+    pub periods: u32,
+    /// Most net realized gain over the whole transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<Decimal>,
+    /// Most net realized gain of the transition in one calendar year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yearly_budget_usd: Option<Decimal>,
+    /// Positions the client keeps (a concentrated holding, say): never sold,
+    /// counted toward the account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<SecurityId>,
+    /// The transition is complete once no taxable account drifts more than
+    /// this (half the sum of |actual − target| weights). Default 0.02.
+    #[serde(default = "complete_below_default")]
+    pub complete_below: Decimal,
+}
+
+/// A household starts (or replaces) a tax-aware transition to its model:
+/// each period, legacy positions are sold toward the target within the tax
+/// budget, losses and long-term gains first. Between periods nothing is
+/// sold at a gain. Produced by the advisor workstation / CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionSet {
+    pub household: HouseholdId,
+    pub plan: TransitionPlan,
+}
+
 /// Why an input was refused. The kind is stable (it is matched on by tools);
 /// the message is for people.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -562,6 +759,27 @@ fn check_fraction(field: &str, value: Decimal) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Attribute names: 1 to 64 of `a-z`, `0-9`, `_`.
+fn check_attribute_name(name: &str) -> Result<(), InputError> {
+    if name.is_empty() || name.len() > ATTRIBUTE_NAME_LEN_MAX {
+        return Err(InputError::invalid(format!(
+            "attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_LEN_MAX} bytes"
+        )));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(InputError::invalid(format!("attribute name {name:?} may hold only a-z, 0-9 and _")));
+    }
+    Ok(())
+}
+
+/// A tilt moves at most the whole account: −1 ≤ delta ≤ 1, and not 0.
+fn check_delta(value: Decimal) -> Result<(), InputError> {
+    if value.is_zero() || value < -Decimal::ONE || value > Decimal::ONE {
+        return Err(InputError::invalid(format!("delta must be between -1 and 1 and not 0, got {value}")));
+    }
+    Ok(())
+}
+
 fn check_count(field: &str, len: usize, max: usize) -> Result<(), InputError> {
     if len > max {
         return Err(InputError::invalid(format!("{field} has {len} entries, more than the limit of {max}")));
@@ -602,6 +820,10 @@ impl Payload {
                     if *s == e.security {
                         return Err(InputError::invalid(format!("{} names itself as a substitute", e.security)));
                     }
+                }
+                check_count("attributes", e.attributes.len(), SECURITY_ATTRIBUTES_MAX)?;
+                for name in e.attributes.keys() {
+                    check_attribute_name(name)?;
                 }
                 Ok(())
             }
@@ -683,6 +905,42 @@ impl Payload {
                 }
             }
             Payload::Clock(_) => Ok(()),
+            Payload::TaxObjectiveSet(e) => {
+                check_id("household", e.household.as_str())?;
+                match e.objective {
+                    TaxObjective::HarvestLosses => Ok(()),
+                    TaxObjective::RealizeGains { target_usd } => check_positive("target_usd", target_usd),
+                    TaxObjective::TaxNeutral { tolerance_usd } => check_non_negative("tolerance_usd", tolerance_usd),
+                }
+            }
+            Payload::WithdrawalScheduled(e) => {
+                check_id("household", e.household.as_str())?;
+                check_id("account", e.account.as_str())?;
+                check_id("schedule_id", &e.schedule_id)?;
+                check_positive("amount", e.amount)?;
+                if e.lead_days > WITHDRAWAL_LEAD_DAYS_MAX {
+                    return Err(InputError::invalid(format!(
+                        "lead_days {} is more than {WITHDRAWAL_LEAD_DAYS_MAX}",
+                        e.lead_days
+                    )));
+                }
+                if let Some(until) = e.until {
+                    if until < e.first_payment {
+                        return Err(InputError::invalid(format!(
+                            "until {until} is before the first payment {}",
+                            e.first_payment
+                        )));
+                    }
+                }
+                if let Some(t) = e.yield_tilt {
+                    check_delta(t)?;
+                }
+                Ok(())
+            }
+            Payload::TransitionSet(e) => {
+                check_id("household", e.household.as_str())?;
+                validate_transition(&e.plan)
+            }
             Payload::CorporateAction(e) => {
                 check_id("security", e.security.as_str())?;
                 match e.kind {
@@ -699,6 +957,25 @@ impl Payload {
             }
         }
     }
+}
+
+/// Checks a transition plan (also a household snapshot's).
+pub fn validate_transition(p: &TransitionPlan) -> Result<(), InputError> {
+    if p.periods == 0 || p.periods > TRANSITION_PERIODS_MAX {
+        return Err(InputError::invalid(format!("periods must be 1 to {TRANSITION_PERIODS_MAX}, got {}", p.periods)));
+    }
+    if p.budget_usd.is_none() && p.yearly_budget_usd.is_none() {
+        return Err(InputError::invalid("a transition needs a budget_usd, a yearly_budget_usd, or both"));
+    }
+    for b in [p.budget_usd, p.yearly_budget_usd].into_iter().flatten() {
+        check_non_negative("budget", b)?;
+    }
+    check_fraction("complete_below", p.complete_below)?;
+    check_count("keep", p.keep.len(), TRANSITION_KEEP_MAX)?;
+    for s in &p.keep {
+        check_id("keep", s.as_str())?;
+    }
+    Ok(())
 }
 
 fn validate_model(e: &ModelPublished) -> Result<(), InputError> {
@@ -812,6 +1089,31 @@ fn validate_rule(rule: &RestrictionRule) -> Result<(), InputError> {
             check_id("substitute", substitute.as_str())?;
             if security == substitute {
                 return Err(InputError::invalid("a security cannot substitute for itself"));
+            }
+            Ok(())
+        }
+        RestrictionRule::Tilt { sector, sub_industry, delta } => {
+            match (sector, sub_industry) {
+                (Some(s), None) | (None, Some(s)) if !s.is_empty() => {}
+                _ => return Err(InputError::invalid("a tilt names exactly one non-empty sector or sub_industry")),
+            }
+            check_delta(*delta)
+        }
+        RestrictionRule::AttributeTilt { attribute, delta } => {
+            check_attribute_name(attribute)?;
+            check_delta(*delta)
+        }
+        RestrictionRule::AttributeFilter { attribute, min, max, max_weight } => {
+            check_attribute_name(attribute)?;
+            match (min, max) {
+                (None, None) => return Err(InputError::invalid("an attribute filter needs a min or a max")),
+                (Some(lo), Some(hi)) if lo > hi => {
+                    return Err(InputError::invalid(format!("attribute filter min {lo} is above its max {hi}")))
+                }
+                _ => {}
+            }
+            if let Some(w) = max_weight {
+                check_fraction("max_weight", *w)?;
             }
             Ok(())
         }

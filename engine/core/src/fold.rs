@@ -5,14 +5,15 @@
 use crate::event::{
     AccountSpec, CashFlow, CashFlowKind, ClockKind, CorporateAction, CorporateActionKind, EditOp, Envelope,
     EsgScoreChanged, Fill, FillStatus, HouseholdUpserted, InputError, InputErrorKind, ModelPublished, Payload,
-    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side,
+    PriceTick, RestrictionEdited, RestrictionRule, SecurityUpserted, Side, TaxObjectiveSet, TransitionSet,
+    WithdrawalScheduled,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
-    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, PendingOrder, PriceState, Restriction, State,
-    WashLedger, REFERENCE_STREAM,
+    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, ObjectiveInForce, PendingOrder, PriceState, Restriction,
+    State, WashLedger, REFERENCE_STREAM,
 };
 use crate::tax;
 use crate::text::hex_lower;
@@ -136,6 +137,9 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
         Payload::Fill(e) => decide_fill(state, env, e),
         Payload::Clock(e) => Ok(decide_clock(state, env, e.kind, e.trade_date)),
         Payload::CorporateAction(e) => decide_corporate_action(state, e),
+        Payload::TaxObjectiveSet(e) => decide_objective(state, env, e),
+        Payload::WithdrawalScheduled(e) => decide_withdrawal_schedule(state, env, e),
+        Payload::TransitionSet(e) => decide_transition(state, env, e),
     };
     match result {
         Ok(mut d) => {
@@ -218,6 +222,31 @@ fn summarize(p: &Payload) -> String {
         ),
         Payload::Clock(e) => format!("{:?} {}", e.kind, e.trade_date),
         Payload::CorporateAction(e) => format!("{} {:?} ex {}", e.security, e.kind, e.ex_date),
+        Payload::TaxObjectiveSet(e) => format!("{}: {}", e.household, crate::objective::describe(&e.objective)),
+        Payload::TransitionSet(e) => format!(
+            "{}: transition over {} {:?} period(s){}{}{}",
+            e.household,
+            e.plan.periods,
+            e.plan.period,
+            e.plan.budget_usd.map_or(String::new(), |b| format!(", budget ${b}")),
+            e.plan.yearly_budget_usd.map_or(String::new(), |b| format!(", ${b} a year")),
+            if e.plan.keep.is_empty() {
+                String::new()
+            } else {
+                format!(", keeping {}", e.plan.keep.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            }
+        ),
+        Payload::WithdrawalScheduled(e) => format!(
+            "{}: ${} {:?} from {} from {}{}, raised {} days ahead{}",
+            e.schedule_id,
+            e.amount,
+            e.frequency,
+            e.account,
+            e.first_payment,
+            e.until.map_or(String::new(), |u| format!(" until {u}")),
+            e.lead_days,
+            e.yield_tilt.map_or(String::new(), |t| format!(", yield tilt {t}"))
+        ),
     }
 }
 
@@ -395,6 +424,9 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
         restrictions: BTreeMap::new(),
         realized: BTreeMap::new(),
         wash: WashLedger::default(),
+        objective: None,
+        income: BTreeMap::new(),
+        transition: None,
     });
     hh.tax = e.tax.clone();
     for spec in &e.restrictions {
@@ -462,6 +494,7 @@ fn upsert_account(existing: Option<&Account>, spec: &AccountSpec) -> (Account, B
         settings: spec.settings.clone(),
         cash: spec.opening_cash,
         withdrawal_due: Decimal::ZERO,
+        income_reserved: Decimal::ZERO,
         lots: BTreeMap::new(),
         pending: BTreeMap::new(),
         next_lot_id,
@@ -478,6 +511,9 @@ fn header_of(h: &Household) -> Household {
         restrictions: h.restrictions.clone(),
         realized: h.realized.clone(),
         wash: h.wash.clone(),
+        objective: h.objective.clone(),
+        income: h.income.clone(),
+        transition: h.transition.clone(),
     }
 }
 
@@ -490,6 +526,7 @@ fn header_account(a: &Account) -> Account {
         settings: a.settings.clone(),
         cash: a.cash,
         withdrawal_due: a.withdrawal_due,
+        income_reserved: a.income_reserved,
         lots: BTreeMap::new(),
         pending: BTreeMap::new(),
         next_lot_id: a.next_lot_id,
@@ -553,8 +590,101 @@ pub(crate) fn rule_securities(rule: &RestrictionRule) -> Vec<&SecurityId> {
         | RestrictionRule::KeepLegacy { security }
         | RestrictionRule::MaxWeight { security, .. } => vec![security],
         RestrictionRule::Substitute { security, substitute } => vec![security, substitute],
-        RestrictionRule::SectorExclusion { .. } | RestrictionRule::EsgMinimum { .. } => vec![],
+        RestrictionRule::SectorExclusion { .. }
+        | RestrictionRule::EsgMinimum { .. }
+        | RestrictionRule::Tilt { .. }
+        | RestrictionRule::AttributeTilt { .. }
+        | RestrictionRule::AttributeFilter { .. } => vec![],
     }
+}
+
+/// A new tax objective: stored with its time and version; the household's
+/// next decisions follow it.
+fn decide_objective(state: &State, env: &Envelope, e: &TaxObjectiveSet) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("tax objective for unknown household {}", e.household)));
+    };
+    let mut hh = header_of(existing);
+    let version = existing.objective.as_ref().map_or(1, |o| o.version + 1);
+    hh.objective = Some(ObjectiveInForce { objective: e.objective.clone(), since: env.event_time, version });
+    Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
+}
+
+/// A scheduled withdrawal added or replaced. Cash set aside under the
+/// schedule it replaces is released; the next clocks raise and pay.
+fn decide_withdrawal_schedule(state: &State, env: &Envelope, e: &WithdrawalScheduled) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("withdrawal schedule for unknown household {}", e.household)));
+    };
+    if !existing.accounts.contains_key(&e.account) {
+        return Err(unknown(format!(
+            "withdrawal schedule for unknown account {} of household {}",
+            e.account, e.household
+        )));
+    }
+    if e.first_payment < env.event_time.date_naive() {
+        return Err(InputError::invalid(format!(
+            "first_payment {} is before the event's date {}",
+            e.first_payment,
+            env.event_time.date_naive()
+        )));
+    }
+    if existing.income.len() >= crate::event::HOUSEHOLD_SCHEDULES_MAX && !existing.income.contains_key(&e.schedule_id) {
+        return Err(InputError::invalid(format!(
+            "household {} already has {} withdrawal schedules",
+            e.household,
+            crate::event::HOUSEHOLD_SCHEDULES_MAX
+        )));
+    }
+    let mut hh = header_of(existing);
+    let old = hh.income.get(&e.schedule_id).cloned();
+    let mut d = Decision::default();
+    if let Some(old) = &old {
+        if old.raised_for.is_some() {
+            let mut a = header_account(&existing.accounts[&old.account]);
+            a.income_reserved = (a.income_reserved - old.amount).max(Decimal::ZERO);
+            d.changes.push(Change::Account(e.household.clone(), a));
+        }
+    }
+    hh.income.insert(
+        e.schedule_id.clone(),
+        crate::state::IncomeSchedule {
+            account: e.account.clone(),
+            amount: e.amount,
+            frequency: e.frequency,
+            next_payment: e.first_payment,
+            lead_days: e.lead_days,
+            until: e.until,
+            yield_tilt: e.yield_tilt,
+            raised_for: None,
+            version: old.map_or(1, |o| o.version + 1),
+        },
+    );
+    d.changes.insert(0, Change::Household(hh));
+    Ok(d)
+}
+
+/// A transition starts (or replaces the one in force, its budget used
+/// starting afresh): its first period begins on the event's date.
+fn decide_transition(state: &State, env: &Envelope, e: &TransitionSet) -> Result<Decision, InputError> {
+    let Some(existing) = state.households.get(&e.household) else {
+        return Err(unknown(format!("transition for unknown household {}", e.household)));
+    };
+    if let Some(s) = e.plan.keep.iter().find(|s| !state.securities.contains_key(*s)) {
+        return Err(unknown(format!("transition keeps unknown security {s}")));
+    }
+    let mut hh = header_of(existing);
+    let version = existing.transition.as_ref().map_or(1, |t| t.version + 1);
+    hh.transition = Some(crate::state::Transition {
+        plan: e.plan.clone(),
+        started: env.event_time.date_naive(),
+        periods_done: 0,
+        used_usd: Decimal::ZERO,
+        used_by_year: BTreeMap::new(),
+        completed: None,
+        version,
+    });
+    Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
 }
 
 fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
@@ -623,6 +753,7 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
             }
         }
     }
+    let mut order_reason = None;
     if let Some(order_id) = &e.order_id {
         let pending = account
             .pending
@@ -644,6 +775,7 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
                 e.quantity, pending.open_quantity
             )));
         }
+        order_reason = Some(pending.reason);
         let mut rest = pending.clone();
         rest.open_quantity -= e.quantity;
         if e.side == Side::Sell {
@@ -689,6 +821,14 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
                 let lots = account.lots.get(&e.security).map(Vec::as_slice).unwrap_or_default();
                 relief = complete_relief(hh, account, lots, relief, e.quantity, e.price, e.trade_date);
                 let realized = tax::sell(state, &mut book, &env.event_id, e, &relief);
+                // A transition's budget counts what its sales realized.
+                if order_reason == Some(OrderReason::Transition) && account.kind.is_taxable() {
+                    if let Some(t) = book.header.transition.as_mut() {
+                        let gain: Decimal = realized.iter().map(|r| r.gain_usd).sum();
+                        t.used_usd += gain;
+                        *t.used_by_year.entry(chrono::Datelike::year(&e.trade_date)).or_default() += gain;
+                    }
+                }
                 book.account(&e.account).cash += value;
                 let (short, long) = realized.iter().fold((Decimal::ZERO, Decimal::ZERO), |(s, l), r| {
                     if r.long_term {
@@ -785,7 +925,41 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
     ctx.harvest = kind == ClockKind::MarketClose;
     for hh in state.households.values() {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
-        rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
+        // Scheduled withdrawals first: payments due are paid, those within
+        // their lead set aside, and the plans below raise the cash.
+        let due = crate::income::on_clock(hh, trade_date);
+        // A transition's period begins with the first clock on or after its date.
+        let period = hh.transition.as_ref().filter(|t| t.active() && t.next_period() <= trade_date).cloned();
+        if due.is_none() && period.is_none() {
+            rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
+            continue;
+        }
+        let mut header = header_of(hh);
+        let mut next = hh.clone();
+        if let Some(due) = due {
+            header.income = due.income;
+            next.income = header.income.clone();
+            for (id, acc) in due.accounts {
+                d.changes.push(Change::Account(hh.id.clone(), acc.clone()));
+                let full = next.accounts.get_mut(&id).expect("schedules name held accounts");
+                *full =
+                    Account { lots: std::mem::take(&mut full.lots), pending: std::mem::take(&mut full.pending), ..acc };
+            }
+            d.audit.extend(due.audit);
+        }
+        let mut hh_ctx = ctx.clone();
+        if let Some(mut t) = period {
+            if crate::transition::complete(state, &next, &ctx, t.plan.complete_below) {
+                t.completed = Some(trade_date);
+            } else {
+                t.periods_done += 1;
+                hh_ctx.transition_period = true;
+            }
+            header.transition = Some(t.clone());
+            next.transition = Some(t);
+        }
+        d.changes.push(Change::Household(header));
+        rebalance_household(state, &next, env, &accounts, &hh_ctx, &mut d);
     }
     d
 }
@@ -875,8 +1049,19 @@ fn emit_plan(
     d: &mut Decision,
 ) {
     let mut ids = Vec::new();
+    let mut sources = Vec::new();
     for o in plan.orders {
         let order_id = order_id(&env.event_id, &hh.id, &account.id, &o.security, o.side);
+        if o.reason == OrderReason::Income {
+            sources.push(crate::output::IncomeSource {
+                order_id: order_id.clone(),
+                security: o.security.clone(),
+                quantity: o.quantity,
+                ref_price: o.ref_price,
+                lots: o.lots.clone(),
+                est_tax_usd: crate::income::est_tax(hh, account.kind, &o.lots),
+            });
+        }
         d.changes.push(Change::Pending(
             hh.id.clone(),
             account.id.clone(),
@@ -916,6 +1101,43 @@ fn emit_plan(
             skipped: plan.skipped,
         },
     });
+    d.audit.extend(plan.extra_audit.into_iter().map(|body| AuditDraft { household: Some(hh.id.clone()), body }));
+    if let Some(shortfall) = plan.income_shortfall {
+        let payments = crate::income::reserved_payments(hh, &account.id);
+        let est_tax: Decimal = sources.iter().map(|s| s.est_tax_usd).sum();
+        let detail = format!(
+            "raised ${} for {}: {}; estimated tax ${est_tax}",
+            shortfall.round_dp(2),
+            payments.iter().map(|p| format!("{} on {}", p.schedule_id, p.payment_date)).collect::<Vec<_>>().join(", "),
+            if sources.is_empty() {
+                "no sale possible".to_string()
+            } else {
+                sources
+                    .iter()
+                    .map(|s| {
+                        let lots: Vec<String> = s
+                            .lots
+                            .iter()
+                            .map(|l| format!("#{}×{} {}", l.lot_id, l.quantity, if l.long_term { "LT" } else { "ST" }))
+                            .collect();
+                        format!("{} {} from lots {} (tax ${})", s.quantity, s.security, lots.join(", "), s.est_tax_usd)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        );
+        d.audit.push(AuditDraft {
+            household: Some(hh.id.clone()),
+            body: AuditBody::IncomeRaised {
+                account: account.id.clone(),
+                payments,
+                shortfall_usd: shortfall.round_dp(2),
+                sources,
+                est_tax_usd: est_tax,
+                detail,
+            },
+        });
+    }
 }
 
 /// Deterministic order id: the same decision always names its order the same,
@@ -1045,6 +1267,9 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                     cur.restrictions = h.restrictions;
                     cur.realized = h.realized;
                     cur.wash = h.wash;
+                    cur.objective = h.objective;
+                    cur.income = h.income;
+                    cur.transition = h.transition;
                 }
                 None => {
                     state.households.insert(h.id.clone(), h);

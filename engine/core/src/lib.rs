@@ -5,16 +5,24 @@
 pub mod event;
 pub mod fold;
 pub mod ids;
+pub mod income;
+pub mod objective;
 pub mod output;
 pub mod rebalance;
 pub mod snapshot;
 pub mod state;
 pub mod tax;
 pub mod text;
+pub mod tilt;
+pub mod transition;
 
 pub use fold::{apply, decide, step, Applied, Decision, Input};
 pub use state::State;
 
+#[cfg(test)]
+mod personal_prop_tests;
+#[cfg(test)]
+mod personal_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]

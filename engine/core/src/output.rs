@@ -21,6 +21,12 @@ pub enum OrderReason {
     Harvest,
     Replacement,
     Setup,
+    /// Gains realized on purpose (a tax objective), the shares bought straight back.
+    GainHarvest,
+    /// Cash raised ahead of a scheduled withdrawal (retirement income).
+    Income,
+    /// A legacy position sold in a period of a tax-aware transition.
+    Transition,
 }
 
 impl OrderReason {
@@ -34,6 +40,9 @@ impl OrderReason {
             OrderReason::Harvest => "harvest",
             OrderReason::Replacement => "replacement",
             OrderReason::Setup => "setup",
+            OrderReason::GainHarvest => "gain_harvest",
+            OrderReason::Income => "income",
+            OrderReason::Transition => "transition",
         }
     }
 }
@@ -85,6 +94,8 @@ pub enum SkipReason {
     RoundsToZero,
     PendingOrder,
     ShortTermDeferral,
+    /// Kept to hold the household's tax objective (tax-neutral tolerance).
+    TaxObjective,
 }
 
 impl SkipReason {
@@ -102,6 +113,7 @@ impl SkipReason {
             SkipReason::RoundsToZero => "rounds_to_zero",
             SkipReason::PendingOrder => "pending_order",
             SkipReason::ShortTermDeferral => "short_term_deferral",
+            SkipReason::TaxObjective => "tax_objective",
         }
     }
 }
@@ -163,6 +175,50 @@ pub enum AuditBody {
         reportable: bool,
         detail: String,
     },
+    /// Cash raised ahead of scheduled withdrawals: the payments it is for,
+    /// each sale with its lots and the tax they cost.
+    IncomeRaised {
+        account: AccountId,
+        payments: Vec<ScheduledPayment>,
+        /// Cash the account lacked (payments set aside and the reserve).
+        shortfall_usd: Decimal,
+        sources: Vec<IncomeSource>,
+        est_tax_usd: Decimal,
+        detail: String,
+    },
+    /// A period of a tax-aware transition began in a taxable account: the
+    /// tax budget it may use and what it plans.
+    TransitionPeriod {
+        account: AccountId,
+        /// 1-based; periods past the plan's count use what budget is left.
+        period: u32,
+        periods: u32,
+        period_start: NaiveDate,
+        /// Half the sum of |actual − target| weights before this period's trades.
+        drift: Decimal,
+        /// Net realized gain this period may add (the tightest budget left).
+        allowance_usd: Decimal,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_usd: Option<Decimal>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        yearly_budget_usd: Option<Decimal>,
+        /// Net realized gain of the transition's executed sales so far.
+        used_usd: Decimal,
+        /// This period's planned sales: their net gain at the reference prices.
+        planned_gain_usd: Decimal,
+        kept: Vec<SecurityId>,
+        detail: String,
+    },
+    /// A scheduled withdrawal fell due and was paid (in part, if cash was short).
+    IncomePaid {
+        account: AccountId,
+        schedule_id: String,
+        payment_date: NaiveDate,
+        amount_usd: Decimal,
+        /// Paid now; the rest leaves as soon as cash settles.
+        paid_usd: Decimal,
+        detail: String,
+    },
     /// A loss disallowed by the wash-sale rule, and where it went.
     WashSale {
         /// The sale whose loss is disallowed.
@@ -185,6 +241,26 @@ pub enum AuditBody {
         holding_start: NaiveDate,
         detail: String,
     },
+}
+
+/// A scheduled withdrawal a raise is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledPayment {
+    pub schedule_id: String,
+    pub payment_date: NaiveDate,
+    pub amount_usd: Decimal,
+}
+
+/// One sale that raises income: the lots it relieves and the tax they cost
+/// at the reference price (negative: a loss that saves tax).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomeSource {
+    pub order_id: OrderId,
+    pub security: SecurityId,
+    pub quantity: Decimal,
+    pub ref_price: Decimal,
+    pub lots: Vec<LotRelief>,
+    pub est_tax_usd: Decimal,
 }
 
 /// One lot a sale relieved, and what it realized.

@@ -24,24 +24,24 @@ const SECURITIES: [(&str, &str); 8] = [
 ];
 
 /// A small deterministic generator (the proptest seed drives everything).
-struct Gen(u64);
+pub(crate) struct Gen(pub(crate) u64);
 
 impl Gen {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn chance(&mut self, pct: u64) -> bool {
+    pub(crate) fn chance(&mut self, pct: u64) -> bool {
         self.below(100) < pct
     }
     /// A decimal in [lo, hi) with two places.
-    fn money(&mut self, lo: i64, hi: i64) -> Decimal {
+    pub(crate) fn money(&mut self, lo: i64, hi: i64) -> Decimal {
         Decimal::new(lo * 100 + self.below(((hi - lo) * 100) as u64) as i64, 2)
     }
 }
@@ -121,6 +121,7 @@ fn run(seed: u64) -> Vec<u8> {
             sub_industry: String::new(),
             identical_group: (i >= 6).then(|| "twins".to_string()),
             substitutes: vec![sub.into()],
+            attributes: Default::default(),
         }));
         let p = g.money(20, 300);
         sim.prices.insert(s, p);

@@ -3,7 +3,7 @@
 //! with bands, trades sized, and sells given their lots. Pure: it reads state
 //! and returns a plan; the fold turns the plan into orders and changes.
 
-use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side};
+use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side, TaxObjective};
 use crate::ids::{HouseholdId, ModelId, RestrictionId, SecurityId};
 use crate::output::{DecisionInputs, LotRelief, OrderReason, Skip, SkipReason};
 use crate::state::{one_year_after, within_wash_window, Account, Household, Lot, Restriction, State};
@@ -36,11 +36,21 @@ pub struct Context {
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
     /// Scan taxable accounts for losses to harvest (market-close clock events).
     pub harvest: bool,
+    /// A period of the household's transition begins with this decision.
+    pub transition_period: bool,
 }
 
 impl Context {
     pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
-        Self { now, trade_date, reason, mode, subsets: RefCell::new(BTreeMap::new()), harvest: false }
+        Self {
+            now,
+            trade_date,
+            reason,
+            mode,
+            subsets: RefCell::new(BTreeMap::new()),
+            harvest: false,
+            transition_period: false,
+        }
     }
 }
 
@@ -81,6 +91,11 @@ pub struct HouseholdView {
     pub bought: BTreeMap<String, NaiveDate>,
     /// Net realized gain the budget still allows this year (None: no budget).
     pub budget_left: Option<Decimal>,
+    /// This year's net realized gain plus the exact gain of open and planned
+    /// sales in taxable accounts: what a tax objective steers.
+    pub realized_net: Decimal,
+    /// Exact gain of the transition sales planned by this decision so far.
+    pub transition_planned: Decimal,
 }
 
 impl HouseholdView {
@@ -93,6 +108,7 @@ impl HouseholdView {
             v.note_buy(b.key.clone(), b.date);
         }
         let mut pending_gain = Decimal::ZERO;
+        let mut pending_exact = Decimal::ZERO;
         for account in hh.accounts.values() {
             for p in account.pending.values() {
                 let key = wash_key(state, &p.security).into_owned();
@@ -103,15 +119,15 @@ impl HouseholdView {
                             v.note_loss(key, on);
                         }
                         pending_gain += p.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
+                        pending_exact += crate::objective::exact_gain(&p.lots, p.ref_price);
                     }
                     Side::Sell => {}
                 }
             }
         }
-        v.budget_left = hh.tax.annual_gain_budget_usd.map(|budget| {
-            let realized = hh.realized.get(&on.year()).map_or(Decimal::ZERO, |y| y.net_usd());
-            budget - realized - pending_gain
-        });
+        let realized = hh.realized.get(&on.year()).map_or(Decimal::ZERO, |y| y.net_usd());
+        v.budget_left = hh.tax.annual_gain_budget_usd.map(|budget| budget - realized - pending_gain);
+        v.realized_net = realized + pending_exact;
         v
     }
 
@@ -138,6 +154,10 @@ impl HouseholdView {
                     }
                     if let Some(left) = self.budget_left.as_mut() {
                         *left -= o.lots.iter().map(|l| l.est_gain_usd).sum::<Decimal>();
+                    }
+                    self.realized_net += crate::objective::exact_gain(&o.lots, o.ref_price);
+                    if o.reason == OrderReason::Transition {
+                        self.transition_planned += crate::objective::exact_gain(&o.lots, o.ref_price);
                     }
                 }
                 Side::Sell => {}
@@ -224,6 +244,10 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     pub rules: Vec<String>,
     pub inputs: DecisionInputs,
+    /// The cash shortfall this plan's income sales (reason `income`) raise.
+    pub income_shortfall: Option<Decimal>,
+    /// Records to follow the decision's (a transition period).
+    pub extra_audit: Vec<crate::output::AuditBody>,
 }
 
 /// Why a security is constrained for this account.
@@ -281,6 +305,16 @@ impl<'a> Projection<'a> {
         self.quantity.get(sec).copied().unwrap_or_default()
     }
 
+    /// Cash plus holdings at confirmed prices.
+    pub fn value(&self) -> Decimal {
+        self.value
+    }
+
+    /// The securities held or bought (projected quantity not zero).
+    pub fn held(&self) -> impl Iterator<Item = &'a SecurityId> + '_ {
+        self.quantity.iter().filter(|(_, q)| !q.is_zero()).map(|(s, _)| *s)
+    }
+
     fn weight(&self, state: &State, sec: &SecurityId) -> Decimal {
         match confirmed_price(state, sec) {
             Ok(p) if self.value > Decimal::ZERO => self.quantity(sec) * p / self.value,
@@ -311,19 +345,128 @@ pub fn plan_account<'a>(
         plan.rules.push("unmanaged account: no sleeves, not traded".to_string());
         return plan;
     }
+    let objective = household.tax_objective();
+    let steered = account.kind.is_taxable() && household.objective.is_some();
+    if steered {
+        objective_rule(household, &view, ctx, &mut plan);
+    }
     // Harvest first: the losses it takes open wash-sale windows that send the
     // harvested names' weight to their substitutes below.
-    let harvested = if ctx.harvest && ctx.mode == Mode::Full && account.kind.is_taxable() {
-        harvest(state, household, account, &mut proj, &mut view, ctx, &mut plan)
+    let mut harvested = if ctx.harvest && ctx.mode == Mode::Full && account.kind.is_taxable() {
+        // Realizing gains, a household harvests no loss; tax-neutral, it
+        // harvests down to −tolerance at most.
+        let loss_room = match objective {
+            TaxObjective::HarvestLosses => Some(None),
+            TaxObjective::RealizeGains { .. } => None,
+            TaxObjective::TaxNeutral { tolerance_usd } => Some(Some(view.realized_net + *tolerance_usd)),
+        };
+        match loss_room {
+            Some(room) => harvest(state, household, account, &mut proj, &mut view, ctx, room, &mut plan),
+            None => {
+                plan.rules.push("harvest: off while the tax objective is to realize gains".to_string());
+                Vec::new()
+            }
+        }
     } else {
         Vec::new()
     };
+    if steered {
+        for o in plan.orders.iter().filter(|o| o.side == Side::Sell) {
+            view.realized_net += crate::objective::exact_gain(&o.lots, o.ref_price);
+        }
+    }
     let mut target = account_target(state, household, account, &proj, ctx, &mut plan);
     wash_blocks(state, household, account, &proj, &view, ctx, &mut target, &mut plan);
     if proj.value <= Decimal::ZERO {
         plan.rules.push("account_value: nothing to invest".to_string());
         return plan;
     }
+    // Gains realized on purpose, on the daily close.
+    if steered && ctx.harvest && ctx.mode == Mode::Full {
+        let want = crate::objective::gain_wanted(objective, view.realized_net, view.budget_left);
+        if want > Decimal::ZERO {
+            let rules_in_force: Vec<(&RestrictionId, &Restriction)> =
+                household.restrictions_in_force(&account.id, ctx.now).collect();
+            let excluded = |s: &SecurityId| {
+                target.constraints.legacy.contains(s)
+                    || harvested.contains(&s)
+                    || target.constraints.no_buy.contains_key(s)
+                    || rule_check(state, &rules_in_force, s).is_some()
+            };
+            let (traded, gain) = crate::objective::gain_harvest(
+                state,
+                household,
+                account,
+                &view.loss_sold,
+                &excluded,
+                ctx.trade_date,
+                want,
+                state.meta.settings.fractional_dp,
+                &mut plan,
+            );
+            view.realized_net += gain;
+            if let Some(left) = view.budget_left.as_mut() {
+                *left -= gain;
+            }
+            harvested.extend(traded);
+        }
+    }
+    // Scheduled withdrawals set aside: raise what the account lacks.
+    if ctx.mode == Mode::Full && account.income_reserved > Decimal::ZERO {
+        let shortfall = proj.value * account.settings.cash_reserve_pct - proj.cash;
+        // A shortfall below the minimum trade (a fill dearer than its
+        // reference, say) is left to the reserve.
+        if shortfall > Decimal::ZERO && shortfall >= account.settings.min_trade_usd {
+            let taxable = account.kind.is_taxable();
+            let blocked = |sec: &SecurityId, lot: &Lot, price: Decimal| {
+                target.constraints.legacy.contains(sec)
+                    || target.constraints.forced_sell.contains_key(sec)
+                    || harvested.contains(&sec)
+                    || (taxable
+                        && view.bought.contains_key(wash_key(state, sec).as_ref())
+                        && may_lose(price - lot.cost_per_share, price))
+            };
+            let sales = crate::income::raise(
+                state,
+                household,
+                account,
+                &proj,
+                &target.weights,
+                &blocked,
+                shortfall,
+                ctx.trade_date,
+            );
+            let raised: Decimal = sales.iter().map(|o| o.quantity * o.ref_price).sum();
+            let tax: Decimal = sales.iter().map(|o| crate::income::est_tax(household, account.kind, &o.lots)).sum();
+            plan.rules.push(format!(
+                "income: ${} set aside for scheduled withdrawals; ${} short, ${} raised from {}, estimated tax ${}",
+                account.income_reserved,
+                shortfall.round_dp(2),
+                raised.round_dp(2),
+                securities(sales.len()),
+                tax
+            ));
+            for o in &sales {
+                let (key, _) = account.lots.get_key_value(&o.security).expect("sold from held lots");
+                if let Some(q) = proj.quantity.get_mut(key) {
+                    *q -= o.quantity;
+                }
+                proj.cash += o.quantity * o.ref_price;
+                if taxable && sale_may_lose(&o.lots, o.ref_price) {
+                    view.note_loss(wash_key(state, key).into_owned(), ctx.trade_date);
+                }
+                plan.inputs.prices.insert(o.security.clone(), o.ref_price);
+                harvested.push(key);
+            }
+            plan.income_shortfall = Some(shortfall);
+            plan.orders.extend(sales);
+        }
+    }
+    let transition = household
+        .transition
+        .as_ref()
+        .filter(|t| t.active() && account.kind.is_taxable() && ctx.mode == Mode::Full && !account.sleeves.is_empty());
+    let mut transition_held = 0usize;
     let mut candidates: BTreeSet<&SecurityId> = target.weights.keys().copied().collect();
     candidates.extend(proj.quantity.iter().filter(|(_, q)| **q != Decimal::ZERO).map(|(s, _)| *s));
 
@@ -375,6 +518,8 @@ pub fn plan_account<'a>(
             Mode::Full | Mode::InvestCash if drift < Decimal::ZERO => {
                 buys.push((sec, -drift * proj.value, drift));
             }
+            // A transition sells on its own terms (below).
+            Mode::Full if drift > Decimal::ZERO && transition.is_some() => transition_held += 1,
             Mode::Full if drift > Decimal::ZERO => {
                 let q = round_quantity(drift * proj.value / price, account.settings.fractional, state);
                 sells.push((sec, q.min(qty), price, ctx.reason));
@@ -408,9 +553,38 @@ pub fn plan_account<'a>(
             sold.push(order);
         }
     }
+    if let Some(t) = transition {
+        transition_period(
+            state,
+            household,
+            account,
+            &proj,
+            &target,
+            &view,
+            &harvested,
+            t,
+            transition_held,
+            ctx,
+            &mut sold,
+            &mut plan,
+        );
+    }
     if account.kind.is_taxable() {
         if let Some(left) = view.budget_left {
             keep_within_budget(household, &proj, &mut sold, left, &mut plan);
+        }
+        if let TaxObjective::TaxNeutral { tolerance_usd } = objective {
+            let net = view.realized_net;
+            let window = format!("within ±${tolerance_usd} (now ${})", net.round_dp(2));
+            crate::objective::fit_window(
+                &mut sold,
+                -*tolerance_usd - net,
+                *tolerance_usd - net,
+                account,
+                state.meta.settings.fractional_dp,
+                &window,
+                &mut plan,
+            );
         }
     }
     let proceeds: Decimal = sold.iter().map(|o| o.quantity * o.ref_price).sum();
@@ -481,7 +655,7 @@ fn summarize_skips(skipped: &mut Vec<Skip>) {
     }
 }
 
-fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal, SkipReason> {
+pub(crate) fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal, SkipReason> {
     match state.prices.get(sec) {
         Some(p) if p.held.is_none() => Ok(p.price),
         Some(_) => Err(SkipReason::UnconfirmedPrice),
@@ -491,6 +665,10 @@ fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal, SkipReaso
 
 /// ±abs band, narrowed to ±rel × target for small positions; zero for a
 /// security the target does not hold (any holding of it is out of band).
+pub(crate) fn drift_band_of(account: &Account, wanted: Decimal) -> Decimal {
+    drift_band(account, wanted)
+}
+
 fn drift_band(account: &Account, wanted: Decimal) -> Decimal {
     let s = &account.settings;
     (s.drift_band_rel * wanted).min(s.drift_band_abs)
@@ -500,6 +678,11 @@ fn drift_band(account: &Account, wanted: Decimal) -> Decimal {
 /// toward zero, so a trade never spends more than it was sized for.
 fn round_quantity(q: Decimal, fractional: bool, state: &State) -> Decimal {
     let dp = if fractional { state.meta.settings.fractional_dp } else { 0 };
+    q.round_dp_with_strategy(dp, RoundingStrategy::ToZero).normalize()
+}
+
+/// `q` to `dp` places, toward zero.
+pub(crate) fn round_down(q: Decimal, dp: u32) -> Decimal {
     q.round_dp_with_strategy(dp, RoundingStrategy::ToZero).normalize()
 }
 
@@ -566,9 +749,33 @@ fn account_target<'a>(
     let mut constraints = Constraints::default();
     let mut removed: Vec<(&'a SecurityId, Decimal)> = Vec::new();
     let mut substitutes: BTreeMap<&'a SecurityId, &'a SecurityId> = BTreeMap::new();
+    // A retirement income's yield tilt: toward names yielding more than the
+    // target's average, like an attribute tilt on dividend_yield.
+    for (id, schedule) in household.income.iter().filter(|(_, s)| s.account == account.id) {
+        let Some(delta) = schedule.yield_tilt else { continue };
+        let tag = format!("income {id} v{}", schedule.version);
+        let Some(avg) = crate::tilt::weighted_average(state, &weights, INCOME_YIELD_ATTRIBUTE) else {
+            plan.rules.push(format!("{tag}: yield tilt: no name in the target carries {INCOME_YIELD_ATTRIBUTE}"));
+            continue;
+        };
+        let in_group =
+            |s: &SecurityId| crate::tilt::attribute_of(state, s, INCOME_YIELD_ATTRIBUTE).is_some_and(|v| v > avg);
+        let out = crate::tilt::tilt_group(&mut weights, &in_group, delta);
+        let label = format!("{INCOME_YIELD_ATTRIBUTE} above the target's average {}", avg.round_dp(6).normalize());
+        plan.rules.push(tilt_rule(&tag, &label, delta, out));
+    }
     let rules_in_force: Vec<(&'a RestrictionId, &'a Restriction)> =
         household.restrictions_in_force(&account.id, ctx.now).collect();
-    if rules_in_force.is_empty() {
+    // Positions a transition keeps count as legacy holdings.
+    let kept: Vec<&'a SecurityId> = match &household.transition {
+        Some(t) if t.active() && account.kind.is_taxable() => t.plan.keep.iter().collect(),
+        _ => Vec::new(),
+    };
+    for sec in &kept {
+        plan.rules.push(format!("transition v{}: keep {sec}", household.transition.as_ref().map_or(0, |t| t.version)));
+        constraints.legacy.insert(sec);
+    }
+    if rules_in_force.is_empty() && kept.is_empty() {
         fit_to_room(&mut weights, account.settings.cash_reserve_pct, plan);
         return Target { weights, constraints };
     }
@@ -582,6 +789,9 @@ fn account_target<'a>(
     let mut universe: BTreeSet<&'a SecurityId> = weights.keys().copied().collect();
     universe.extend(proj.quantity.keys().copied());
     let mut caps: Vec<(&'a SecurityId, Decimal, String)> = Vec::new();
+    // Names an attribute cap limits take none of the weight redistributed
+    // (their own excess included), so the cap holds.
+    let mut attribute_capped: BTreeSet<&'a SecurityId> = BTreeSet::new();
     for (id, r) in &rules_in_force {
         let tag = format!("restriction {id} v{}", r.version);
         match &r.rule {
@@ -597,6 +807,56 @@ fn account_target<'a>(
             }
             RestrictionRule::MaxWeight { security, max_weight } => caps.push((security, *max_weight, tag)),
             RestrictionRule::Substitute { .. } => {}
+            RestrictionRule::Tilt { sector, sub_industry, delta } => {
+                let (field, name) = match (sector, sub_industry) {
+                    (Some(s), _) => ("sector", s.as_str()),
+                    (None, Some(s)) => ("sub-industry", s.as_str()),
+                    (None, None) => continue,
+                };
+                let by_sector = sector.is_some();
+                let in_group = |s: &SecurityId| {
+                    state.securities.get(s).is_some_and(|x| {
+                        if by_sector {
+                            x.sector == name
+                        } else {
+                            x.sub_industry == name
+                        }
+                    })
+                };
+                let out = crate::tilt::tilt_group(&mut weights, &in_group, *delta);
+                plan.rules.push(tilt_rule(&tag, &format!("{field} {name}"), *delta, out));
+            }
+            RestrictionRule::AttributeTilt { attribute, delta } => {
+                let Some(avg) = crate::tilt::weighted_average(state, &weights, attribute) else {
+                    plan.rules.push(format!("{tag}: tilt toward {attribute}: no name in the target carries it"));
+                    continue;
+                };
+                let in_group = |s: &SecurityId| crate::tilt::attribute_of(state, s, attribute).is_some_and(|v| v > avg);
+                let out = crate::tilt::tilt_group(&mut weights, &in_group, *delta);
+                let label = format!("{attribute} above the target's average {}", avg.round_dp(6).normalize());
+                plan.rules.push(tilt_rule(&tag, &label, *delta, out));
+            }
+            RestrictionRule::AttributeFilter { attribute, min, max, max_weight } => {
+                let bounds = match (min, max) {
+                    (Some(lo), Some(hi)) => format!("outside {lo}..{hi}"),
+                    (Some(lo), None) => format!("below {lo}"),
+                    (None, Some(hi)) => format!("above {hi}"),
+                    (None, None) => String::new(),
+                };
+                match max_weight {
+                    None => plan.rules.push(format!("{tag}: exclude {attribute} {bounds}")),
+                    Some(cap) => {
+                        plan.rules.push(format!("{tag}: cap names with {attribute} {bounds} at {} each", pct(*cap)));
+                        for sec in &universe {
+                            let value = crate::tilt::attribute_of(state, sec, attribute);
+                            if RestrictionRule::attribute_fails(*min, *max, value) {
+                                caps.push((sec, *cap, tag.clone()));
+                                attribute_capped.insert(sec);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
     // (security, forced-sale reason or none for buy-only, rule tag)
@@ -630,7 +890,11 @@ fn account_target<'a>(
             }
         }
     }
-    let eligible = |s: &SecurityId| !constraints.legacy.contains(s) && rule_check(state, &rules_in_force, s).is_none();
+    let eligible = |s: &SecurityId| {
+        !constraints.legacy.contains(s)
+            && !attribute_capped.contains(s)
+            && rule_check(state, &rules_in_force, s).is_none()
+    };
     redistribute(state, &mut weights, removed, &substitutes, &eligible, plan);
 
     // Legacy holdings count toward the account: the rest of the target shrinks to fit.
@@ -643,6 +907,136 @@ fn account_target<'a>(
     }
     fit_to_room(&mut weights, legacy_weight + account.settings.cash_reserve_pct, plan);
     Target { weights, constraints }
+}
+
+/// A transition's part of a plan: on the first clock of a period, its
+/// sales (see `transition`) and the period's audit record; on other days,
+/// a note of the drift sales it holds back.
+#[allow(clippy::too_many_arguments)]
+fn transition_period<'a>(
+    state: &'a State,
+    household: &'a Household,
+    account: &'a Account,
+    proj: &Projection<'a>,
+    target: &Target<'a>,
+    view: &HouseholdView,
+    handled: &[&'a SecurityId],
+    t: &crate::state::Transition,
+    held_back: usize,
+    ctx: &Context,
+    sold: &mut Vec<PlannedOrder>,
+    plan: &mut Plan,
+) {
+    let kept: Vec<SecurityId> = t.plan.keep.clone();
+    let drift = crate::transition::drift(state, proj, &target.weights, &target.constraints.legacy);
+    if !ctx.transition_period {
+        if held_back > 0 {
+            plan.rules.push(format!(
+                "transition v{}: {} over target held for the next period (from {}); drift {}",
+                t.version,
+                securities(held_back),
+                t.next_period(),
+                pct(drift)
+            ));
+        }
+        return;
+    }
+    let mut allowance = crate::transition::allowance(t, crate::transition::pending_gain(household), ctx.trade_date)
+        - view.transition_planned;
+    if let Some(left) = view.budget_left {
+        allowance = allowance.min(left);
+    }
+    let allowance = allowance.max(Decimal::ZERO);
+    let deferral = Days::new(u64::from(household.tax.short_term_deferral_days));
+    let blocked = |sec: &SecurityId, lot: &Lot, price: Decimal| {
+        let gain = price - lot.cost_per_share;
+        target.constraints.legacy.contains(sec)
+            || target.constraints.forced_sell.contains_key(sec)
+            || handled.contains(&sec)
+            || (view.bought.contains_key(wash_key(state, sec).as_ref()) && may_lose(gain, price))
+            || (gain > Decimal::ZERO
+                && !lot.is_long_term(ctx.trade_date)
+                && one_year_after(lot.holding_start) + Days::new(1) <= ctx.trade_date + deferral)
+    };
+    let (sales, gain) = crate::transition::period_sales(
+        state,
+        household,
+        account,
+        proj,
+        &target.weights,
+        &blocked,
+        allowance,
+        ctx.trade_date,
+    );
+    for o in &sales {
+        plan.inputs.prices.insert(o.security.clone(), o.ref_price);
+    }
+    let period = t.periods_done;
+    let period_start = crate::state::add_months(t.started, t.plan.period.months() * period.saturating_sub(1));
+    let detail = format!(
+        "transition v{} period {period} of {} (from {period_start}): drift {}; allowance ${allowance} of gain ({}{}), ${} used so far; {} sale(s) planned realizing ${}",
+        t.version,
+        t.plan.periods,
+        pct(drift),
+        t.plan.budget_usd.map_or("no transition budget".to_string(), |b| format!("budget ${b}")),
+        t.plan.yearly_budget_usd.map_or(String::new(), |b| format!(", ${b} a year")),
+        t.used_usd.round_dp(2),
+        sales.len(),
+        gain.round_dp(2)
+    );
+    plan.rules.push(detail.clone());
+    plan.extra_audit.push(crate::output::AuditBody::TransitionPeriod {
+        account: account.id.clone(),
+        period,
+        periods: t.plan.periods,
+        period_start,
+        drift,
+        allowance_usd: allowance,
+        budget_usd: t.plan.budget_usd,
+        yearly_budget_usd: t.plan.yearly_budget_usd,
+        used_usd: t.used_usd,
+        planned_gain_usd: gain,
+        kept,
+        detail,
+    });
+    sold.extend(sales);
+}
+
+/// The security attribute a retirement income's yield tilt leans on.
+pub const INCOME_YIELD_ATTRIBUTE: &str = "dividend_yield";
+
+/// The audit line of the tax objective in force: what it is, since when,
+/// and where this year's net realized gain stands.
+fn objective_rule(household: &Household, view: &HouseholdView, ctx: &Context, plan: &mut Plan) {
+    let Some(o) = &household.objective else { return };
+    plan.rules.push(format!(
+        "tax objective v{} since {}: {}; {} net realized or pending ${}",
+        o.version,
+        o.since.date_naive(),
+        crate::objective::describe(&o.objective),
+        ctx.trade_date.year(),
+        view.realized_net.round_dp(2)
+    ));
+}
+
+/// The audit line of one tilt: what moved, from what to what.
+fn tilt_rule(tag: &str, group: &str, delta: Decimal, out: crate::tilt::TiltOutcome) -> String {
+    let sign = if delta > Decimal::ZERO { "+" } else { "" };
+    if out.group_before == out.group_after {
+        return format!(
+            "{tag}: tilt {group} {sign}{}: nothing moved ({} at {})",
+            pct(delta),
+            securities(out.names),
+            pct(out.group_before)
+        );
+    }
+    format!(
+        "{tag}: tilt {group} {sign}{}: {} {} -> {}, the rest pro rata",
+        pct(delta),
+        securities(out.names),
+        pct(out.group_before),
+        pct(out.group_after)
+    )
 }
 
 /// A substitute the household may buy in place of `sec`: the household's
@@ -680,6 +1074,7 @@ fn substitute_for<'a>(
 /// the exposure and no purchase in the window would make the sale a wash.
 /// The sales are planned on the spot; the projection and the view then show
 /// them, so the target sends the name's weight to its substitute.
+#[allow(clippy::too_many_arguments)]
 fn harvest<'a>(
     state: &'a State,
     household: &'a Household,
@@ -687,6 +1082,7 @@ fn harvest<'a>(
     proj: &mut Projection<'a>,
     view: &mut HouseholdView,
     ctx: &Context,
+    loss_room: Option<Decimal>,
     plan: &mut Plan,
 ) -> Vec<&'a SecurityId> {
     let settings = &household.tax.harvest;
@@ -694,6 +1090,8 @@ fn harvest<'a>(
     if !settings.enabled {
         return out;
     }
+    // Losses the tax objective still lets this account take (None: any).
+    let mut room = loss_room;
     let rules: Vec<(&RestrictionId, &Restriction)> = household.restrictions_in_force(&account.id, ctx.now).collect();
     for (sec, lots) in &account.lots {
         let Ok(price) = confirmed_price(state, sec) else { continue };
@@ -722,10 +1120,36 @@ fn harvest<'a>(
                 .push(format!("harvest: {sec} lots lose ${}, but no substitute is eligible; kept", loss.round_dp(2)));
             continue;
         };
-        let lots = choose_lots_where(household, account, sec, Decimal::MAX, price, ctx.trade_date, &deep);
+        let mut lots = choose_lots_where(household, account, sec, Decimal::MAX, price, ctx.trade_date, &deep);
+        if let Some(left) = room {
+            let dp = if account.settings.fractional { state.meta.settings.fractional_dp } else { 0 };
+            let mut left = left;
+            for l in lots.iter_mut() {
+                let per_share = l.cost_per_share - price;
+                let n = round_down(l.quantity.min((left / per_share).max(Decimal::ZERO)), dp);
+                if n < l.quantity {
+                    l.quantity = n;
+                    l.est_gain_usd = ((price - l.cost_per_share) * n).round_dp(2);
+                }
+                left -= n * per_share;
+            }
+            lots.retain(|l| l.quantity > Decimal::ZERO);
+            let taken: Decimal = lots.iter().map(|l| (l.cost_per_share - price) * l.quantity).sum();
+            if lots.is_empty() || taken < settings.min_loss_usd {
+                plan.rules.push(format!(
+                    "harvest: {sec} lots lose ${}, but the tax objective allows ${} more of losses this year; kept",
+                    loss.round_dp(2),
+                    room.unwrap_or_default().max(Decimal::ZERO).round_dp(2)
+                ));
+                continue;
+            }
+        }
         let qty: Decimal = lots.iter().map(|l| l.quantity).sum();
         if qty <= Decimal::ZERO || qty * price < account.settings.min_trade_usd {
             continue;
+        }
+        if let Some(left) = room.as_mut() {
+            *left -= lots.iter().map(|l| (l.cost_per_share - price) * l.quantity).sum::<Decimal>();
         }
         plan.rules.push(format!(
             "harvest: sell {} {sec} from {} lot(s) at least {} below basis, ${} of losses; {sub} stands in for 31 days",
@@ -925,9 +1349,16 @@ fn rule_check(
                 .get(sec)
                 .is_some_and(|e| e.score < *min_score)
                 .then_some(mode.sells().then_some(OrderReason::Esg)),
+            RestrictionRule::AttributeFilter { attribute, min, max, max_weight: None } => {
+                let value = crate::tilt::attribute_of(state, sec, attribute);
+                RestrictionRule::attribute_fails(*min, *max, value).then_some(Some(OrderReason::Restriction))
+            }
             RestrictionRule::KeepLegacy { .. }
             | RestrictionRule::MaxWeight { .. }
-            | RestrictionRule::Substitute { .. } => None,
+            | RestrictionRule::Substitute { .. }
+            | RestrictionRule::Tilt { .. }
+            | RestrictionRule::AttributeTilt { .. }
+            | RestrictionRule::AttributeFilter { .. } => None,
         };
         if let Some(forced) = hit {
             let better = match &found {

@@ -10,7 +10,7 @@
 use crate::event::{
     check_non_negative, check_positive, AccountKind, AccountSettings, Clock, ClockKind, Envelope, InputError,
     InputErrorKind, ModelKind, ModelPublished, ModelWeight, Payload, RestrictionRule, SecurityUpserted, Side, Sleeve,
-    TaxProfile, SCHEMA_VERSION_CURRENT,
+    TaxProfile, TransitionPlan, SCHEMA_VERSION_CURRENT,
 };
 use crate::fold::{decide, rebuild_indexes, rule_securities, Decision, Input};
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
@@ -65,6 +65,10 @@ pub struct HouseholdSnapshot {
     /// Engine settings (price validation, direct-index subset sizes); default the engine's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<EngineSettings>,
+    /// A transition to plan (`overlay transition plan`): its first period
+    /// starts on the trade date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<TransitionPlan>,
 }
 
 fn review() -> ClockKind {
@@ -376,6 +380,7 @@ impl HouseholdSnapshot {
                 settings: a.settings.clone(),
                 cash: a.cash,
                 withdrawal_due: a.withdrawal_due,
+                income_reserved: Decimal::ZERO,
                 lots,
                 pending,
                 next_lot_id,
@@ -414,7 +419,25 @@ impl HouseholdSnapshot {
             restrictions,
             realized: BTreeMap::new(),
             wash: WashLedger::default(),
+            objective: None,
+            income: BTreeMap::new(),
+            transition: None,
         };
+        if let Some(plan) = &self.transition {
+            crate::event::validate_transition(plan).map_err(|e| invalid("transition", e.message))?;
+            if let Some(s) = plan.keep.iter().find(|s| !state.securities.contains_key(*s)) {
+                return Err(unknown("transition.keep", format!("security {s} is not listed in securities")));
+            }
+            hh.transition = Some(crate::state::Transition {
+                plan: plan.clone(),
+                started: on,
+                periods_done: 0,
+                used_usd: Decimal::ZERO,
+                used_by_year: BTreeMap::new(),
+                completed: None,
+                version: 1,
+            });
+        }
         let r = &self.realized_this_year;
         hh.realized.insert(
             on.year(),

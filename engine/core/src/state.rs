@@ -5,7 +5,8 @@
 //! the price table is hashed for speed and only ever iterated in order.
 
 use crate::event::{
-    AccountKind, AccountSettings, EsgMode, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve, TaxProfile,
+    AccountKind, AccountSettings, EsgMode, Frequency, ModelKind, RestrictionRule, SecurityUpserted, Side, Sleeve,
+    TaxObjective, TaxProfile, TransitionPlan,
 };
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
 use crate::output::{LotRelief, OrderReason};
@@ -236,6 +237,98 @@ pub struct Household {
     /// Recent loss sales and purchases, household-wide, for the wash-sale rule.
     #[serde(default, skip_serializing_if = "WashLedger::is_empty")]
     pub wash: WashLedger,
+    /// The tax objective in force, once one was set (none: harvest losses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<ObjectiveInForce>,
+    /// Scheduled withdrawals (retirement income), by schedule id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub income: BTreeMap<String, IncomeSchedule>,
+    /// A tax-aware transition from legacy positions, while one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+}
+
+/// A transition and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub plan: TransitionPlan,
+    /// The first period starts on this day; period k on this day + k periods.
+    pub started: NaiveDate,
+    /// Periods begun so far.
+    pub periods_done: u32,
+    /// Net realized gain of the transition's executed sales, in all and by calendar year.
+    pub used_usd: Decimal,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub used_by_year: BTreeMap<i32, Decimal>,
+    /// The day it was found complete (no taxable account drifting more than `complete_below`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<NaiveDate>,
+    /// Starts at 1 and grows with every transition_set.
+    pub version: u32,
+}
+
+impl Transition {
+    /// Whether it still steers the household's sales.
+    pub fn active(&self) -> bool {
+        self.completed.is_none()
+    }
+
+    /// The day the next period starts.
+    pub fn next_period(&self) -> NaiveDate {
+        add_months(self.started, self.plan.period.months() * self.periods_done)
+    }
+}
+
+/// A scheduled withdrawal and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomeSchedule {
+    pub account: AccountId,
+    pub amount: Decimal,
+    pub frequency: Frequency,
+    /// The next payment date.
+    pub next_payment: NaiveDate,
+    pub lead_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yield_tilt: Option<Decimal>,
+    /// The payment whose cash is set aside (reserved in the account), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_for: Option<NaiveDate>,
+    /// Starts at 1 and grows with every change.
+    pub version: u32,
+}
+
+impl IncomeSchedule {
+    /// Whether a payment may fall on `d`.
+    pub fn pays_on(&self, d: NaiveDate) -> bool {
+        self.until.is_none_or(|u| d <= u)
+    }
+
+    /// The payment after `d`: the same day of the month `months` later
+    /// (the month's last day when it is shorter).
+    pub fn after(&self, d: NaiveDate) -> NaiveDate {
+        add_months(d, self.frequency.months())
+    }
+}
+
+/// `d` plus `months` calendar months, clamped to the month's last day.
+pub fn add_months(d: NaiveDate, months: u32) -> NaiveDate {
+    use chrono::Datelike;
+    let total = d.year() * 12 + d.month0() as i32 + months as i32;
+    let (y, m) = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
+    (0..4)
+        .find_map(|back| NaiveDate::from_ymd_opt(y, m, d.day().saturating_sub(back)))
+        .expect("a month has at least 28 days")
+}
+
+/// A tax objective as set, with when and how often it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectiveInForce {
+    pub objective: TaxObjective,
+    pub since: DateTime<Utc>,
+    /// Starts at 1 and grows with every change.
+    pub version: u32,
 }
 
 /// The wash-sale rule's memory (IRC §1091), household-wide with IRAs
@@ -345,6 +438,9 @@ pub struct Account {
     pub cash: Decimal,
     /// Withdrawals requested and not yet paid out (paid as cash allows).
     pub withdrawal_due: Decimal,
+    /// Cash set aside for scheduled withdrawals raised ahead of their date.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub income_reserved: Decimal,
     /// Open lots by security, in acquisition order. Stored per security under
     /// keys of their own, so a trade rewrites one security's lots only.
     #[serde(skip)]
@@ -413,9 +509,9 @@ impl Account {
     }
 
     /// Cash after every open order executes at its reference price and due
-    /// withdrawals are paid.
+    /// withdrawals (and those set aside for) are paid.
     pub fn projected_cash(&self) -> Decimal {
-        let mut c = self.cash - self.withdrawal_due;
+        let mut c = self.cash - self.withdrawal_due - self.income_reserved;
         for p in self.pending.values() {
             let v = p.open_quantity * p.ref_price;
             match p.side {
@@ -434,6 +530,12 @@ impl Household {
         now: DateTime<Utc>,
     ) -> impl Iterator<Item = (&'a RestrictionId, &'a Restriction)> + 'a {
         self.restrictions.iter().filter(move |(_, r)| r.in_force(account, now))
+    }
+
+    /// The tax objective in force (harvest losses unless one was set).
+    pub fn tax_objective(&self) -> &TaxObjective {
+        const DEFAULT: TaxObjective = TaxObjective::HarvestLosses;
+        self.objective.as_ref().map_or(&DEFAULT, |o| &o.objective)
     }
 
     pub fn has_esg_screen(&self) -> bool {

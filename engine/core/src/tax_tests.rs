@@ -93,6 +93,7 @@ impl Books {
                     sub_industry: String::new(),
                     identical_group: g.map(str::to_string),
                     substitutes: vec![],
+                    attributes: Default::default(),
                 }),
             );
         }

@@ -9,27 +9,27 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
-fn d(s: &str) -> Decimal {
+pub(crate) fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-fn date(s: &str) -> NaiveDate {
+pub(crate) fn date(s: &str) -> NaiveDate {
     NaiveDate::from_str(s).unwrap()
 }
 
 /// A test world: state plus a clock that only moves when a test says so.
-struct World {
-    state: State,
-    now: DateTime<Utc>,
+pub(crate) struct World {
+    pub(crate) state: State,
+    pub(crate) now: DateTime<Utc>,
     next_id: u64,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { state: State::default(), now: Utc.with_ymd_and_hms(2025, 1, 2, 21, 0, 0).unwrap(), next_id: 0 }
     }
 
-    fn env(&mut self, payload: Payload) -> Envelope {
+    pub(crate) fn env(&mut self, payload: Payload) -> Envelope {
         self.next_id += 1;
         Envelope {
             event_id: format!("e{}", self.next_id),
@@ -40,21 +40,21 @@ impl World {
         }
     }
 
-    fn when(&mut self, payload: Payload) -> Applied {
+    pub(crate) fn when(&mut self, payload: Payload) -> Applied {
         let env = self.env(payload);
         env.validate().expect("test events are valid");
         step(&mut self.state, Input::Event(&env))
     }
 
-    fn when_env(&mut self, env: &Envelope) -> Applied {
+    pub(crate) fn when_env(&mut self, env: &Envelope) -> Applied {
         step(&mut self.state, Input::Event(env))
     }
 
-    fn advance(&mut self, days: i64) {
+    pub(crate) fn advance(&mut self, days: i64) {
         self.now += Duration::days(days);
     }
 
-    fn security(&mut self, sym: &str, sector: &str) {
+    pub(crate) fn security(&mut self, sym: &str, sector: &str) {
         self.when(Payload::SecurityUpserted(SecurityUpserted {
             security: sym.into(),
             name: String::new(),
@@ -62,15 +62,16 @@ impl World {
             sub_industry: String::new(),
             identical_group: None,
             substitutes: vec![],
+            attributes: Default::default(),
         }));
     }
 
-    fn price(&mut self, sym: &str, p: &str) -> Applied {
+    pub(crate) fn price(&mut self, sym: &str, p: &str) -> Applied {
         self.now += Duration::seconds(1);
         self.when(Payload::PriceTick(PriceTick { security: sym.into(), price: d(p), as_of: self.now }))
     }
 
-    fn model(&mut self, id: &str, version: u64, weights: &[(&str, &str)]) -> Applied {
+    pub(crate) fn model(&mut self, id: &str, version: u64, weights: &[(&str, &str)]) -> Applied {
         self.when(Payload::ModelPublished(ModelPublished {
             model: id.into(),
             version,
@@ -80,7 +81,7 @@ impl World {
     }
 
     /// A market of four names in two sectors, priced, and a 4-name model.
-    fn market() -> Self {
+    pub(crate) fn market() -> Self {
         let mut w = World::new();
         w.security("AAPL", "Information Technology");
         w.security("MSFT", "Information Technology");
@@ -94,18 +95,24 @@ impl World {
         w
     }
 
-    fn household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
+    pub(crate) fn household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
         self.household_with(h, cash, lots, AccountSettings::default())
     }
 
     /// A household whose bands are so wide that only forced trades happen.
-    fn quiet_household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
+    pub(crate) fn quiet_household(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>) -> Applied {
         let settings =
             AccountSettings { drift_band_abs: Decimal::ONE, drift_band_rel: d("10"), ..AccountSettings::default() };
         self.household_with(h, cash, lots, settings)
     }
 
-    fn household_with(&mut self, h: &str, cash: &str, lots: Vec<OpeningLot>, settings: AccountSettings) -> Applied {
+    pub(crate) fn household_with(
+        &mut self,
+        h: &str,
+        cash: &str,
+        lots: Vec<OpeningLot>,
+        settings: AccountSettings,
+    ) -> Applied {
         self.when(Payload::HouseholdUpserted(HouseholdUpserted {
             household: h.into(),
             tax: TaxProfile::default(),
@@ -121,11 +128,11 @@ impl World {
         }))
     }
 
-    fn account(&self, h: &str) -> &crate::state::Account {
+    pub(crate) fn account(&self, h: &str) -> &crate::state::Account {
         &self.state.households[&HouseholdId::new(h)].accounts[&AccountId::new("A1")]
     }
 
-    fn fill_all(&mut self, applied: &Applied, price_of: impl Fn(&str) -> Decimal) {
+    pub(crate) fn fill_all(&mut self, applied: &Applied, price_of: impl Fn(&str) -> Decimal) {
         for o in applied.orders.clone() {
             let p = price_of(o.security.as_str());
             self.when(Payload::Fill(Fill {
@@ -146,7 +153,13 @@ impl World {
 }
 
 /// One household with one taxable account following one model.
-fn upsert(h: &str, model: &str, settings: AccountSettings, cash: &str, restrictions: Vec<RestrictionSpec>) -> Payload {
+pub(crate) fn upsert(
+    h: &str,
+    model: &str,
+    settings: AccountSettings,
+    cash: &str,
+    restrictions: Vec<RestrictionSpec>,
+) -> Payload {
     Payload::HouseholdUpserted(HouseholdUpserted {
         household: h.into(),
         tax: TaxProfile::default(),
@@ -162,11 +175,11 @@ fn upsert(h: &str, model: &str, settings: AccountSettings, cash: &str, restricti
     })
 }
 
-fn lot(sec: &str, qty: &str, cost: &str, acquired: &str) -> OpeningLot {
+pub(crate) fn lot(sec: &str, qty: &str, cost: &str, acquired: &str) -> OpeningLot {
     OpeningLot { security: sec.into(), quantity: d(qty), cost_per_share: d(cost), acquired: date(acquired) }
 }
 
-fn decision_skips(a: &Applied) -> Vec<(String, SkipReason)> {
+pub(crate) fn decision_skips(a: &Applied) -> Vec<(String, SkipReason)> {
     a.audit
         .iter()
         .flat_map(|r| match &r.body {
@@ -643,6 +656,7 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
         settings: AccountSettings::default(),
         cash: d("0"),
         withdrawal_due: d("0"),
+        income_reserved: d("0"),
         lots: Default::default(),
         pending: Default::default(),
         next_lot_id: 1,
@@ -709,6 +723,7 @@ fn excluded_weight_never_goes_to_a_substitute_that_is_itself_excluded() {
         sub_industry: String::new(),
         identical_group: None,
         substitutes: vec!["CVX".into()],
+        attributes: Default::default(),
     }));
     for (sym, score) in [("XOM", "10"), ("CVX", "12"), ("AAPL", "80"), ("MSFT", "75")] {
         w.when(Payload::EsgScoreChanged(EsgScoreChanged {
@@ -859,6 +874,7 @@ fn harvesting_sells_deep_losses_buys_the_substitute_and_swaps_back_after_the_win
         sub_industry: String::new(),
         identical_group: None,
         substitutes: vec!["CVX".into()],
+        attributes: Default::default(),
     }));
     let mut all =
         vec![w.when(taxed("H1", TaxProfile::default(), "15000", vec![lot("XOM", "100", "80", "2024-06-03")]))];

@@ -580,6 +580,7 @@ impl<'a> Generator<'a> {
             sub_industry: s.info.sub_industry.clone(),
             identical_group: s.group.map(str::to_string),
             substitutes: self.substitutes(i),
+            attributes: Default::default(),
         }
     }
 

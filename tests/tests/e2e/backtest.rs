@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
-/// Account rows the household set makes: 12 households, 6 of them with an IRA.
-const ACCOUNTS: usize = 18;
+/// Account rows: the household set's 12 households (6 with an IRA) and
+/// the three personalisation scenarios (one taxable account each).
+const ACCOUNTS: usize = 21;
 
 fn dec(v: &Value) -> Decimal {
     Decimal::from_str(v.as_str().unwrap_or_else(|| panic!("a decimal is a string: {v}")))
@@ -155,4 +156,49 @@ fn backtest_slice_makes_no_wash_sales() {
     let run = quick(tmp.path(), &out);
     let washes = csv_rows(&out.join("wash_sales.csv"));
     assert!(washes.is_empty(), "{} wash sales, first {:?}\n{}", washes.len(), washes.first(), run.stdout);
+}
+
+/// The personalisation scenarios of the slice: a tilted index, a retiree's
+/// income, a transition, each checked from the trade log and the summary.
+#[test]
+fn backtest_slice_runs_the_personalisation_scenarios() {
+    let tmp = tempdir("overlay-backtest-personal-");
+    let out = tmp.path().join("out");
+    let run = quick(tmp.path(), &out);
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    for part in ["### Personalisation scenarios", "**Tilted direct index**", "**Retiree**", "**Transition**"] {
+        assert!(summary.contains(part), "{part} missing from the summary:\n{summary}");
+    }
+    let trades = json_lines(&std::fs::read_to_string(out.join("trades.jsonl")).unwrap());
+    let of = |h: &str, reason: &str| -> Vec<&Value> {
+        trades.iter().filter(|t| t["household"] == h && t["reason"] == reason).collect()
+    };
+    // The retiree's income is raised by sales with reason income, and only sales.
+    let income = of("1M-retiree", "income");
+    assert!(!income.is_empty() && income.iter().all(|t| t["side"] == "sell"), "{}", run.stdout);
+    // The transition sells with reason transition; the kept name (its largest) is never sold.
+    let transition = of("1M-transition", "transition");
+    assert!(!transition.is_empty(), "{}", run.stdout);
+    let sold: std::collections::BTreeSet<&str> = trades
+        .iter()
+        .filter(|t| t["household"] == "1M-transition" && t["side"] == "sell")
+        .map(|t| t["security"].as_str().unwrap())
+        .collect();
+    let kept_line = summary.lines().find(|l| l.contains("the largest kept (")).expect("the transition line");
+    let kept = kept_line.split("the largest kept (").nth(1).and_then(|r| r.split(')').next()).expect("the kept name");
+    assert!(!kept.is_empty() && !sold.contains(kept), "{kept} was sold: {sold:?}");
+    // The gain the transition's sales realized (from the trade log) is within its budget: $30,000, $20,000 a year.
+    let mut by_year: BTreeMap<String, Decimal> = BTreeMap::new();
+    for t in &transition {
+        *by_year.entry(t["date"].as_str().unwrap()[..4].to_string()).or_default() +=
+            dec(&t["realized_short_usd"]) + dec(&t["realized_long_usd"]);
+    }
+    let total: Decimal = by_year.values().sum();
+    assert!(total <= Decimal::from(30_000) && by_year.values().all(|y| *y <= Decimal::from(20_000)), "{by_year:?}");
+    assert!(summary.contains(&format!("${} of gain used", total.round_dp(2))), "{by_year:?}\n{summary}");
+    // The tilted account is in the table with a tracking error against the index.
+    let accounts = csv_rows(&out.join("accounts.csv"));
+    let tilted = accounts.iter().find(|a| a["household"] == "1M-frac-taxable-tilt-it").expect("the tilted household");
+    assert!(tilted["tracking_error_pct"].parse::<f64>().is_ok(), "{tilted:?}");
+    assert!(!sold.is_empty());
 }
