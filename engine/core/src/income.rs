@@ -14,7 +14,7 @@ use crate::event::{AccountKind, Side};
 use crate::fold::AuditDraft;
 use crate::ids::{AccountId, SecurityId};
 use crate::output::{AuditBody, LotRelief, OrderReason};
-use crate::rebalance::{confirmed_price, drift_band_of, round_down, PlannedOrder, Projection};
+use crate::rebalance::{committed_sells, confirmed_price, drift_band_of, round_down, PlannedOrder, Projection};
 use crate::state::{Account, Household, Lot, State};
 use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -150,12 +150,7 @@ pub fn raise<'a>(
 ) -> Vec<PlannedOrder> {
     let dp = if account.settings.fractional { state.meta.settings.fractional_dp } else { 0 };
     let value = proj.value();
-    let mut committed: BTreeMap<(&SecurityId, u64), Decimal> = BTreeMap::new();
-    for p in account.pending.values().filter(|p| p.side == Side::Sell) {
-        for l in &p.lots {
-            *committed.entry((&p.security, l.lot_id)).or_default() += l.quantity;
-        }
-    }
+    let committed = committed_sells(account);
     let mut offers: Vec<Offer<'a>> = Vec::new();
     // Dollars each security may give before it drops below its band.
     let mut room: BTreeMap<&'a SecurityId, Decimal> = BTreeMap::new();

@@ -663,6 +663,17 @@ pub(crate) fn confirmed_price(state: &State, sec: &SecurityId) -> Result<Decimal
     }
 }
 
+/// The quantity of each lot (security, lot id) already promised to open sell orders.
+pub(crate) fn committed_sells(account: &Account) -> BTreeMap<(&SecurityId, u64), Decimal> {
+    let mut committed: BTreeMap<(&SecurityId, u64), Decimal> = BTreeMap::new();
+    for p in account.pending.values().filter(|p| p.side == Side::Sell) {
+        for l in &p.lots {
+            *committed.entry((&p.security, l.lot_id)).or_default() += l.quantity;
+        }
+    }
+    committed
+}
+
 /// ±abs band, narrowed to ±rel × target for small positions; zero for a
 /// security the target does not hold (any holding of it is out of band).
 pub(crate) fn drift_band_of(account: &Account, wanted: Decimal) -> Decimal {

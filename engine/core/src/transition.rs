@@ -15,7 +15,7 @@
 use crate::event::Side;
 use crate::ids::SecurityId;
 use crate::output::{LotRelief, OrderReason};
-use crate::rebalance::{confirmed_price, drift_band_of, round_down, PlannedOrder, Projection};
+use crate::rebalance::{committed_sells, confirmed_price, drift_band_of, round_down, PlannedOrder, Projection};
 use crate::state::{Account, Household, Lot, State, Transition};
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -122,12 +122,7 @@ pub fn period_sales<'a>(
 ) -> (Vec<PlannedOrder>, Decimal) {
     let dp = if account.settings.fractional { state.meta.settings.fractional_dp } else { 0 };
     let value = proj.value();
-    let mut committed: BTreeMap<(&SecurityId, u64), Decimal> = BTreeMap::new();
-    for p in account.pending.values().filter(|p| p.side == Side::Sell) {
-        for l in &p.lots {
-            *committed.entry((&p.security, l.lot_id)).or_default() += l.quantity;
-        }
-    }
+    let committed = committed_sells(account);
     let mut offers: Vec<Offer<'a>> = Vec::new();
     let mut excess: BTreeMap<&'a SecurityId, Decimal> = BTreeMap::new();
     for (sec, lots) in &account.lots {
