@@ -89,6 +89,11 @@ impl<'a> Journal<'a> {
         })
     }
 
+    /// One record as stored (source and raw bytes), undecoded.
+    pub fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, ReplayError> {
+        Ok(self.store.get(&keys::seq_key(keys::JOURNAL, seq))?)
+    }
+
     /// One record.
     pub fn entry(&self, seq: u64) -> Result<Entry, ReplayError> {
         match self.entries(seq.saturating_sub(1)).next() {
@@ -162,13 +167,13 @@ impl Point {
 }
 
 /// The last input read, for showing where a replay stopped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AsOf {
     /// Inputs folded: the state version.
     pub seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<DateTime<Utc>>,
 }
 
@@ -209,6 +214,11 @@ impl Fold {
         let mut state = State::default();
         state.meta.settings = settings;
         Self { state, scope, skipped_ids: HashSet::default(), as_of: AsOf::default(), folded: 0, skipped: 0 }
+    }
+
+    /// A fold that goes on from `state`, the state after the input `as_of`.
+    pub fn resume(state: State, scope: Scope, as_of: AsOf) -> Self {
+        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0 }
     }
 
     pub fn scope(&self) -> &Scope {

@@ -217,3 +217,43 @@ fn verify_checks_a_range_and_names_the_first_differing_record() {
     let err = verify(&copy, &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, ReplayError::OutputMismatch { stream: "audit records", seq, .. } if seq == target), "{err}");
 }
+
+#[test]
+fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
+    // given a live run, and checkpoints every 97 inputs in a store of their own
+    let run = live_run(6, 2);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    let journal = Journal::open(store).unwrap();
+    let cache = MemStore::new();
+    let every = 97;
+    let built = crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap();
+    assert_eq!(built.len() as u64, n / every);
+    // then each checkpoint, loaded back, is the live state at its seq, whole
+    for c in &built {
+        let fold = crate::checkpoint::resume(&cache, c, Scope::All).unwrap();
+        assert!(fold.state == run.states[c.as_of.seq as usize], "checkpoint {}", c.as_of.seq);
+    }
+    // and a second look finds them valid and builds nothing
+    assert_eq!(crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap(), built);
+    // and state --at from the nearest checkpoint equals the fold from the start, by seq and by time
+    let h = run.states[n as usize].households.keys().nth(1).unwrap().clone();
+    for k in [1, every - 1, every, every + 1, n / 2, n - 1, n] {
+        let from_start = state_at(store, &h, Point::Seq(k), &mut |_, _| {});
+        let from_checkpoint =
+            crate::state_at::state_at_from(store, Some((&cache, every)), &h, Point::Seq(k), &mut |_, _| {});
+        match (from_start, from_checkpoint) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "at {k}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "at {k}"),
+            (a, b) => panic!("at {k}: {a:?} vs {b:?}"),
+        }
+    }
+    let t = journal.entry(n / 2).unwrap().time().unwrap();
+    let a = state_at(store, &h, Point::Time(t), &mut |_, _| {}).unwrap();
+    let b = crate::state_at::state_at_from(store, Some((&cache, every)), &h, Point::Time(t), &mut |_, _| {}).unwrap();
+    assert_eq!(a, b);
+    // and checkpoints built with another interval are thrown away and rebuilt
+    let rebuilt = crate::checkpoint::ensure(&journal, &cache, 2 * every, &mut |_, _| {}).unwrap();
+    assert_eq!(rebuilt.len() as u64, n / (2 * every));
+    assert!(rebuilt.iter().all(|c| c.as_of.seq.is_multiple_of(2 * every)));
+}

@@ -184,7 +184,10 @@ pub fn state(data_dir: &Path, household: &str, at: Option<&str>, quiet: bool, ou
         None => overlay_replay::state_now(&store, &h)?,
         Some(at) => {
             let bar = Progress::new(quiet, "replay state");
-            overlay_replay::state_at(&store, &h, point(at, DayEdge::End)?, &mut |d, t| bar.update(d, t))?
+            // Checkpoints live in a tree of their own, never the engine's.
+            let checkpoints = store.tree(overlay_replay::checkpoint::TREE)?;
+            let at = point(at, DayEdge::End)?;
+            overlay_replay::state_at_checkpointed(&store, &checkpoints, &h, at, &mut |d, t| bar.update(d, t))?
         }
     };
     writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
