@@ -289,11 +289,25 @@ pub fn fold_to(
     progress: &mut dyn FnMut(u64, u64),
     visit: &mut Visit<'_>,
 ) -> Result<(), ReplayError> {
+    let mut entries = journal.entries(fold.as_of.seq);
+    fold_entries(&mut entries, journal.len, fold, to, progress, visit)
+}
+
+/// [`fold_to`] over entries read elsewhere (on another thread): the
+/// journal's, from the one after `fold`'s last; `len` is the journal's length.
+pub fn fold_entries(
+    entries: &mut dyn Iterator<Item = Result<Entry, ReplayError>>,
+    len: u64,
+    fold: &mut Fold,
+    to: Option<Point>,
+    progress: &mut dyn FnMut(u64, u64),
+    visit: &mut Visit<'_>,
+) -> Result<(), ReplayError> {
     let total = match to {
-        Some(Point::Seq(n)) => n.min(journal.len),
-        _ => journal.len,
+        Some(Point::Seq(n)) => n.min(len),
+        _ => len,
     };
-    for e in journal.entries(fold.as_of.seq) {
+    for e in entries {
         let e = e?;
         if to.is_some_and(|p| !p.covers(&e)) {
             break;

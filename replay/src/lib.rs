@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod explain;
 pub mod export;
 pub mod journal;
+pub mod prefetch;
 pub mod state_at;
 pub mod verify;
 pub mod view;
@@ -22,7 +23,7 @@ pub mod whatif;
 
 pub use journal::{DayEdge, Point, Scope};
 pub use state_at::{state_at, state_at_checkpointed, state_now};
-pub use verify::{verify, verify_range, verify_stream, VerifyRange, VerifyReport};
+pub use verify::{verify, verify_range, verify_range_threaded, verify_stream, VerifyRange, VerifyReport};
 
 use overlay_store::StoreError;
 

@@ -26,7 +26,7 @@ use overlay_core::fold::Input;
 use overlay_core::state::EngineSettings;
 use overlay_replay::checkpoint::CHECKPOINT_EVERY;
 use overlay_replay::journal::{Fold, Journal, Scope};
-use overlay_replay::Point;
+use overlay_replay::{Point, VerifyRange};
 use overlay_scenario::demo::DemoSpec;
 use overlay_store::{Folder, SledStore, Store};
 use std::hint::black_box;
@@ -141,6 +141,7 @@ pub fn replay(sizes: &ReplaySizes, settings: &EngineSettings, out: &mut dyn Writ
     // The middle of the history, one input short of a checkpoint: the
     // longest fold a lookup does (CHECKPOINT_EVERY - 1 inputs).
     let mid_at = n / 2 - 1;
+    let sync_store: &(dyn Store + Sync) = &store;
     let store: &dyn Store = &store;
     let checkpoints: &dyn Store = &checkpoints;
 
@@ -148,7 +149,8 @@ pub fn replay(sizes: &ReplaySizes, settings: &EngineSettings, out: &mut dyn Writ
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=sizes.rounds {
         let t = Instant::now();
-        let report = overlay_replay::verify(store, &mut |_, _| {}).map_err(|e| anyhow::anyhow!("verify: {e}"))?;
+        let report = overlay_replay::verify_range_threaded(sync_store, VerifyRange::default(), &mut |_, _| {})
+            .map_err(|e| anyhow::anyhow!("verify: {e}"))?;
         let v = t.elapsed().as_secs_f64();
         ensure!(report.inputs == n && report.state_hash.is_some(), "verify covered {} of {n} inputs", report.inputs);
         let t = Instant::now();

@@ -66,7 +66,7 @@ pub fn verify(data_dir: &Path, from: Option<&str>, to: Option<&str>, quiet: bool
         to: to.map(|t| point(t, DayEdge::End)).transpose()?,
     };
     let bar = Progress::new(quiet, "replay verify");
-    let report = overlay_replay::verify_range(&store, range, &mut |d, t| bar.update(d, t));
+    let report = overlay_replay::verify_range_threaded(&store, range, &mut |d, t| bar.update(d, t));
     drop(bar);
     let r = report.map_err(|e| anyhow!("replay verify FAILED: {e}"))?;
     match &r.state_hash {
