@@ -289,14 +289,14 @@ pub fn fold_to(
     progress: &mut dyn FnMut(u64, u64),
     visit: &mut Visit<'_>,
 ) -> Result<(), ReplayError> {
-    let mut entries = journal.entries(fold.as_of.seq);
+    let mut entries = crate::prefetch::Inline(journal.entries(fold.as_of.seq));
     fold_entries(&mut entries, journal.len, fold, to, progress, visit)
 }
 
 /// [`fold_to`] over entries read elsewhere (on another thread): the
 /// journal's, from the one after `fold`'s last; `len` is the journal's length.
 pub fn fold_entries(
-    entries: &mut dyn Iterator<Item = Result<Entry, ReplayError>>,
+    entries: &mut dyn crate::prefetch::Entries,
     len: u64,
     fold: &mut Fold,
     to: Option<Point>,
@@ -307,7 +307,7 @@ pub fn fold_entries(
         Some(Point::Seq(n)) => n.min(len),
         _ => len,
     };
-    for e in entries {
+    while let Some(e) = entries.next_entry() {
         let e = e?;
         if to.is_some_and(|p| !p.covers(&e)) {
             break;
@@ -317,6 +317,7 @@ pub fn fold_entries(
         if e.seq.is_multiple_of(PROGRESS_EVERY) {
             progress(e.seq, total);
         }
+        entries.used(e);
     }
     progress(fold.as_of.seq, total);
     Ok(())

@@ -6,7 +6,7 @@
 use crate::journal::{Entry, Journal};
 use crate::ReplayError;
 use overlay_store::Store;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::Scope;
 
 /// Records per batch handed over.
@@ -32,18 +32,14 @@ impl<'a> Reader<'a> {
 
     /// The journal's entries after `after`, read (and decoded) on a thread of
     /// `scope` when threaded.
-    pub fn entries<'scope, 'env>(
-        &self,
-        scope: &'scope Scope<'scope, 'env>,
-        after: u64,
-    ) -> Box<dyn Iterator<Item = Result<Entry, ReplayError>> + 'a>
+    pub fn entries<'scope, 'env>(&self, scope: &'scope Scope<'scope, 'env>, after: u64) -> Box<dyn Entries + 'a>
     where
         'a: 'scope,
     {
         match *self {
             Reader::Inline(s) => match Journal::open(s) {
-                Ok(j) => Box::new(j.entries(after)),
-                Err(e) => Box::new(std::iter::once(Err(e))),
+                Ok(j) => Box::new(Inline(j.entries(after))),
+                Err(e) => Box::new(Inline(std::iter::once(Err(e)))),
             },
             Reader::Threaded(s) => Box::new(spawn(scope, move || {
                 let entries: Box<dyn Iterator<Item = Result<Entry, ReplayError>>> = match Journal::open(s) {
@@ -60,6 +56,48 @@ impl<'a> Reader<'a> {
 pub struct Batches<T> {
     rx: Receiver<Result<Vec<T>, ReplayError>>,
     current: std::vec::IntoIter<T>,
+    /// Items used, handed back to the reading thread to be freed there (an
+    /// allocator frees memory fastest on the thread that allocated it).
+    used: Vec<T>,
+    back: SyncSender<Vec<T>>,
+}
+
+impl<T> Batches<T> {
+    /// Hands an item back to be freed on the reading thread.
+    pub fn recycle(&mut self, item: T) {
+        self.used.push(item);
+        if self.used.len() == BATCH {
+            // If the reader is gone or behind, the batch is freed here.
+            let _ = self.back.try_send(std::mem::replace(&mut self.used, Vec::with_capacity(BATCH)));
+        }
+    }
+}
+
+/// Journal entries, which the folding thread hands back once used.
+pub trait Entries {
+    fn next_entry(&mut self) -> Option<Result<Entry, ReplayError>>;
+    /// Done with `e`.
+    fn used(&mut self, e: Entry) {
+        drop(e);
+    }
+}
+
+/// Entries read on the folding thread.
+pub struct Inline<I>(pub I);
+
+impl<I: Iterator<Item = Result<Entry, ReplayError>>> Entries for Inline<I> {
+    fn next_entry(&mut self) -> Option<Result<Entry, ReplayError>> {
+        self.0.next()
+    }
+}
+
+impl Entries for Batches<Entry> {
+    fn next_entry(&mut self) -> Option<Result<Entry, ReplayError>> {
+        self.next()
+    }
+    fn used(&mut self, e: Entry) {
+        self.recycle(e);
+    }
 }
 
 impl<T> Iterator for Batches<T> {
@@ -90,15 +128,22 @@ where
     F: FnOnce() -> I + Send + 'scope,
 {
     let (tx, rx) = sync_channel(AHEAD);
+    let (back, returned) = sync_channel::<Vec<T>>(AHEAD);
     scope.spawn(move || {
-        let mut batch = Vec::with_capacity(BATCH);
+        // The next batch: a used one handed back (its items freed here), or a new one.
+        let next_batch = || match returned.try_recv() {
+            Ok(mut used) => {
+                used.clear();
+                used
+            }
+            Err(_) => Vec::with_capacity(BATCH),
+        };
+        let mut batch = next_batch();
         for r in make() {
             match r {
                 Ok(x) => {
                     batch.push(x);
-                    if batch.len() == BATCH
-                        && tx.send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))).is_err()
-                    {
+                    if batch.len() == BATCH && tx.send(Ok(std::mem::replace(&mut batch, next_batch()))).is_err() {
                         return;
                     }
                 }
@@ -112,5 +157,5 @@ where
             let _ = tx.send(Ok(batch));
         }
     });
-    Batches { rx, current: Vec::new().into_iter() }
+    Batches { rx, current: Vec::new().into_iter(), used: Vec::with_capacity(BATCH), back }
 }

@@ -4,7 +4,8 @@
 //! shared with another household's input).
 
 use crate::checkpoint;
-use crate::journal::{check_point, fold_to, AsOf, Fold, Journal, Point, Scope};
+use crate::journal::{check_point, fold_entries, AsOf, Fold, Journal, Point, Scope};
+use crate::prefetch::Reader;
 use crate::view::{household_view, HouseholdView};
 use crate::ReplayError;
 use chrono::{DateTime, Utc};
@@ -21,30 +22,31 @@ pub fn state_at(
     at: Point,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HouseholdView, ReplayError> {
-    state_at_from(recorded, None, h, at, progress)
+    state_at_from(Reader::Inline(recorded), None, h, at, progress)
 }
 
 /// [`state_at`], folding only from the nearest checkpoint at or before `at`,
 /// kept in `checkpoints` (a store of the replay's own: see
-/// [`crate::checkpoint`]; built there first when missing or short).
+/// [`crate::checkpoint`]; built there first when missing or short), with
+/// the journal read on a thread of its own.
 pub fn state_at_checkpointed(
-    recorded: &dyn Store,
+    recorded: &(dyn Store + Sync),
     checkpoints: &dyn Store,
     h: &HouseholdId,
     at: Point,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HouseholdView, ReplayError> {
-    state_at_from(recorded, Some((checkpoints, checkpoint::CHECKPOINT_EVERY)), h, at, progress)
+    state_at_from(Reader::Threaded(recorded), Some((checkpoints, checkpoint::CHECKPOINT_EVERY)), h, at, progress)
 }
 
 pub(crate) fn state_at_from(
-    recorded: &dyn Store,
+    reader: Reader<'_>,
     checkpoints: Option<(&dyn Store, u64)>,
     h: &HouseholdId,
     at: Point,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HouseholdView, ReplayError> {
-    let journal = Journal::open(recorded)?;
+    let journal = Journal::open(reader.store())?;
     check_point(&journal, at, "--at")?;
     let start = match checkpoints {
         Some((store, every)) => {
@@ -59,14 +61,17 @@ pub(crate) fn state_at_from(
             None => Ok(Fold::new(journal.settings.clone(), scope)),
         }
     };
-    let mut fold = start_fold(Scope::Household(h.clone()))?;
-    let fold = match fold_to(&journal, &mut fold, Some(at), progress, &mut |_, _, _| Ok(())) {
-        Err(ReplayError::ScopeCollision { .. }) => {
-            let mut fold = start_fold(Scope::All)?;
-            fold_to(&journal, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))?;
-            fold
-        }
-        other => other.map(|()| fold)?,
+    let mut fold_from_start = |scope: Scope| -> Result<Fold, ReplayError> {
+        let mut fold = start_fold(scope)?;
+        std::thread::scope(|s| {
+            let mut entries = reader.entries(s, fold.as_of.seq);
+            fold_entries(&mut *entries, journal.len, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))
+        })?;
+        Ok(fold)
+    };
+    let fold = match fold_from_start(Scope::Household(h.clone())) {
+        Err(ReplayError::ScopeCollision { .. }) => fold_from_start(Scope::All)?,
+        other => other?,
     };
     let judged_at = match at {
         Point::Time(t) => t,

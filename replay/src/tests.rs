@@ -240,8 +240,13 @@ fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
     let h = run.states[n as usize].households.keys().nth(1).unwrap().clone();
     for k in [1, every - 1, every, every + 1, n / 2, n - 1, n] {
         let from_start = state_at(store, &h, Point::Seq(k), &mut |_, _| {});
-        let from_checkpoint =
-            crate::state_at::state_at_from(store, Some((&cache, every)), &h, Point::Seq(k), &mut |_, _| {});
+        let from_checkpoint = crate::state_at::state_at_from(
+            crate::prefetch::Reader::Inline(store),
+            Some((&cache, every)),
+            &h,
+            Point::Seq(k),
+            &mut |_, _| {},
+        );
         match (from_start, from_checkpoint) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "at {k}"),
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "at {k}"),
@@ -250,7 +255,14 @@ fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
     }
     let t = journal.entry(n / 2).unwrap().time().unwrap();
     let a = state_at(store, &h, Point::Time(t), &mut |_, _| {}).unwrap();
-    let b = crate::state_at::state_at_from(store, Some((&cache, every)), &h, Point::Time(t), &mut |_, _| {}).unwrap();
+    let b = crate::state_at::state_at_from(
+        crate::prefetch::Reader::Inline(store),
+        Some((&cache, every)),
+        &h,
+        Point::Time(t),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(a, b);
     // and checkpoints built with another interval are thrown away and rebuilt
     let rebuilt = crate::checkpoint::ensure(&journal, &cache, 2 * every, &mut |_, _| {}).unwrap();

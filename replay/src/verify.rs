@@ -14,7 +14,8 @@ use overlay_core::fold::{Applied, Touched};
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
 use overlay_store::{codec, dead_letter, keys, records_after, state_hash, MemStore, Store, WriteBatch};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::thread;
 
 /// Which inputs' outputs to compare: from `from` (inclusive) through `to`.
@@ -255,7 +256,7 @@ fn verify_with(
     check_range(&journal, range)?;
     let mut fold = Fold::new(journal.settings.clone(), Scope::All);
     let mut report = VerifyReport::default();
-    let mut touched: BTreeSet<Touched> = BTreeSet::new();
+    let mut touched = TouchedSet::default();
     let counts = thread::scope(|scope| -> Result<Option<(u64, u64, u64)>, ReplayError> {
         let mut checker: Option<Checker<'_>> = None;
         // The state before the next entry: where its outputs start.
@@ -264,11 +265,7 @@ fn verify_with(
         let mut entries = reader.entries(scope, 0);
         fold_entries(&mut *entries, journal.len, &mut fold, range.to, progress, &mut |e, applied, _| {
             let applied = applied.expect("a full fold folds every entry");
-            for t in &applied.touched {
-                if !touched.contains(t) {
-                    touched.insert(t.clone());
-                }
-            }
+            touched.extend(&applied.touched);
             if !started && range.from.is_some_and(|p| p.starts_by(e)) {
                 started = true;
             }
@@ -300,7 +297,7 @@ fn verify_with(
     };
     (report.orders, report.audit, report.dead_letters) = counts;
     if report.inputs == journal.len {
-        let replayed = state_store(&fold.state, &touched)?;
+        let replayed = state_store(&fold.state, &touched.sorted())?;
         let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
         if a != b {
             return Err(ReplayError::StateMismatch {
@@ -312,6 +309,45 @@ fn verify_with(
         report.state_hash = Some(a);
     }
     Ok(report)
+}
+
+/// The records the inputs touched, each once: by a hash of the record's
+/// key (probed for every record of every input: cheaper than ordered
+/// compares of ids), then by equality. Its order never shows:
+/// [`TouchedSet::sorted`] puts them in order.
+#[derive(Default)]
+struct TouchedSet(HashMap<u64, Vec<Touched>, BuildHasherDefault<DefaultHasher>>);
+
+fn touched_hash(t: &Touched) -> u64 {
+    let mut h = DefaultHasher::default();
+    std::mem::discriminant(t).hash(&mut h);
+    match t {
+        Touched::Security(s) | Touched::Price(s) | Touched::Esg(s) => s.as_str().hash(&mut h),
+        Touched::Model(m) => m.as_str().hash(&mut h),
+        Touched::Household(hh) => hh.as_str().hash(&mut h),
+        Touched::Account(hh, a) => (hh.as_str(), a.as_str()).hash(&mut h),
+        Touched::Lots(hh, a, s) => (hh.as_str(), a.as_str(), s.as_str()).hash(&mut h),
+        Touched::Pending(hh, a, o) => (hh.as_str(), a.as_str(), o.as_str()).hash(&mut h),
+        Touched::Seen(id) => id.hash(&mut h),
+        Touched::Chain(c) => c.hash(&mut h),
+        Touched::Meta => {}
+    }
+    h.finish()
+}
+
+impl TouchedSet {
+    fn extend(&mut self, ts: &[Touched]) {
+        for t in ts {
+            let bucket = self.0.entry(touched_hash(t)).or_default();
+            if !bucket.contains(t) {
+                bucket.push(t.clone());
+            }
+        }
+    }
+
+    fn sorted(self) -> BTreeSet<Touched> {
+        self.0.into_values().flatten().collect()
+    }
 }
 
 /// The output counters after an input: the last seq of each stream it
