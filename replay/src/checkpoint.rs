@@ -1,10 +1,12 @@
 //! Checkpoints of the replayed state, for `state --at`: every
-//! [`CHECKPOINT_EVERY`] journal inputs, the state records that changed since
-//! the previous checkpoint (a delta, encoded as the engine stores them), kept
-//! in a store of the replay's own (a named tree next to the engine's, never
-//! the engine's tree). A lookup loads the nearest checkpoint at or before its
-//! point (the deltas up to it, merged, decoded as the engine decodes its
-//! store on restart) and folds only the inputs after it.
+//! [`CHECKPOINT_EVERY`] journal inputs, the state records (encoded as the
+//! engine stores them), kept in a store of the replay's own (a named tree
+//! next to the engine's, never the engine's tree). Every [`BASE_EVERY`]th
+//! checkpoint is a base, every record; the ones between hold the records
+//! that changed since their base. A lookup loads the nearest checkpoint at or
+//! before its point (its base and its changes, decoded as the engine decodes
+//! its store on restart: two scans, however long the history) and folds only
+//! the inputs after it.
 //!
 //! The checkpoints are derived data: built lazily by the first lookup that
 //! finds them missing or short (a full fold of the journal, as `verify`
@@ -27,15 +29,20 @@ pub const TREE: &str = "replay/checkpoints";
 
 /// Journal inputs between checkpoints: a lookup folds at most this many.
 pub const CHECKPOINT_EVERY: u64 = 10_000;
+/// Checkpoints per base (a base holds every record; the others, changes).
+pub const BASE_EVERY: u64 = 10;
 
 const SETTINGS: &[u8] = b"settings";
 const HEADER: &[u8] = b"h/";
+const BASE: &[u8] = b"b/";
 const DELTA: &[u8] = b"d/";
 
 /// One checkpoint: where it is, and what it was built after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub as_of: AsOf,
+    /// The seq of its base (itself for a base; 0: the empty state).
+    pub base: u64,
     /// The latest event time of the inputs up to it (None: none had one).
     pub latest_time: Option<DateTime<Utc>>,
     /// The journal record at `as_of.seq`, as it was when the checkpoint was built.
@@ -52,12 +59,8 @@ impl Checkpoint {
     }
 }
 
-fn header_key(seq: u64) -> Vec<u8> {
-    [HEADER, &seq.to_be_bytes()].concat()
-}
-
-fn delta_key(seq: u64, state_key: &[u8]) -> Vec<u8> {
-    [DELTA, &seq.to_be_bytes(), state_key].concat()
+fn key(kind: &[u8], seq: u64, state_key: &[u8]) -> Vec<u8> {
+    [kind, &seq.to_be_bytes(), state_key].concat()
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -67,6 +70,9 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 fn corrupt(what: &str, e: impl std::fmt::Display) -> ReplayError {
     ReplayError::Invalid(format!("replay checkpoint store: {what}: {e}"))
 }
+
+/// State records: key → value (None: deleted since the base).
+type Records = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The checkpoints that match the journal, building the missing ones (every
 /// `every` inputs up to the journal's end) first.
@@ -82,9 +88,16 @@ pub fn ensure(
     if last + every > journal.len {
         return Ok(have);
     }
-    let mut fold = match have.last() {
-        Some(c) => resume(store, c, Scope::All)?,
-        None => Fold::new(journal.settings.clone(), Scope::All),
+    // Every record now, and the ones changed since the last base.
+    let (mut fold, mut current, mut since_base, mut base) = match have.last() {
+        Some(c) => {
+            let since_base = if c.base == c.as_of.seq { Records::new() } else { scan(store, DELTA, c.as_of.seq)? };
+            let mut current = scan(store, BASE, c.base)?;
+            current.extend(since_base.clone());
+            current.retain(|_, v| v.is_some());
+            (decode(&current, c, Scope::All)?, current, since_base, c.base)
+        }
+        None => (Fold::new(journal.settings.clone(), Scope::All), Records::new(), Records::new(), 0),
     };
     let mut latest_time = have.last().and_then(|c| c.latest_time);
     let mut touched: BTreeSet<Touched> = BTreeSet::new();
@@ -101,19 +114,38 @@ pub fn ensure(
             progress(e.seq, total);
         }
         if e.seq.is_multiple_of(every) {
-            let c =
-                Checkpoint { as_of: fold.as_of.clone(), latest_time, journal_record: journal_record(journal, e.seq)? };
-            let mut batch = WriteBatch::default();
             for t in std::mem::take(&mut touched) {
                 let (k, v) = codec::encode_touched(&fold.state, &t);
-                // A tag byte: 1 the record's value, 0 deleted.
-                let v = match v {
-                    Some(v) => [&[1u8][..], &v].concat(),
-                    None => vec![0u8],
+                match &v {
+                    Some(v) => current.insert(k.clone(), Some(v.clone())),
+                    None => current.remove(&k),
                 };
-                batch.put(delta_key(e.seq, &k), v);
+                since_base.insert(k, v);
             }
-            batch.put(header_key(e.seq), json(&c));
+            let mut batch = WriteBatch::default();
+            if (e.seq / every).is_multiple_of(BASE_EVERY) {
+                base = e.seq;
+                since_base.clear();
+                for (k, v) in &current {
+                    batch.put(key(BASE, e.seq, k), v.clone().expect("current records are present"));
+                }
+            } else {
+                for (k, v) in &since_base {
+                    // A tag byte: 1 the record's value, 0 deleted.
+                    let v = match v {
+                        Some(v) => [&[1u8][..], v].concat(),
+                        None => vec![0u8],
+                    };
+                    batch.put(key(DELTA, e.seq, k), v);
+                }
+            }
+            let c = Checkpoint {
+                as_of: fold.as_of.clone(),
+                base,
+                latest_time,
+                journal_record: journal_record(journal, e.seq)?,
+            };
+            batch.put(key(HEADER, e.seq, b""), json(&c));
             store.commit(batch)?;
             have.push(c);
         }
@@ -132,7 +164,7 @@ fn journal_record(journal: &Journal<'_>, seq: u64) -> Result<Vec<u8>, ReplayErro
 /// The stored checkpoints, if they match the journal; otherwise the store
 /// is emptied (they are rebuilt).
 fn valid(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Vec<Checkpoint>, ReplayError> {
-    let settings = json(&(every, &journal.settings));
+    let settings = json(&(every, BASE_EVERY, &journal.settings));
     let mut have = Vec::new();
     let mut ok = store.get(SETTINGS)?.is_some_and(|s| s == settings);
     if ok {
@@ -158,30 +190,51 @@ fn valid(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Vec<Che
     Ok(have)
 }
 
-/// A fold resumed at checkpoint `c`: the state as the deltas up to it leave it.
-pub fn resume(store: &dyn Store, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
-    let mut records: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let end = delta_key(c.as_of.seq + 1, b"");
-    for r in store.scan(DELTA, None) {
-        let (k, v) = r?;
-        if k >= end {
-            break;
-        }
-        let state_key = k[DELTA.len() + 8..].to_vec();
-        match v.split_first() {
-            Some((1, value)) => {
-                records.insert(state_key, value.to_vec());
-            }
-            Some((0, [])) => {
-                records.remove(&state_key);
-            }
-            _ => return Err(corrupt("delta record", String::from_utf8_lossy(&k))),
-        }
+/// The records of one base (`kind` BASE) or one set of changes (DELTA).
+fn scan(store: &dyn Store, kind: &[u8], seq: u64) -> Result<Records, ReplayError> {
+    let mut records = Records::new();
+    if seq == 0 {
+        return Ok(records);
     }
+    let prefix = key(kind, seq, b"");
+    for r in store.scan(&prefix, None) {
+        let (k, v) = r?;
+        let state_key = k[prefix.len()..].to_vec();
+        let value = match (kind, v.split_first()) {
+            (BASE, _) => Some(v),
+            (_, Some((1, value))) => Some(value.to_vec()),
+            (_, Some((0, []))) => None,
+            _ => return Err(corrupt("changed record", String::from_utf8_lossy(&k))),
+        };
+        records.insert(state_key, value);
+    }
+    Ok(records)
+}
+
+fn decode(records: &Records, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
     debug_assert!(records.keys().all(|k| k.starts_with(keys::STATE)));
-    let state = codec::decode_state(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+    let state = codec::decode_state(records.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v))))?;
     if state.meta.applied != c.as_of.seq {
         return Err(corrupt("state version", format!("{} at checkpoint {}", state.meta.applied, c.as_of.seq)));
     }
     Ok(Fold::resume(state, scope, c.as_of.clone()))
+}
+
+/// A fold resumed at checkpoint `c`: the state its base and its changes hold.
+pub fn resume(store: &dyn Store, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
+    let mut records = scan(store, BASE, c.base)?;
+    if c.base != c.as_of.seq {
+        records.extend(scan(store, DELTA, c.as_of.seq)?);
+    }
+    decode(&records, c, scope)
+}
+
+/// The bytes the checkpoints take (keys and values).
+pub fn bytes(store: &dyn Store) -> Result<u64, ReplayError> {
+    let mut n = 0;
+    for r in store.scan(b"", None) {
+        let (k, v) = r?;
+        n += (k.len() + v.len()) as u64;
+    }
+    Ok(n)
 }

@@ -220,7 +220,7 @@ fn verify_checks_a_range_and_names_the_first_differing_record() {
 
 #[test]
 fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
-    // given a live run, and checkpoints every 97 inputs in a store of their own
+    // given a live run, and checkpoints every 97 inputs in a store of their own (bases and changes)
     let run = live_run(6, 2);
     let store = run.folder.store();
     let n = run.states.len() as u64 - 1;
@@ -236,6 +236,22 @@ fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
     }
     // and a second look finds them valid and builds nothing
     assert_eq!(crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap(), built);
+    // and checkpoints built on a shorter journal (past a base: the 12th) are extended to the same ones
+    assert!(built.len() > 13 && built[9].base == built[9].as_of.seq && built[11].base == built[9].as_of.seq);
+    let keep = built[11].as_of.seq;
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in cache.scan(b"", None) {
+        let (k, _) = r.unwrap();
+        if k.len() >= 10 && k[1] == b'/' && u64::from_be_bytes(k[2..10].try_into().unwrap()) > keep {
+            batch.delete(k);
+        }
+    }
+    cache.commit(batch).unwrap();
+    assert_eq!(crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap(), built);
+    for c in &built[12..] {
+        let fold = crate::checkpoint::resume(&cache, c, Scope::All).unwrap();
+        assert!(fold.state == run.states[c.as_of.seq as usize], "extended checkpoint {}", c.as_of.seq);
+    }
     // and state --at from the nearest checkpoint equals the fold from the start, by seq and by time
     let h = run.states[n as usize].households.keys().nth(1).unwrap().clone();
     for k in [1, every - 1, every, every + 1, n / 2, n - 1, n] {

@@ -132,10 +132,11 @@ pub fn replay(sizes: &ReplaySizes, settings: &EngineSettings, out: &mut dyn Writ
         overlay_replay::checkpoint::ensure(&Journal::open(&store)?, &checkpoints, CHECKPOINT_EVERY, &mut |_, _| {})?;
     writeln!(
         out,
-        "  checkpoints for state --at ({:.1} s, once, untimed): {} every {} inputs, in a tree of their own",
+        "  checkpoints for state --at ({:.1} s, once, untimed): {} every {} inputs, in a tree of their own ({:.1} MB)",
         t.elapsed().as_secs_f64(),
         built.len(),
-        group(CHECKPOINT_EVERY as f64)
+        group(CHECKPOINT_EVERY as f64),
+        overlay_replay::checkpoint::bytes(&checkpoints)? as f64 / 1e6
     )?;
     out.flush()?;
     // The middle of the history, one input short of a checkpoint: the
