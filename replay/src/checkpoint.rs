@@ -20,6 +20,7 @@ use crate::journal::{AsOf, Fold, Journal, Point, Scope, PROGRESS_EVERY};
 use crate::ReplayError;
 use chrono::{DateTime, Utc};
 use overlay_core::fold::Touched;
+use overlay_core::ids::HouseholdId;
 use overlay_store::{codec, keys, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,8 +92,9 @@ pub fn ensure(
     // Every record now, and the ones changed since the last base.
     let (mut fold, mut current, mut since_base, mut base) = match have.last() {
         Some(c) => {
-            let since_base = if c.base == c.as_of.seq { Records::new() } else { scan(store, DELTA, c.as_of.seq)? };
-            let mut current = scan(store, BASE, c.base)?;
+            let since_base =
+                if c.base == c.as_of.seq { Records::new() } else { scan(store, DELTA, c.as_of.seq, None)? };
+            let mut current = scan(store, BASE, c.base, None)?;
             current.extend(since_base.clone());
             current.retain(|_, v| v.is_some());
             (decode(&current, c, Scope::All)?, current, since_base, c.base)
@@ -190,23 +192,46 @@ fn valid(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Vec<Che
     Ok(have)
 }
 
-/// The records of one base (`kind` BASE) or one set of changes (DELTA).
-fn scan(store: &dyn Store, kind: &[u8], seq: u64) -> Result<Records, ReplayError> {
+/// The records of one base (`kind` BASE) or one set of changes (DELTA):
+/// all of them, or (`only`) the reference data, counters, chains and
+/// idempotency set and that one household's records.
+fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) -> Result<Records, ReplayError> {
     let mut records = Records::new();
     if seq == 0 {
         return Ok(records);
     }
-    let prefix = key(kind, seq, b"");
-    for r in store.scan(&prefix, None) {
-        let (k, v) = r?;
-        let state_key = k[prefix.len()..].to_vec();
-        let value = match (kind, v.split_first()) {
-            (BASE, _) => Some(v),
-            (_, Some((1, value))) => Some(value.to_vec()),
-            (_, Some((0, []))) => None,
-            _ => return Err(corrupt("changed record", String::from_utf8_lossy(&k))),
-        };
-        records.insert(state_key, value);
+    let prefixes: Vec<Vec<u8>> = match only {
+        None => vec![keys::STATE.to_vec()],
+        Some(h) => {
+            let shared = [keys::SECURITY, keys::MODEL, keys::PRICE, keys::ESG, keys::SEEN, keys::CHAIN, keys::META];
+            let own = [keys::ACCOUNT, keys::LOTS, keys::PENDING].map(|p| format!("{p}{h}/"));
+            let mut v: Vec<Vec<u8>> = shared.iter().map(|p| p.as_bytes().to_vec()).collect();
+            v.extend(own.map(String::into_bytes));
+            v.push(keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
+            v
+        }
+    };
+    let household_key = only.map(|h| keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
+    let at = key(kind, seq, b"");
+    for p in prefixes {
+        let prefix = key(kind, seq, &p);
+        for r in store.scan(&prefix, None) {
+            let (k, v) = r?;
+            let state_key = &k[at.len()..];
+            // `s:hh:H` is a prefix of `s:hh:H2`'s key too.
+            if state_key.starts_with(keys::HOUSEHOLD.as_bytes())
+                && household_key.as_deref().is_some_and(|hk| hk != state_key)
+            {
+                continue;
+            }
+            let value = match (kind, v.split_first()) {
+                (BASE, _) => Some(v),
+                (_, Some((1, value))) => Some(value.to_vec()),
+                (_, Some((0, []))) => None,
+                _ => return Err(corrupt("changed record", String::from_utf8_lossy(&k))),
+            };
+            records.insert(state_key.to_vec(), value);
+        }
     }
     Ok(records)
 }
@@ -220,11 +245,17 @@ fn decode(records: &Records, c: &Checkpoint, scope: Scope) -> Result<Fold, Repla
     Ok(Fold::resume(state, scope, c.as_of.clone()))
 }
 
-/// A fold resumed at checkpoint `c`: the state its base and its changes hold.
+/// A fold resumed at checkpoint `c`: the state its base and its changes
+/// hold; for a household's scope, without the other households (which a
+/// household-scoped fold never holds: it skips their inputs).
 pub fn resume(store: &dyn Store, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
-    let mut records = scan(store, BASE, c.base)?;
+    let only = match &scope {
+        Scope::All => None,
+        Scope::Household(h) => Some(h.clone()),
+    };
+    let mut records = scan(store, BASE, c.base, only.as_ref())?;
     if c.base != c.as_of.seq {
-        records.extend(scan(store, DELTA, c.as_of.seq)?);
+        records.extend(scan(store, DELTA, c.as_of.seq, only.as_ref())?);
     }
     decode(&records, c, scope)
 }

@@ -230,9 +230,16 @@ fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
     let built = crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap();
     assert_eq!(built.len() as u64, n / every);
     // then each checkpoint, loaded back, is the live state at its seq, whole
+    let h = run.states[n as usize].households.keys().nth(1).unwrap().clone();
     for c in &built {
+        let live = &run.states[c.as_of.seq as usize];
         let fold = crate::checkpoint::resume(&cache, c, Scope::All).unwrap();
-        assert!(fold.state == run.states[c.as_of.seq as usize], "checkpoint {}", c.as_of.seq);
+        assert!(fold.state == *live, "checkpoint {}", c.as_of.seq);
+        // (and, for one household's scope, that household and the reference data alone)
+        let scoped = crate::checkpoint::resume(&cache, c, Scope::Household(h.clone())).unwrap().state;
+        assert!(scoped.households.keys().all(|x| *x == h));
+        assert!(scoped.households.get(&h) == live.households.get(&h), "household {h} at checkpoint {}", c.as_of.seq);
+        assert!(scoped.prices == live.prices && scoped.models == live.models && scoped.meta == live.meta);
     }
     // and a second look finds them valid and builds nothing
     assert_eq!(crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap(), built);
@@ -253,7 +260,6 @@ fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
         assert!(fold.state == run.states[c.as_of.seq as usize], "extended checkpoint {}", c.as_of.seq);
     }
     // and state --at from the nearest checkpoint equals the fold from the start, by seq and by time
-    let h = run.states[n as usize].households.keys().nth(1).unwrap().clone();
     for k in [1, every - 1, every, every + 1, n / 2, n - 1, n] {
         let from_start = state_at(store, &h, Point::Seq(k), &mut |_, _| {});
         let from_checkpoint = crate::state_at::state_at_from(
