@@ -89,6 +89,11 @@ impl<'a> Journal<'a> {
         })
     }
 
+    /// One record as stored (source and raw bytes), undecoded.
+    pub fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, ReplayError> {
+        Ok(self.store.get(&keys::seq_key(keys::JOURNAL, seq))?)
+    }
+
     /// One record.
     pub fn entry(&self, seq: u64) -> Result<Entry, ReplayError> {
         match self.entries(seq.saturating_sub(1)).next() {
@@ -162,13 +167,13 @@ impl Point {
 }
 
 /// The last input read, for showing where a replay stopped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AsOf {
     /// Inputs folded: the state version.
     pub seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<DateTime<Utc>>,
 }
 
@@ -209,6 +214,11 @@ impl Fold {
         let mut state = State::default();
         state.meta.settings = settings;
         Self { state, scope, skipped_ids: HashSet::default(), as_of: AsOf::default(), folded: 0, skipped: 0 }
+    }
+
+    /// A fold that goes on from `state`, the state after the input `as_of`.
+    pub fn resume(state: State, scope: Scope, as_of: AsOf) -> Self {
+        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0 }
     }
 
     pub fn scope(&self) -> &Scope {
@@ -279,11 +289,25 @@ pub fn fold_to(
     progress: &mut dyn FnMut(u64, u64),
     visit: &mut Visit<'_>,
 ) -> Result<(), ReplayError> {
+    let mut entries = crate::prefetch::Inline(journal.entries(fold.as_of.seq));
+    fold_entries(&mut entries, journal.len, fold, to, progress, visit)
+}
+
+/// [`fold_to`] over entries read elsewhere (on another thread): the
+/// journal's, from the one after `fold`'s last; `len` is the journal's length.
+pub fn fold_entries(
+    entries: &mut dyn crate::prefetch::Entries,
+    len: u64,
+    fold: &mut Fold,
+    to: Option<Point>,
+    progress: &mut dyn FnMut(u64, u64),
+    visit: &mut Visit<'_>,
+) -> Result<(), ReplayError> {
     let total = match to {
-        Some(Point::Seq(n)) => n.min(journal.len),
-        _ => journal.len,
+        Some(Point::Seq(n)) => n.min(len),
+        _ => len,
     };
-    for e in journal.entries(fold.as_of.seq) {
+    while let Some(e) = entries.next_entry() {
         let e = e?;
         if to.is_some_and(|p| !p.covers(&e)) {
             break;
@@ -293,6 +317,7 @@ pub fn fold_to(
         if e.seq.is_multiple_of(PROGRESS_EVERY) {
             progress(e.seq, total);
         }
+        entries.used(e);
     }
     progress(fold.as_of.seq, total);
     Ok(())

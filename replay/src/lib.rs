@@ -3,24 +3,27 @@
 //! - [`verify`]: re-fold the inputs and check every output byte (orders,
 //!   audit records, dead letters) and the state hash, over the whole journal
 //!   or a range of it; on a difference, name the first differing record;
-//! - [`state_at`]: a household as it was at a journal seq or a time;
+//! - [`state_at`]: a household as it was at a journal seq or a time (from
+//!   the nearest [`checkpoint`] with [`state_at_checkpointed`]);
 //! - [`explain`]: why an order was made, or why trades were not;
 //! - [`whatif`]: the same history with a changed input, in memory, compared;
 //! - [`audit`]: the published audit trail's hash chains;
 //! - [`export`]: a household's orders or audit records over a date range.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod explain;
 pub mod export;
 pub mod journal;
+pub mod prefetch;
 pub mod state_at;
 pub mod verify;
 pub mod view;
 pub mod whatif;
 
 pub use journal::{DayEdge, Point, Scope};
-pub use state_at::{state_at, state_now};
-pub use verify::{verify, verify_range, verify_stream, VerifyRange, VerifyReport};
+pub use state_at::{state_at, state_at_checkpointed, state_now};
+pub use verify::{verify, verify_range, verify_range_threaded, verify_stream, VerifyRange, VerifyReport};
 
 use overlay_store::StoreError;
 

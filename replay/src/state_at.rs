@@ -3,7 +3,9 @@
 //! data and that household's own inputs only; everything if an event id is
 //! shared with another household's input).
 
-use crate::journal::{check_point, fold_to, AsOf, Fold, Journal, Point, Scope};
+use crate::checkpoint;
+use crate::journal::{check_point, fold_entries, AsOf, Fold, Journal, Point, Scope};
+use crate::prefetch::Reader;
 use crate::view::{household_view, HouseholdView};
 use crate::ReplayError;
 use chrono::{DateTime, Utc};
@@ -12,21 +14,63 @@ use overlay_core::State;
 use overlay_store::{load_state, Store};
 
 /// The household after every journal input up to `at` (a seq: that many
-/// inputs; a time: every input before the first one later than it).
+/// inputs; a time: every input before the first one later than it), folded
+/// from the journal's start.
 pub fn state_at(
     recorded: &dyn Store,
     h: &HouseholdId,
     at: Point,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HouseholdView, ReplayError> {
-    let journal = Journal::open(recorded)?;
+    state_at_from(Reader::Inline(recorded), None, h, at, progress)
+}
+
+/// [`state_at`], folding only from the nearest checkpoint at or before `at`,
+/// kept in `checkpoints` (a store of the replay's own: see
+/// [`crate::checkpoint`]; built there first when missing or short), with
+/// the journal read on a thread of its own.
+pub fn state_at_checkpointed(
+    recorded: &(dyn Store + Sync),
+    checkpoints: &dyn Store,
+    h: &HouseholdId,
+    at: Point,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<HouseholdView, ReplayError> {
+    state_at_from(Reader::Threaded(recorded), Some((checkpoints, checkpoint::CHECKPOINT_EVERY)), h, at, progress)
+}
+
+pub(crate) fn state_at_from(
+    reader: Reader<'_>,
+    checkpoints: Option<(&dyn Store, u64)>,
+    h: &HouseholdId,
+    at: Point,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<HouseholdView, ReplayError> {
+    let journal = Journal::open(reader.store())?;
     check_point(&journal, at, "--at")?;
-    let fold = match fold_household(&journal, h, at, progress) {
-        Err(ReplayError::ScopeCollision { .. }) => {
-            let mut fold = Fold::new(journal.settings.clone(), Scope::All);
-            fold_to(&journal, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))?;
-            fold
+    let start = match checkpoints {
+        Some((store, every)) => {
+            let all = checkpoint::ensure(&journal, store, every, progress)?;
+            all.into_iter().rev().find(|c| c.before(at)).map(|c| (store, c))
         }
+        None => None,
+    };
+    let start_fold = |scope: Scope| -> Result<Fold, ReplayError> {
+        match &start {
+            Some((store, c)) => checkpoint::resume(*store, c, scope),
+            None => Ok(Fold::new(journal.settings.clone(), scope)),
+        }
+    };
+    let mut fold_from_start = |scope: Scope| -> Result<Fold, ReplayError> {
+        let mut fold = start_fold(scope)?;
+        std::thread::scope(|s| {
+            let mut entries = reader.entries(s, fold.as_of.seq);
+            fold_entries(&mut *entries, journal.len, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))
+        })?;
+        Ok(fold)
+    };
+    let fold = match fold_from_start(Scope::Household(h.clone())) {
+        Err(ReplayError::ScopeCollision { .. }) => fold_from_start(Scope::All)?,
         other => other?,
     };
     let judged_at = match at {
@@ -34,17 +78,6 @@ pub fn state_at(
         Point::Seq(_) => last_time(&journal, &fold.as_of)?,
     };
     household_view(&fold.state, h, fold.as_of.clone(), judged_at).ok_or_else(|| missing(h, at, &fold.as_of))
-}
-
-fn fold_household(
-    journal: &Journal<'_>,
-    h: &HouseholdId,
-    at: Point,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<Fold, ReplayError> {
-    let mut fold = Fold::new(journal.settings.clone(), Scope::Household(h.clone()));
-    fold_to(journal, &mut fold, Some(at), progress, &mut |_, _, _| Ok(()))?;
-    Ok(fold)
 }
 
 fn missing(h: &HouseholdId, at: Point, as_of: &AsOf) -> ReplayError {

@@ -217,3 +217,126 @@ fn verify_checks_a_range_and_names_the_first_differing_record() {
     let err = verify(&copy, &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, ReplayError::OutputMismatch { stream: "audit records", seq, .. } if seq == target), "{err}");
 }
+
+#[test]
+fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
+    // given a live run, and checkpoints every 97 inputs in a store of their own (bases and changes)
+    let run = live_run(6, 2);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    let journal = Journal::open(store).unwrap();
+    let cache = MemStore::new();
+    let every = 97;
+    let built = crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap();
+    assert_eq!(built.len() as u64, n / every);
+    // then each checkpoint, loaded back, is the live state at its seq, whole
+    let h = run.states[n as usize].households.keys().nth(1).unwrap().clone();
+    for c in &built {
+        let live = &run.states[c.as_of.seq as usize];
+        let fold = crate::checkpoint::resume(&cache, c, Scope::All).unwrap();
+        assert!(fold.state == *live, "checkpoint {}", c.as_of.seq);
+        // (and, for one household's scope, that household and the reference data alone)
+        let scoped = crate::checkpoint::resume(&cache, c, Scope::Household(h.clone())).unwrap().state;
+        assert!(scoped.households.keys().all(|x| *x == h));
+        assert!(scoped.households.get(&h) == live.households.get(&h), "household {h} at checkpoint {}", c.as_of.seq);
+        assert!(scoped.prices == live.prices && scoped.models == live.models && scoped.meta == live.meta);
+    }
+    // and a second look finds them valid and builds nothing
+    assert_eq!(crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap(), built);
+    // and checkpoints built on a shorter journal (past a base: the 12th) are extended to the same ones
+    assert!(built.len() > 13 && built[9].base == built[9].as_of.seq && built[11].base == built[9].as_of.seq);
+    let keep = built[11].as_of.seq;
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in cache.scan(b"", None) {
+        let (k, _) = r.unwrap();
+        if k.len() >= 10 && k[1] == b'/' && u64::from_be_bytes(k[2..10].try_into().unwrap()) > keep {
+            batch.delete(k);
+        }
+    }
+    cache.commit(batch).unwrap();
+    assert_eq!(crate::checkpoint::ensure(&journal, &cache, every, &mut |_, _| {}).unwrap(), built);
+    for c in &built[12..] {
+        let fold = crate::checkpoint::resume(&cache, c, Scope::All).unwrap();
+        assert!(fold.state == run.states[c.as_of.seq as usize], "extended checkpoint {}", c.as_of.seq);
+    }
+    // and state --at from the nearest checkpoint equals the fold from the start, by seq and by time
+    for k in [1, every - 1, every, every + 1, n / 2, n - 1, n] {
+        let from_start = state_at(store, &h, Point::Seq(k), &mut |_, _| {});
+        let from_checkpoint = crate::state_at::state_at_from(
+            crate::prefetch::Reader::Inline(store),
+            Some((&cache, every)),
+            &h,
+            Point::Seq(k),
+            &mut |_, _| {},
+        );
+        match (from_start, from_checkpoint) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "at {k}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "at {k}"),
+            (a, b) => panic!("at {k}: {a:?} vs {b:?}"),
+        }
+    }
+    let t = journal.entry(n / 2).unwrap().time().unwrap();
+    let a = state_at(store, &h, Point::Time(t), &mut |_, _| {}).unwrap();
+    let b = crate::state_at::state_at_from(
+        crate::prefetch::Reader::Inline(store),
+        Some((&cache, every)),
+        &h,
+        Point::Time(t),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(a, b);
+    // and checkpoints built with another interval are thrown away and rebuilt
+    let rebuilt = crate::checkpoint::ensure(&journal, &cache, 2 * every, &mut |_, _| {}).unwrap();
+    assert_eq!(rebuilt.len() as u64, n / (2 * every));
+    assert!(rebuilt.iter().all(|c| c.as_of.seq.is_multiple_of(2 * every)));
+}
+
+#[test]
+fn threaded_verify_reports_what_the_inline_one_does_and_finds_the_same_tampering() {
+    // given a live run copied into a sled store (one that threads can share)
+    let run = live_run(4, 2);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    let dir = std::env::temp_dir().join(format!("overlay-replay-threaded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sled = overlay_store::SledStore::open(&dir).unwrap();
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in store.scan(b"", None) {
+        let (k, v) = r.unwrap();
+        batch.put(k, v);
+    }
+    sled.commit(batch).unwrap();
+    // then the whole journal and a range verify alike, read inline or on threads
+    let inline = verify(store, &mut |_, _| {}).unwrap();
+    let threaded = crate::verify_range_threaded(&sled, VerifyRange::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(inline, threaded);
+    assert_eq!((threaded.inputs, threaded.checked_first), (n, 1));
+    let range = VerifyRange { from: Some(Point::Seq(n / 3)), to: Some(Point::Seq(n / 2)) };
+    assert_eq!(
+        verify_range(store, range, &mut |_, _| {}).unwrap(),
+        crate::verify_range_threaded(&sled, range, &mut |_, _| {}).unwrap()
+    );
+    // and a deleted last order, a changed audit record late in the stream, are found where they are
+    let last_order = overlay_store::keys::seq_key(overlay_store::keys::ORDERS, inline.orders);
+    let order = sled.get(&last_order).unwrap().unwrap();
+    let mut batch = overlay_store::WriteBatch::default();
+    batch.delete(last_order.clone());
+    sled.commit(batch).unwrap();
+    let err = crate::verify_range_threaded(&sled, VerifyRange::default(), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, ReplayError::OutputMismatch { stream: "orders", seq, .. } if seq == inline.orders), "{err}");
+    let target = inline.audit - 3;
+    let key = overlay_store::keys::seq_key(overlay_store::keys::AUDIT, target);
+    let mut v = sled.get(&key).unwrap().unwrap();
+    let at = v.len() / 2;
+    v[at] ^= 1;
+    let mut batch = overlay_store::WriteBatch::default();
+    batch.put(last_order, order);
+    batch.put(key, v);
+    sled.commit(batch).unwrap();
+    let err = crate::verify_range_threaded(&sled, VerifyRange { from: None, to: Some(Point::Seq(n)) }, &mut |_, _| {})
+        .unwrap_err();
+    assert!(matches!(err, ReplayError::OutputMismatch { stream: "audit records", seq, .. } if seq == target), "{err}");
+    drop(sled);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,13 +7,16 @@
 //! outputs are compared. Every input before it is still folded (decisions
 //! depend on all of history), but its outputs are not read back.
 
-use crate::journal::{check_point, fold_to, Entry, Fold, Journal, Point, Scope};
+use crate::journal::{check_point, fold_entries, Entry, Fold, Journal, Point, Scope};
+use crate::prefetch::{self, Reader};
 use crate::{show, ReplayError};
 use overlay_core::fold::{Applied, Touched};
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
 use overlay_store::{codec, dead_letter, keys, records_after, state_hash, MemStore, Store, WriteBatch};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::thread;
 
 /// Which inputs' outputs to compare: from `from` (inclusive) through `to`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,9 +57,27 @@ pub struct RecordedOutputs<'a> {
     pub tolerate_repeats: bool,
 }
 
+/// Where a recorded output is, formatted only for a report.
+enum Where {
+    Text(String),
+    Seq(&'static str, u64),
+}
+
+impl std::fmt::Display for Where {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Where::Text(t) => f.write_str(t),
+            Where::Seq(name, seq) => write!(f, "recorded {name} seq {seq}"),
+        }
+    }
+}
+
+type Records<'a> = Box<dyn Iterator<Item = Result<(Where, Vec<u8>), ReplayError>> + 'a>;
+
 struct Stream<'a> {
     name: &'static str,
-    records: Recorded<'a>,
+    records: Records<'a>,
+    /// The last record matched, kept when repeats are tolerated.
     last: Option<Vec<u8>>,
     count: u64,
 }
@@ -64,6 +85,7 @@ struct Stream<'a> {
 impl Stream<'_> {
     fn check(&mut self, seq: u64, replayed: &[u8], e: &Entry, repeats: Option<&mut u64>) -> Result<(), ReplayError> {
         let mut next = self.records.next().transpose()?;
+        let tolerate = repeats.is_some();
         if let (Some(repeats), Some((_, bytes)), Some(last)) = (repeats, &next, &self.last) {
             if bytes == last {
                 *repeats += 1;
@@ -73,7 +95,9 @@ impl Stream<'_> {
         match next {
             Some((_, bytes)) if bytes == replayed => {
                 self.count += 1;
-                self.last = Some(bytes);
+                if tolerate {
+                    self.last = Some(bytes);
+                }
                 Ok(())
             }
             other => Err(ReplayError::OutputMismatch {
@@ -90,7 +114,9 @@ impl Stream<'_> {
     fn finish(&mut self) -> Result<(), ReplayError> {
         match self.records.next().transpose()? {
             None => Ok(()),
-            Some((at, bytes)) => Err(ReplayError::ExtraOutput { stream: self.name, at, recorded: show(Some(&bytes)) }),
+            Some((at, bytes)) => {
+                Err(ReplayError::ExtraOutput { stream: self.name, at: at.to_string(), recorded: show(Some(&bytes)) })
+            }
         }
     }
 }
@@ -107,15 +133,65 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(r: RecordedOutputs<'a>) -> Self {
+        let texts =
+            |records: Recorded<'a>| -> Records<'a> { Box::new(records.map(|r| r.map(|(w, b)| (Where::Text(w), b)))) };
+        Self::with(
+            texts(r.orders),
+            texts(r.audit),
+            texts(r.dead_letters),
+            r.skip_reference_dead_letters,
+            r.tolerate_repeats,
+        )
+    }
+
+    fn with(
+        orders: Records<'a>,
+        audit: Records<'a>,
+        dead_letters: Records<'a>,
+        skip_reference_dead_letters: bool,
+        tolerate_repeats: bool,
+    ) -> Self {
         let stream = |name, records| Stream { name, records, last: None, count: 0 };
         Self {
-            orders: stream("orders", r.orders),
-            audit: stream("audit records", r.audit),
-            dead_letters: stream("dead letters", r.dead_letters),
-            skip_reference_dead_letters: r.skip_reference_dead_letters,
-            tolerate_repeats: r.tolerate_repeats,
+            orders: stream("orders", orders),
+            audit: stream("audit records", audit),
+            dead_letters: stream("dead letters", dead_letters),
+            skip_reference_dead_letters,
+            tolerate_repeats,
             repeats: 0,
         }
+    }
+
+    /// The store's output streams from the given counters on, read as `reader` reads.
+    fn store<'scope, 'env>(
+        reader: Reader<'a>,
+        scope: &'scope thread::Scope<'scope, 'env>,
+        after: (u64, u64, u64),
+    ) -> Self
+    where
+        'a: 'scope,
+    {
+        let stream = |prefix: &'static [u8], after: u64, name: &'static str| -> Records<'a> {
+            let located = move |r: Result<(u64, Vec<u8>), ReplayError>| r.map(|(seq, v)| (Where::Seq(name, seq), v));
+            match reader {
+                Reader::Inline(store) => {
+                    Box::new(records_after(store, prefix, after).map(move |r| located(r.map_err(ReplayError::from))))
+                }
+                Reader::Threaded(store) => Box::new(
+                    prefetch::spawn(scope, move || {
+                        records_after(store, prefix, after).map(|r| r.map_err(ReplayError::from))
+                    })
+                    .map(located),
+                ),
+            }
+        };
+        Self::with(
+            stream(keys::ORDERS, after.0, "order"),
+            stream(keys::AUDIT, after.1, "audit record"),
+            stream(keys::DEAD_LETTERS, after.2, "dead letter"),
+            false,
+            false,
+        )
     }
 
     fn check(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
@@ -157,37 +233,61 @@ pub fn verify_range(
     range: VerifyRange,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, ReplayError> {
+    verify_with(Reader::Inline(recorded), range, progress)
+}
+
+/// [`verify_range`] with the journal and the recorded outputs read on
+/// threads of their own, overlapping the fold (same checks, same result).
+pub fn verify_range_threaded(
+    recorded: &(dyn Store + Sync),
+    range: VerifyRange,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, ReplayError> {
+    verify_with(Reader::Threaded(recorded), range, progress)
+}
+
+fn verify_with(
+    reader: Reader<'_>,
+    range: VerifyRange,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, ReplayError> {
+    let recorded = reader.store();
     let journal = Journal::open(recorded)?;
     check_range(&journal, range)?;
     let mut fold = Fold::new(journal.settings.clone(), Scope::All);
     let mut report = VerifyReport::default();
-    let mut checker: Option<Checker<'_>> = None;
-    let mut touched: BTreeSet<Touched> = BTreeSet::new();
-    // The state before the next entry: where its outputs start.
-    let mut counters = (0u64, 0u64, 0u64);
-    let mut started = range.from.is_none();
-    fold_to(&journal, &mut fold, range.to, progress, &mut |e, applied, _| {
-        let applied = applied.expect("a full fold folds every entry");
-        touched.extend(applied.touched.iter().cloned());
-        if !started && range.from.is_some_and(|p| p.starts_by(e)) {
-            started = true;
-        }
-        if started {
-            let c = checker.get_or_insert_with(|| {
-                let (o, a, d) = counters;
-                Checker::new(store_outputs(recorded, o, a, d))
-            });
-            c.check(e, applied)?;
-            if report.checked_first == 0 {
-                report.checked_first = e.seq;
+    let mut touched = TouchedSet::default();
+    let counts = thread::scope(|scope| -> Result<Option<(u64, u64, u64)>, ReplayError> {
+        let mut checker: Option<Checker<'_>> = None;
+        // The state before the next entry: where its outputs start.
+        let mut counters = (0u64, 0u64, 0u64);
+        let mut started = range.from.is_none();
+        let mut entries = reader.entries(scope, 0);
+        fold_entries(&mut *entries, journal.len, &mut fold, range.to, progress, &mut |e, applied, _| {
+            let applied = applied.expect("a full fold folds every entry");
+            touched.extend(&applied.touched);
+            if !started && range.from.is_some_and(|p| p.starts_by(e)) {
+                started = true;
             }
-            report.checked_last = e.seq;
+            if started {
+                let c = checker.get_or_insert_with(|| Checker::store(reader, scope, counters));
+                c.check(e, applied)?;
+                if report.checked_first == 0 {
+                    report.checked_first = e.seq;
+                }
+                report.checked_last = e.seq;
+            }
+            counters = counters_after(applied, counters);
+            Ok(())
+        })?;
+        let Some(mut checker) = checker else { return Ok(None) };
+        if fold.as_of.seq == journal.len {
+            checker.finish()?;
         }
-        counters = counters_after(applied, counters);
-        Ok(())
+        Ok(Some((checker.orders.count, checker.audit.count, checker.dead_letters.count)))
     })?;
     report.inputs = fold.as_of.seq;
-    let Some(mut checker) = checker else {
+    let Some(counts) = counts else {
         return Err(ReplayError::Range(format!(
             "no recorded input from {} to {}: the journal holds inputs 1..={}",
             range.from.map_or("the start".into(), |p| p.to_string()),
@@ -195,11 +295,9 @@ pub fn verify_range(
             journal.len
         )));
     };
-    (report.orders, report.audit, report.dead_letters) =
-        (checker.orders.count, checker.audit.count, checker.dead_letters.count);
+    (report.orders, report.audit, report.dead_letters) = counts;
     if report.inputs == journal.len {
-        checker.finish()?;
-        let replayed = state_store(&fold.state, &touched)?;
+        let replayed = state_store(&fold.state, &touched.sorted())?;
         let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
         if a != b {
             return Err(ReplayError::StateMismatch {
@@ -211,6 +309,45 @@ pub fn verify_range(
         report.state_hash = Some(a);
     }
     Ok(report)
+}
+
+/// The records the inputs touched, each once: by a hash of the record's
+/// key (probed for every record of every input: cheaper than ordered
+/// compares of ids), then by equality. Its order never shows:
+/// [`TouchedSet::sorted`] puts them in order.
+#[derive(Default)]
+struct TouchedSet(HashMap<u64, Vec<Touched>, BuildHasherDefault<DefaultHasher>>);
+
+fn touched_hash(t: &Touched) -> u64 {
+    let mut h = DefaultHasher::default();
+    std::mem::discriminant(t).hash(&mut h);
+    match t {
+        Touched::Security(s) | Touched::Price(s) | Touched::Esg(s) => s.as_str().hash(&mut h),
+        Touched::Model(m) => m.as_str().hash(&mut h),
+        Touched::Household(hh) => hh.as_str().hash(&mut h),
+        Touched::Account(hh, a) => (hh.as_str(), a.as_str()).hash(&mut h),
+        Touched::Lots(hh, a, s) => (hh.as_str(), a.as_str(), s.as_str()).hash(&mut h),
+        Touched::Pending(hh, a, o) => (hh.as_str(), a.as_str(), o.as_str()).hash(&mut h),
+        Touched::Seen(id) => id.hash(&mut h),
+        Touched::Chain(c) => c.hash(&mut h),
+        Touched::Meta => {}
+    }
+    h.finish()
+}
+
+impl TouchedSet {
+    fn extend(&mut self, ts: &[Touched]) {
+        for t in ts {
+            let bucket = self.0.entry(touched_hash(t)).or_default();
+            if !bucket.contains(t) {
+                bucket.push(t.clone());
+            }
+        }
+    }
+
+    fn sorted(self) -> BTreeSet<Touched> {
+        self.0.into_values().flatten().collect()
+    }
 }
 
 /// The output counters after an input: the last seq of each stream it
@@ -239,22 +376,6 @@ fn check_range(journal: &Journal<'_>, range: VerifyRange) -> Result<(), ReplayEr
         }
         (Some(Point::Seq(0)), _) => Err(ReplayError::Range("--from 0: journal seqs start at 1".into())),
         _ => Ok(()),
-    }
-}
-
-fn store_outputs(recorded: &dyn Store, orders: u64, audit: u64, dead_letters: u64) -> RecordedOutputs<'_> {
-    let stream = |prefix: &'static [u8], after: u64, name: &'static str| -> Recorded<'_> {
-        Box::new(records_after(recorded, prefix, after).map(move |r| {
-            let (seq, v) = r?;
-            Ok((format!("recorded {name} seq {seq}"), v))
-        }))
-    };
-    RecordedOutputs {
-        orders: stream(keys::ORDERS, orders, "order"),
-        audit: stream(keys::AUDIT, audit, "audit record"),
-        dead_letters: stream(keys::DEAD_LETTERS, dead_letters, "dead letter"),
-        skip_reference_dead_letters: false,
-        tolerate_repeats: false,
     }
 }
 

@@ -66,7 +66,7 @@ pub fn verify(data_dir: &Path, from: Option<&str>, to: Option<&str>, quiet: bool
         to: to.map(|t| point(t, DayEdge::End)).transpose()?,
     };
     let bar = Progress::new(quiet, "replay verify");
-    let report = overlay_replay::verify_range(&store, range, &mut |d, t| bar.update(d, t));
+    let report = overlay_replay::verify_range_threaded(&store, range, &mut |d, t| bar.update(d, t));
     drop(bar);
     let r = report.map_err(|e| anyhow!("replay verify FAILED: {e}"))?;
     match &r.state_hash {
@@ -184,7 +184,10 @@ pub fn state(data_dir: &Path, household: &str, at: Option<&str>, quiet: bool, ou
         None => overlay_replay::state_now(&store, &h)?,
         Some(at) => {
             let bar = Progress::new(quiet, "replay state");
-            overlay_replay::state_at(&store, &h, point(at, DayEdge::End)?, &mut |d, t| bar.update(d, t))?
+            // Checkpoints live in a tree of their own, never the engine's.
+            let checkpoints = store.tree(overlay_replay::checkpoint::TREE)?;
+            let at = point(at, DayEdge::End)?;
+            overlay_replay::state_at_checkpointed(&store, &checkpoints, &h, at, &mut |d, t| bar.update(d, t))?
         }
     };
     writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
