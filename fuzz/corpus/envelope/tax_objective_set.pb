@@ -1,0 +1,4 @@
+
+crm-HH-20417-objective-2025-06advisor-workstationÄ¯œ§Ä”ç ¢
+HH-20417	
+40000

@@ -1,0 +1,4 @@
+
+crm-HH-20417-objective-2025-09advisor-workstationÄ∏åÅÍ∑è ¢
+HH-20417
+1000
