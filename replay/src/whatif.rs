@@ -18,7 +18,7 @@ use crate::journal::{Entry, Fold, Journal, Scope};
 use crate::ReplayError;
 use chrono::{DateTime, Utc};
 use overlay_core::event::Side;
-use overlay_core::event::{Envelope, Fill, FillStatus, Payload};
+use overlay_core::event::{Envelope, Fill, Payload};
 use overlay_core::ids::{AccountId, HouseholdId, OrderId, SecurityId};
 use overlay_core::output::{AuditBody, Order, OrderReason};
 use overlay_core::state::EngineSettings;
@@ -208,17 +208,8 @@ fn simulated_fill(o: &Order) -> Envelope {
         event_time: o.decided_at,
         schema_version: 1,
         payload: Payload::Fill(Fill {
-            household: o.household.clone(),
-            account: o.account.clone(),
-            order_id: Some(o.order_id.clone()),
-            security: o.security.clone(),
-            side: o.side,
-            status: FillStatus::Filled,
-            quantity: o.quantity,
-            price: o.ref_price,
-            trade_date: o.decided_at.date_naive(),
             reason: Some("simulated by what-if".into()),
-            lots: Vec::new(),
+            ..Fill::of_order(o, o.ref_price, o.decided_at.date_naive())
         }),
     }
 }

@@ -55,9 +55,9 @@ use anyhow::{bail, ensure, Context as _, Result};
 use chrono::{Datelike, Duration, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
 use overlay_core::event::{
-    AccountKind, AccountSettings, AccountSpec, Clock, ClockKind, Envelope, Fill, FillStatus, HouseholdUpserted,
-    ModelKind, ModelPublished, OpeningLot, Payload, PriceTick, RestrictionSpec, SecurityUpserted, Side, Sleeve,
-    TaxProfile, SCHEMA_VERSION_CURRENT,
+    AccountKind, AccountSettings, AccountSpec, Clock, ClockKind, Envelope, Fill, HouseholdUpserted, ModelKind,
+    ModelPublished, OpeningLot, Payload, PriceTick, RestrictionSpec, SecurityUpserted, Side, Sleeve, TaxProfile,
+    SCHEMA_VERSION_CURRENT,
 };
 use overlay_core::fold::{step, Applied, Input};
 use overlay_core::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
@@ -674,19 +674,7 @@ impl Sim {
     /// Fills one order in full at `price` on `date`; the trade it made, or
     /// none if the engine refused the fill.
     fn fill(&mut self, o: &Order, date: NaiveDate, price: Decimal) -> Result<Option<Trade>> {
-        let fill = Fill {
-            household: o.household.clone(),
-            account: o.account.clone(),
-            order_id: Some(o.order_id.clone()),
-            security: o.security.clone(),
-            side: o.side,
-            status: FillStatus::Filled,
-            quantity: o.quantity,
-            price,
-            trade_date: date,
-            reason: None,
-            lots: Vec::new(),
-        };
+        let fill = Fill::of_order(o, price, date);
         let env = envelope(
             format!("bt-fill-{}", o.order_id),
             PRODUCER_CUSTODIAN,
@@ -1346,6 +1334,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use overlay_core::event::FillStatus;
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()

@@ -500,6 +500,25 @@ pub struct Fill {
     pub lots: Vec<LotPick>,
 }
 
+impl Fill {
+    /// A custodian's report that `order` was filled in full at `price` on `trade_date`.
+    pub fn of_order(order: &crate::output::Order, price: Decimal, trade_date: NaiveDate) -> Self {
+        Self {
+            household: order.household.clone(),
+            account: order.account.clone(),
+            order_id: Some(order.order_id.clone()),
+            security: order.security.clone(),
+            side: order.side,
+            status: FillStatus::Filled,
+            quantity: order.quantity,
+            price,
+            trade_date,
+            reason: None,
+            lots: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LotPick {

@@ -322,19 +322,7 @@ pub(crate) fn fill_at_ref(w: &mut World, a: &Applied) {
     orders.sort_by_key(|o| (o.side == Side::Buy, o.seq));
     for o in orders {
         let trade_date = w.now.date_naive();
-        let f = w.when(Payload::Fill(Fill {
-            household: o.household.clone(),
-            account: o.account.clone(),
-            order_id: Some(o.order_id.clone()),
-            security: o.security.clone(),
-            side: o.side,
-            status: FillStatus::Filled,
-            quantity: o.quantity,
-            price: o.ref_price,
-            trade_date,
-            reason: None,
-            lots: vec![],
-        }));
+        let f = w.when(Payload::Fill(Fill::of_order(&o, o.ref_price, trade_date)));
         assert!(f.rejection.is_none(), "{:?}", f.rejection);
     }
 }

@@ -82,19 +82,7 @@ impl Sim {
         open.sort_by_key(|o| (o.side == Side::Buy, o.seq));
         for o in open {
             let trade_date = self.now.date_naive();
-            self.event(Payload::Fill(Fill {
-                household: o.household.clone(),
-                account: o.account.clone(),
-                order_id: Some(o.order_id.clone()),
-                security: o.security.clone(),
-                side: o.side,
-                status: FillStatus::Filled,
-                quantity: o.quantity,
-                price: o.ref_price,
-                trade_date,
-                reason: None,
-                lots: vec![],
-            }));
+            self.event(Payload::Fill(Fill::of_order(&o, o.ref_price, trade_date)));
         }
     }
 }

@@ -135,19 +135,7 @@ impl World {
     pub(crate) fn fill_all(&mut self, applied: &Applied, price_of: impl Fn(&str) -> Decimal) {
         for o in applied.orders.clone() {
             let p = price_of(o.security.as_str());
-            self.when(Payload::Fill(Fill {
-                household: o.household.clone(),
-                account: o.account.clone(),
-                order_id: Some(o.order_id.clone()),
-                security: o.security.clone(),
-                side: o.side,
-                status: FillStatus::Filled,
-                quantity: o.quantity,
-                price: p,
-                trade_date: self.now.date_naive(),
-                reason: None,
-                lots: Vec::new(),
-            }));
+            self.when(Payload::Fill(Fill::of_order(&o, p, self.now.date_naive())));
         }
     }
 }

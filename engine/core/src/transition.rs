@@ -249,7 +249,7 @@ pub fn project(
     state: &State,
     household: &crate::ids::HouseholdId,
 ) -> Result<Vec<PeriodProjection>, crate::event::InputError> {
-    use crate::event::{Clock, ClockKind, Envelope, Fill, FillStatus, InputError, Payload, SCHEMA_VERSION_CURRENT};
+    use crate::event::{Clock, ClockKind, Envelope, Fill, InputError, Payload, SCHEMA_VERSION_CURRENT};
     use crate::fold::{step, Input};
     use crate::output::AuditBody;
     let mut state = state.clone();
@@ -312,22 +312,7 @@ pub fn project(
                 Side::Sell => row.sold_usd += o.quantity * o.ref_price,
                 Side::Buy => row.bought_usd += o.quantity * o.ref_price,
             }
-            let filled = feed(
-                &mut state,
-                Payload::Fill(Fill {
-                    household: o.household.clone(),
-                    account: o.account.clone(),
-                    order_id: Some(o.order_id.clone()),
-                    security: o.security.clone(),
-                    side: o.side,
-                    status: FillStatus::Filled,
-                    quantity: o.quantity,
-                    price: o.ref_price,
-                    trade_date: date,
-                    reason: None,
-                    lots: vec![],
-                }),
-            );
+            let filled = feed(&mut state, Payload::Fill(Fill::of_order(&o, o.ref_price, date)));
             for r in &filled.audit {
                 if let AuditBody::Tax { short_term_usd, long_term_usd, reportable: true, .. } = &r.body {
                     row.realized_short_usd += *short_term_usd;
