@@ -241,6 +241,19 @@ fn an_attribute_cap_limits_each_failing_name_and_redistributes_the_rest() {
     assert_eq!(targets(&w), weights(&[("AAPL", "0.25"), ("MSFT", "0.25"), ("XOM", "0.10"), ("CVX", "0.39")]));
 }
 
+/// A max-weight restriction holds like an attribute cap: XOM capped at 10%
+/// gives its 0.15 to its sector, and takes none of it back (CVX 0.24 + 0.15
+/// = 0.39). Redistributing pro rata over a sector that still held XOM would
+/// have handed XOM 0.15 × 0.10 / 0.34 ≈ 0.044 of its own excess, past its cap.
+#[test]
+fn a_max_weight_cap_holds_and_its_excess_goes_to_the_rest_of_the_sector() {
+    let mut w = market();
+    let cap = RestrictionRule::MaxWeight { security: "XOM".into(), max_weight: d("0.10") };
+    let rule = spec("m1cap", cap, &w);
+    onboard(&mut w, "100000", vec![], vec![rule]);
+    assert_eq!(targets(&w), weights(&[("AAPL", "0.25"), ("MSFT", "0.25"), ("XOM", "0.10"), ("CVX", "0.39")]));
+}
+
 #[test]
 fn bad_tilts_and_filters_are_refused_at_decode_time() {
     let mut w = market();

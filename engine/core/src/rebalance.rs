@@ -800,9 +800,10 @@ fn account_target<'a>(
     let mut universe: BTreeSet<&'a SecurityId> = weights.keys().copied().collect();
     universe.extend(proj.quantity.keys().copied());
     let mut caps: Vec<(&'a SecurityId, Decimal, String)> = Vec::new();
-    // Names an attribute cap limits take none of the weight redistributed
-    // (their own excess included), so the cap holds.
-    let mut attribute_capped: BTreeSet<&'a SecurityId> = BTreeSet::new();
+    // Names a cap limits (a max-weight restriction or an attribute cap) take
+    // none of the weight redistributed (their own excess included), so the
+    // cap holds.
+    let mut capped: BTreeSet<&'a SecurityId> = BTreeSet::new();
     for (id, r) in &rules_in_force {
         let tag = format!("restriction {id} v{}", r.version);
         match &r.rule {
@@ -816,7 +817,10 @@ fn account_target<'a>(
                 plan.rules.push(format!("{tag}: keep legacy {security}"));
                 constraints.legacy.insert(security);
             }
-            RestrictionRule::MaxWeight { security, max_weight } => caps.push((security, *max_weight, tag)),
+            RestrictionRule::MaxWeight { security, max_weight } => {
+                capped.insert(security);
+                caps.push((security, *max_weight, tag))
+            }
             RestrictionRule::Substitute { .. } => {}
             RestrictionRule::Tilt { sector, sub_industry, delta } => {
                 let (field, name) = match (sector, sub_industry) {
@@ -862,7 +866,7 @@ fn account_target<'a>(
                             let value = crate::tilt::attribute_of(state, sec, attribute);
                             if RestrictionRule::attribute_fails(*min, *max, value) {
                                 caps.push((sec, *cap, tag.clone()));
-                                attribute_capped.insert(sec);
+                                capped.insert(sec);
                             }
                         }
                     }
@@ -902,9 +906,7 @@ fn account_target<'a>(
         }
     }
     let eligible = |s: &SecurityId| {
-        !constraints.legacy.contains(s)
-            && !attribute_capped.contains(s)
-            && rule_check(state, &rules_in_force, s).is_none()
+        !constraints.legacy.contains(s) && !capped.contains(s) && rule_check(state, &rules_in_force, s).is_none()
     };
     redistribute(state, &mut weights, removed, &substitutes, &eligible, plan);
 
