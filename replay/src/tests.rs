@@ -30,18 +30,14 @@ pub(crate) fn fills(orders: &[Order], date: NaiveDate, reject_every: u64) -> Vec
                 producer: "custodian".into(),
                 event_time: at,
                 schema_version: 1,
-                payload: Payload::Fill(Fill {
-                    household: o.household.clone(),
-                    account: o.account.clone(),
-                    order_id: Some(o.order_id.clone()),
-                    security: o.security.clone(),
-                    side: o.side,
-                    status: if rejected { FillStatus::Rejected } else { FillStatus::Filled },
-                    quantity: if rejected { rust_decimal::Decimal::ZERO } else { o.quantity },
-                    price: o.ref_price,
-                    trade_date: date,
-                    reason: None,
-                    lots: Vec::new(),
+                payload: Payload::Fill(if rejected {
+                    Fill {
+                        status: FillStatus::Rejected,
+                        quantity: rust_decimal::Decimal::ZERO,
+                        ..Fill::of_order(o, o.ref_price, date)
+                    }
+                } else {
+                    Fill::of_order(o, o.ref_price, date)
                 }),
             }
         })

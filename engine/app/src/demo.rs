@@ -245,17 +245,10 @@ pub fn fills_for(o: &Order, date: NaiveDate, at: DateTime<Utc>) -> Vec<Envelope>
         event_time: at,
         schema_version: 1,
         payload: Payload::Fill(Fill {
-            household: o.household.clone(),
-            account: o.account.clone(),
-            order_id: Some(o.order_id.clone()),
-            security: o.security.clone(),
-            side: o.side,
             status,
             quantity,
-            price: o.ref_price,
-            trade_date: date,
             reason: reason.map(str::to_string),
-            lots: Vec::new(),
+            ..Fill::of_order(o, o.ref_price, date)
         }),
     };
     if o.seq.is_multiple_of(97) {

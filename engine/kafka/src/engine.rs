@@ -778,12 +778,13 @@ fn fold_round(
         }
         return out;
     }
-    let mut queue: Vec<&mut Shard> = shards.values_mut().rev().collect();
+    // Popped from the back: partition order.
+    let queue: Vec<&mut Shard> = shards.values_mut().rev().collect();
     let threads = threads.min(queue.len());
     if threads <= 1 {
         return queue.into_iter().rev().map(|s| (s.partition, fold_shard(s, reference, batch_max, u64::MAX))).collect();
     }
-    let queue = Mutex::new(std::mem::take(&mut queue));
+    let queue = Mutex::new(queue);
     let results: Mutex<Vec<Folded>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads {
