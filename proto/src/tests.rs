@@ -397,6 +397,25 @@ fn bad_dates_times_and_enums_are_malformed() {
 }
 
 #[test]
+fn json_times_the_wire_cannot_carry_are_invalid() {
+    // A leap second (found by fuzzing: protobuf read it back as the next
+    // minute) and a nanosecond would each make the JSON and protobuf forms of
+    // one event fold differently.
+    for (as_of, expected) in [("2025-03-14T20:00:60Z", "leap second"), ("2025-03-14T20:00:00.000000001Z", "sub-microsecond")] {
+        // given a price tick published as JSON with that time
+        let json = format!(
+            r#"{{"event_id":"e1","producer":"market-data","event_time":"2025-03-14T20:00:00Z","schema_version":1,
+            "payload":{{"type":"price_tick","security":"MSFT","price":"388.56","as_of":"{as_of}"}}}}"#
+        );
+        // when
+        let err = overlay_core::event::decode_json(json.as_bytes()).expect_err(as_of);
+        // then it is refused, naming the field
+        assert_eq!(err.kind, InputErrorKind::InvalidValue, "{as_of}");
+        assert!(err.message.contains("as_of") && err.message.contains(expected), "{as_of}: {err}");
+    }
+}
+
+#[test]
 fn schema_version_2_is_unsupported() {
     // given a well-formed event of a future schema version
     let msg = pb::Envelope { schema_version: 2, ..price_tick_pb("187.25") };

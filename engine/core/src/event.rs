@@ -748,9 +748,14 @@ fn check_id(field: &str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
-/// Times travel as microseconds in protobuf: finer ones would not survive
-/// the wire, so they are refused rather than silently truncated.
+/// Times travel as microseconds since the epoch in protobuf: finer ones, and
+/// leap seconds (`…:59:60`, which the epoch count cannot name and would read
+/// back as the next minute), would not survive the wire, so they are refused
+/// rather than silently changed.
 fn check_time(field: &str, t: &DateTime<Utc>) -> Result<(), InputError> {
+    if t.timestamp_subsec_nanos() >= 1_000_000_000 {
+        return Err(InputError::invalid(format!("{field} is a leap second ({t}); the wire cannot carry one")));
+    }
     if !t.timestamp_subsec_nanos().is_multiple_of(1_000) {
         return Err(InputError::invalid(format!("{field} has sub-microsecond precision ({t}); microseconds at most")));
     }
