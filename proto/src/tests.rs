@@ -401,7 +401,9 @@ fn json_times_the_wire_cannot_carry_are_invalid() {
     // A leap second (found by fuzzing: protobuf read it back as the next
     // minute) and a nanosecond would each make the JSON and protobuf forms of
     // one event fold differently.
-    for (as_of, expected) in [("2025-03-14T20:00:60Z", "leap second"), ("2025-03-14T20:00:00.000000001Z", "sub-microsecond")] {
+    for (as_of, expected) in
+        [("2025-03-14T20:00:60Z", "leap second"), ("2025-03-14T20:00:00.000000001Z", "sub-microsecond")]
+    {
         // given a price tick published as JSON with that time
         let json = format!(
             r#"{{"event_id":"e1","producer":"market-data","event_time":"2025-03-14T20:00:00Z","schema_version":1,

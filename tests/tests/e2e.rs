@@ -27,5 +27,7 @@ mod ops;
 mod propose;
 #[path = "e2e/replay.rs"]
 mod replay;
+#[path = "e2e/simulate.rs"]
+mod simulate;
 #[path = "e2e/transition_plan.rs"]
 mod transition_plan;

@@ -15,5 +15,6 @@ pub mod publish;
 pub mod replay_cmd;
 pub mod runner;
 pub mod show;
+pub mod simulate;
 pub mod topics;
 pub mod transition;

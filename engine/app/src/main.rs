@@ -154,6 +154,22 @@ enum Command {
         #[command(subcommand)]
         command: ReplayCommand,
     },
+    /// The deterministic simulation: seeded interleavings, late, re-sent and bad
+    /// inputs, store crashes, write errors and a full disk, checked against a
+    /// fault-free run (see RELIABILITY.md).
+    Simulate {
+        /// How many seeds to play, from --from.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Play this one seed and print what it did (to reproduce a failure).
+        #[arg(long, conflicts_with_all = ["seeds", "from"])]
+        seed: Option<u64>,
+        /// Seeds played at once (default: one per CPU).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Runs the benchmarks and prints a table (see BENCHMARKS.md).
     Bench {
         /// Smaller inputs: checks that everything runs; not figures to quote.
@@ -572,6 +588,13 @@ fn real_main(cli: Cli) -> Result<()> {
             let (text, n) = export(kind, format, &Selection { household, from, to }, records)?;
             stdout.lock().write_all(text.as_bytes())?;
             eprintln!("exported {n} {what} records");
+        }
+        Command::Simulate { seeds, from, seed, jobs } => {
+            let seeds: Vec<u64> = match seed {
+                Some(s) => vec![s],
+                None => (from..from.saturating_add(seeds)).collect(),
+            };
+            overlay_app::simulate::cli(&seeds, jobs, &mut stdout.lock())?;
         }
         Command::Bench { quick, only, brokers, tansu } => {
             let kafka = overlay_app::bench_kafka::KafkaBrokers { external: brokers, tansu };

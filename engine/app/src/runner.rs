@@ -108,8 +108,16 @@ impl Engine {
         topics::ensure_topics(&log, cfg.log.household_partitions)?;
         let store = SledStore::open(&store_dir(data_dir))
             .context("opening the state store (is another engine running on this data directory?)")?;
-        let writer = Committer::new(Box::new(store.handle()));
-        let folder = Folder::open(Box::new(store), cfg.engine.settings.clone())?;
+        let writer = Box::new(store.handle());
+        Self::assemble(log, Box::new(store), writer, cfg)
+    }
+
+    /// An engine on `log` and a store given as two handles on it: the
+    /// folder's and the writer thread's (the simulation's faulty store).
+    pub fn assemble(log: EmbeddedLog, store: Box<dyn Store>, writer: Box<dyn Store>, cfg: &Config) -> Result<Self> {
+        cfg.validate()?;
+        let writer = Committer::new(writer);
+        let folder = Folder::open(store, cfg.engine.settings.clone())?;
         let engine =
             Self { log, folder, writer, cfg: cfg.clone(), stop: Arc::new(AtomicBool::new(false)), metrics: None };
         // Outputs committed before a crash but not yet published go out first.

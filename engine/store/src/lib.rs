@@ -1,6 +1,7 @@
 //! The state store: a small trait ([`Store`]), its sled implementation
 //! ([`SledStore`]) and an in-memory one ([`MemStore`], for replay and
-//! benchmarks), plus the [`Folder`] that turns inputs into one atomic batch
+//! benchmarks), one that fails on purpose ([`fault::FaultyStore`], for the
+//! simulation), plus the [`Folder`] that turns inputs into one atomic batch
 //! of state changes, journal entries, outputs (the outbox) and positions.
 //!
 //! Guarantee: a batch is written with one atomic `apply_batch` and flushed
@@ -9,6 +10,7 @@
 //! positions); a crash after it loses nothing.
 
 pub mod codec;
+pub mod fault;
 pub mod folder;
 pub mod keys;
 mod mem;
