@@ -5,6 +5,7 @@
 pub mod backtest;
 pub mod bench;
 pub mod bench_kafka;
+pub mod bench_record;
 pub mod bench_replay;
 pub mod config;
 pub mod demo;

@@ -184,6 +184,9 @@ enum Command {
         /// A tansu binary the kafka benchmark starts its brokers from (`bash scripts/setup-kafka` prints it).
         #[arg(long, env = "OVERLAY_TANSU")]
         tansu: Option<PathBuf>,
+        /// Also write the output into this file's generated block (`bash scripts/bench` gives BENCHMARKS.md).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
 }
 
@@ -596,9 +599,17 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             overlay_app::simulate::cli(&seeds, jobs, &mut stdout.lock())?;
         }
-        Command::Bench { quick, only, brokers, tansu } => {
+        Command::Bench { quick, only, brokers, tansu, record } => {
             let kafka = overlay_app::bench_kafka::KafkaBrokers { external: brokers, tansu };
-            overlay_app::bench::run(&overlay_app::bench::BenchOptions { quick, only, kafka }, &mut stdout.lock())?;
+            let opts = overlay_app::bench::BenchOptions { quick, only, kafka };
+            let mut out = stdout.lock();
+            let mut tee = overlay_app::bench_record::Tee::new(&mut out);
+            overlay_app::bench::run(&opts, &mut tee)?;
+            if let Some(file) = record {
+                let command = std::env::var("OVERLAY_BENCH_COMMAND").unwrap_or_else(|_| "overlay bench".into());
+                overlay_app::bench_record::record(&file, &command, &tee.copy)?;
+                eprintln!("wrote the figures into {}", file.display());
+            }
         }
     }
     Ok(())
