@@ -28,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
             // What is accepted, overrides included, writes out as a file that
             // loads (with no overrides) to the same configuration, and that
             // file is the one the configuration writes: a fixed point.
+            // What goes to librdkafka as C strings holds no NUL.
+            let k = &cfg.kafka;
+            let mut texts = [&k.brokers, &k.group_id].into_iter().chain(k.properties.iter().flat_map(|(k, v)| [k, v]));
+            assert!(texts.all(|t| !t.contains('\0')), "an accepted configuration has no NUL for librdkafka");
             let written = cfg.to_toml().expect("an accepted configuration writes as TOML");
             let again = Config::from_toml_and_env(Some(&written), [])
                 .unwrap_or_else(|e| panic!("the written configuration loads: {e:#}\n--- written:\n{written}"));

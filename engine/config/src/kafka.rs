@@ -97,6 +97,14 @@ impl KafkaConfig {
         if self.replication_factor < 1 {
             bail!("kafka.replication_factor must be at least 1");
         }
+        // librdkafka takes C strings: a NUL would fail every client at its
+        // creation, later and far from the file.
+        let texts = [("kafka.brokers", &self.brokers), ("kafka.group_id", &self.group_id)].into_iter();
+        let properties =
+            self.properties.iter().flat_map(|(k, v)| [("a kafka.properties name", k), ("kafka.properties", v)]);
+        if let Some((what, _)) = texts.chain(properties).find(|(_, text)| text.contains('\0')) {
+            bail!("{what} holds a NUL character, which librdkafka cannot take");
+        }
         for key in ["bootstrap.servers", "group.id", "transactional.id", "enable.idempotence", "isolation.level"] {
             if self.properties.contains_key(key) {
                 bail!("kafka.properties may not set {key}: the engine sets it (see docs/kafka.md)");
@@ -139,6 +147,9 @@ mod tests {
         let mut c = KafkaConfig::default();
         assert!(c.apply_env(env(&[("OVERLAY_KAFKA_BROKER", "x:1")])).is_err());
         assert!(c.apply_env(env(&[("OVERLAY_KAFKA_TRANSACTIONAL", "yes")])).is_err());
+        c.properties.insert("sasl.username".into(), "a\0b".into());
+        assert!(format!("{:#}", c.validate().unwrap_err()).contains("NUL"));
+        c.properties.clear();
         c.properties.insert("enable.idempotence".into(), "false".into());
         assert!(c.validate().is_err());
     }

@@ -12,6 +12,7 @@ pub use kafka::KafkaConfig;
 
 use anyhow::{Context, Result};
 use overlay_core::state::EngineSettings;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -152,6 +153,9 @@ impl Config {
             "engine.read_records_max must be 1..=100000"
         );
         anyhow::ensure!(self.engine.settings.fractional_dp <= 8, "engine.settings.fractional_dp must be at most 8");
+        // Zero or less would hold every move of every price: decisions would keep the first prices forever.
+        let jump_max = self.engine.settings.price_jump_max;
+        anyhow::ensure!(jump_max > Decimal::ZERO, "engine.settings.price_jump_max must be positive, not {jump_max}");
         anyhow::ensure!((10..=600_000).contains(&self.ops.lag_poll_ms), "ops.lag_poll_ms must be 10..=600000");
         if let Some(listen) = &self.ops.listen {
             anyhow::ensure!(listen.contains(':'), "ops.listen must be host:port, not {listen:?}");
@@ -217,6 +221,11 @@ mod tests {
         let mut cfg = Config::default();
         cfg.log.household_partitions = 0;
         assert!(cfg.validate().is_err());
+        for jump_max in ["0", "-0.25"] {
+            let text = format!("[engine.settings]\nprice_jump_max = \"{jump_max}\"\n");
+            let refused = format!("{:#}", Config::from_toml_and_env(Some(&text), []).unwrap_err());
+            assert!(refused.contains("price_jump_max must be positive"), "{refused}");
+        }
     }
 
     #[test]
