@@ -1,6 +1,9 @@
 //! Writes the fuzzing seed corpus (`fuzz/corpus/`): every example event of
 //! `schemas/examples/` (and each line of its `day.ndjson`) as the JSON it is
-//! and as its protobuf encoding, and the household snapshot examples.
+//! and as its protobuf encoding, the household snapshot examples, and every
+//! configuration file the repository shows (the example, the Kubernetes
+//! ConfigMap's, the TOML blocks of `docs/kafka.md`), one with environment
+//! overrides. Files named `regression-*` are findings, kept as they are.
 //!
 //! `cargo run -p overlay-proto --example fuzz_seeds` (from the repository root).
 
@@ -34,6 +37,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fs::write(corpus.join("json_event").join(format!("{name}.json")), json)?;
         fs::write(corpus.join("envelope").join(format!("{name}.pb")), overlay_proto::encode_envelope(&env))?;
     }
-    eprintln!("fuzz seeds: {} events (JSON and protobuf), snapshots from {}", events.len(), examples.display());
+    let configs = config_seeds(&corpus.join("config"))?;
+    eprintln!(
+        "fuzz seeds: {} events (JSON and protobuf), snapshots from {}, {configs} configuration files",
+        events.len(),
+        examples.display()
+    );
     Ok(())
+}
+
+/// Seeds of the `config` target, whose input is a configuration file, then
+/// (after a NUL byte) one `NAME=value` environment override per line.
+fn config_seeds(dir: &Path) -> Result<usize, Box<dyn std::error::Error>> {
+    fs::create_dir_all(dir)?;
+    let example = fs::read_to_string("schemas/examples/config.toml")?;
+    let mut seeds = vec![("example".to_string(), example.clone())];
+    seeds.push((
+        "example-with-env".to_string(),
+        format!(
+            "{example}\0OVERLAY_KAFKA_BROKERS=broker-1:9093,broker-2:9093\nOVERLAY_KAFKA_TRANSACTIONAL=true\n\
+             OVERLAY_KAFKA_FETCH_FROM_LOG_START=0\nOVERLAY_KAFKA_PROP_SASL_PASSWORD=secret\nOVERLAY_OPS_LISTEN=127.0.0.1:9898\n"
+        ),
+    ));
+    let configmap = fs::read_to_string("deploy/k8s/configmap.yaml")?;
+    seeds.push((
+        "k8s-configmap".to_string(),
+        yaml_block(&configmap, "config.toml: |").ok_or("no config.toml in the ConfigMap")?,
+    ));
+    let doc = fs::read_to_string("docs/kafka.md")?;
+    for (i, block) in doc.split("```toml\n").skip(1).enumerate() {
+        let end = block.find("```").ok_or("an unclosed TOML block in docs/kafka.md")?;
+        seeds.push((format!("docs-kafka-{}", i + 1), block[..end].to_string()));
+    }
+    for (name, text) in &seeds {
+        fs::write(dir.join(format!("{name}.toml")), text)?;
+    }
+    Ok(seeds.len())
+}
+
+/// The literal block scalar that follows `key` (`key: |`) in a YAML text,
+/// de-indented.
+fn yaml_block(yaml: &str, key: &str) -> Option<String> {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != key);
+    let key_indent = lines.next()?.find(key)?;
+    let body: Vec<&str> =
+        lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > key_indent).collect();
+    let indent = body.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min()?;
+    let text: Vec<&str> = body.iter().map(|l| l.get(indent..).unwrap_or("")).collect();
+    Some(text.join("\n").trim_end().to_string() + "\n")
 }

@@ -337,7 +337,10 @@ fn decide_price(state: &State, last: Option<&PriceState>, e: &PriceTick) -> Resu
             }
             let jump_max = state.meta.settings.price_jump_max;
             // |move| / reference <= max, multiplied out (prices are positive): no division.
-            let near = |reference: Decimal| (e.price - reference).abs() <= jump_max * reference;
+            // A product past Decimal's range is past any move (a limit above 1 on a huge price).
+            let near = |reference: Decimal| {
+                jump_max.checked_mul(reference).is_none_or(|limit| (e.price - reference).abs() <= limit)
+            };
             match &last.held {
                 _ if near(last.price) => PriceState { price: e.price, as_of: e.as_of, held: None, version },
                 // A second print near the held one confirms it.

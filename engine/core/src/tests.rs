@@ -238,6 +238,21 @@ fn price_jump_is_held_until_confirmed_and_decisions_keep_the_confirmed_price() {
 }
 
 #[test]
+fn a_jump_limit_above_one_does_not_overflow_on_a_price_near_decimals_limit() {
+    // given a limit of 200%
+    let mut w = World::market();
+    w.state.meta.settings.price_jump_max = d("2");
+    // when a print far past the limit is held and a second one near it arrives
+    let held = w.price("AAPL", "40000000000000000000000000000");
+    assert!(held.rejection.is_none());
+    let a = w.price("AAPL", "40000000000000000000000000001");
+    // then the second confirms it (twice 4e28 is past Decimal's range, so past any move), with no overflow
+    assert!(a.rejection.is_none());
+    let px = &w.state.prices[&SecurityId::new("AAPL")];
+    assert_eq!((px.price, px.held.is_none()), (d("40000000000000000000000000001"), true));
+}
+
+#[test]
 fn a_bad_print_that_reverts_is_discarded() {
     let mut w = World::market();
     w.price("AAPL", "160");

@@ -1,7 +1,7 @@
 //! Topics and publishing: `overlay kafka create-topics` and `overlay publish`
 //! to Kafka.
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaClientConfig, KafkaConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use overlay_core::event::{Envelope, EventKey};
 use overlay_proto::topics::*;

@@ -10,7 +10,7 @@ use crate::admin::{
     block_on, create_topics, flush, idempotent_producer, partitions, producer_config, read_topic, send, topic_specs,
     DeliveryTracker, ReaderContext, REQUEST_TIMEOUT,
 };
-use crate::config::KafkaConfig;
+use crate::config::{KafkaClientConfig, KafkaConfig};
 use crate::engine::{EngineOptions, KafkaEngine, RunStats};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use overlay_proto::topics::{HOUSEHOLDS, REFERENCE};

@@ -27,7 +27,7 @@
 //! positions the shards stored.
 
 use crate::admin::{idempotent_producer, send, DeliveryTracker, ReaderContext, REQUEST_TIMEOUT};
-use crate::config::KafkaConfig;
+use crate::config::{KafkaClientConfig, KafkaConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use overlay_core::event::{Envelope, InputError};

@@ -12,5 +12,5 @@ pub mod mock;
 pub mod observe;
 pub mod watermarks;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaClientConfig, KafkaConfig};
 pub use engine::{EngineOptions, KafkaEngine, RunStats};

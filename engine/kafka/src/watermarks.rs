@@ -8,7 +8,7 @@
 //! last record batch, so there lag can read low by up to one batch.
 
 use crate::admin::ReaderContext;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaClientConfig, KafkaConfig};
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

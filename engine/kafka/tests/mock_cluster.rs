@@ -20,7 +20,7 @@
 
 use overlay_core::event::{decode_json, Envelope};
 use overlay_kafka::admin::{publish_events, read_topic, topic_specs, ReaderContext, REQUEST_TIMEOUT};
-use overlay_kafka::{EngineOptions, KafkaConfig, KafkaEngine, RunStats};
+use overlay_kafka::{EngineOptions, KafkaClientConfig, KafkaConfig, KafkaEngine, RunStats};
 use overlay_proto::topics::{AUDIT, DEAD_LETTERS, HEADER_SEQ, HOUSEHOLDS, ORDERS, REFERENCE};
 use overlay_scenario::{demo_events, DemoSpec, MarketData};
 use rdkafka::consumer::{BaseConsumer, Consumer};
