@@ -34,14 +34,53 @@ pub fn overlay_bin() -> PathBuf {
             assert!(p.is_file(), "OVERLAY_BIN={} is not a file", p.display());
             return p;
         }
-        build_overlay()
+        build_overlay(!cfg!(debug_assertions))
     })
     .clone()
 }
 
-fn build_overlay() -> PathBuf {
+/// The `overlay` binary of the debug (dev) profile, whatever profile the
+/// tests were built in: `$OVERLAY_DEBUG_BIN` if set, else [`overlay_bin`]
+/// when that is the debug build, else built with `cargo build -p overlay`.
+pub fn overlay_debug_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = given_bin("OVERLAY_DEBUG_BIN") {
+            return p;
+        }
+        if cfg!(debug_assertions) && std::env::var_os("OVERLAY_BIN").is_none() {
+            return overlay_bin();
+        }
+        build_overlay(false)
+    })
+    .clone()
+}
+
+/// The `overlay` binary of the release profile: `$OVERLAY_RELEASE_BIN` if set
+/// (`scripts/test` builds it and sets it), else built here with `cargo build
+/// --release -p overlay` (minutes the first time on a cold target directory;
+/// quick after). Never skipped: a test that needs both builds runs both.
+pub fn overlay_release_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = given_bin("OVERLAY_RELEASE_BIN") {
+            return p;
+        }
+        eprintln!("[support] OVERLAY_RELEASE_BIN is not set: building the release overlay (set it to a built binary to skip this)");
+        build_overlay(true)
+    })
+    .clone()
+}
+
+/// A binary named by an environment variable, pinned; panics if it names no file.
+fn given_bin(var: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os(var)?);
+    assert!(p.is_file(), "{var}={} is not a file", p.display());
+    Some(pin(&p))
+}
+
+fn build_overlay(release: bool) -> PathBuf {
     let root = workspace_root();
-    let release = !cfg!(debug_assertions);
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(&root).args([
         "build",
@@ -92,13 +131,15 @@ fn pin(bin: &Path) -> PathBuf {
     if let Some(entries) = entries {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.strip_prefix("overlay-").and_then(|p| p.parse::<u32>().ok());
+            let pid = name.strip_prefix("overlay-").and_then(|p| p.split('-').next()?.parse::<u32>().ok());
             if pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
-    let pinned = dir.join(format!("overlay-{}", std::process::id()));
+    // One link per process and binary (a test may run the debug and the release build).
+    let profile = bin.parent().and_then(|d| d.file_name()).map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let pinned = dir.join(format!("overlay-{}-{profile}", std::process::id()));
     let _ = std::fs::remove_file(&pinned);
     if std::fs::hard_link(bin, &pinned).is_ok() || std::fs::copy(bin, &pinned).is_ok() {
         pinned
@@ -175,7 +216,12 @@ pub fn json_lines(text: &str) -> Vec<Value> {
 
 /// `overlay --data-dir DIR <args>`, without configuration from the environment.
 pub fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(overlay_bin());
+    command_with(&overlay_bin(), dir, args)
+}
+
+/// `BIN --data-dir DIR <args>` for a given `overlay` binary, without configuration from the environment.
+pub fn command_with(bin: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.arg("--data-dir").arg(dir).args(args);
     cmd.env_remove("OVERLAY_DATA_DIR").env_remove("OVERLAY_CONFIG").env_remove("OVERLAY_LOG");
     cmd
@@ -189,6 +235,11 @@ pub fn overlay(dir: &Path, args: &[&str]) -> Run {
 /// Runs `overlay --data-dir DIR <args>` with `stdin` on its standard input.
 pub fn overlay_with_stdin(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
     run_command(command(dir, args), args, stdin)
+}
+
+/// Runs `BIN --data-dir DIR <args>` (a given `overlay` binary) to the end, feeding it `stdin`.
+pub fn overlay_using(bin: &Path, dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+    run_command(command_with(bin, dir, args), args, stdin)
 }
 
 /// Runs a prepared `overlay` command to the end, feeding it `stdin`.

@@ -9,6 +9,8 @@ mod audit_chain;
 mod backtest;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/builds.rs"]
+mod builds;
 #[path = "e2e/crash_cycles.rs"]
 mod crash_cycles;
 #[path = "e2e/demo_smoke.rs"]
