@@ -334,24 +334,40 @@ impl Run {
         }
     }
 
+    /// Appends a chunk: one append per topic, each topic's records in the
+    /// chunk's order (the engine orders inputs by partition position and
+    /// event time, never by which topic was written first).
     fn deliver(&mut self, records: &[Delivery]) -> Result<()> {
-        // One append per record keeps the order chosen across the two topics.
-        for d in records {
-            let (topic, record) = match d {
-                Delivery::Event(e) => {
-                    *self.deliveries_of.entry(e.event_id.clone()).or_default() += 1;
-                    topics::record_for(e, overlay_proto::encode_envelope(e))
+        for want in [REFERENCE, HOUSEHOLDS] {
+            let mut batch = Vec::new();
+            let mut bad = Vec::new();
+            for d in records {
+                let (topic, record) = match d {
+                    Delivery::Event(e) => topics::record_for(e, overlay_proto::encode_envelope(e)),
+                    Delivery::Bad { topic, key, bytes, .. } => match key {
+                        Some(k) => (*topic, Record::keyed(k.clone(), bytes.clone(), 0)),
+                        None => (*topic, Record::new(bytes.clone(), 0)),
+                    },
+                };
+                if topic != want {
+                    continue;
                 }
-                Delivery::Bad { topic, key, bytes, .. } => match key {
-                    Some(k) => (*topic, Record::keyed(k.clone(), bytes.clone(), 0)),
-                    None => (*topic, Record::new(bytes.clone(), 0)),
-                },
-            };
-            let at = self.producer.append(topic, &[record])?;
-            if let (Delivery::Bad { why, .. }, Some((p, o))) = (d, at.first()) {
-                self.bad_at.insert(format!("{topic}/{p}/{o}"), why);
+                match d {
+                    Delivery::Event(e) => *self.deliveries_of.entry(e.event_id.clone()).or_default() += 1,
+                    Delivery::Bad { why, .. } => bad.push((batch.len(), *why)),
+                }
+                batch.push(record);
             }
-            self.delivered += 1;
+            if batch.is_empty() {
+                continue;
+            }
+            let at = self.producer.append(want, &batch)?;
+            ensure!(at.len() == batch.len(), "{want}: {} records appended, {} positions back", batch.len(), at.len());
+            for (i, why) in bad {
+                let (p, o) = at[i];
+                self.bad_at.insert(format!("{want}/{p}/{o}"), why);
+            }
+            self.delivered += batch.len() as u64;
         }
         Ok(())
     }
@@ -550,12 +566,29 @@ fn check(reference: &Run, faulty: &Run, report: &mut SeedReport) -> Result<()> {
     Ok(())
 }
 
-/// Where seeds play: a directory of their own under tmpfs when the machine
-/// has one (the log fsyncs every append), else under the system's temp.
+/// Where seeds play: under tmpfs when the machine has one with room (the
+/// log fsyncs every append and group commit; a seed writes a few MB), else
+/// under the system's temp directory.
 fn scratch() -> Result<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if free_bytes(shm).is_some_and(|b| b >= 1 << 30) { shm.to_path_buf() } else { std::env::temp_dir() };
     Ok(tempfile::Builder::new().prefix("overlay-simulate-").tempdir_in(base)?)
+}
+
+/// Bytes free to an unprivileged user on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` is written by the
+    // call before it is read, only when the call succeeds.
+    let st = unsafe {
+        if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 /// The outcome of many seeds.
