@@ -11,6 +11,10 @@ use std::process::Child;
 use std::time::Duration;
 
 const SIGKILL: i32 = 9;
+/// Bounds of the pacing factor. High enough for a target much slower than
+/// its reference run (the Kafka engine with batches of 4 against one of 1,000).
+const PACE_MIN: f64 = 0.01;
+const PACE_MAX: f64 = 16.0;
 
 /// What the cycles start and kill.
 pub trait KillTarget {
@@ -22,6 +26,12 @@ pub trait KillTarget {
     fn lag(&mut self) -> u64;
     /// Where a started program's stderr goes (read when a run fails).
     fn stderr_file(&self) -> PathBuf;
+    /// Waits until a started program is about to fold (for a Kafka engine:
+    /// the group has assigned it its partitions), so that the delay before
+    /// its kill counts from there; false when it exited first. At once by default.
+    fn wait_ready(&mut self, _child: &mut Child) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -54,9 +64,10 @@ pub fn target_kills(default: u64) -> u64 {
 /// process. `pace` is the starting pacing factor (a cautious 0.7, or what an
 /// earlier phase learned).
 ///
-/// Pacing: the delay is uniform in [0.3 × startup, startup + 1.5 × pace ×
-/// remaining work / kills left), where startup is how long a run with nothing
-/// to do takes and remaining work is the input lag at the reference run's
+/// Pacing: the delay (from [`KillTarget::wait_ready`]) is uniform in [0.3 ×
+/// startup, startup + 1.5 × pace × remaining work / kills left), where
+/// startup is how long a run with nothing to do takes (from the same moment)
+/// and remaining work is the input lag at the reference run's
 /// speed (`inputs_per_s`, in the units of [`KillTarget::lag`]). `pace`
 /// corrects for this machine's speed right now (other tests, other builds):
 /// each cycle it is multiplied by (lag now / lag planned), bounded to [0.6,
@@ -87,12 +98,14 @@ pub fn kill_cycles(
         let planned = st.lag_before as f64 * kills_left as f64 / kills as f64;
         if planned > 0.0 {
             // Proportional, and bounded per cycle: one lucky or unlucky cycle moves it little.
-            st.pace = (st.pace * (lag as f64 / planned).clamp(0.6, 1.25)).clamp(0.01, 4.0);
+            st.pace = (st.pace * (lag as f64 / planned).clamp(0.6, 1.25)).clamp(PACE_MIN, PACE_MAX);
         }
         let work_s = st.pace * lag as f64 / inputs_per_s;
         let delay = 0.3 * startup_s + rng.unit() * (0.7 * startup_s + 1.5 * work_s / kills_left as f64);
         let mut child = target.spawn(st.cycles);
-        std::thread::sleep(Duration::from_secs_f64(delay));
+        if target.wait_ready(&mut child) {
+            std::thread::sleep(Duration::from_secs_f64(delay));
+        }
         let still_running = child.try_wait().expect("try_wait").is_none();
         if still_running {
             child.kill().expect("SIGKILL");
@@ -121,7 +134,7 @@ pub fn kill_cycles(
             let stderr = std::fs::read_to_string(target.stderr_file()).unwrap_or_default();
             assert!(status.success(), "cycle {}: `overlay run` failed after a crash ({status}):\n{stderr}", st.cycles);
             st.finished += 1;
-            st.pace = (st.pace * 0.5).max(0.01);
+            st.pace = (st.pace * 0.5).max(PACE_MIN);
             if lag == 0 {
                 // Nothing to do, and still it ended before the kill: starts are quicker than measured.
                 startup_s *= 0.8;

@@ -20,7 +20,15 @@
 //! them. The group is membership only; the positions the shards stored are
 //! the truth, so this changes nothing the test checks.
 //!
-//! B runs with small batches, so kills land between many commits and
+//! A start on tansu takes a second or so (it joins its group, reads its
+//! output partitions' tails and re-reads the inputs from the log start), and
+//! the work after it comes in bursts as fetches arrive; timed from the start,
+//! kills would land in the start-up or after the work. So a start with inputs
+//! to fold is killed a paced delay after its first publish (its log says so):
+//! its shards' first batch, or what the killed run before it left in the
+//! outbox; a start with none, a moment after its partitions are assigned.
+//!
+//! B runs with small batches (4 inputs), so kills land between many commits and
 //! publishes, and one fold thread where A has the default: outputs must not
 //! depend on either.
 
@@ -34,14 +42,17 @@ use overlay_tests::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const PARTITIONS: u32 = 4;
 /// On 2 cores a debug-build cycle takes about 2 s (a start joins the group
 /// and re-reads the inputs from the log start, as tansu needs).
 const DEFAULT_KILLS: u64 = 20;
-const B_CONFIG: &str = "[engine]\nbatch_inputs_max = 64\nfold_threads = 1\n";
+const B_CONFIG: &str = "[engine]\nbatch_inputs_max = 4\nfold_threads = 1\n";
 const RUN: [&str; 2] = ["run", "--kafka"];
+/// The pacing's start-up term: none, as delays count from a start's first
+/// publish, when its work is under way (see the module's notes).
+const READY_TO_KILL_S: f64 = 0.0;
 
 /// `overlay run --kafka` on engine B, a group of its own per start; lag by
 /// the positions its shards stored (read between runs, when no engine holds
@@ -55,13 +66,15 @@ struct KafkaRun<'a> {
     ends: BTreeMap<String, u64>,
     /// The lag measured last, valid until the next start.
     lag: Option<u64>,
+    /// The last start had inputs to fold.
+    work: bool,
 }
 
 impl<'a> KafkaRun<'a> {
     fn new(dir: &'a Path, broker: &'a Broker, group_prefix: &'static str) -> Self {
         let mut ends = partition_ends(broker, topics::HOUSEHOLDS);
         ends.extend(partition_ends(broker, topics::REFERENCE));
-        Self { dir, broker, group_prefix, ends, lag: None }
+        Self { dir, broker, group_prefix, ends, lag: None, work: true }
     }
 }
 
@@ -69,14 +82,26 @@ impl KillTarget for KafkaRun<'_> {
     fn spawn(&mut self, cycle: u64) -> Child {
         let group = format!("{}-{cycle}", self.group_prefix);
         let err = std::fs::File::create(self.stderr_file()).expect("stderr file");
+        self.work = self.lag != Some(0);
         self.lag = None;
         kafka_command(self.dir, self.broker, PARTITIONS, B_CONFIG, &RUN)
             .env("OVERLAY_KAFKA_GROUP_ID", &group)
+            .env("OVERLAY_LOG", LOG)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
             .expect("spawning overlay")
+    }
+
+    /// With inputs to fold, from its first publish (its shards' first batch,
+    /// or what the killed run before it left in the outbox); with none, from
+    /// its partitions assigned.
+    fn wait_ready(&mut self, child: &mut Child) -> bool {
+        let work = self.work;
+        wait_for_log(child, &self.stderr_file(), |log| {
+            log.matches("partition assigned").count() >= PARTITIONS as usize && (!work || log.contains(" published"))
+        })
     }
 
     fn lag(&mut self) -> u64 {
@@ -90,6 +115,29 @@ impl KillTarget for KafkaRun<'_> {
 
     fn stderr_file(&self) -> PathBuf {
         self.dir.with_extension("stderr.txt")
+    }
+}
+
+/// The engine's log level: enough to see its partitions assigned and each publish.
+const LOG: &str = "warn,overlay_kafka=debug";
+
+/// Most a start may take to be ready (its partitions assigned, its first publish).
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until the log a started `overlay run --kafka` writes to
+/// `stderr_file` satisfies `ready`; false when the program exited first.
+fn wait_for_log(child: &mut Child, stderr_file: &Path, ready: impl Fn(&str) -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(stderr_file).unwrap_or_default();
+        if ready(&text) {
+            return true;
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+        assert!(started.elapsed() < READY_LIMIT, "not ready within {READY_LIMIT:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -203,8 +251,8 @@ fn kill_cycles_on_kafka_give_the_outputs_of_an_uninterrupted_run() {
     let fills_run_a = overlay_kafka(&a, &broker_a, PARTITIONS, &RUN).ok();
     assert_folded(&fills_run_a, fills_a.len());
     // A run with nothing to do (it joins the group, reads the output tails and
-    // re-reads the inputs): what a start costs, for scaling the delays. The
-    // quickest of three, as other work on the machine only ever slows a run down.
+    // re-reads the inputs): what a start costs, for the rates. The quickest of
+    // three, as other work on the machine only ever slows a run down.
     let startup_s = (0..3)
         .map(|_| {
             let idle = overlay_kafka(&a, &broker_a, PARTITIONS, &RUN).ok();
@@ -229,7 +277,7 @@ fn kill_cycles_on_kafka_give_the_outputs_of_an_uninterrupted_run() {
     let b_started = Instant::now();
     publish_kafka(&b, &broker_b, &events, true);
     let mut main_target = KafkaRun::new(&b, &broker_b, "crash-main");
-    let main_b = kill_cycles(&mut main_target, main_kills, 0x5EED_0011, startup_s, main_rate, 0.7);
+    let main_b = kill_cycles(&mut main_target, main_kills, 0x5EED_0011, READY_TO_KILL_S, main_rate, 0.7);
     b_run(&RUN);
     let fills_b = fills(&b, &broker_b, last_day);
     assert!(
@@ -240,7 +288,8 @@ fn kill_cycles_on_kafka_give_the_outputs_of_an_uninterrupted_run() {
     );
     publish_kafka(&b, &broker_b, &fills_b, false);
     let mut fills_target = KafkaRun::new(&b, &broker_b, "crash-fills");
-    let fills_cycles = kill_cycles(&mut fills_target, fills_kills, 0x5EED_0012, startup_s, fills_rate, main_b.pace);
+    let fills_cycles =
+        kill_cycles(&mut fills_target, fills_kills, 0x5EED_0012, READY_TO_KILL_S, fills_rate, main_b.pace);
     b_run(&RUN);
     let last = b_run(&RUN);
     assert_folded(&last, 0);
