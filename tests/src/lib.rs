@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 pub use overlay_app::topics;
 
+pub mod cycles;
+
 /// The workspace root (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
@@ -512,6 +514,19 @@ pub fn kafka_command(dir: &Path, broker: &Broker, partitions: u32, extra: &str, 
 /// `overlay --data-dir DIR <args>` against a broker, to the end.
 pub fn overlay_kafka(dir: &Path, broker: &Broker, partitions: u32, args: &[&str]) -> Run {
     run_command(kafka_command(dir, broker, partitions, "", args), args, None)
+}
+
+/// `overlay --data-dir DIR <args>` against a broker, to the end, with
+/// `extra` configuration (as in [`kafka_command`]) and `stdin` on its standard input.
+pub fn overlay_kafka_with(
+    dir: &Path,
+    broker: &Broker,
+    partitions: u32,
+    extra: &str,
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+) -> Run {
+    run_command(kafka_command(dir, broker, partitions, extra, args), args, stdin)
 }
 
 /// Starts `overlay --data-dir DIR <args>` against a broker in the background,

@@ -23,6 +23,8 @@ mod duplicates;
 mod kafka;
 #[path = "e2e/kafka_clients.rs"]
 mod kafka_clients;
+#[path = "e2e/kafka_cycles.rs"]
+mod kafka_cycles;
 #[path = "e2e/ops.rs"]
 mod ops;
 #[path = "e2e/propose.rs"]

@@ -222,7 +222,7 @@ impl Custodian {
     pub fn fills(&mut self, log: &EmbeddedLog, date: NaiveDate) -> Result<Vec<Envelope>> {
         let end = log.end_offset(topics::ORDERS, 0)?;
         let mut out = Vec::new();
-        let at = close_time_utc(date) + Duration::minutes(30);
+        let at = fill_time(date);
         while self.next_offset < end {
             let records = log.read(topics::ORDERS, 0, self.next_offset, 4096, 64 << 20)?;
             for r in &records {
@@ -236,6 +236,18 @@ impl Custodian {
         }
         Ok(out)
     }
+}
+
+/// When the custodian reports the fills of a day's orders: half an hour after the close.
+fn fill_time(date: NaiveDate) -> DateTime<Utc> {
+    close_time_utc(date) + Duration::minutes(30)
+}
+
+/// The custodian's fills of `orders` however they were read (the Kafka
+/// transport's, say): the same as [`Custodian::fills`] gives for them.
+pub fn fills_of<'a>(orders: impl IntoIterator<Item = &'a Order>, date: NaiveDate) -> Vec<Envelope> {
+    let at = fill_time(date);
+    orders.into_iter().flat_map(|o| fills_for(o, date, at)).collect()
 }
 
 pub fn fills_for(o: &Order, date: NaiveDate, at: DateTime<Utc>) -> Vec<Envelope> {

@@ -272,7 +272,8 @@ const OUTPUTS: [(&str, &[u8], &str); 3] = [
     ("dead-letters", keys::DEAD_LETTERS, DEAD_LETTERS),
 ];
 
-fn shard_tree(p: u32) -> String {
+/// The sled tree (in the data directory's `state` store) that holds shard `p`.
+pub fn shard_tree(p: u32) -> String {
     format!("shard/{HOUSEHOLDS}/{p}")
 }
 

@@ -15,115 +15,53 @@
 
 use overlay_app::demo::Custodian;
 use overlay_core::event::{Envelope, Payload, PriceTick};
+use overlay_log::EmbeddedLog;
 use overlay_scenario::{demo, DemoSpec, MarketData};
+use overlay_tests::cycles::{kill_cycles, target_kills, KillTarget};
 use overlay_tests::*;
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Scenario size: about 3,000 reference and household events and, from
 /// their orders, a few thousand custodian fills; a debug-build `overlay run`
 /// takes a few seconds over it.
-const HOUSEHOLDS: usize = 30;
-const PRICE_DAYS: usize = 3;
+pub(crate) const HOUSEHOLDS: usize = 30;
+pub(crate) const PRICE_DAYS: usize = 3;
 const DEFAULT_KILLS: u64 = 50;
-const SIGKILL: i32 = 9;
 
 const B_CONFIG: &str = "[engine]\nbatch_inputs_max = 64\nread_records_max = 37\n";
 
-#[derive(Debug, Default)]
-struct CycleStats {
-    cycles: u64,
-    /// Kills that found the process still running (it died of SIGKILL).
-    landed: u64,
-    /// Of those, kills that left inputs unfolded (by the engine's advisory
-    /// group positions, which it moves after each batch is committed and
-    /// published): the process died with work in hand.
-    landed_mid_work: u64,
-    /// Runs that finished on their own before the kill.
-    finished: u64,
-    /// Inputs waiting to be folded before the first cycle and after the last.
-    lag_before: u64,
-    lag_after: u64,
-    /// The final pacing factor (1 = the reference run's speed was right).
-    pace: f64,
+/// `overlay run` on a data directory, lag by its embedded log.
+struct EmbeddedRun<'a> {
+    dir: &'a Path,
+    args: &'a [&'a str],
+    log: EmbeddedLog,
 }
 
-/// Starts `overlay run` on `dir` again and again, each time killing it after
-/// a pseudo-random delay, until `target` kills have landed on a running
-/// process. `pace` is the starting pacing factor (a cautious 0.7, or what an earlier phase learned).
-///
-/// Pacing: the delay is uniform in [0.3 × startup, startup + 1.5 × pace ×
-/// remaining work / kills left), where startup is how long a run with nothing
-/// to do takes and remaining work is the input lag at the reference run's
-/// speed. `pace` corrects for this machine's speed right now (other tests,
-/// other builds): each cycle it is multiplied by (lag now / lag planned),
-/// bounded to [0.6, 1.25], where the plan spreads the work evenly over the
-/// kills; and it is halved when a run finishes before its kill (and startup
-/// is cut when a run with nothing to do does). So the kills spread over the
-/// whole of the work instead of the work ending early.
-fn kill_cycles(
-    dir: &Path,
-    args: &[&str],
-    target: u64,
-    seed: u64,
-    mut startup_s: f64,
-    inputs_per_s: f64,
-    pace: f64,
-) -> CycleStats {
-    let log = open_log(dir);
-    let stderr_file = dir.with_extension("stderr.txt");
-    let mut st = CycleStats { pace, ..CycleStats::default() };
-    let max_cycles = target * 20 + 200;
-    st.lag_before = input_lag(&log);
-    while st.landed < target {
-        assert!(st.cycles < max_cycles, "{} cycles without landing {target} kills: {st:?}", st.cycles);
-        st.cycles += 1;
-        // A new generator per cycle, seeded by the cycle: any cycle can be replayed alone.
-        let mut rng = XorShift::new(seed ^ st.cycles.wrapping_mul(0xA24B_AED4_963E_E407));
-        let lag = input_lag(&log);
-        let kills_left = target - st.landed;
-        let planned = st.lag_before as f64 * kills_left as f64 / target as f64;
-        if planned > 0.0 {
-            // Proportional, and bounded per cycle: one lucky or unlucky cycle moves it little.
-            st.pace = (st.pace * (lag as f64 / planned).clamp(0.6, 1.25)).clamp(0.01, 4.0);
-        }
-        let work_s = st.pace * lag as f64 / inputs_per_s;
-        let delay = 0.3 * startup_s + rng.unit() * (0.7 * startup_s + 1.5 * work_s / kills_left as f64);
-        let mut child = spawn(dir, args, &stderr_file);
-        std::thread::sleep(Duration::from_secs_f64(delay));
-        let still_running = child.try_wait().expect("try_wait").is_none();
-        if still_running {
-            child.kill().expect("SIGKILL");
-        }
-        let status = child.wait().expect("wait");
-        if status.signal() == Some(SIGKILL) {
-            assert!(still_running);
-            st.landed += 1;
-            if input_lag(&log) > 0 {
-                st.landed_mid_work += 1;
-            }
-        } else {
-            let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
-            assert!(status.success(), "cycle {}: `overlay run` failed after a crash ({status}):\n{stderr}", st.cycles);
-            st.finished += 1;
-            st.pace = (st.pace * 0.5).max(0.01);
-            if lag == 0 {
-                // Nothing to do, and still it ended before the kill: starts are quicker than measured.
-                startup_s *= 0.8;
-            }
-        }
+impl<'a> EmbeddedRun<'a> {
+    fn new(dir: &'a Path, args: &'a [&'a str]) -> Self {
+        Self { dir, args, log: open_log(dir) }
     }
-    st.lag_after = input_lag(&log);
-    st
 }
 
-const GARBAGE_ARGS: [&str; 5] = ["--raw", "--topic", "overlay.households", "--key", "hh-00002"];
-const GARBAGE: &str = "this is not an event\n";
+impl KillTarget for EmbeddedRun<'_> {
+    fn spawn(&mut self, _cycle: u64) -> std::process::Child {
+        spawn(self.dir, self.args, &self.stderr_file())
+    }
+    fn lag(&mut self) -> u64 {
+        input_lag(&self.log)
+    }
+    fn stderr_file(&self) -> PathBuf {
+        self.dir.with_extension("stderr.txt")
+    }
+}
+
+pub(crate) const GARBAGE_ARGS: [&str; 5] = ["--raw", "--topic", "overlay.households", "--key", "hh-00002"];
+pub(crate) const GARBAGE: &str = "this is not an event\n";
 
 /// Inputs real feeds carry, so the dead-letter and duplicate paths crash too:
 /// a price for a security nobody listed, and a household event delivered twice.
-fn bad_inputs(scenario: &overlay_scenario::Demo) -> Vec<Envelope> {
+pub(crate) fn bad_inputs(scenario: &overlay_scenario::Demo) -> Vec<Envelope> {
     let day1 = &scenario.days[1];
     let at = day1.events.last().expect("day 1 has events").event_time;
     let unknown = Envelope {
@@ -146,13 +84,6 @@ fn bad_inputs(scenario: &overlay_scenario::Demo) -> Vec<Envelope> {
     vec![unknown, again]
 }
 
-fn target_kills() -> u64 {
-    match std::env::var("OVERLAY_CRASH_CYCLES") {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("OVERLAY_CRASH_CYCLES={v:?} is not a number")),
-        Err(_) => DEFAULT_KILLS,
-    }
-}
-
 fn fills(dir: &Path, date: chrono::NaiveDate) -> Vec<Envelope> {
     Custodian::default().fills(&open_log(dir), date).expect("the custodian reads the orders topic")
 }
@@ -171,7 +102,7 @@ fn assert_folded(run: &Run, inputs: usize) {
 fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     let _one_at_a_time = timing_sensitive();
     let started = Instant::now();
-    let target = target_kills();
+    let target = target_kills(DEFAULT_KILLS);
     let spec = DemoSpec { households: HOUSEHOLDS, price_days: PRICE_DAYS, ..DemoSpec::default() };
     let scenario = demo(&spec, &MarketData::embedded().expect("shipped market data")).expect("demo scenario");
     let last_day = scenario.days.last().expect("at least one day").date;
@@ -222,7 +153,7 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     let b_started = Instant::now();
     publish(&b, &events).ok();
     publish_text(&b, &GARBAGE_ARGS, GARBAGE).ok();
-    let main_b = kill_cycles(&b, &b_run, main_kills, 0x5EED_0001, startup_s, main_rate, 0.7);
+    let main_b = kill_cycles(&mut EmbeddedRun::new(&b, &b_run), main_kills, 0x5EED_0001, startup_s, main_rate, 0.7);
     overlay(&b, &b_run).ok();
     let fills_b = fills(&b, last_day);
     assert!(
@@ -232,7 +163,8 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
         fills_a.len()
     );
     publish(&b, &fills_b).ok();
-    let fills_cycles = kill_cycles(&b, &b_run, fills_kills, 0x5EED_0002, startup_s, fills_rate, main_b.pace);
+    let fills_cycles =
+        kill_cycles(&mut EmbeddedRun::new(&b, &b_run), fills_kills, 0x5EED_0002, startup_s, fills_rate, main_b.pace);
     overlay(&b, &b_run).ok();
     let last = overlay(&b, &b_run).ok();
     assert_folded(&last, 0);
