@@ -13,16 +13,36 @@ fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// How long [`SledStore::open`] waits for a lock its own process is releasing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl SledStore {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// sled locks its directory, and the last handle of a store dropped in
+    /// this process releases the lock only when sled's background flusher
+    /// has finished with it, shortly after. So a reopen that finds the lock
+    /// held tries again for up to [`LOCK_WAIT`] before it reports the
+    /// directory as in use (by another engine, most likely).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| StoreError::Io(format!("opening the store at {}: {e}", dir.display())))?;
-        let tree = sled::Tree::clone(&db);
-        Ok(Self { db, tree })
+        let started = std::time::Instant::now();
+        loop {
+            let opened =
+                sled::Config::new().path(dir).cache_capacity(256 * 1024 * 1024).mode(sled::Mode::HighThroughput).open();
+            match opened {
+                Ok(db) => {
+                    let tree = sled::Tree::clone(&db);
+                    return Ok(Self { db, tree });
+                }
+                // sled reports it as an `Other` I/O error with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(StoreError::Io(format!("opening the store at {}: {e}", dir.display()))),
+            }
+        }
     }
 
     /// Another handle to the same store (for a writer thread).
