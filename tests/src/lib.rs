@@ -652,3 +652,41 @@ pub fn prometheus_families(text: &str) -> BTreeMap<String, String> {
         .map(|(n, k)| (n.to_string(), k.to_string()))
         .collect()
 }
+
+/// Inputs real feeds carry, so the dead-letter and duplicate paths are
+/// exercised too: a price for a security nobody listed (event id
+/// `{prefix}-unknown-security`), and a household event delivered twice, both
+/// at the end of the scenario's first trading day.
+pub fn bad_inputs(scenario: &overlay_scenario::Demo, prefix: &str) -> Vec<Envelope> {
+    use overlay_core::event::{Payload, PriceTick};
+    let day1 = &scenario.days[1];
+    let at = day1.events.last().expect("day 1 has events").event_time;
+    let unknown = Envelope {
+        event_id: format!("{prefix}-unknown-security"),
+        producer: "price-feed".into(),
+        event_time: at,
+        schema_version: 1,
+        payload: Payload::PriceTick(PriceTick {
+            security: "ZZZZ".into(),
+            price: rust_decimal::Decimal::new(1234, 2),
+            as_of: at,
+        }),
+    };
+    let mut again = scenario
+        .events()
+        .find(|e| matches!(e.payload, Payload::HouseholdUpserted(_)))
+        .expect("the scenario has households")
+        .clone();
+    again.event_time = at;
+    vec![unknown, again]
+}
+
+/// Asserts that `run` folded exactly `inputs` inputs (from its closing line).
+#[track_caller]
+pub fn assert_folded(run: &Run, inputs: usize) {
+    assert!(
+        run.stderr.contains(&format!("folded {inputs} inputs")),
+        "expected `folded {inputs} inputs`, got:\n{}",
+        run.stderr
+    );
+}

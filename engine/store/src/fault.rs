@@ -288,24 +288,13 @@ impl Store for FaultyStore {
         if let Err(e) = d.check_up() {
             return Box::new(std::iter::once(Err(e)));
         }
-        let from = start.unwrap_or(prefix).to_vec();
-        let items: Vec<Result<Entry, StoreError>> = d
-            .records
-            .range(from..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| Ok((k.clone(), v.clone())))
-            .collect();
-        Box::new(items.into_iter())
+        Box::new(crate::mem::range_of(&d.records, prefix, start).into_iter().map(Ok))
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         let d = self.disk.lock();
         d.check_up()?;
-        Ok(d.records
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .last()
-            .map(|(k, v)| (k.clone(), v.clone())))
+        Ok(crate::mem::last_of(&d.records, prefix))
     }
 }
 

@@ -32,23 +32,25 @@ impl Store for MemStore {
     }
 
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_> {
-        let from = start.unwrap_or(prefix).to_vec();
         // Snapshot the range: callers may commit while iterating.
-        let items: Vec<_> = self
-            .map
-            .borrow()
-            .range(from..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| Ok((k.clone(), v.clone())))
-            .collect();
-        Box::new(items.into_iter())
+        Box::new(range_of(&self.map.borrow(), prefix, start).into_iter().map(Ok))
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
-        let m = self.map.borrow();
-        Ok(m.range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .last()
-            .map(|(k, v)| (k.clone(), v.clone())))
+        Ok(last_of(&self.map.borrow(), prefix))
     }
+}
+
+/// Every record of `map` whose key starts with `prefix`, from `start`
+/// (inclusive) if given, copied out in key order.
+pub(crate) fn range_of(map: &BTreeMap<Vec<u8>, Vec<u8>>, prefix: &[u8], start: Option<&[u8]>) -> Vec<Entry> {
+    map.range(start.unwrap_or(prefix).to_vec()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The record of `map` with the greatest key starting with `prefix`.
+pub(crate) fn last_of(map: &BTreeMap<Vec<u8>, Vec<u8>>, prefix: &[u8]) -> Option<Entry> {
+    map.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).last().map(|(k, v)| (k.clone(), v.clone()))
 }

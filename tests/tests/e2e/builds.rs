@@ -18,7 +18,7 @@
 //! version is added next to it.
 
 use overlay_app::demo::Custodian;
-use overlay_core::event::{Envelope, Payload, PriceTick};
+use overlay_core::event::Envelope;
 use overlay_scenario::{demo, Demo, DemoSpec, MarketData, PricePanel};
 use overlay_store::{codec, keys, records_after, SledStore};
 use overlay_tests::*;
@@ -35,32 +35,6 @@ const PRICE_DAYS: usize = 3;
 const GARBAGE_ARGS: [&str; 7] = ["publish", "--raw", "--topic", "overlay.households", "--key", "hh-00002", "-"];
 const GARBAGE: &str = "this is not an event\n";
 
-/// Inputs real feeds carry, so the dead-letter and duplicate paths are
-/// compared too: a price for a security nobody listed, and a household event
-/// delivered twice.
-fn bad_inputs(scenario: &Demo) -> Vec<Envelope> {
-    let day1 = &scenario.days[1];
-    let at = day1.events.last().expect("day 1 has events").event_time;
-    let unknown = Envelope {
-        event_id: "builds-unknown-security".into(),
-        producer: "price-feed".into(),
-        event_time: at,
-        schema_version: 1,
-        payload: Payload::PriceTick(PriceTick {
-            security: "ZZZZ".into(),
-            price: rust_decimal::Decimal::new(1234, 2),
-            as_of: at,
-        }),
-    };
-    let mut again = scenario
-        .events()
-        .find(|e| matches!(e.payload, Payload::HouseholdUpserted(_)))
-        .expect("the scenario has households")
-        .clone();
-    again.event_time = at;
-    vec![unknown, again]
-}
-
 /// What one build recorded in one data directory.
 struct Recording {
     orders: String,
@@ -69,21 +43,11 @@ struct Recording {
     inputs: u64,
 }
 
-/// Asserts that `run` folded exactly `inputs` inputs (from its closing line).
-#[track_caller]
-fn assert_folded(run: &Run, inputs: usize) {
-    assert!(
-        run.stderr.contains(&format!("folded {inputs} inputs")),
-        "expected `folded {inputs} inputs`, got:\n{}",
-        run.stderr
-    );
-}
-
 /// With `bin` only: publish the scenario and the bad inputs, run, publish
 /// the custodian's fills for every order, run again.
 fn record(bin: &Path, dir: &Path, scenario: &Demo) -> Recording {
     let mut events: Vec<Envelope> = scenario.events().cloned().collect();
-    events.extend(bad_inputs(scenario));
+    events.extend(bad_inputs(scenario, "builds"));
     overlay_using(bin, dir, &["publish", "-"], Some(ndjson(&events).into_bytes())).ok();
     overlay_using(bin, dir, &GARBAGE_ARGS, Some(GARBAGE.into())).ok();
     assert_folded(&overlay_using(bin, dir, &["run"], None).ok(), events.len() + 1);

@@ -14,7 +14,7 @@
 //! outputs do not depend on how inputs were batched.
 
 use overlay_app::demo::Custodian;
-use overlay_core::event::{Envelope, Payload, PriceTick};
+use overlay_core::event::Envelope;
 use overlay_log::EmbeddedLog;
 use overlay_scenario::{demo, DemoSpec, MarketData};
 use overlay_tests::cycles::{kill_cycles, target_kills, KillTarget};
@@ -59,43 +59,8 @@ impl KillTarget for EmbeddedRun<'_> {
 pub(crate) const GARBAGE_ARGS: [&str; 5] = ["--raw", "--topic", "overlay.households", "--key", "hh-00002"];
 pub(crate) const GARBAGE: &str = "this is not an event\n";
 
-/// Inputs real feeds carry, so the dead-letter and duplicate paths crash too:
-/// a price for a security nobody listed, and a household event delivered twice.
-pub(crate) fn bad_inputs(scenario: &overlay_scenario::Demo) -> Vec<Envelope> {
-    let day1 = &scenario.days[1];
-    let at = day1.events.last().expect("day 1 has events").event_time;
-    let unknown = Envelope {
-        event_id: "crash-test-unknown-security".into(),
-        producer: "price-feed".into(),
-        event_time: at,
-        schema_version: 1,
-        payload: Payload::PriceTick(PriceTick {
-            security: "ZZZZ".into(),
-            price: rust_decimal::Decimal::new(1234, 2),
-            as_of: at,
-        }),
-    };
-    let mut again = scenario
-        .events()
-        .find(|e| matches!(e.payload, Payload::HouseholdUpserted(_)))
-        .expect("the scenario has households")
-        .clone();
-    again.event_time = at;
-    vec![unknown, again]
-}
-
 fn fills(dir: &Path, date: chrono::NaiveDate) -> Vec<Envelope> {
     Custodian::default().fills(&open_log(dir), date).expect("the custodian reads the orders topic")
-}
-
-/// Asserts that `run` folded exactly `inputs` inputs (from its closing line).
-#[track_caller]
-fn assert_folded(run: &Run, inputs: usize) {
-    assert!(
-        run.stderr.contains(&format!("folded {inputs} inputs")),
-        "expected `folded {inputs} inputs`, got:\n{}",
-        run.stderr
-    );
 }
 
 #[test]
@@ -107,7 +72,7 @@ fn crash_cycles_give_the_outputs_of_an_uninterrupted_run() {
     let scenario = demo(&spec, &MarketData::embedded().expect("shipped market data")).expect("demo scenario");
     let last_day = scenario.days.last().expect("at least one day").date;
     let mut events: Vec<Envelope> = scenario.events().cloned().collect();
-    events.extend(bad_inputs(&scenario));
+    events.extend(bad_inputs(&scenario, "crash-test"));
     let root = tempdir("overlay-crash-");
     let (a, b) = (root.path().join("a"), root.path().join("b"));
     let cfg = root.path().join("b.toml");

@@ -32,7 +32,7 @@
 //! publishes, and one fold thread where A has the default: outputs must not
 //! depend on either.
 
-use crate::crash_cycles::{bad_inputs, GARBAGE, GARBAGE_ARGS, HOUSEHOLDS, PRICE_DAYS};
+use crate::crash_cycles::{GARBAGE, GARBAGE_ARGS, HOUSEHOLDS, PRICE_DAYS};
 use overlay_app::demo::fills_of;
 use overlay_core::event::{Envelope, EventKey};
 use overlay_core::output::Order;
@@ -205,16 +205,6 @@ fn fills(dir: &Path, broker: &Broker, date: chrono::NaiveDate) -> Vec<Envelope> 
     fills_of(&orders, date)
 }
 
-/// Asserts that `run` folded exactly `inputs` inputs, all shards together (from its closing line).
-#[track_caller]
-fn assert_folded(run: &Run, inputs: usize) {
-    assert!(
-        run.stderr.contains(&format!("folded {inputs} inputs")),
-        "expected `folded {inputs} inputs`, got:\n{}",
-        run.stderr
-    );
-}
-
 #[test]
 fn kill_cycles_on_kafka_give_the_outputs_of_an_uninterrupted_run() {
     let _one_at_a_time = timing_sensitive();
@@ -224,7 +214,7 @@ fn kill_cycles_on_kafka_give_the_outputs_of_an_uninterrupted_run() {
     let scenario = demo(&spec, &MarketData::embedded().expect("shipped market data")).expect("demo scenario");
     let last_day = scenario.days.last().expect("at least one day").date;
     let mut events: Vec<Envelope> = scenario.events().cloned().collect();
-    events.extend(bad_inputs(&scenario));
+    events.extend(bad_inputs(&scenario, "crash-test"));
     let household_events = events.iter().filter(|e| matches!(e.payload.key(), EventKey::Household(_))).count() + 1;
     // Every shard folds every reference input; each household input is one shard's.
     let main_inputs = (events.len() + 1 - household_events) * PARTITIONS as usize + household_events;
