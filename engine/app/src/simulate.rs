@@ -588,8 +588,13 @@ fn free_bytes(dir: &Path) -> Option<u64> {
         }
         st.assume_init()
     };
+    // Both are u32 on some targets.
+    #[allow(clippy::useless_conversion)]
     Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
+
+/// A seed's report, or the seed and why it failed.
+pub type SeedOutcome = Result<SeedReport, (u64, String)>;
 
 /// The outcome of many seeds.
 #[derive(Debug, Default)]
@@ -599,11 +604,7 @@ pub struct Summary {
 }
 
 /// Plays `seeds` on `jobs` threads; every seed runs, failures are collected.
-pub fn run_seeds(
-    seeds: &[u64],
-    jobs: usize,
-    on_done: &(dyn Fn(&Result<SeedReport, (u64, String)>) + Sync),
-) -> Result<Summary> {
+pub fn run_seeds(seeds: &[u64], jobs: usize, on_done: &(dyn Fn(&SeedOutcome) + Sync)) -> Result<Summary> {
     let data = MarketData::embedded().context("loading the shipped market data")?;
     let root = scratch()?;
     let next = AtomicU64::new(0);
@@ -694,7 +695,7 @@ pub fn cli(seeds: &[u64], jobs: Option<usize>, out: &mut dyn std::io::Write) -> 
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         match r {
             Err((seed, why)) => eprintln!("seed {seed} FAILED: {why}"),
-            Ok(_) if n % 100 == 0 => eprintln!("{n}/{total} seeds"),
+            Ok(_) if n.is_multiple_of(100) => eprintln!("{n}/{total} seeds"),
             Ok(_) => {}
         }
     })?;
