@@ -302,3 +302,44 @@ proptest! {
         prop_assert!(first == second, "the same inputs gave different bytes");
     }
 }
+
+/// The sum under the tracking-error estimate's square root as first
+/// written: every term recomputed per account. The shared-terms version must
+/// give the same Decimal, digit for digit and scale for scale (the estimate is
+/// printed in decisions that replays compare byte for byte).
+fn sum_of_squares_reference(index: &BTreeMap<SecurityId, Decimal>, subset: &BTreeMap<&SecurityId, Decimal>) -> Decimal {
+    let total: Decimal = index.values().sum();
+    let sub_total: Decimal = subset.values().sum();
+    let mut sum_sq = Decimal::ZERO;
+    for (sec, w) in index {
+        let held = subset.get(sec).copied().unwrap_or_default();
+        let held = if sub_total > Decimal::ZERO { held / sub_total } else { Decimal::ZERO };
+        let diff = held - *w / total;
+        sum_sq += diff * diff;
+    }
+    sum_sq
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_tracking_error_from_shared_terms_equals_the_per_account_sum(seed in any::<u64>()) {
+        let mut g = Gen(seed);
+        let names = 1 + g.below(60) as usize;
+        let index: BTreeMap<SecurityId, Decimal> = (0..names)
+            .map(|i| (SecurityId::new(&format!("S{i:03}")), Decimal::new(g.below(1_000_000) as i64, 1 + g.below(8) as u32)))
+            .collect();
+        let mut subset: BTreeMap<&SecurityId, Decimal> = BTreeMap::new();
+        for (s, w) in &index {
+            if g.chance(40) {
+                let held = if g.chance(20) { Decimal::ZERO } else { *w * Decimal::new(1 + g.below(3000) as i64, 3) };
+                subset.insert(s, held);
+            }
+        }
+        prop_assume!(index.values().sum::<Decimal>() > Decimal::ZERO);
+        let terms = crate::rebalance::IndexTerms::of(&index);
+        let (fast, reference) = (terms.sum_of_squares(&index, &subset), sum_of_squares_reference(&index, &subset));
+        prop_assert_eq!(fast.serialize(), reference.serialize(), "{} vs {}", fast, reference);
+    }
+}

@@ -34,6 +34,8 @@ pub struct Context {
     /// Direct-index subset plans by (model, names), shared by the accounts of
     /// one decision (a clock event plans hundreds of accounts on one index).
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
+    /// Each index model's terms of the tracking-error estimate, shared the same way.
+    index_terms: RefCell<BTreeMap<ModelId, Rc<IndexTerms>>>,
     /// Scan taxable accounts for losses to harvest (market-close clock events).
     pub harvest: bool,
     /// A period of the household's transition begins with this decision.
@@ -41,6 +43,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// The tracking-error terms of index model `model` (weights `index`), computed once per decision.
+    fn index_terms(&self, model: &ModelId, index: &BTreeMap<SecurityId, Decimal>) -> Rc<IndexTerms> {
+        self.index_terms.borrow_mut().entry(model.clone()).or_insert_with(|| Rc::new(IndexTerms::of(index))).clone()
+    }
+
     pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
         Self {
             now,
@@ -48,6 +55,7 @@ impl Context {
             reason,
             mode,
             subsets: RefCell::new(BTreeMap::new()),
+            index_terms: RefCell::new(BTreeMap::new()),
             harvest: false,
             transition_period: false,
         }
@@ -741,7 +749,10 @@ fn account_target<'a>(
                                 subset.len(),
                                 model.weights.len(),
                                 (proj.value * sleeve.percent).round_dp(0),
-                                pct(subset_tracking_error(&model.weights, &subset)).trim_end_matches("pp").to_string() + "%"
+                                pct(ctx.index_terms(&sleeve.model, &model.weights).tracking_error(&model.weights, &subset))
+                                    .trim_end_matches("pp")
+                                    .to_string()
+                                    + "%"
                             ));
                         }
                         &subset
@@ -1450,19 +1461,70 @@ pub fn subset_tracking_error(
     index: &BTreeMap<SecurityId, Decimal>,
     subset: &BTreeMap<&SecurityId, Decimal>,
 ) -> Decimal {
-    let total: Decimal = index.values().sum();
-    if total <= Decimal::ZERO {
-        return Decimal::ZERO;
+    IndexTerms::of(index).tracking_error(index, subset)
+}
+
+/// The parts of the tracking-error estimate that depend on the index alone:
+/// each name's normalised weight w/Σw, and its squared difference when the
+/// subset leaves it out. One decision plans many accounts on one index, so
+/// these are computed once per decision ([`Context`]), not once per account.
+#[derive(Debug)]
+pub struct IndexTerms {
+    total: Decimal,
+    /// Per name, in the index's order: w/Σw, and (0 − w/Σw)².
+    terms: Vec<(Decimal, Decimal)>,
+}
+
+impl IndexTerms {
+    pub fn of(index: &BTreeMap<SecurityId, Decimal>) -> Self {
+        let total: Decimal = index.values().sum();
+        if total <= Decimal::ZERO {
+            return Self { total, terms: Vec::new() };
+        }
+        let terms = index
+            .values()
+            .map(|w| {
+                let norm = *w / total;
+                let absent = Decimal::ZERO - norm;
+                (norm, absent * absent)
+            })
+            .collect();
+        Self { total, terms }
     }
-    let sub_total: Decimal = subset.values().sum();
-    let mut sum_sq = Decimal::ZERO;
-    for (sec, w) in index {
-        let held = subset.get(sec).copied().unwrap_or_default();
-        let held = if sub_total > Decimal::ZERO { held / sub_total } else { Decimal::ZERO };
-        let diff = held - *w / total;
-        sum_sq += diff * diff;
+
+    /// The estimate for `subset` (its keys drawn from `index`, the index
+    /// these terms were computed from): σ · √Σ(w_subset/Σw_subset − w/Σw)².
+    pub fn tracking_error(&self, index: &BTreeMap<SecurityId, Decimal>, subset: &BTreeMap<&SecurityId, Decimal>) -> Decimal {
+        if self.total <= Decimal::ZERO {
+            return Decimal::ZERO;
+        }
+        (RESIDUAL_VOL_ASSUMED * sqrt(self.sum_of_squares(index, subset))).round_dp(4)
     }
-    (RESIDUAL_VOL_ASSUMED * sqrt(sum_sq)).round_dp(4)
+
+    /// Σ(w_subset/Σw_subset − w/Σw)² over the index's names, in its order.
+    pub(crate) fn sum_of_squares(
+        &self,
+        index: &BTreeMap<SecurityId, Decimal>,
+        subset: &BTreeMap<&SecurityId, Decimal>,
+    ) -> Decimal {
+        debug_assert_eq!(self.terms.len(), index.len(), "terms of another index");
+        let sub_total: Decimal = subset.values().sum();
+        let mut sum_sq = Decimal::ZERO;
+        // Both maps are in security order: walk them side by side.
+        let mut held = subset.iter().peekable();
+        for (sec, (norm, absent_sq)) in index.keys().zip(&self.terms) {
+            while held.next_if(|(s, _)| **s < sec).is_some() {}
+            match held.next_if(|(s, _)| **s == sec) {
+                Some((_, w)) if sub_total > Decimal::ZERO => {
+                    let diff = *w / sub_total - *norm;
+                    sum_sq += diff * diff;
+                }
+                // Left out (or an empty subset): held weight zero.
+                _ => sum_sq += *absent_sq,
+            }
+        }
+        sum_sq
+    }
 }
 
 /// Square root by Newton's method, to 12 decimal places.
