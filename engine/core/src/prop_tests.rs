@@ -328,7 +328,7 @@ proptest! {
         let mut g = Gen(seed);
         let names = 1 + g.below(60) as usize;
         let index: BTreeMap<SecurityId, Decimal> = (0..names)
-            .map(|i| (SecurityId::new(&format!("S{i:03}")), Decimal::new(g.below(1_000_000) as i64, 1 + g.below(8) as u32)))
+            .map(|i| (SecurityId::new(format!("S{i:03}")), Decimal::new(g.below(1_000_000) as i64, 1 + g.below(8) as u32)))
             .collect();
         let mut subset: BTreeMap<&SecurityId, Decimal> = BTreeMap::new();
         for (s, w) in &index {

@@ -1494,7 +1494,11 @@ impl IndexTerms {
 
     /// The estimate for `subset` (its keys drawn from `index`, the index
     /// these terms were computed from): σ · √Σ(w_subset/Σw_subset − w/Σw)².
-    pub fn tracking_error(&self, index: &BTreeMap<SecurityId, Decimal>, subset: &BTreeMap<&SecurityId, Decimal>) -> Decimal {
+    pub fn tracking_error(
+        &self,
+        index: &BTreeMap<SecurityId, Decimal>,
+        subset: &BTreeMap<&SecurityId, Decimal>,
+    ) -> Decimal {
         if self.total <= Decimal::ZERO {
             return Decimal::ZERO;
         }
