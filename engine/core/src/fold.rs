@@ -520,8 +520,24 @@ fn header_of(h: &Household) -> Household {
     }
 }
 
+/// Whether `header` (a [`header_of`] copy, perhaps changed) is still the
+/// household's header: compared field by field, without copying anything.
+fn header_unchanged(header: &Household, h: &Household) -> bool {
+    // Destructured so that a new field cannot be left out of the comparison.
+    let Household { id, tax, accounts, restrictions, realized, wash, objective, income, transition } = header;
+    accounts.is_empty()
+        && *id == h.id
+        && *tax == h.tax
+        && *restrictions == h.restrictions
+        && *realized == h.realized
+        && *wash == h.wash
+        && *objective == h.objective
+        && *income == h.income
+        && *transition == h.transition
+}
+
 /// The account record without its lots (never clones lots).
-fn header_account(a: &Account) -> Account {
+pub(crate) fn header_account(a: &Account) -> Account {
     Account {
         id: a.id.clone(),
         kind: a.kind,
@@ -873,7 +889,7 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
         pay_withdrawals(book.account(&e.account));
     }
     let tax::Book { header, accounts, lots, audit, .. } = book;
-    if header != header_of(hh) {
+    if !header_unchanged(&header, hh) {
         d.changes.push(Change::Household(header));
     }
     for acc in accounts.into_values() {

@@ -44,7 +44,7 @@ pub fn on_clock(hh: &Household, on: NaiveDate) -> Option<Due> {
     let mut changed = false;
     for (id, s) in income.iter_mut() {
         let Some(base) = hh.accounts.get(&s.account) else { continue };
-        let account = accounts.entry(s.account.clone()).or_insert_with(|| header(base));
+        let account = accounts.entry(s.account.clone()).or_insert_with(|| crate::fold::header_account(base));
         for _ in 0..PAYMENTS_PER_CLOCK_MAX {
             if s.next_payment > on || !s.pays_on(s.next_payment) {
                 break;
@@ -87,10 +87,6 @@ pub fn on_clock(hh: &Household, on: NaiveDate) -> Option<Due> {
         }
     }
     changed.then_some(Due { income, accounts, audit })
-}
-
-fn header(a: &Account) -> Account {
-    Account { lots: BTreeMap::new(), pending: BTreeMap::new(), ..a.clone() }
 }
 
 /// The payments an account's reserved cash is for.

@@ -53,10 +53,8 @@ impl<'a> Book<'a> {
     /// The account header to change (loaded on first use, without its lots and orders).
     pub fn account(&mut self, a: &AccountId) -> &mut Account {
         let hh = self.hh;
-        self.accounts.entry(a.clone()).or_insert_with(|| {
-            let acc = &hh.accounts[a];
-            Account { lots: BTreeMap::new(), pending: BTreeMap::new(), ..acc.clone() }
-        })
+        // The header alone: cloning the whole account would copy its lots and orders only to drop them.
+        self.accounts.entry(a.clone()).or_insert_with(|| crate::fold::header_account(&hh.accounts[a]))
     }
 
     /// One security's lots in one account, to change.
