@@ -7,7 +7,7 @@
 use crate::ReplayError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use overlay_core::event::{Envelope, EventKey, InputError};
-use overlay_core::fold::{step, Applied, Input};
+use overlay_core::fold::{apply, decide, step, Applied, Input};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
@@ -242,6 +242,18 @@ impl Fold {
 
     /// Folds one entry (the next in the journal): its `Applied`, or None if out of scope.
     pub fn step(&mut self, e: &Entry) -> Result<Option<Applied>, ReplayError> {
+        self.step_with(e, true)
+    }
+
+    /// [`Fold::step`] without sealing the audit records: they come back with
+    /// empty hashes and the state's chain heads keep empty hashes, for a
+    /// caller that seals them itself ([`overlay_core::fold::seal_record`],
+    /// in order) and sets the heads before it reads them.
+    pub fn step_unsealed(&mut self, e: &Entry) -> Result<Option<Applied>, ReplayError> {
+        self.step_with(e, false)
+    }
+
+    fn step_with(&mut self, e: &Entry, seal: bool) -> Result<Option<Applied>, ReplayError> {
         assert!(e.seq > self.as_of.seq, "journal entries fold in order ({} after {})", e.seq, self.as_of.seq);
         self.as_of = AsOf {
             seq: e.seq,
@@ -269,7 +281,11 @@ impl Fold {
         // The state version the engine had when it folded this input.
         self.state.meta.applied = e.seq - 1;
         self.folded += 1;
-        Ok(Some(step(&mut self.state, e.input())))
+        if seal {
+            return Ok(Some(step(&mut self.state, e.input())));
+        }
+        let decision = decide(&self.state, e.input());
+        Ok(Some(apply(&mut self.state, decision)))
     }
 }
 

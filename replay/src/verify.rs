@@ -14,7 +14,7 @@ use overlay_core::fold::{Applied, Touched};
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
 use overlay_store::{codec, dead_letter, keys, records_after, state_hash, MemStore, Store, WriteBatch};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::thread;
 
@@ -251,6 +251,9 @@ fn verify_with(
     range: VerifyRange,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, ReplayError> {
+    if let Reader::Threaded(store) = reader {
+        return verify_pipelined(store, range, progress);
+    }
     let recorded = reader.store();
     let journal = Journal::open(recorded)?;
     check_range(&journal, range)?;
@@ -297,18 +300,174 @@ fn verify_with(
     };
     (report.orders, report.audit, report.dead_letters) = counts;
     if report.inputs == journal.len {
-        let replayed = state_store(&fold.state, &touched.sorted())?;
-        let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
-        if a != b {
-            return Err(ReplayError::StateMismatch {
-                recorded: a,
-                replayed: b,
-                first_difference: first_state_difference(recorded, &replayed)?,
-            });
-        }
-        report.state_hash = Some(a);
+        compare_state(recorded, &fold.state, touched, &mut report)?;
     }
     Ok(report)
+}
+
+/// One folded input on its way from the folding thread to the sealing one.
+struct Folded {
+    entry: Entry,
+    applied: Applied,
+    /// The output counters before it, when its outputs are compared.
+    check: Option<(u64, u64, u64)>,
+}
+
+enum ToSeal {
+    Batch(Vec<Folded>),
+    /// The fold is over; it reached the journal's end (so no recorded output may be left over).
+    End {
+        at_end: bool,
+    },
+}
+
+/// Folded inputs per hand-over to the sealing thread.
+const SEAL_BATCH: usize = 256;
+
+/// The stream heads after sealing, and the counts of records compared (None: no input was in the range).
+type Sealed = (BTreeMap<String, String>, Option<(u64, u64, u64)>);
+
+/// [`verify_with`] over a store threads can share, in three stages that
+/// overlap: the journal is read and decoded on one thread; this thread
+/// folds (decide and apply); a third seals the audit records (their JSON
+/// and hash chain, in order, keeping the chain heads itself) and compares
+/// every output with the recorded one, read on threads of their own. The
+/// chain heads come back to the state before its hash is taken. Same checks,
+/// same first difference reported, as the one-thread fold.
+fn verify_pipelined(
+    recorded: &(dyn Store + Sync),
+    range: VerifyRange,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, ReplayError> {
+    let journal = Journal::open(recorded)?;
+    check_range(&journal, range)?;
+    let total = match range.to {
+        Some(Point::Seq(n)) => n.min(journal.len),
+        _ => journal.len,
+    };
+    let mut fold = Fold::new(journal.settings.clone(), Scope::All);
+    let mut report = VerifyReport::default();
+    let mut touched = TouchedSet::default();
+    let (heads, counts) = thread::scope(|scope| -> Result<Sealed, ReplayError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ToSeal>(8);
+        let sealer = scope.spawn(move || -> Result<Sealed, ReplayError> {
+            let mut heads: BTreeMap<String, String> = BTreeMap::new();
+            let mut checker: Option<Checker<'_>> = None;
+            for msg in rx {
+                let batch = match msg {
+                    ToSeal::Batch(batch) => batch,
+                    ToSeal::End { at_end } => {
+                        if let (Some(c), true) = (checker.as_mut(), at_end) {
+                            c.finish()?;
+                        }
+                        break;
+                    }
+                };
+                for Folded { entry, mut applied, check } in batch {
+                    applied.audit_json.reserve(applied.audit.len());
+                    for r in applied.audit.iter_mut() {
+                        let head = match heads.get_mut(r.stream.as_ref()) {
+                            Some(h) => h,
+                            None => heads.entry(r.stream.to_string()).or_default(),
+                        };
+                        applied.audit_json.push(overlay_core::fold::seal_record(head, r));
+                    }
+                    if let Some(counters) = check {
+                        let c =
+                            checker.get_or_insert_with(|| Checker::store(Reader::Threaded(recorded), scope, counters));
+                        c.check(&entry, &applied)?;
+                    }
+                }
+            }
+            let counts = checker.map(|c| (c.orders.count, c.audit.count, c.dead_letters.count));
+            Ok((heads, counts))
+        });
+        let folded = (|| -> Result<(), ReplayError> {
+            let mut entries = Reader::Threaded(recorded).entries(scope, 0);
+            let mut counters = (0u64, 0u64, 0u64);
+            let mut started = range.from.is_none();
+            let mut batch = Vec::with_capacity(SEAL_BATCH);
+            while let Some(e) = entries.next_entry() {
+                let e = e?;
+                if range.to.is_some_and(|p| !p.covers(&e)) {
+                    break;
+                }
+                let applied = fold.step_unsealed(&e)?.expect("a full fold folds every entry");
+                touched.extend(&applied.touched);
+                if !started && range.from.is_some_and(|p| p.starts_by(&e)) {
+                    started = true;
+                }
+                let check = started.then_some(counters);
+                if started {
+                    if report.checked_first == 0 {
+                        report.checked_first = e.seq;
+                    }
+                    report.checked_last = e.seq;
+                }
+                counters = counters_after(&applied, counters);
+                if e.seq.is_multiple_of(crate::journal::PROGRESS_EVERY) {
+                    progress(e.seq, total);
+                }
+                batch.push(Folded { entry: e, applied, check });
+                if batch.len() == SEAL_BATCH
+                    && tx.send(ToSeal::Batch(std::mem::replace(&mut batch, Vec::with_capacity(SEAL_BATCH)))).is_err()
+                {
+                    // The sealer stopped: it says why below.
+                    return Ok(());
+                }
+            }
+            progress(fold.as_of.seq, total);
+            if !batch.is_empty() && tx.send(ToSeal::Batch(batch)).is_err() {
+                return Ok(());
+            }
+            let _ = tx.send(ToSeal::End { at_end: fold.as_of.seq == journal.len });
+            Ok(())
+        })();
+        drop(tx);
+        let sealed = sealer.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        // The sealer's error is about an earlier input than the fold's, if both failed.
+        let sealed = sealed?;
+        folded?;
+        Ok(sealed)
+    })?;
+    report.inputs = fold.as_of.seq;
+    let Some(counts) = counts else {
+        return Err(ReplayError::Range(format!(
+            "no recorded input from {} to {}: the journal holds inputs 1..={}",
+            range.from.map_or("the start".into(), |p| p.to_string()),
+            range.to.map_or("the end".into(), |p| p.to_string()),
+            journal.len
+        )));
+    };
+    (report.orders, report.audit, report.dead_letters) = counts;
+    for (stream, hash) in heads {
+        fold.state.meta.chains.get_mut(stream.as_str()).expect("apply opened every stream sealed").hash = hash;
+    }
+    if report.inputs == journal.len {
+        compare_state(recorded, &fold.state, touched, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Compares the replayed state (the records the inputs touched) with the
+/// recorded one by their hashes, naming the first difference if they differ.
+fn compare_state(
+    recorded: &dyn Store,
+    state: &State,
+    touched: TouchedSet,
+    report: &mut VerifyReport,
+) -> Result<(), ReplayError> {
+    let replayed = state_store(state, &touched.sorted())?;
+    let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
+    if a != b {
+        return Err(ReplayError::StateMismatch {
+            recorded: a,
+            replayed: b,
+            first_difference: first_state_difference(recorded, &replayed)?,
+        });
+    }
+    report.state_hash = Some(a);
+    Ok(())
 }
 
 /// The records the inputs touched, each once: by a hash of the record's

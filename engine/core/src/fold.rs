@@ -1231,16 +1231,24 @@ pub fn seal(state: &mut State, applied: &mut Applied) {
     applied.audit_json.reserve(applied.audit.len());
     for r in applied.audit.iter_mut() {
         let head = state.meta.chains.get_mut(r.stream.as_ref()).expect("apply opened the stream");
-        r.prev_hash = std::mem::take(&mut head.hash);
-        let mut bytes = serde_json::to_vec(&*r).expect("audit records serialize");
-        assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
-        r.hash = hex_lower(&Sha256::digest(&bytes));
-        bytes.truncate(bytes.len() - 2);
-        bytes.extend_from_slice(r.hash.as_bytes());
-        bytes.extend_from_slice(b"\"}");
-        head.hash = r.hash.clone();
-        applied.audit_json.push(bytes);
+        applied.audit_json.push(seal_record(&mut head.hash, r));
     }
+}
+
+/// Seals one record onto the chain whose head hash is `head` (the record's
+/// `prev_hash`; it becomes the record's own hash) and returns the record's
+/// sealed JSON. [`seal`] does this for every record of a decision; a replay
+/// may do it apart from the fold (on another thread), keeping the heads itself.
+pub fn seal_record(head: &mut String, r: &mut AuditRecord) -> Vec<u8> {
+    r.prev_hash = std::mem::take(head);
+    let mut bytes = serde_json::to_vec(&*r).expect("audit records serialize");
+    assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
+    r.hash = hex_lower(&Sha256::digest(&bytes));
+    bytes.truncate(bytes.len() - 2);
+    bytes.extend_from_slice(r.hash.as_bytes());
+    bytes.extend_from_slice(b"\"}");
+    head.clone_from(&r.hash);
+    bytes
 }
 
 /// The hash a sealed record must carry: SHA-256 over its canonical JSON with
