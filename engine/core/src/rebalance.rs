@@ -34,8 +34,8 @@ pub struct Context {
     /// Direct-index subset plans by (model, names), shared by the accounts of
     /// one decision (a clock event plans hundreds of accounts on one index).
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
-    /// Each index model's terms of the tracking-error estimate, shared the same way.
-    index_terms: RefCell<BTreeMap<ModelId, Rc<IndexTerms>>>,
+    /// Each index model's sector grouping and tracking-error terms, shared the same way.
+    index_models: RefCell<BTreeMap<ModelId, Rc<IndexModel>>>,
     /// Scan taxable accounts for losses to harvest (market-close clock events).
     pub harvest: bool,
     /// A period of the household's transition begins with this decision.
@@ -43,9 +43,15 @@ pub struct Context {
 }
 
 impl Context {
-    /// The tracking-error terms of index model `model` (weights `index`), computed once per decision.
-    fn index_terms(&self, model: &ModelId, index: &BTreeMap<SecurityId, Decimal>) -> Rc<IndexTerms> {
-        self.index_terms.borrow_mut().entry(model.clone()).or_insert_with(|| Rc::new(IndexTerms::of(index))).clone()
+    /// What the accounts of this decision share of index model `model`
+    /// (weights `index`): computed once per decision.
+    fn index_model(&self, state: &State, model: &ModelId, index: &BTreeMap<SecurityId, Decimal>) -> Rc<IndexModel> {
+        if let Some(m) = self.index_models.borrow().get(model) {
+            return m.clone();
+        }
+        let m = Rc::new(IndexModel { sectors: Rc::new(IndexSectors::of(state, index)), terms: IndexTerms::of(index) });
+        self.index_models.borrow_mut().insert(model.clone(), m.clone());
+        m
     }
 
     pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
@@ -55,7 +61,7 @@ impl Context {
             reason,
             mode,
             subsets: RefCell::new(BTreeMap::new()),
-            index_terms: RefCell::new(BTreeMap::new()),
+            index_models: RefCell::new(BTreeMap::new()),
             harvest: false,
             transition_period: false,
         }
@@ -174,65 +180,86 @@ impl HouseholdView {
     }
 }
 
-/// An index grouped by sector: each sector's quota of names, its index
-/// weight, and its names largest first. Depends on the index and the subset
-/// size only, so one plan serves every account of that size.
+/// An index grouped by sector, in sector order: each sector's index weight
+/// and its names largest first. Depends on the index alone, so one grouping
+/// serves every account of a decision, whatever its subset size.
 #[derive(Debug)]
-pub struct SubsetPlan {
-    sectors: Vec<SectorQuota>,
+pub struct IndexSectors {
+    total: Decimal,
+    sectors: Vec<Sector>,
 }
 
-/// One sector of an index: how many names it gets, its index weight, and its
-/// names largest first.
 #[derive(Debug)]
-struct SectorQuota {
-    quota: usize,
+struct Sector {
+    name: String,
+    /// Σ of its weights, summed in index order (for its share of the names).
+    share_sum: Decimal,
+    /// Σ of its weights, summed largest first (the weight its names keep).
     weight: Decimal,
     names: Vec<(SecurityId, Decimal)>,
 }
 
-impl SubsetPlan {
-    fn new(state: &State, index: &BTreeMap<SecurityId, Decimal>, n: usize) -> Self {
+/// How many names each sector of an [`IndexSectors`] gets in a subset of n
+/// names (a quota per sector, in its order). One plan serves every account of that size.
+#[derive(Debug)]
+pub struct SubsetPlan {
+    index: Rc<IndexSectors>,
+    quotas: Vec<usize>,
+}
+
+impl IndexSectors {
+    fn of(state: &State, index: &BTreeMap<SecurityId, Decimal>) -> Self {
         let unknown = String::new();
-        let mut sectors: BTreeMap<&str, Vec<(SecurityId, Decimal)>> = BTreeMap::new();
+        let mut by_sector: BTreeMap<&str, Vec<(SecurityId, Decimal)>> = BTreeMap::new();
         for (sec, w) in index {
             let sector = state.securities.get(sec).map_or(unknown.as_str(), |s| s.sector.as_str());
-            sectors.entry(sector).or_default().push((sec.clone(), *w));
+            by_sector.entry(sector).or_default().push((sec.clone(), *w));
         }
         let total: Decimal = index.values().sum();
+        let sectors = by_sector
+            .into_iter()
+            .map(|(name, mut names)| {
+                let share_sum = names.iter().map(|(_, w)| *w).sum::<Decimal>();
+                names.sort_by(|a, b| (std::cmp::Reverse(a.1), &a.0).cmp(&(std::cmp::Reverse(b.1), &b.0)));
+                let weight = names.iter().map(|(_, w)| *w).sum();
+                Sector { name: name.to_string(), share_sum, weight, names }
+            })
+            .collect();
+        Self { total, sectors }
+    }
+}
+
+impl SubsetPlan {
+    fn new(index: Rc<IndexSectors>, n: usize) -> Self {
+        let total = index.total;
         if total <= Decimal::ZERO {
-            return Self { sectors: Vec::new() };
+            return Self { quotas: vec![0; index.sectors.len()], index };
         }
         // Quotas: floor of the proportional share, then one each by largest remainder.
-        let mut quotas: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
-        for (sector, names) in &sectors {
-            let share = names.iter().map(|(_, w)| *w).sum::<Decimal>() / total * Decimal::from(n);
-            let floor = share.floor();
-            quotas.insert(sector, (floor.to_usize().unwrap_or(0), share - floor));
-        }
-        let mut left = n.saturating_sub(quotas.values().map(|q| q.0).sum());
-        let mut by_remainder: Vec<(&str, Decimal, usize)> = quotas.iter().map(|(s, q)| (*s, q.1, q.0)).collect();
+        let mut quotas: Vec<(usize, Decimal)> = index
+            .sectors
+            .iter()
+            .map(|sector| {
+                let share = sector.share_sum / total * Decimal::from(n);
+                let floor = share.floor();
+                (floor.to_usize().unwrap_or(0), share - floor)
+            })
+            .collect();
+        let mut left = n.saturating_sub(quotas.iter().map(|q| q.0).sum());
+        let mut by_remainder: Vec<(&str, Decimal, usize, usize)> =
+            quotas.iter().enumerate().map(|(i, q)| (index.sectors[i].name.as_str(), q.1, q.0, i)).collect();
         // Empty sectors first (every sector represented while names last), then largest remainder.
         by_remainder
             .sort_by(|a, b| (a.2 > 0, std::cmp::Reverse(a.1), a.0).cmp(&(b.2 > 0, std::cmp::Reverse(b.1), b.0)));
-        for (sector, _, _) in by_remainder {
+        for (_, _, _, i) in by_remainder {
             if left == 0 {
                 break;
             }
-            quotas.get_mut(sector).expect("quota per sector").0 += 1;
+            quotas[i].0 += 1;
             left -= 1;
         }
-        let mut out = Vec::new();
-        for (sector, mut names) in sectors {
-            let quota = quotas[sector].0.min(names.len());
-            if quota == 0 {
-                continue;
-            }
-            names.sort_by(|a, b| (std::cmp::Reverse(a.1), &a.0).cmp(&(std::cmp::Reverse(b.1), &b.0)));
-            let weight = names.iter().map(|(_, w)| *w).sum();
-            out.push(SectorQuota { quota, weight, names });
-        }
-        Self { sectors: out }
+        let quotas = quotas.iter().zip(&index.sectors).map(|(q, sector)| q.0.min(sector.names.len())).collect();
+        Self { index, quotas }
     }
 }
 
@@ -749,7 +776,10 @@ fn account_target<'a>(
                                 subset.len(),
                                 model.weights.len(),
                                 (proj.value * sleeve.percent).round_dp(0),
-                                pct(ctx.index_terms(&sleeve.model, &model.weights).tracking_error(&model.weights, &subset))
+                                pct(ctx
+                                    .index_model(state, &sleeve.model, &model.weights)
+                                    .terms
+                                    .tracking_error(&model.weights, &subset))
                                     .trim_end_matches("pp")
                                     .to_string()
                                     + "%"
@@ -1419,11 +1449,13 @@ pub fn direct_index_subset<'a>(
         .subsets
         .borrow_mut()
         .entry((model.clone(), n))
-        .or_insert_with(|| Rc::new(SubsetPlan::new(state, index, n)))
+        .or_insert_with(|| Rc::new(SubsetPlan::new(ctx.index_model(state, model, index).sectors.clone(), n)))
         .clone();
     let mut out = BTreeMap::new();
-    for SectorQuota { quota, weight: sector_weight, names } in &plan.sectors {
-        let quota = *quota;
+    for (&quota, Sector { weight: sector_weight, names, .. }) in plan.quotas.iter().zip(&plan.index.sectors) {
+        if quota == 0 {
+            continue;
+        }
         let keep_rank = quota + quota.div_ceil(2);
         let mut chosen: Vec<&(SecurityId, Decimal)> =
             names.iter().take(keep_rank).filter(|(s, _)| proj.quantity(s) > Decimal::ZERO).take(quota).collect();
@@ -1462,6 +1494,13 @@ pub fn subset_tracking_error(
     subset: &BTreeMap<&SecurityId, Decimal>,
 ) -> Decimal {
     IndexTerms::of(index).tracking_error(index, subset)
+}
+
+/// What every account on one index model shares within a decision.
+#[derive(Debug)]
+struct IndexModel {
+    sectors: Rc<IndexSectors>,
+    terms: IndexTerms,
 }
 
 /// The parts of the tracking-error estimate that depend on the index alone:
@@ -1557,6 +1596,16 @@ fn redistribute<'a>(
     eligible: &dyn Fn(&SecurityId) -> bool,
     plan: &mut Plan,
 ) {
+    // The target's names with their sector, if eligible: looked up once, not
+    // once per removed name (again whenever a substitute joins the target).
+    let eligible_names = |weights: &BTreeMap<&'a SecurityId, Decimal>| -> Vec<(&'a SecurityId, Option<&'a str>)> {
+        weights
+            .keys()
+            .filter(|s| eligible(s))
+            .map(|s| (*s, state.securities.get(*s).map(|x| x.sector.as_str())))
+            .collect()
+    };
+    let mut names = if removed.is_empty() { Vec::new() } else { eligible_names(weights) };
     for (sec, w) in removed {
         let named = substitutes
             .get(sec)
@@ -1565,18 +1614,18 @@ fn redistribute<'a>(
             .chain(state.securities.get(sec).into_iter().flat_map(|s| s.substitutes.iter()))
             .find(|s| eligible(s) && state.securities.contains_key(*s));
         if let Some(sub) = named {
+            let joins = !weights.contains_key(sub);
             *weights.entry(sub).or_default() += w;
+            if joins {
+                names = eligible_names(weights);
+            }
             plan.rules.push(format!("redistribute: {} of {sec} to substitute {sub}", pct(w)));
             continue;
         }
         let sector = state.securities.get(sec).map(|s| s.sector.as_str());
-        let same_sector: Vec<&'a SecurityId> = weights
-            .keys()
-            .filter(|s| eligible(s) && state.securities.get(**s).map(|x| x.sector.as_str()) == sector)
-            .copied()
-            .collect();
+        let same_sector: Vec<&'a SecurityId> = names.iter().filter(|(_, x)| *x == sector).map(|(s, _)| *s).collect();
         let pool = if same_sector.is_empty() {
-            weights.keys().filter(|s| eligible(s)).copied().collect::<Vec<_>>()
+            names.iter().map(|(s, _)| *s).collect::<Vec<_>>()
         } else {
             same_sector.clone()
         };
