@@ -163,7 +163,7 @@ pub fn check_format(store: &dyn Store) -> Result<Format, StoreError> {
         return Err(StoreError::Format(format!(
             "this store is in format {found} and this engine reads format {STORE_FORMAT} only \
              (a store written by another version of the engine): run that version on it, \
-             or delete the store directory and let this one fold the input log again"
+             or delete the store directory and let this one fold the input log again."
         )));
     }
     for prefix in [keys::STATE, keys::JOURNAL, keys::ORDERS, keys::AUDIT, keys::DEAD_LETTERS] {
@@ -173,7 +173,7 @@ pub fn check_format(store: &dyn Store) -> Result<Format, StoreError> {
                  (one key per journal entry and output record, no format number); \
                  this engine reads format {STORE_FORMAT} only (one record per commit and stream). \
                  Delete the store directory (`state` in the data directory) and run the engine again: \
-                 it folds the input log into a new store"
+                 it folds the input log into a new store."
             )));
         }
     }
