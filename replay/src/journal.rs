@@ -11,7 +11,7 @@ use overlay_core::fold::{apply, decide, step, Applied, Input};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
-use overlay_store::{codec, keys, load_meta, records_after, Store};
+use overlay_store::{check_format, codec, keys, load_meta, record_at, records_after, Store};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
@@ -67,7 +67,10 @@ pub struct Journal<'a> {
 }
 
 impl<'a> Journal<'a> {
+    /// The journal of `store`; a store of another format is refused
+    /// ([`check_format`]).
     pub fn open(store: &'a dyn Store) -> Result<Self, ReplayError> {
+        check_format(store)?;
         let meta = load_meta(store)?;
         if meta.applied == 0 {
             return Err(ReplayError::EmptyJournal);
@@ -91,7 +94,7 @@ impl<'a> Journal<'a> {
 
     /// One record as stored (source and raw bytes), undecoded.
     pub fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, ReplayError> {
-        Ok(self.store.get(&keys::seq_key(keys::JOURNAL, seq))?)
+        Ok(record_at(self.store, keys::JOURNAL, seq)?)
     }
 
     /// One record.

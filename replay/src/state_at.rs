@@ -106,8 +106,8 @@ fn last_time(journal: &Journal<'_>, as_of: &AsOf) -> Result<DateTime<Utc>, Repla
 
 /// The household as the store holds it now (the live state), in the same form.
 pub fn state_now(recorded: &dyn Store, h: &HouseholdId) -> Result<HouseholdView, ReplayError> {
-    let state: State = load_state(recorded)?;
     let journal = Journal::open(recorded)?;
+    let state: State = load_state(recorded)?;
     let last = journal.entry(state.meta.applied)?;
     let as_of = AsOf {
         seq: last.seq,

@@ -14,7 +14,25 @@ use overlay_core::state::EngineSettings;
 use overlay_core::State;
 use overlay_scenario::data::MarketData;
 use overlay_scenario::demo::{close_time_utc, demo, DemoSpec};
-use overlay_store::{Folder, MemStore, Store};
+use overlay_store::chunk::{self, Chunk};
+use overlay_store::keys::{self, seq_key};
+use overlay_store::{Folder, MemStore, Store, WriteBatch};
+
+/// The chunk of stream `prefix` that holds `seq`: its key, first seq and records.
+fn chunk_of(store: &dyn Store, prefix: &'static [u8], seq: u64) -> (Vec<u8>, u64, Vec<Vec<u8>>) {
+    let (k, v) = store.scan(prefix, Some(&seq_key(prefix, seq))).next().expect("a chunk holds the seq").unwrap();
+    let c = Chunk::parse(prefix, &k, &v).unwrap();
+    assert!(c.first <= seq);
+    (k.clone(), c.first, c.records().map(|(_, r)| r.to_vec()).collect())
+}
+
+/// The writes that replace the chunk stored under `key` by `records`, seqs `first..`.
+fn replace_chunk(batch: &mut WriteBatch, prefix: &'static [u8], key: Vec<u8>, first: u64, records: &[Vec<u8>]) {
+    batch.delete(key);
+    if !records.is_empty() {
+        batch.put(seq_key(prefix, first + records.len() as u64 - 1), chunk::encode(first, records));
+    }
+}
 
 /// The custodian of the tests: fills every order in full at its reference
 /// price half an hour after the close, except every `reject_every`th (by
@@ -202,12 +220,12 @@ fn verify_checks_a_range_and_names_the_first_differing_record() {
     }
     copy.commit(batch).unwrap();
     let target = all.audit / 2;
-    let key = overlay_store::keys::seq_key(overlay_store::keys::AUDIT, target);
-    let mut v = copy.get(&key).unwrap().unwrap();
+    let (key, first, mut records) = chunk_of(&copy, keys::AUDIT, target);
+    let v = &mut records[(target - first) as usize];
     let at = v.iter().position(|b| *b == b':').unwrap() + 1;
     v[at] = if v[at] == b'9' { b'8' } else { b'9' };
     let mut batch = overlay_store::WriteBatch::default();
-    batch.put(key, v);
+    replace_chunk(&mut batch, keys::AUDIT, key, first, &records);
     copy.commit(batch).unwrap();
     // then verify names that record
     let err = verify(&copy, &mut |_, _| {}).unwrap_err();
@@ -314,21 +332,24 @@ fn threaded_verify_reports_what_the_inline_one_does_and_finds_the_same_tampering
         crate::verify_range_threaded(&sled, range, &mut |_, _| {}).unwrap()
     );
     // and a deleted last order, a changed audit record late in the stream, are found where they are
-    let last_order = overlay_store::keys::seq_key(overlay_store::keys::ORDERS, inline.orders);
-    let order = sled.get(&last_order).unwrap().unwrap();
+    let (orders_key, orders_first, mut orders) = chunk_of(&sled, keys::ORDERS, inline.orders);
+    assert_eq!(orders_key, seq_key(keys::ORDERS, inline.orders), "the last order ends the last chunk");
+    let all_orders = orders.clone();
+    orders.pop();
     let mut batch = overlay_store::WriteBatch::default();
-    batch.delete(last_order.clone());
+    replace_chunk(&mut batch, keys::ORDERS, orders_key, orders_first, &orders);
     sled.commit(batch).unwrap();
     let err = crate::verify_range_threaded(&sled, VerifyRange::default(), &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, ReplayError::OutputMismatch { stream: "orders", seq, .. } if seq == inline.orders), "{err}");
     let target = inline.audit - 3;
-    let key = overlay_store::keys::seq_key(overlay_store::keys::AUDIT, target);
-    let mut v = sled.get(&key).unwrap().unwrap();
+    let (key, first, mut records) = chunk_of(&sled, keys::AUDIT, target);
+    let v = &mut records[(target - first) as usize];
     let at = v.len() / 2;
     v[at] ^= 1;
     let mut batch = overlay_store::WriteBatch::default();
-    batch.put(last_order, order);
-    batch.put(key, v);
+    let shortened = seq_key(keys::ORDERS, inline.orders - 1);
+    replace_chunk(&mut batch, keys::ORDERS, shortened, orders_first, &all_orders);
+    replace_chunk(&mut batch, keys::AUDIT, key, first, &records);
     sled.commit(batch).unwrap();
     let err = crate::verify_range_threaded(&sled, VerifyRange { from: None, to: Some(Point::Seq(n)) }, &mut |_, _| {})
         .unwrap_err();

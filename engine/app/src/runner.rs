@@ -109,7 +109,7 @@ impl Engine {
         let store = SledStore::open(&store_dir(data_dir))
             .context("opening the state store (is another engine running on this data directory?)")?;
         let writer = Box::new(store.handle());
-        Self::assemble(log, Box::new(store), writer, cfg)
+        Self::assemble(log, Box::new(store), writer, cfg).map_err(|e| format_advice(e, data_dir))
     }
 
     /// An engine on `log` and a store given as two handles on it: the
@@ -283,6 +283,26 @@ impl Engine {
 #[derive(Deserialize)]
 struct SeqOnly {
     seq: u64,
+}
+
+/// A store of another format ([`overlay_store::check_format`]), with what
+/// to delete in this data directory: the store, and the output topics it
+/// published (a new store refuses to publish after records it did not make).
+fn format_advice(e: anyhow::Error, data_dir: &Path) -> anyhow::Error {
+    if !matches!(e.downcast_ref::<overlay_store::StoreError>(), Some(overlay_store::StoreError::Format(_))) {
+        return e;
+    }
+    let topics_dir = log_dir(data_dir).join("topics");
+    let outputs: Vec<String> = [topics::ORDERS, topics::AUDIT, topics::DEAD_LETTERS]
+        .iter()
+        .map(|t| topics_dir.join(t).display().to_string())
+        .collect();
+    anyhow::anyhow!(
+        "{e}\nHere the store directory is {}. With it, delete the output topics the old store published \
+         ({}): the new store publishes them again, byte for byte.",
+        store_dir(data_dir).display(),
+        outputs.join(", ")
+    )
 }
 
 /// Outbox → output topics, exactly once: the store's cursor says what was

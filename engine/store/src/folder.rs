@@ -4,9 +4,10 @@
 //! `commit` writes atomically and durably. The runner, replay and the
 //! benchmarks all fold through here, so they produce the same bytes.
 
+use crate::chunk::ChunkWriter;
 use crate::codec::{encode_journal, encode_touched};
-use crate::keys::{self, seq_key};
-use crate::{load_state, Store, StoreError, WriteBatch};
+use crate::keys;
+use crate::{check_format, load_state, Format, Store, StoreError, WriteBatch, STORE_FORMAT};
 use overlay_core::fold::{step, Applied, Input, Touched};
 use overlay_core::output::DeadLetter;
 use overlay_core::state::EngineSettings;
@@ -34,7 +35,13 @@ pub struct Prepared {
 pub struct Folder {
     store: Box<dyn Store>,
     state: State,
-    batch: WriteBatch,
+    /// This commit's records of each stream.
+    journal: ChunkWriter,
+    orders: ChunkWriter,
+    audit: ChunkWriter,
+    dead_letters: ChunkWriter,
+    /// A new store: the next batch records its format.
+    new_store: bool,
     touched: BTreeSet<Touched>,
     positions: BTreeMap<String, u64>,
     pending: Outputs,
@@ -55,7 +62,9 @@ pub fn dead_letter(applied: &Applied, source: &str, raw: &[u8]) -> Option<DeadLe
 impl Folder {
     /// Loads state from `store`. A new store takes `settings`; an existing one
     /// keeps the settings it was created with (decisions depend on them).
+    /// A store of another format is refused ([`check_format`]).
     pub fn open(store: Box<dyn Store>, settings: EngineSettings) -> Result<Self, StoreError> {
+        let new_store = check_format(store.as_ref())? == Format::New;
         let mut state = load_state(store.as_ref())?;
         let fresh = state.meta.applied == 0;
         if fresh {
@@ -64,7 +73,11 @@ impl Folder {
         Ok(Self {
             store,
             state,
-            batch: WriteBatch::default(),
+            journal: ChunkWriter::new(keys::JOURNAL),
+            orders: ChunkWriter::new(keys::ORDERS),
+            audit: ChunkWriter::new(keys::AUDIT),
+            dead_letters: ChunkWriter::new(keys::DEAD_LETTERS),
+            new_store,
             touched: BTreeSet::new(),
             positions: BTreeMap::new(),
             pending: Outputs::default(),
@@ -89,16 +102,15 @@ impl Folder {
     pub fn fold(&mut self, source: &str, position: Option<(&str, u64)>, raw: &[u8], input: Input<'_>) -> Applied {
         let applied = step(&mut self.state, input);
         let seq = self.state.meta.applied;
-        self.batch.put(seq_key(keys::JOURNAL, seq), encode_journal(source, raw));
+        self.journal.push(seq, &encode_journal(source, raw));
         for o in &applied.orders {
-            self.batch.put(seq_key(keys::ORDERS, o.seq), serde_json::to_vec(o).expect("orders serialize"));
+            self.orders.push(o.seq, &serde_json::to_vec(o).expect("orders serialize"));
         }
         for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
-            self.batch.put(seq_key(keys::AUDIT, a.seq), bytes.clone());
+            self.audit.push(a.seq, bytes);
         }
         if let Some(dl) = dead_letter(&applied, source, raw) {
-            self.batch
-                .put(seq_key(keys::DEAD_LETTERS, dl.seq), serde_json::to_vec(&dl).expect("dead letters serialize"));
+            self.dead_letters.push(dl.seq, &serde_json::to_vec(&dl).expect("dead letters serialize"));
             self.pending.dead_letters += 1;
         }
         if let Some((key, next)) = position {
@@ -138,7 +150,10 @@ impl Folder {
     /// The batch as it would be committed now, without writing it (benchmarks
     /// write the same bytes straight to sled as their baseline).
     pub fn take_batch(&mut self) -> WriteBatch {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = WriteBatch::default();
+        for stream in [&mut self.journal, &mut self.orders, &mut self.audit, &mut self.dead_letters] {
+            stream.finish(&mut batch);
+        }
         for t in std::mem::take(&mut self.touched) {
             let (k, v) = encode_touched(&self.state, &t);
             match v {
@@ -148,6 +163,12 @@ impl Folder {
         }
         for (source, next) in std::mem::take(&mut self.positions) {
             batch.put(keys::position_key(&source), next.to_be_bytes().to_vec());
+        }
+        // A batch that is not written is never followed by another from
+        // this folder (the engine starts again from the store), so the first
+        // batch of a new store carries its format.
+        if std::mem::take(&mut self.new_store) {
+            batch.put(keys::FORMAT.to_vec(), STORE_FORMAT.to_be_bytes().to_vec());
         }
         self.pending = Outputs::default();
         batch

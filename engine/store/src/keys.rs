@@ -5,13 +5,25 @@
 //! | prefix | record |
 //! |---|---|
 //! | `s:` | state: `s:sec:`, `s:mod:`, `s:px:`, `s:esg:`, `s:hh:`, `s:ac:H/A`, `s:lot:H/A/S`, `s:po:H/A/O`, `s:seen:`, `s:chain:`, `s:meta` |
-//! | `j:` + u64 BE | the input journal: source and raw bytes of each applied input |
-//! | `o:` + u64 BE | orders (JSON) |
-//! | `a:` + u64 BE | audit records (JSON) |
-//! | `d:` + u64 BE | dead letters (JSON) |
+//! | `j:` + u64 BE | the input journal: source and raw bytes of each applied input, one chunk per commit |
+//! | `o:` + u64 BE | orders (JSON), one chunk per commit |
+//! | `a:` + u64 BE | audit records (JSON), one chunk per commit |
+//! | `d:` + u64 BE | dead letters (JSON), one chunk per commit |
 //! | `p:` + source | input position: next offset to read, u64 BE |
 //! | `c:` + output | publish cursor: last output seq published, u64 BE |
-//! | `x:` + name | engine metadata that is not state (format version, first-run settings) |
+//! | `x:` + name | engine metadata that is not state: `x:format`, the store format, u64 BE |
+//!
+//! The four streams (`j:`, `o:`, `a:`, `d:`) are stored as chunks
+//! ([`crate::chunk`]): each commit writes one value per stream holding all
+//! of that commit's records of the stream, keyed by the stream's prefix and
+//! the chunk's LAST seq (u64 BE); the value is the chunk's first seq (u64
+//! BE), then each record as a u32 BE length and its bytes. Read them through
+//! [`crate::records_after`], [`crate::record_at`] and [`crate::last_seq`].
+//!
+//! Store format ([`crate::STORE_FORMAT`], in `x:format`): 2 is this layout,
+//! written with a new store's first commit. A store with records and no
+//! `x:format` is format 1, one key per stream record, which this engine
+//! refuses to open ([`crate::check_format`]).
 
 pub const STATE: &[u8] = b"s:";
 pub const JOURNAL: &[u8] = b"j:";
@@ -20,6 +32,7 @@ pub const AUDIT: &[u8] = b"a:";
 pub const DEAD_LETTERS: &[u8] = b"d:";
 pub const POSITIONS: &[u8] = b"p:";
 pub const CURSORS: &[u8] = b"c:";
+pub const FORMAT: &[u8] = b"x:format";
 
 pub const SECURITY: &str = "s:sec:";
 pub const MODEL: &str = "s:mod:";

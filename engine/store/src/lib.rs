@@ -9,6 +9,7 @@
 //! before the flush loses the whole batch (its inputs are re-read from their
 //! positions); a crash after it loses nothing.
 
+pub mod chunk;
 pub mod codec;
 pub mod fault;
 pub mod folder;
@@ -30,6 +31,9 @@ pub enum StoreError {
     Io(String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
+    /// A store in a layout this engine does not read.
+    #[error("{0}")]
+    Format(String),
 }
 
 /// One atomic write: puts (Some) and deletes (None), in order.
@@ -133,24 +137,120 @@ pub fn be_u64(v: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(a))
 }
 
-/// The highest seq recorded in one output stream (0 if none).
+/// The store format this engine writes and reads: the streams as one chunk
+/// per commit ([`chunk`]). Format 1 (no `x:format` record) stored one key
+/// per stream record.
+pub const STORE_FORMAT: u64 = 2;
+
+/// A store's format, as [`check_format`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Nothing recorded yet: the first commit writes [`STORE_FORMAT`].
+    New,
+    /// [`STORE_FORMAT`], recorded.
+    Current,
+}
+
+/// Checks that `store` is one this engine can read: new (no state, no
+/// stream records) or of [`STORE_FORMAT`]. A store of another format is
+/// refused with [`StoreError::Format`], saying what it is and what to do.
+pub fn check_format(store: &dyn Store) -> Result<Format, StoreError> {
+    if let Some(v) = store.get(keys::FORMAT)? {
+        let found = be_u64(&v).map_err(|_| StoreError::Corrupt(format!("x:format is {} bytes, not 8", v.len())))?;
+        if found == STORE_FORMAT {
+            return Ok(Format::Current);
+        }
+        return Err(StoreError::Format(format!(
+            "this store is in format {found} and this engine reads format {STORE_FORMAT} only \
+             (a store written by another version of the engine): run that version on it, \
+             or delete the store directory and let this one fold the input log again."
+        )));
+    }
+    for prefix in [keys::STATE, keys::JOURNAL, keys::ORDERS, keys::AUDIT, keys::DEAD_LETTERS] {
+        if store.scan(prefix, None).next().transpose()?.is_some() {
+            return Err(StoreError::Format(format!(
+                "this store is in format 1, written by an earlier version of the engine \
+                 (one key per journal entry and output record, no format number); \
+                 this engine reads format {STORE_FORMAT} only (one record per commit and stream). \
+                 Delete the store directory (`state` in the data directory) and run the engine again: \
+                 it folds the input log into a new store."
+            )));
+        }
+    }
+    Ok(Format::New)
+}
+
+/// The highest seq recorded in one stream (0 if none): the last chunk's key.
 pub fn last_seq(store: &dyn Store, prefix: &'static [u8]) -> Result<u64, StoreError> {
     Ok(store.last(prefix)?.and_then(|(k, _)| keys::seq_of(&k)).unwrap_or(0))
 }
 
-/// Records of one output stream (`keys::ORDERS`, `AUDIT`, `DEAD_LETTERS`,
-/// `JOURNAL`) with seq greater than `after`, in order.
+/// The record of `seq` in one stream, if recorded.
+pub fn record_at(store: &dyn Store, prefix: &'static [u8], seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    match store.scan(prefix, Some(&keys::seq_key(prefix, seq))).next().transpose()? {
+        None => Ok(None),
+        Some((k, v)) => Ok(chunk::Chunk::parse(prefix, &k, &v)?.record(seq).map(<[u8]>::to_vec)),
+    }
+}
+
+/// Records of one stream (`keys::ORDERS`, `AUDIT`, `DEAD_LETTERS`,
+/// `JOURNAL`) with seq greater than `after`, in order. Each chunk is read
+/// once and split into its records. The seqs must follow one another from
+/// `after + 1` on: a gap or an overlap between chunks is corrupt.
 pub fn records_after<'a>(
     store: &'a dyn Store,
     prefix: &'static [u8],
     after: u64,
 ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + 'a {
-    let start = keys::seq_key(prefix, after.saturating_add(1));
-    store.scan(prefix, Some(&start)).map(|r| {
-        let (k, v) = r?;
-        let seq = keys::seq_of(&k).ok_or_else(|| StoreError::Corrupt("bad seq key".into()))?;
-        Ok((seq, v))
-    })
+    let Some(from) = after.checked_add(1) else {
+        return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>;
+    };
+    let mut chunks = store.scan(prefix, Some(&keys::seq_key(prefix, from)));
+    let mut current: std::vec::IntoIter<(u64, Vec<u8>)> = Vec::new().into_iter();
+    // The seq the next record must have; None once the stream ended or failed.
+    let mut next = Some(from);
+    let mut first_chunk = true;
+    Box::new(std::iter::from_fn(move || {
+        if let Some(r) = current.next() {
+            return Some(Ok(r));
+        }
+        let expected = next?;
+        let (k, v) = match chunks.next()? {
+            Ok(kv) => kv,
+            Err(e) => {
+                next = None;
+                return Some(Err(e));
+            }
+        };
+        let read = chunk::Chunk::parse(prefix, &k, &v).and_then(|c| {
+            // The first chunk holds `from` (it may start before it); each later one starts where the last ended.
+            let fits = if first_chunk { c.first <= expected } else { c.first == expected };
+            if !fits {
+                let what = if c.first > expected { "missing" } else { "recorded twice" };
+                return Err(StoreError::Corrupt(format!(
+                    "{}: the chunk of seqs {}..={} follows seq {}: seqs are {what}",
+                    chunk::stream_name(prefix),
+                    c.first,
+                    c.last,
+                    expected - 1
+                )));
+            }
+            let records: Vec<_> = c.records().filter(|(s, _)| *s >= expected).map(|(s, r)| (s, r.to_vec())).collect();
+            Ok((c.last, records))
+        });
+        first_chunk = false;
+        match read {
+            Ok((last, records)) => {
+                next = last.checked_add(1);
+                current = records.into_iter();
+                current.next().map(Ok)
+            }
+            Err(e) => {
+                next = None;
+                Some(Err(e))
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! The store keeps exactly what the fold changed: reloading gives back the
 //! live state, and sled and memory hold the same bytes.
 
-use crate::{keys, load_state, position, records_after, state_hash, Folder, MemStore, SledStore, Store};
+use crate::chunk::Chunk;
+use crate::{
+    check_format, keys, last_seq, load_state, position, record_at, records_after, state_hash, Folder, Format, MemStore,
+    SledStore, Store, StoreError, WriteBatch, STORE_FORMAT,
+};
 use chrono::{TimeZone, Utc};
 use overlay_core::event::*;
 use overlay_core::fold::Input;
@@ -130,6 +134,152 @@ fn a_store_keeps_the_settings_it_was_created_with() {
     }
     let folder = Folder::open(Box::new(SledStore::open(dir.path()).unwrap()), EngineSettings::default()).unwrap();
     assert_eq!(folder.state().meta.settings, first);
+}
+
+/// Every record of `store`, copied.
+fn records_of(store: &dyn Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store.scan(b"", None).map(Result::unwrap).collect()
+}
+
+#[test]
+fn each_commit_writes_one_chunk_per_stream_and_the_streams_read_back_by_seq() {
+    // given six inputs folded in two commits (after the third, and at the end)
+    let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    fold_all(&mut folder);
+    let store = folder.store();
+    let meta = &folder.state().meta;
+    // then the journal is two chunks, keyed by their last seqs, and the store says its format
+    let journal_keys: Vec<u64> =
+        store.scan(keys::JOURNAL, None).map(|r| keys::seq_of(&r.unwrap().0).unwrap()).collect();
+    assert_eq!(journal_keys, [3, 6]);
+    assert_eq!(store.get(keys::FORMAT).unwrap(), Some(STORE_FORMAT.to_be_bytes().to_vec()));
+    assert_eq!(check_format(store).unwrap(), Format::Current);
+    // and each output stream has at most one chunk per commit, ending at its last seq
+    for (prefix, last) in [(keys::ORDERS, meta.order_seq), (keys::AUDIT, meta.audit_seq)] {
+        assert!(last > 0);
+        let chunks: Vec<_> = store.scan(prefix, None).map(Result::unwrap).collect();
+        assert!((1..=2).contains(&chunks.len()), "{} chunks", chunks.len());
+        assert_eq!(last_seq(store, prefix).unwrap(), last);
+        // and reading from any point gives the records after it, in order, the same as one at a time
+        let all: Vec<(u64, Vec<u8>)> = records_after(store, prefix, 0).map(Result::unwrap).collect();
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=last).collect::<Vec<_>>());
+        for after in 0..=last + 1 {
+            let from: Vec<_> = records_after(store, prefix, after).map(Result::unwrap).collect();
+            assert_eq!(from, all[(after.min(last) as usize)..], "after {after}");
+        }
+        for (seq, record) in &all {
+            assert_eq!(record_at(store, prefix, *seq).unwrap().as_ref(), Some(record));
+        }
+        assert_eq!(record_at(store, prefix, 0).unwrap(), None);
+        assert_eq!(record_at(store, prefix, last + 1).unwrap(), None);
+    }
+    assert_eq!(record_at(store, keys::DEAD_LETTERS, 1).unwrap(), None);
+    assert_eq!(records_after(store, keys::DEAD_LETTERS, 0).count(), 0);
+}
+
+#[test]
+fn a_missing_or_repeated_chunk_is_corrupt_where_the_stream_reads_past_it() {
+    // given a store whose audit stream spans two chunks
+    let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    fold_all(&mut folder);
+    let chunks: Vec<_> = folder.store().scan(keys::AUDIT, None).map(Result::unwrap).collect();
+    assert_eq!(chunks.len(), 2);
+    let first = Chunk::parse(keys::AUDIT, &chunks[0].0, &chunks[0].1).unwrap();
+    let second = Chunk::parse(keys::AUDIT, &chunks[1].0, &chunks[1].1).unwrap();
+    // when the first chunk is missing
+    let gap = MemStore::new();
+    let mut b = WriteBatch::default();
+    b.put(chunks[1].0.clone(), chunks[1].1.clone());
+    gap.commit(b).unwrap();
+    // then reading from the start fails there, and reading from inside the second chunk does not
+    let err = records_after(&gap, keys::AUDIT, 0).next().unwrap().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "store is corrupt: audit records: the chunk of seqs {}..={} follows seq 0: seqs are missing",
+            second.first, second.last
+        )
+    );
+    assert_eq!(
+        records_after(&gap, keys::AUDIT, second.first).map(Result::unwrap).count() as u64,
+        second.last - second.first
+    );
+    // when a chunk repeats seqs of the one before it (the second chunk, moved to start inside the first)
+    let overlap = MemStore::new();
+    let mut b = WriteBatch::default();
+    b.put(chunks[0].0.clone(), chunks[0].1.clone());
+    let records: Vec<Vec<u8>> = second.records().map(|(_, r)| r.to_vec()).collect();
+    let start = first.last;
+    b.put(keys::seq_key(keys::AUDIT, start + records.len() as u64 - 1), crate::chunk::encode(start, &records));
+    overlap.commit(b).unwrap();
+    // then the stream stops at the first error
+    let read: Vec<_> = records_after(&overlap, keys::AUDIT, 0).collect();
+    assert!(read[..first.last as usize].iter().all(Result::is_ok));
+    let err = read[first.last as usize].as_ref().unwrap_err().to_string();
+    assert!(err.ends_with(&format!("follows seq {}: seqs are recorded twice", first.last)), "{err}");
+    assert_eq!(read.len() as u64, first.last + 1);
+    // and a damaged chunk is corrupt, for a whole read and a single lookup alike
+    let torn = MemStore::new();
+    let mut b = WriteBatch::default();
+    b.put(chunks[0].0.clone(), chunks[0].1[..chunks[0].1.len() - 1].to_vec());
+    torn.commit(b).unwrap();
+    assert!(matches!(records_after(&torn, keys::AUDIT, 0).next(), Some(Err(StoreError::Corrupt(_)))));
+    assert!(matches!(record_at(&torn, keys::AUDIT, 1), Err(StoreError::Corrupt(_))));
+}
+
+/// `store`'s records as the first store format kept them: one key per
+/// stream record, no format record.
+fn as_format_1(store: &dyn Store) -> MemStore {
+    let old = MemStore::new();
+    let mut b = WriteBatch::default();
+    for (k, v) in records_of(store) {
+        let stream =
+            [keys::JOURNAL, keys::ORDERS, keys::AUDIT, keys::DEAD_LETTERS].into_iter().find(|p| k.starts_with(p));
+        match stream {
+            Some(prefix) => {
+                for (seq, record) in Chunk::parse(prefix, &k, &v).unwrap().records() {
+                    b.put(keys::seq_key(prefix, seq), record.to_vec());
+                }
+            }
+            None if k == keys::FORMAT => {}
+            None => b.put(k, v),
+        }
+    }
+    old.commit(b).unwrap();
+    old
+}
+
+#[test]
+fn a_store_of_another_format_is_refused_with_what_to_do() {
+    // given a store folded by this engine, and the same records as the first format kept them
+    let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    fold_all(&mut folder);
+    let old = as_format_1(folder.store());
+    assert!(old.get(&keys::seq_key(keys::JOURNAL, 1)).unwrap().is_some());
+    // then opening the old one is refused, saying what it is and what to do
+    let err = Folder::open(Box::new(old), EngineSettings::default()).err().unwrap();
+    assert!(matches!(err, StoreError::Format(_)));
+    let text = err.to_string();
+    assert!(text.starts_with("this store is in format 1, written by an earlier version of the engine"), "{text}");
+    assert!(text.contains("Delete the store directory"), "{text}");
+    // and so is a store whose format number is not this engine's
+    let newer = MemStore::new();
+    let mut b = WriteBatch::default();
+    for (k, v) in records_of(folder.store()) {
+        b.put(k, v);
+    }
+    b.put(keys::FORMAT.to_vec(), 3u64.to_be_bytes().to_vec());
+    newer.commit(b).unwrap();
+    let err = check_format(&newer).unwrap_err().to_string();
+    assert!(err.starts_with("this store is in format 3 and this engine reads format 2 only"), "{err}");
+    // and a store with nothing folded yet (publish cursors alone) is new: its first commit records the format
+    let fresh = MemStore::new();
+    crate::set_cursor(&fresh, "orders", 4).unwrap();
+    assert_eq!(check_format(&fresh).unwrap(), Format::New);
+    let mut folder = Folder::open(Box::new(fresh), EngineSettings::default()).unwrap();
+    assert_eq!(folder.store().get(keys::FORMAT).unwrap(), None);
+    fold_all(&mut folder);
+    assert_eq!(check_format(folder.store()).unwrap(), Format::Current);
 }
 
 #[test]

@@ -20,7 +20,7 @@
 use overlay_app::demo::Custodian;
 use overlay_core::event::Envelope;
 use overlay_scenario::{demo, Demo, DemoSpec, MarketData, PricePanel};
-use overlay_store::{codec, keys, records_after, SledStore};
+use overlay_store::{codec, keys, records_after, SledStore, Store, WriteBatch};
 use overlay_tests::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -279,8 +279,8 @@ fn record_journal_fixture() {
     eprintln!("[builds] fixture of {} inputs written to {}", rec.inputs, out.display());
 }
 
-#[test]
-fn a_journal_recorded_by_the_previous_version_replays_to_the_same_bytes() {
+/// The fixture: its records and what the recording build reported.
+fn fixture() -> (Vec<FixtureRecord>, Expected) {
     let text = std::fs::read_to_string(fixture_path("journal.ndjson")).expect("the fixture's journal.ndjson");
     let expected: Expected =
         serde_json::from_str(&std::fs::read_to_string(fixture_path("expected.json")).expect("expected.json"))
@@ -291,31 +291,55 @@ fn a_journal_recorded_by_the_previous_version_replays_to_the_same_bytes() {
         .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("journal.ndjson line {}: {e}", i + 1)))
         .collect();
     assert_eq!(records.len() as u64, expected.inputs, "the fixture holds every input");
-    let root = tempdir("overlay-fixture-replay-");
-    let dir = root.path().join("data");
-    let cfg = root.path().join("config.toml");
-    std::fs::write(&cfg, format!("[log]\nhousehold_partitions = {}\n", expected.household_partitions)).unwrap();
-    let cfg = cfg.to_str().expect("a UTF-8 path");
+    (records, expected)
+}
 
-    // Given the recorded input bytes, back at their places in the input log.
-    {
-        let log = open_log(&dir);
-        overlay_app::topics::ensure_topics(&log, expected.household_partitions).expect("the engine's topics");
-        for r in &records {
-            let (topic, at) = r.source.split_once('/').expect("topic/partition/offset");
-            let (p, offset) = at.split_once('/').expect("partition/offset");
-            let (p, offset): (u32, u64) = (p.parse().unwrap(), offset.parse().unwrap());
-            let value = base64_decode(&r.value).unwrap_or_else(|| panic!("record {}: bad base64", r.seq));
-            let record = overlay_log::Record {
-                key: r.key.as_ref().map(|k| k.as_bytes().to_vec()),
-                value,
-                timestamp_ms: r.timestamp_ms,
-                partition: Some(p),
-            };
-            let placed = log.append(topic, &[record]).expect("appending an input");
-            assert_eq!(placed, [(p, offset)], "record {} landed elsewhere than it was recorded", r.seq);
-        }
+/// A data directory under `root` whose input log holds the fixture's
+/// records at their recorded places, and a configuration file with the
+/// recorded partition count: (data directory, configuration path).
+fn fixture_data_dir(root: &Path, records: &[FixtureRecord], expected: &Expected) -> (PathBuf, String) {
+    let dir = root.join("data");
+    let cfg = root.join("config.toml");
+    std::fs::write(&cfg, format!("[log]\nhousehold_partitions = {}\n", expected.household_partitions)).unwrap();
+    let log = open_log(&dir);
+    overlay_app::topics::ensure_topics(&log, expected.household_partitions).expect("the engine's topics");
+    for r in records {
+        let (topic, at) = r.source.split_once('/').expect("topic/partition/offset");
+        let (p, offset) = at.split_once('/').expect("partition/offset");
+        let (p, offset): (u32, u64) = (p.parse().unwrap(), offset.parse().unwrap());
+        let value = base64_decode(&r.value).unwrap_or_else(|| panic!("record {}: bad base64", r.seq));
+        let record = overlay_log::Record {
+            key: r.key.as_ref().map(|k| k.as_bytes().to_vec()),
+            value,
+            timestamp_ms: r.timestamp_ms,
+            partition: Some(p),
+        };
+        let placed = log.append(topic, &[record]).expect("appending an input");
+        assert_eq!(placed, [(p, offset)], "record {} landed elsewhere than it was recorded", r.seq);
     }
+    (dir, cfg.to_str().expect("a UTF-8 path").to_string())
+}
+
+/// The output topics of `dir` match the digests the fixture's build reported.
+#[track_caller]
+fn assert_fixture_outputs(dir: &Path, expected: &Expected) {
+    for (what, args, want) in [
+        ("orders", ["orders"], &expected.orders),
+        ("audit records", ["audit"], &expected.audit),
+        ("dead letters", ["dead-letters"], &expected.dead_letters),
+    ] {
+        let got = Digest256::of(&overlay(dir, &args).ok().stdout);
+        assert_eq!(&got, want, "{what} differ from what the previous version published");
+    }
+}
+
+#[test]
+fn a_journal_recorded_by_the_previous_version_replays_to_the_same_bytes() {
+    // Given the recorded input bytes, back at their places in the input log.
+    let (records, expected) = fixture();
+    let root = tempdir("overlay-fixture-replay-");
+    let (dir, cfg) = fixture_data_dir(root.path(), &records, &expected);
+    let cfg = cfg.as_str();
 
     // When the current build folds them.
     let run = overlay(&dir, &["--config", cfg, "run"]).ok();
@@ -328,18 +352,70 @@ fn a_journal_recorded_by_the_previous_version_replays_to_the_same_bytes() {
     }
     let state_hash = verify(&overlay_bin(), &dir);
     assert_eq!(state_hash, expected.state_hash, "the state reached from the previous version's journal differs");
-    for (what, args, want) in [
-        ("orders", ["orders"], &expected.orders),
-        ("audit records", ["audit"], &expected.audit),
-        ("dead letters", ["dead-letters"], &expected.dead_letters),
-    ] {
-        let got = Digest256::of(&overlay(&dir, &args).ok().stdout);
-        assert_eq!(&got, want, "{what} differ from what the previous version published");
-    }
+    assert_fixture_outputs(&dir, &expected);
     assert!(
         expected.orders.records > 0 && expected.dead_letters.records > 0,
         "the fixture exercises orders and dead letters"
     );
+}
+
+/// Rewrites `dir`'s store as the first store format kept it: one key per
+/// journal entry and output record (the stream's prefix and the seq, u64
+/// BE), and no `x:format` record.
+fn rewrite_as_format_1(dir: &Path) {
+    let store = SledStore::open(&overlay_app::runner::store_dir(dir)).expect("opening the recorded store");
+    let mut batch = WriteBatch::default();
+    // The deletes go first: a chunk's key is also its last record's key in format 1.
+    for prefix in [keys::JOURNAL, keys::ORDERS, keys::AUDIT, keys::DEAD_LETTERS] {
+        for r in store.scan(prefix, None) {
+            batch.delete(r.expect("a chunk").0);
+        }
+    }
+    for prefix in [keys::JOURNAL, keys::ORDERS, keys::AUDIT, keys::DEAD_LETTERS] {
+        for r in records_after(&store, prefix, 0) {
+            let (seq, record) = r.expect("a stream record");
+            batch.put(keys::seq_key(prefix, seq), record);
+        }
+    }
+    batch.delete(keys::FORMAT.to_vec());
+    store.commit(batch).expect("rewriting the store");
+}
+
+#[test]
+fn a_store_of_the_first_format_is_refused_and_folding_the_log_again_gives_the_same_bytes() {
+    // Given the fixture folded by this build, its store then rewritten as the first store format kept it
+    let (records, expected) = fixture();
+    let root = tempdir("overlay-format-1-");
+    let (dir, cfg) = fixture_data_dir(root.path(), &records, &expected);
+    assert_folded(&overlay(&dir, &["--config", &cfg, "run"]).ok(), records.len());
+    rewrite_as_format_1(&dir);
+
+    // When the engine, or replay, opens it, then each refuses, saying what the store is and what to do
+    for args in [["--config", &cfg, "run"].as_slice(), ["replay", "verify", "--quiet"].as_slice()] {
+        let run = overlay(&dir, args).fails();
+        for said in
+            ["this store is in format 1, written by an earlier version of the engine", "Delete the store directory"]
+        {
+            assert!(run.stderr.contains(said), "`overlay {}` said:\n{}", args.join(" "), run.stderr);
+        }
+    }
+    // and the engine names what to delete in this data directory: the store and the output topics
+    let run = overlay(&dir, &["--config", &cfg, "run"]).fails();
+    let store_dir = overlay_app::runner::store_dir(&dir);
+    let topics_dir = overlay_app::runner::log_dir(&dir).join("topics");
+    let outputs = [topics::ORDERS, topics::AUDIT, topics::DEAD_LETTERS].map(|t| topics_dir.join(t));
+    for path in std::iter::once(&store_dir).chain(&outputs) {
+        assert!(run.stderr.contains(&path.display().to_string()), "no {} in:\n{}", path.display(), run.stderr);
+    }
+
+    // When those are deleted
+    for path in std::iter::once(&store_dir).chain(&outputs) {
+        std::fs::remove_dir_all(path).expect("deleting what the engine named");
+    }
+    // then the engine folds the input log again into a new store: the same state and the same published bytes
+    assert_folded(&overlay(&dir, &["--config", &cfg, "run"]).ok(), records.len());
+    assert_eq!(verify(&overlay_bin(), &dir), expected.state_hash);
+    assert_fixture_outputs(&dir, &expected);
 }
 
 // ---------------------------------------------------------------------------
