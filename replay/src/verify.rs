@@ -290,14 +290,7 @@ fn verify_with(
         Ok(Some((checker.orders.count, checker.audit.count, checker.dead_letters.count)))
     })?;
     report.inputs = fold.as_of.seq;
-    let Some(counts) = counts else {
-        return Err(ReplayError::Range(format!(
-            "no recorded input from {} to {}: the journal holds inputs 1..={}",
-            range.from.map_or("the start".into(), |p| p.to_string()),
-            range.to.map_or("the end".into(), |p| p.to_string()),
-            journal.len
-        )));
-    };
+    let Some(counts) = counts else { return Err(nothing_in(range, journal.len)) };
     (report.orders, report.audit, report.dead_letters) = counts;
     if report.inputs == journal.len {
         compare_state(recorded, &fold.state, touched, &mut report)?;
@@ -431,14 +424,7 @@ fn verify_pipelined(
         Ok(sealed)
     })?;
     report.inputs = fold.as_of.seq;
-    let Some(counts) = counts else {
-        return Err(ReplayError::Range(format!(
-            "no recorded input from {} to {}: the journal holds inputs 1..={}",
-            range.from.map_or("the start".into(), |p| p.to_string()),
-            range.to.map_or("the end".into(), |p| p.to_string()),
-            journal.len
-        )));
-    };
+    let Some(counts) = counts else { return Err(nothing_in(range, journal.len)) };
     (report.orders, report.audit, report.dead_letters) = counts;
     for (stream, hash) in heads {
         fold.state.meta.chains.get_mut(stream.as_str()).expect("apply opened every stream sealed").hash = hash;
@@ -447,6 +433,15 @@ fn verify_pipelined(
         compare_state(recorded, &fold.state, touched, &mut report)?;
     }
     Ok(report)
+}
+
+/// The error for a range that holds no recorded input.
+fn nothing_in(range: VerifyRange, len: u64) -> ReplayError {
+    ReplayError::Range(format!(
+        "no recorded input from {} to {}: the journal holds inputs 1..={len}",
+        range.from.map_or("the start".into(), |p| p.to_string()),
+        range.to.map_or("the end".into(), |p| p.to_string()),
+    ))
 }
 
 /// Compares the replayed state (the records the inputs touched) with the
