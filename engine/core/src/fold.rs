@@ -12,7 +12,7 @@ use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, SecurityId};
 use crate::output::{AuditBody, AuditRecord, Order, OrderReason};
 use crate::rebalance::{self, Context, Mode};
 use crate::state::{
-    Account, EsgScore, HeldPrint, Household, Lot, Meta, Model, ObjectiveInForce, PendingOrder, PriceState, Restriction,
+    Account, EsgScore, HeldPrint, Household, Lot, Model, ObjectiveInForce, PendingOrder, PriceState, Restriction,
     State, WashLedger, REFERENCE_STREAM,
 };
 use crate::tax;
@@ -281,9 +281,8 @@ fn decide_model(state: &State, env: &Envelope, e: &ModelPublished) -> Result<Dec
     };
     let mut d = Decision { changes: vec![Change::Model(e.model.clone(), model.clone())], ..Decision::default() };
     // Decide the subscribers against reference data as it will be with the new model.
-    let mut next = reference_of(state);
-    next.models.insert(e.model.clone(), model);
-    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::ModelChange, Mode::Full);
+    let mut ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::ModelChange, Mode::Full);
+    ctx.pending_model = Some((e.model.clone(), model));
     for h in state.subscribers.get(&e.model).into_iter().flatten() {
         let hh = &state.households[h];
         let accounts: Vec<AccountId> = hh
@@ -292,22 +291,9 @@ fn decide_model(state: &State, env: &Envelope, e: &ModelPublished) -> Result<Dec
             .filter(|a| a.sleeves.iter().any(|s| s.model == e.model))
             .map(|a| a.id.clone())
             .collect();
-        rebalance_household(&next, hh, env, &accounts, &ctx, &mut d);
+        rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
     }
     Ok(d)
-}
-
-/// Reference data (securities, models, prices, ESG) and settings without
-/// households or the dedupe set: what a decision reads besides its household.
-fn reference_of(state: &State) -> State {
-    State {
-        securities: state.securities.clone(),
-        models: state.models.clone(),
-        prices: state.prices.clone(),
-        esg: state.esg.clone(),
-        meta: Meta { applied: state.meta.applied, settings: state.meta.settings.clone(), ..Meta::default() },
-        ..State::default()
-    }
 }
 
 /// The state version that applied this very tick (same security, time and
@@ -398,12 +384,11 @@ fn decide_esg(state: &State, env: &Envelope, e: &EsgScoreChanged) -> Result<Deci
         // Nothing to re-decide: no copy of the reference data to decide against.
         return Ok(d);
     }
-    let mut next = reference_of(state);
-    next.esg.insert(e.security.clone(), score);
-    let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::Esg, Mode::Full);
+    let mut ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::Esg, Mode::Full);
+    ctx.pending_esg = Some((e.security.clone(), score));
     for hh in screened {
         let accounts: Vec<AccountId> = hh.accounts.keys().cloned().collect();
-        rebalance_household(&next, hh, env, &accounts, &ctx, &mut d);
+        rebalance_household(state, hh, env, &accounts, &ctx, &mut d);
     }
     Ok(d)
 }

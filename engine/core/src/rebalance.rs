@@ -6,7 +6,7 @@
 use crate::event::{AccountKind, LotPolicy, ModelKind, RestrictionRule, Side, TaxObjective};
 use crate::ids::{HouseholdId, ModelId, RestrictionId, SecurityId};
 use crate::output::{DecisionInputs, LotRelief, OrderReason, Skip, SkipReason};
-use crate::state::{one_year_after, within_wash_window, Account, Household, Lot, Restriction, State};
+use crate::state::{one_year_after, within_wash_window, Account, EsgScore, Household, Lot, Model, Restriction, State};
 use crate::tax::wash_key;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use rust_decimal::prelude::ToPrimitive;
@@ -36,6 +36,13 @@ pub struct Context {
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
     /// Each index model's sector grouping and tracking-error terms, shared the same way.
     index_models: RefCell<BTreeMap<ModelId, Rc<IndexModel>>>,
+    /// Reference data as the event being decided will leave it, where it
+    /// differs from the state decided against: a model version being
+    /// published, an ESG score being changed. Plans read models and scores
+    /// through [`Context::model`] and [`Context::esg`], so a decision needs no
+    /// copy of the reference data with the change made.
+    pub pending_model: Option<(ModelId, Model)>,
+    pub pending_esg: Option<(SecurityId, EsgScore)>,
     /// Scan taxable accounts for losses to harvest (market-close clock events).
     pub harvest: bool,
     /// A period of the household's transition begins with this decision.
@@ -43,6 +50,22 @@ pub struct Context {
 }
 
 impl Context {
+    /// Model `id` as this decision sees it (the version being published, if it is that model).
+    pub fn model<'s>(&'s self, state: &'s State, id: &ModelId) -> Option<&'s Model> {
+        match &self.pending_model {
+            Some((m, model)) if m == id => Some(model),
+            _ => state.models.get(id),
+        }
+    }
+
+    /// The ESG score of `sec` as this decision sees it (the one being set, if it is that security's).
+    pub fn esg<'s>(&'s self, state: &'s State, sec: &SecurityId) -> Option<&'s EsgScore> {
+        match &self.pending_esg {
+            Some((s, score)) if s == sec => Some(score),
+            _ => state.esg.get(sec),
+        }
+    }
+
     /// What the accounts of this decision share of index model `model`
     /// (weights `index`): computed once per decision.
     fn index_model(&self, state: &State, model: &ModelId, index: &BTreeMap<SecurityId, Decimal>) -> Rc<IndexModel> {
@@ -62,6 +85,8 @@ impl Context {
             mode,
             subsets: RefCell::new(BTreeMap::new()),
             index_models: RefCell::new(BTreeMap::new()),
+            pending_model: None,
+            pending_esg: None,
             harvest: false,
             transition_period: false,
         }
@@ -362,7 +387,7 @@ pub fn plan_account<'a>(
     state: &'a State,
     household: &'a Household,
     account: &'a Account,
-    ctx: &Context,
+    ctx: &'a Context,
     view: &HouseholdView,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -426,7 +451,7 @@ pub fn plan_account<'a>(
                 target.constraints.legacy.contains(s)
                     || harvested.contains(&s)
                     || target.constraints.no_buy.contains_key(s)
-                    || rule_check(state, &rules_in_force, s).is_some()
+                    || rule_check(state, ctx, &rules_in_force, s).is_some()
             };
             let (traded, gain) = crate::objective::gain_harvest(
                 state,
@@ -747,12 +772,12 @@ fn account_target<'a>(
     household: &'a Household,
     account: &'a Account,
     proj: &Projection<'a>,
-    ctx: &Context,
+    ctx: &'a Context,
     plan: &mut Plan,
 ) -> Target<'a> {
     let mut weights: BTreeMap<&'a SecurityId, Decimal> = BTreeMap::new();
     for sleeve in &account.sleeves {
-        match state.models.get(&sleeve.model) {
+        match ctx.model(state, &sleeve.model) {
             Some(model) => {
                 plan.inputs.models.insert(sleeve.model.clone(), model.version);
                 plan.rules.push(format!(
@@ -916,8 +941,10 @@ fn account_target<'a>(
         }
     }
     // (security, forced-sale reason or none for buy-only, rule tag)
-    let exclusions: Vec<(&'a SecurityId, Option<OrderReason>, String)> =
-        universe.iter().filter_map(|sec| rule_check(state, &rules_in_force, sec).map(|(f, t)| (*sec, f, t))).collect();
+    let exclusions: Vec<(&'a SecurityId, Option<OrderReason>, String)> = universe
+        .iter()
+        .filter_map(|sec| rule_check(state, ctx, &rules_in_force, sec).map(|(f, t)| (*sec, f, t)))
+        .collect();
     for (sec, forced, tag) in exclusions {
         let original = weights.remove(sec).unwrap_or_default();
         // Buy-only restrictions keep what is held, up to the original target.
@@ -947,7 +974,7 @@ fn account_target<'a>(
         }
     }
     let eligible = |s: &SecurityId| {
-        !constraints.legacy.contains(s) && !capped.contains(s) && rule_check(state, &rules_in_force, s).is_none()
+        !constraints.legacy.contains(s) && !capped.contains(s) && rule_check(state, ctx, &rules_in_force, s).is_none()
     };
     redistribute(state, &mut weights, removed, &substitutes, &eligible, plan);
 
@@ -1117,7 +1144,7 @@ fn substitute_for<'a>(
             && !view.loss_sold.contains_key(key.as_ref())
             && state.securities.contains_key(*s)
             && confirmed_price(state, s).is_ok()
-            && rule_check(state, &rules, s).is_none()
+            && rule_check(state, ctx, &rules, s).is_none()
             && !rules.iter().any(|(_, r)| matches!(&r.rule, RestrictionRule::KeepLegacy { security } if security == *s))
     })
 }
@@ -1387,6 +1414,7 @@ fn fit_to_room(weights: &mut BTreeMap<&SecurityId, Decimal>, taken: Decimal, pla
 /// for a buy-only rule; the rule's tag). Forced rules win over buy-only ones.
 fn rule_check(
     state: &State,
+    ctx: &Context,
     rules: &[(&RestrictionId, &Restriction)],
     sec: &SecurityId,
 ) -> Option<(Option<OrderReason>, String)> {
@@ -1398,9 +1426,8 @@ fn rule_check(
             RestrictionRule::SectorExclusion { sector } => {
                 state.securities.get(sec).is_some_and(|s| &s.sector == sector).then_some(Some(OrderReason::Restriction))
             }
-            RestrictionRule::EsgMinimum { min_score, mode } => state
-                .esg
-                .get(sec)
+            RestrictionRule::EsgMinimum { min_score, mode } => ctx
+                .esg(state, sec)
                 .is_some_and(|e| e.score < *min_score)
                 .then_some(mode.sells().then_some(OrderReason::Esg)),
             RestrictionRule::AttributeFilter { attribute, min, max, max_weight: None } => {
