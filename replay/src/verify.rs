@@ -262,25 +262,15 @@ fn verify_with(
     let mut touched = TouchedSet::default();
     let counts = thread::scope(|scope| -> Result<Option<(u64, u64, u64)>, ReplayError> {
         let mut checker: Option<Checker<'_>> = None;
-        // The state before the next entry: where its outputs start.
-        let mut counters = (0u64, 0u64, 0u64);
-        let mut started = range.from.is_none();
+        let mut in_range = InRange::new(range);
         let mut entries = reader.entries(scope, 0);
         fold_entries(&mut *entries, journal.len, &mut fold, range.to, progress, &mut |e, applied, _| {
             let applied = applied.expect("a full fold folds every entry");
             touched.extend(&applied.touched);
-            if !started && range.from.is_some_and(|p| p.starts_by(e)) {
-                started = true;
-            }
-            if started {
+            if let Some(counters) = in_range.step(e, applied, &mut report) {
                 let c = checker.get_or_insert_with(|| Checker::store(reader, scope, counters));
                 c.check(e, applied)?;
-                if report.checked_first == 0 {
-                    report.checked_first = e.seq;
-                }
-                report.checked_last = e.seq;
             }
-            counters = counters_after(applied, counters);
             Ok(())
         })?;
         let Some(mut checker) = checker else { return Ok(None) };
@@ -377,8 +367,7 @@ fn verify_pipelined(
         });
         let folded = (|| -> Result<(), ReplayError> {
             let mut entries = Reader::Threaded(recorded).entries(scope, 0);
-            let mut counters = (0u64, 0u64, 0u64);
-            let mut started = range.from.is_none();
+            let mut in_range = InRange::new(range);
             let mut batch = Vec::with_capacity(SEAL_BATCH);
             while let Some(e) = entries.next_entry() {
                 let e = e?;
@@ -387,17 +376,7 @@ fn verify_pipelined(
                 }
                 let applied = fold.step_unsealed(&e)?.expect("a full fold folds every entry");
                 touched.extend(&applied.touched);
-                if !started && range.from.is_some_and(|p| p.starts_by(&e)) {
-                    started = true;
-                }
-                let check = started.then_some(counters);
-                if started {
-                    if report.checked_first == 0 {
-                        report.checked_first = e.seq;
-                    }
-                    report.checked_last = e.seq;
-                }
-                counters = counters_after(&applied, counters);
+                let check = in_range.step(&e, &applied, &mut report);
                 if e.seq.is_multiple_of(crate::journal::PROGRESS_EVERY) {
                     progress(e.seq, total);
                 }
@@ -520,6 +499,38 @@ impl TouchedSet {
 
     fn sorted(self) -> BTreeSet<Touched> {
         self.0.into_values().flatten().collect()
+    }
+}
+
+/// Where the compared range stands as the fold goes on: whether it has
+/// begun, and the output counters so far.
+struct InRange {
+    range: VerifyRange,
+    started: bool,
+    counters: (u64, u64, u64),
+}
+
+impl InRange {
+    fn new(range: VerifyRange) -> Self {
+        Self { range, started: range.from.is_none(), counters: (0, 0, 0) }
+    }
+
+    /// For entry `e`, folded into `applied`: the output counters before it
+    /// when its outputs are compared (noted in `report`), else None.
+    fn step(&mut self, e: &Entry, applied: &Applied, report: &mut VerifyReport) -> Option<(u64, u64, u64)> {
+        if !self.started && self.range.from.is_some_and(|p| p.starts_by(e)) {
+            self.started = true;
+        }
+        let before = self.counters;
+        self.counters = counters_after(applied, before);
+        if !self.started {
+            return None;
+        }
+        if report.checked_first == 0 {
+            report.checked_first = e.seq;
+        }
+        report.checked_last = e.seq;
+        Some(before)
     }
 }
 
