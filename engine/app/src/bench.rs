@@ -1271,7 +1271,11 @@ fn fanout(
     let (p50, p99, max) = (median(p50s), median(p99s), median(maxs));
     writeln!(out, "  median: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(p50), ms(p99), ms(max))?;
     // Diagnostic: one household's share of the fan-out, next to the latency of a lone update.
-    writeln!(out, "  diagnostic: in the fan-out above, one household's share of the update took {:.2} ms", ms(f / n as f64))?;
+    writeln!(
+        out,
+        "  diagnostic: in the fan-out above, one household's share of the update took {:.2} ms",
+        ms(f / n as f64)
+    )?;
 
     Ok(vec![
         Row {
