@@ -36,7 +36,8 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::state::EngineSettings;
 use overlay_proto::topics::*;
-use overlay_store::{keys, Committer, Folder, SledStore};
+use overlay_store::chunk::KeptChunk;
+use overlay_store::{keys, Committer, Folder, Prepared, SledStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -209,6 +210,12 @@ struct Shard {
     txn: Option<BaseProducer<DeliveryTracker>>,
     /// Writes batch N while batch N+1 is folded (one batch in flight at most).
     writer: Committer,
+    /// A full batch, prepared on the fold thread, for the writer (the shard
+    /// folds no more until it is handed over).
+    prepared: Option<Prepared>,
+    /// Publishing has read what the shard's store held unpublished when it
+    /// was assigned; since then each durable batch brings its own outputs.
+    outbox_read: bool,
     /// The household position of the last durable batch: what the group
     /// offset (or the transaction's offset) may say.
     durable_next: u64,
@@ -481,7 +488,8 @@ impl KafkaEngine {
         let name = shard_tree(p);
         let store = self.root.tree(&name)?;
         let writer = Committer::new(Box::new(store.handle()));
-        let folder = Folder::open(Box::new(store), self.opts.settings.clone())?;
+        let mut folder = Folder::open(Box::new(store), self.opts.settings.clone())?;
+        folder.keep_outbox();
         let position = |key: &str| overlay_store::position(folder.store(), key).map(|v| v.unwrap_or(0));
         let next = position(&format!("{HOUSEHOLDS}/{p}"))?;
         let ref_next = position(&format!("{REFERENCE}/0"))?;
@@ -509,6 +517,8 @@ impl KafkaEngine {
             ref_next,
             txn,
             writer,
+            prepared: None,
+            outbox_read: false,
             durable_next: next,
             group_committed: None,
             sent: [0; 3],
@@ -690,7 +700,7 @@ impl KafkaEngine {
                 }
                 stats.inputs += applied.len() as u64;
                 folded += applied.len() as u64;
-                if self.shards.get(&p).is_some_and(|s| s.folder.uncommitted() >= batch_max) {
+                if self.shards.get(&p).is_some_and(|s| s.prepared.is_some()) {
                     full.push(p);
                 }
             }
@@ -761,7 +771,7 @@ impl KafkaEngine {
         // serving it here keeps a long catch-up from holding the group up.
         self.poll_group()?;
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
-        let prepared = s.folder.prepare();
+        let prepared = s.prepared.take().or_else(|| s.folder.prepare());
         self.settle_shard(p, stats)?;
         if let (Some(mut prepared), Some(s)) = (prepared, self.shards.get_mut(&p)) {
             // Acknowledged publish cursors ride along with the next batch.
@@ -794,7 +804,7 @@ impl KafkaEngine {
         if let Some(o) = &self.opts.observer {
             o.settled(p, done.as_ref(), s.folder.store());
         }
-        publish_shard(s, self.producer.as_deref(), &self.group)?;
+        publish_shard(s, done.as_ref().map(|d| d.outbox.as_slice()), self.producer.as_deref(), &self.group)?;
         if s.txn.is_some() {
             // The transaction committed the outputs and the offset.
             if let Some(o) = &self.opts.observer {
@@ -911,14 +921,21 @@ fn fold_round(
 }
 
 /// Folds a shard's inputs until its batch holds `batch_max` inputs, `limit`
-/// inputs are folded, or the merge must wait for records.
+/// inputs are folded, or the merge must wait for records. A full batch is
+/// prepared for the writer here, on the fold thread.
 fn fold_shard(s: &mut Shard, reference: &ReferenceCache, batch_max: u64, limit: u64) -> Vec<Applied> {
     let mut applied = Vec::new();
+    if s.prepared.is_some() {
+        return applied;
+    }
     while (applied.len() as u64) < limit && s.folder.uncommitted() < batch_max {
         match fold_one(s, reference) {
             Some(a) => applied.push(a),
             None => break,
         }
+    }
+    if s.folder.uncommitted() >= batch_max {
+        s.prepared = s.folder.prepare();
     }
     applied
 }
@@ -959,12 +976,59 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache) -> Option<Applied> {
     Some(applied)
 }
 
+/// One publish of a shard's outputs under way.
+struct Publishing<'a> {
+    producer: &'a BaseProducer<DeliveryTracker>,
+    partition: u32,
+    txn: bool,
+    /// A transaction was begun (transactional only).
+    began: bool,
+    /// Per output: the last seq handed over, the last actually produced.
+    sent: [u64; 3],
+    produced: [u64; 3],
+}
+
+impl Publishing<'_> {
+    /// Produces output `i`'s record `seq` to the shard's partition of its topic.
+    fn emit(&mut self, i: usize, seq: u64, value: &[u8]) -> Result<()> {
+        let (output, _, topic) = OUTPUTS[i];
+        let p = self.partition;
+        if self.txn && !self.began {
+            self.producer.begin_transaction().context("beginning a transaction")?;
+            self.began = true;
+        }
+        self.sent[i] = seq;
+        let k: OutputKeys = serde_json::from_slice(value).context("an outbox record is not JSON")?;
+        // A bad reference input is dead-lettered by every shard; shard 0 publishes it.
+        if topic == DEAD_LETTERS && p != 0 && k.source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
+            return Ok(());
+        }
+        self.produced[i] = seq;
+        let key = match topic {
+            ORDERS => k.account,
+            AUDIT => k.household.or(k.stream),
+            _ => k.source,
+        }
+        .unwrap_or_default();
+        let seq_text = seq.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: HEADER_SEQ, value: Some(seq_text.as_bytes()) })
+            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(output.as_bytes()) })
+            .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json".as_bytes()) });
+        let record = BaseRecord::to(topic).partition(p as i32).key(key.as_bytes()).payload(value).headers(headers);
+        send(self.producer, record)?;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+}
+
 /// Publishes a shard's committed outputs it has not handed to the producer
 /// yet (from its store: that batch's, and any a previous run left). In a
 /// transaction, waits for the broker and stores the cursors; otherwise the
 /// acknowledgements are taken note of later ([`KafkaEngine::confirm`]).
 fn publish_shard(
     s: &mut Shard,
+    fresh: Option<&[KeptChunk]>,
     shared: Option<&BaseProducer<DeliveryTracker>>,
     group: &BaseConsumer<GroupContext>,
 ) -> Result<()> {
@@ -975,42 +1039,36 @@ fn publish_shard(
         (None, None) => bail!("no producer for shard {p}"),
     };
     let store = s.folder.store();
-    let (mut sent, mut produced) = (s.sent, s.produced);
-    let mut began = false;
-    for (i, (output, prefix, topic)) in OUTPUTS.into_iter().enumerate() {
-        for record in overlay_store::records_after(store, prefix, sent[i]) {
-            let (seq, value) = record?;
-            if s.txn.is_some() && !began {
-                producer.begin_transaction().context("beginning a transaction")?;
-                began = true;
+    let mut out =
+        Publishing { producer, partition: p, txn: s.txn.is_some(), began: false, sent: s.sent, produced: s.produced };
+    for (i, (_, prefix, _)) in OUTPUTS.into_iter().enumerate() {
+        // The batch just made durable holds every record after what was
+        // sent, once the first publish has read what a previous run left.
+        let mut from_store = !s.outbox_read;
+        'chunks: for kept in fresh.iter().flat_map(|f| f.iter()).filter(|k| k.prefix == prefix) {
+            if from_store {
+                break;
             }
-            sent[i] = seq;
-            let k: OutputKeys = serde_json::from_slice(&value).context("an outbox record is not JSON")?;
-            // A bad reference input is dead-lettered by every shard; shard 0 publishes it.
-            if topic == DEAD_LETTERS && p != 0 && k.source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
-                continue;
+            for (seq, value) in kept.chunk()?.records() {
+                if seq <= out.sent[i] {
+                    continue;
+                }
+                if seq != out.sent[i] + 1 {
+                    from_store = true;
+                    break 'chunks;
+                }
+                out.emit(i, seq, value)?;
             }
-            produced[i] = seq;
-            let key = match topic {
-                ORDERS => k.account,
-                AUDIT => k.household.or(k.stream),
-                _ => k.source,
+        }
+        if from_store {
+            for record in overlay_store::records_after(store, prefix, out.sent[i]) {
+                let (seq, value) = record?;
+                out.emit(i, seq, &value)?;
             }
-            .unwrap_or_default();
-            let seq_text = seq.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: HEADER_SEQ, value: Some(seq_text.as_bytes()) })
-                .insert(Header { key: HEADER_EVENT_TYPE, value: Some(output.as_bytes()) })
-                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json".as_bytes()) });
-            let record = BaseRecord::to(topic)
-                .partition(p as i32)
-                .key(key.as_bytes())
-                .payload(value.as_slice())
-                .headers(headers);
-            send(producer, record)?;
-            producer.poll(Duration::ZERO);
         }
     }
+    let Publishing { began, sent, produced, .. } = out;
+    s.outbox_read = true;
     let nothing_new = sent == s.sent;
     (s.sent, s.produced) = (sent, produced);
     if !nothing_new {

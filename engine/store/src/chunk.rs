@@ -43,11 +43,14 @@ pub struct ChunkWriter {
     open: Option<(u64, u64)>,
     buf: Vec<u8>,
     sealed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The size of the last chunk sealed: the next one starts with room for
+    /// as much (a batch's chunk is megabytes; growing it step by step copies it over and over).
+    hint: usize,
 }
 
 impl ChunkWriter {
     pub fn new(prefix: &'static [u8]) -> Self {
-        Self { prefix, open: None, buf: Vec::new(), sealed: Vec::new() }
+        Self { prefix, open: None, buf: Vec::new(), sealed: Vec::new(), hint: 0 }
     }
 
     /// Adds the record of `seq`.
@@ -56,6 +59,7 @@ impl ChunkWriter {
             Some((first, last)) if last.checked_add(1) == Some(seq) => self.open = Some((first, seq)),
             _ => {
                 self.seal();
+                self.buf.reserve(self.hint);
                 self.buf.extend_from_slice(&seq.to_be_bytes());
                 self.open = Some((seq, seq));
             }
@@ -65,16 +69,40 @@ impl ChunkWriter {
 
     fn seal(&mut self) {
         if let Some((_, last)) = self.open.take() {
+            self.hint = self.buf.len();
             self.sealed.push((seq_key(self.prefix, last), std::mem::take(&mut self.buf)));
         }
     }
 
-    /// Puts every chunk pushed since the last call into `batch`.
-    pub fn finish(&mut self, batch: &mut WriteBatch) {
+    /// Puts every chunk pushed since the last call into `batch`; with
+    /// `keep`, a copy of each too.
+    pub fn finish(&mut self, batch: &mut WriteBatch, keep: Option<&mut Vec<KeptChunk>>) {
         self.seal();
+        if let Some(keep) = keep {
+            keep.extend(self.sealed.iter().map(|(k, v)| KeptChunk {
+                prefix: self.prefix,
+                key: k.clone(),
+                value: v.clone(),
+            }));
+        }
         for (k, v) in self.sealed.drain(..) {
             batch.put(k, v);
         }
+    }
+}
+
+/// A copy of a chunk as a batch writes it: its records can be read after the
+/// batch is written without reading them back from the store.
+#[derive(Clone, Debug)]
+pub struct KeptChunk {
+    pub prefix: &'static [u8],
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+impl KeptChunk {
+    pub fn chunk(&self) -> Result<Chunk<'_>, StoreError> {
+        Chunk::parse(self.prefix, &self.key, &self.value)
     }
 }
 
@@ -190,8 +218,13 @@ mod tests {
             w.push(seq, format!("r{seq}").as_bytes());
         }
         let mut batch = WriteBatch::default();
-        w.finish(&mut batch);
-        // then it wrote two chunks, keyed by their last seqs, and each reads back whole
+        let mut kept = Vec::new();
+        w.finish(&mut batch, Some(&mut kept));
+        // then it wrote two chunks, keyed by their last seqs, and kept a copy of each
+        let copies: Vec<_> = kept.iter().map(|c| (c.key.clone(), Some(c.value.clone()))).collect();
+        assert_eq!(copies, batch.ops);
+        assert_eq!(kept.iter().map(|c| c.chunk().unwrap().last).collect::<Vec<_>>(), [5, 10]);
+        // and each reads back whole
         let keys: Vec<_> = batch.ops.iter().map(|(k, _)| keys::seq_of(k).unwrap()).collect();
         assert_eq!(keys, [5, 10]);
         let read: Vec<(u64, String)> = batch
@@ -205,7 +238,7 @@ mod tests {
         assert_eq!(read, [3, 4, 5, 9, 10].map(|s| (s, format!("r{s}"))));
         // and the writer is empty afterwards
         let mut again = WriteBatch::default();
-        w.finish(&mut again);
+        w.finish(&mut again, None);
         assert!(again.is_empty());
     }
 

@@ -4,7 +4,7 @@
 //! `commit` writes atomically and durably. The runner, replay and the
 //! benchmarks all fold through here, so they produce the same bytes.
 
-use crate::chunk::ChunkWriter;
+use crate::chunk::{ChunkWriter, KeptChunk};
 use crate::codec::{encode_journal, encode_touched};
 use crate::keys;
 use crate::{check_format, load_state, Format, Store, StoreError, WriteBatch, STORE_FORMAT};
@@ -30,6 +30,10 @@ pub struct Prepared {
     pub batch: WriteBatch,
     pub outputs: Outputs,
     pub positions: Vec<(String, u64)>,
+    /// With [`Folder::keep_outbox`]: the batch's chunks of orders, audit
+    /// records and dead letters, in stream and seq order, for a publisher to
+    /// read once the batch is durable.
+    pub outbox: Vec<KeptChunk>,
 }
 
 pub struct Folder {
@@ -45,6 +49,7 @@ pub struct Folder {
     touched: BTreeSet<Touched>,
     positions: BTreeMap<String, u64>,
     pending: Outputs,
+    keep_outbox: bool,
 }
 
 /// The dead letter of a refused input, as the engine stores and publishes it.
@@ -81,6 +86,7 @@ impl Folder {
             touched: BTreeSet::new(),
             positions: BTreeMap::new(),
             pending: Outputs::default(),
+            keep_outbox: false,
         })
     }
 
@@ -142,17 +148,30 @@ impl Folder {
         }
         let mut outputs = self.pending;
         let positions: Vec<(String, u64)> = self.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let batch = self.take_batch();
+        let mut outbox = Vec::new();
+        let batch = self.take_batch_keeping(self.keep_outbox.then_some(&mut outbox));
         outputs.bytes = batch.bytes() as u64;
-        Some(Prepared { batch, outputs, positions })
+        Some(Prepared { batch, outputs, positions, outbox })
+    }
+
+    /// Has [`Folder::prepare`] keep a copy of each batch's outputs in
+    /// [`Prepared::outbox`] (a publisher that reads them back from the store
+    /// reads megabytes per batch; a copy in memory costs a memcpy).
+    pub fn keep_outbox(&mut self) {
+        self.keep_outbox = true;
     }
 
     /// The batch as it would be committed now, without writing it (benchmarks
     /// write the same bytes straight to sled as their baseline).
     pub fn take_batch(&mut self) -> WriteBatch {
+        self.take_batch_keeping(None)
+    }
+
+    fn take_batch_keeping(&mut self, mut outbox: Option<&mut Vec<KeptChunk>>) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        for stream in [&mut self.journal, &mut self.orders, &mut self.audit, &mut self.dead_letters] {
-            stream.finish(&mut batch);
+        self.journal.finish(&mut batch, None);
+        for stream in [&mut self.orders, &mut self.audit, &mut self.dead_letters] {
+            stream.finish(&mut batch, outbox.as_deref_mut());
         }
         for t in std::mem::take(&mut self.touched) {
             let (k, v) = encode_touched(&self.state, &t);
