@@ -307,6 +307,18 @@ enum ToSeal {
 /// Folded inputs per hand-over to the sealing thread.
 const SEAL_BATCH: usize = 256;
 
+/// A batch the sealer gave back, emptied here (on the thread that allocated
+/// its contents), or a new one.
+fn reused(back: &std::sync::mpsc::Receiver<Vec<Folded>>) -> Vec<Folded> {
+    match back.try_recv() {
+        Ok(mut batch) => {
+            batch.clear();
+            batch
+        }
+        Err(_) => Vec::with_capacity(SEAL_BATCH),
+    }
+}
+
 /// The stream heads after sealing, and the counts of records compared (None: no input was in the range).
 type Sealed = (BTreeMap<String, String>, Option<(u64, u64, u64)>);
 
@@ -333,6 +345,10 @@ fn verify_pipelined(
     let mut touched = TouchedSet::default();
     let (heads, counts) = thread::scope(|scope| -> Result<Sealed, ReplayError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<ToSeal>(8);
+        // Sealed batches go back to the fold thread, which frees what it
+        // allocated (a free on another thread costs the allocator more) and
+        // reuses the batch.
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Folded>>();
         let sealer = scope.spawn(move || -> Result<Sealed, ReplayError> {
             let mut heads: BTreeMap<String, String> = BTreeMap::new();
             let mut checker: Option<Checker<'_>> = None;
@@ -346,7 +362,8 @@ fn verify_pipelined(
                         break;
                     }
                 };
-                for Folded { entry, mut applied, check } in batch {
+                let mut batch = batch;
+                for Folded { entry, applied, check } in batch.iter_mut() {
                     applied.audit_json.reserve(applied.audit.len());
                     for r in applied.audit.iter_mut() {
                         let head = match heads.get_mut(r.stream.as_ref()) {
@@ -355,12 +372,14 @@ fn verify_pipelined(
                         };
                         applied.audit_json.push(overlay_core::fold::seal_record(head, r));
                     }
-                    if let Some(counters) = check {
+                    if let Some(counters) = *check {
                         let c =
                             checker.get_or_insert_with(|| Checker::store(Reader::Threaded(recorded), scope, counters));
-                        c.check(&entry, &applied)?;
+                        c.check(entry, applied)?;
                     }
                 }
+                // The fold may be over and gone: then the batch is freed here.
+                let _ = back_tx.send(batch);
             }
             let counts = checker.map(|c| (c.orders.count, c.audit.count, c.dead_letters.count));
             Ok((heads, counts))
@@ -382,7 +401,7 @@ fn verify_pipelined(
                 }
                 batch.push(Folded { entry: e, applied, check });
                 if batch.len() == SEAL_BATCH
-                    && tx.send(ToSeal::Batch(std::mem::replace(&mut batch, Vec::with_capacity(SEAL_BATCH)))).is_err()
+                    && tx.send(ToSeal::Batch(std::mem::replace(&mut batch, reused(&back_rx)))).is_err()
                 {
                     // The sealer stopped: it says why below.
                     return Ok(());
