@@ -8,7 +8,7 @@
 //! depend on all of history), but its outputs are not read back.
 
 use crate::journal::{check_point, fold_entries, Entry, Fold, Journal, Point, Scope};
-use crate::prefetch::{self, Reader};
+use crate::prefetch::{self, Entries, Reader};
 use crate::{show, ReplayError};
 use overlay_core::fold::{Applied, Touched};
 use overlay_core::state::EngineSettings;
@@ -308,11 +308,14 @@ enum ToSeal {
 const SEAL_BATCH: usize = 256;
 
 /// A batch the sealer gave back, emptied here (on the thread that allocated
-/// its contents), or a new one.
-fn reused(back: &std::sync::mpsc::Receiver<Vec<Folded>>) -> Vec<Folded> {
+/// what the fold made; the entries are handed back to their reader), or a new one.
+fn reused(back: &std::sync::mpsc::Receiver<Vec<Folded>>, entries: &mut dyn Entries) -> Vec<Folded> {
     match back.try_recv() {
         Ok(mut batch) => {
-            batch.clear();
+            // The entries go back to the reading thread, which allocated them.
+            for f in batch.drain(..) {
+                entries.used(f.entry);
+            }
             batch
         }
         Err(_) => Vec::with_capacity(SEAL_BATCH),
@@ -401,7 +404,7 @@ fn verify_pipelined(
                 }
                 batch.push(Folded { entry: e, applied, check });
                 if batch.len() == SEAL_BATCH
-                    && tx.send(ToSeal::Batch(std::mem::replace(&mut batch, reused(&back_rx)))).is_err()
+                    && tx.send(ToSeal::Batch(std::mem::replace(&mut batch, reused(&back_rx, &mut *entries)))).is_err()
                 {
                     // The sealer stopped: it says why below.
                     return Ok(());

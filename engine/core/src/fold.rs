@@ -1220,13 +1220,18 @@ pub fn seal(state: &mut State, applied: &mut Applied) {
     }
 }
 
+/// Bytes first set aside for a sealed audit record (most are 300–500 bytes).
+const SEALED_CAPACITY: usize = 640;
+
 /// Seals one record onto the chain whose head hash is `head` (the record's
 /// `prev_hash`; it becomes the record's own hash) and returns the record's
 /// sealed JSON. [`seal`] does this for every record of a decision; a replay
 /// may do it apart from the fold (on another thread), keeping the heads itself.
 pub fn seal_record(head: &mut String, r: &mut AuditRecord) -> Vec<u8> {
     r.prev_hash = std::mem::take(head);
-    let mut bytes = serde_json::to_vec(&*r).expect("audit records serialize");
+    // Room for a typical record and its hash, so the buffer is not grown step by step.
+    let mut bytes = Vec::with_capacity(SEALED_CAPACITY);
+    serde_json::to_writer(&mut bytes, &*r).expect("audit records serialize");
     assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
     r.hash = hex_lower(&Sha256::digest(&bytes));
     bytes.truncate(bytes.len() - 2);
