@@ -38,10 +38,12 @@ pub enum Change {
     Model(ModelId, Model),
     Price(SecurityId, PriceState),
     Esg(SecurityId, EsgScore),
-    /// The household record (tax profile, restrictions, realized ledger); its accounts are kept.
-    Household(Household),
+    /// The household record (tax profile, restrictions, realized ledger); its
+    /// accounts are kept. Boxed, as is an account: every change is as big as
+    /// the biggest kind, and most are a price or an idempotency key.
+    Household(Box<Household>),
     /// The account record (settings, cash, pending orders); its lots are kept.
-    Account(HouseholdId, Account),
+    Account(HouseholdId, Box<Account>),
     /// One security's lots in one account (empty removes them).
     Lots(HouseholdId, AccountId, SecurityId, Vec<Lot>),
     /// One open order (None closes it).
@@ -432,13 +434,13 @@ fn decide_household(state: &State, env: &Envelope, e: &HouseholdUpserted) -> Res
             }
         }
     }
-    let mut d = Decision { changes: vec![Change::Household(hh.clone())], ..Decision::default() };
+    let mut d = Decision { changes: vec![Change::Household(Box::new(hh.clone()))], ..Decision::default() };
     let mut next_hh = existing.cloned().unwrap_or_else(|| hh.clone());
     next_hh.tax = e.tax.clone();
     next_hh.restrictions = hh.restrictions.clone();
     for spec in &e.accounts {
         let (account, lots) = upsert_account(existing.and_then(|h| h.accounts.get(&spec.account)), spec);
-        d.changes.push(Change::Account(e.household.clone(), header_account(&account)));
+        d.changes.push(Change::Account(e.household.clone(), Box::new(header_account(&account))));
         for (sec, l) in &lots {
             d.changes.push(Change::Lots(e.household.clone(), spec.account.clone(), sec.clone(), l.clone()));
         }
@@ -574,7 +576,7 @@ fn decide_restriction(state: &State, env: &Envelope, e: &RestrictionEdited) -> R
             );
         }
     }
-    let mut d = Decision { changes: vec![Change::Household(hh.clone())], ..Decision::default() };
+    let mut d = Decision { changes: vec![Change::Household(Box::new(hh.clone()))], ..Decision::default() };
     let mut next_hh = existing.clone();
     next_hh.restrictions = hh.restrictions;
     let accounts: Vec<AccountId> = match &e.account {
@@ -611,7 +613,7 @@ fn decide_objective(state: &State, env: &Envelope, e: &TaxObjectiveSet) -> Resul
     let mut hh = header_of(existing);
     let version = existing.objective.as_ref().map_or(1, |o| o.version + 1);
     hh.objective = Some(ObjectiveInForce { objective: e.objective.clone(), since: env.event_time, version });
-    Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
+    Ok(Decision { changes: vec![Change::Household(Box::new(hh))], ..Decision::default() })
 }
 
 /// A scheduled withdrawal added or replaced. Cash set aside under the
@@ -647,7 +649,7 @@ fn decide_withdrawal_schedule(state: &State, env: &Envelope, e: &WithdrawalSched
         if old.raised_for.is_some() {
             let mut a = header_account(&existing.accounts[&old.account]);
             a.income_reserved = (a.income_reserved - old.amount).max(Decimal::ZERO);
-            d.changes.push(Change::Account(e.household.clone(), a));
+            d.changes.push(Change::Account(e.household.clone(), Box::new(a)));
         }
     }
     hh.income.insert(
@@ -664,7 +666,7 @@ fn decide_withdrawal_schedule(state: &State, env: &Envelope, e: &WithdrawalSched
             version: old.map_or(1, |o| o.version + 1),
         },
     );
-    d.changes.insert(0, Change::Household(hh));
+    d.changes.insert(0, Change::Household(Box::new(hh)));
     Ok(d)
 }
 
@@ -688,7 +690,7 @@ fn decide_transition(state: &State, env: &Envelope, e: &TransitionSet) -> Result
         completed: None,
         version,
     });
-    Ok(Decision { changes: vec![Change::Household(hh)], ..Decision::default() })
+    Ok(Decision { changes: vec![Change::Household(Box::new(hh))], ..Decision::default() })
 }
 
 fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decision, InputError> {
@@ -712,8 +714,10 @@ fn decide_cash_flow(state: &State, env: &Envelope, e: &CashFlow) -> Result<Decis
             Mode::RaiseCash
         }
     };
-    let mut d =
-        Decision { changes: vec![Change::Account(e.household.clone(), header_account(&next))], ..Decision::default() };
+    let mut d = Decision {
+        changes: vec![Change::Account(e.household.clone(), Box::new(header_account(&next)))],
+        ..Decision::default()
+    };
     let mut next_hh = hh.clone();
     next_hh.accounts.insert(e.account.clone(), next);
     let ctx = Context::new(env.event_time, env.event_time.date_naive(), OrderReason::CashFlow, mode);
@@ -875,10 +879,10 @@ fn decide_fill(state: &State, env: &Envelope, e: &Fill) -> Result<Decision, Inpu
     }
     let tax::Book { header, accounts, lots, audit, .. } = book;
     if !header_unchanged(&header, hh) {
-        d.changes.push(Change::Household(header));
+        d.changes.push(Change::Household(Box::new(header)));
     }
     for acc in accounts.into_values() {
-        d.changes.push(Change::Account(e.household.clone(), acc));
+        d.changes.push(Change::Account(e.household.clone(), Box::new(acc)));
     }
     for ((a, sec), l) in lots {
         d.changes.push(Change::Lots(e.household.clone(), a, sec, l));
@@ -944,7 +948,7 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
             header.income = due.income;
             next.income = header.income.clone();
             for (id, acc) in due.accounts {
-                d.changes.push(Change::Account(hh.id.clone(), acc.clone()));
+                d.changes.push(Change::Account(hh.id.clone(), Box::new(acc.clone())));
                 let full = next.accounts.get_mut(&id).expect("schedules name held accounts");
                 *full =
                     Account { lots: std::mem::take(&mut full.lots), pending: std::mem::take(&mut full.pending), ..acc };
@@ -962,7 +966,7 @@ fn decide_clock(state: &State, env: &Envelope, kind: ClockKind, trade_date: Naiv
             header.transition = Some(t.clone());
             next.transition = Some(t);
         }
-        d.changes.push(Change::Household(header));
+        d.changes.push(Change::Household(Box::new(header)));
         rebalance_household(state, &next, env, &accounts, &hh_ctx, &mut d);
     }
     d
@@ -993,7 +997,7 @@ fn decide_corporate_action(state: &State, e: &CorporateAction) -> Result<Decisio
             for b in header.wash.buys.iter_mut().filter(|b| b.security == e.security) {
                 b.open_shares = b.open_shares * n / dn;
             }
-            d.changes.push(Change::Household(header));
+            d.changes.push(Change::Household(Box::new(header)));
         }
     }
     for h in state.holders.get(&e.security).into_iter().flatten() {
@@ -1289,7 +1293,7 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                     cur.transition = h.transition;
                 }
                 None => {
-                    state.households.insert(h.id.clone(), h);
+                    state.households.insert(h.id.clone(), *h);
                 }
             }
         }
@@ -1301,10 +1305,10 @@ fn apply_change(state: &mut State, change: Change, touched: &mut Vec<Touched>) {
                 Some(cur) => {
                     let lots = std::mem::take(&mut cur.lots);
                     let pending = std::mem::take(&mut cur.pending);
-                    *cur = Account { lots, pending, ..a };
+                    *cur = Account { lots, pending, ..*a };
                 }
                 None => {
-                    hh.accounts.insert(a.id.clone(), a);
+                    hh.accounts.insert(a.id.clone(), *a);
                 }
             }
             let new_models = hh.models();
