@@ -367,8 +367,12 @@ impl KafkaEngine {
         Ok(stats)
     }
 
+    /// Every owned shard has folded all there is, and the group has assigned
+    /// partitions: an instance whose partitions were just revoked is not
+    /// caught up but waiting for its next assignment (stopping then would
+    /// leave what its shards had not published to nobody).
     fn caught_up(&self) -> bool {
-        self.shards.values().all(|s| s.caught_up(&self.reference))
+        self.assigned && self.shards.values().all(|s| s.caught_up(&self.reference))
     }
 
     /// Serves the group (heartbeats, rebalances) and acts on what it reports
