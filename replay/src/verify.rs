@@ -356,7 +356,7 @@ fn verify_pipelined(
             let mut heads: BTreeMap<String, String> = BTreeMap::new();
             let mut checker: Option<Checker<'_>> = None;
             for msg in rx {
-                let batch = match msg {
+                let mut batch = match msg {
                     ToSeal::Batch(batch) => batch,
                     ToSeal::End { at_end } => {
                         if let (Some(c), true) = (checker.as_mut(), at_end) {
@@ -365,7 +365,6 @@ fn verify_pipelined(
                         break;
                     }
                 };
-                let mut batch = batch;
                 for Folded { entry, applied, check } in batch.iter_mut() {
                     applied.audit_json.reserve(applied.audit.len());
                     for r in applied.audit.iter_mut() {

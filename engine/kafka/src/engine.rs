@@ -34,7 +34,6 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::state::EngineSettings;
 use overlay_proto::topics::*;
-use overlay_store::chunk::KeptChunk;
 use overlay_store::{keys, Committer, Folder, Prepared, SledStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -744,7 +743,7 @@ impl KafkaEngine {
         if let Some(o) = &self.opts.observer {
             o.settled(p, done.as_ref(), s.folder.store());
         }
-        publish_shard(s, done.as_ref().map(|d| d.outbox.as_slice()), self.producer.as_ref(), &self.group)?;
+        publish_shard(s, done.as_ref(), self.producer.as_ref(), &self.group)?;
         if let Some(o) = &self.opts.observer {
             o.published(p);
         }
@@ -884,30 +883,10 @@ fn seq_header<M: Message>(m: &M) -> Option<u64> {
 /// An output's records after its publish cursor: (output, topic, (seq, value)s).
 type Unpublished = (&'static str, &'static str, Vec<(u64, Vec<u8>)>);
 
-/// Stream `prefix`'s records after `cursor` in a durable batch's kept chunks;
-/// None if they do not follow on from the cursor (then the store has them).
-fn kept_after(chunks: &[KeptChunk], prefix: &[u8], cursor: u64) -> Result<Option<Vec<(u64, Vec<u8>)>>> {
-    let mut records = Vec::new();
-    let mut last = cursor;
-    for kept in chunks.iter().filter(|k| k.prefix == prefix) {
-        for (seq, value) in kept.chunk()?.records() {
-            if seq <= last {
-                continue;
-            }
-            if seq != last + 1 {
-                return Ok(None);
-            }
-            records.push((seq, value.to_vec()));
-            last = seq;
-        }
-    }
-    Ok(Some(records))
-}
-
 /// Publishes a shard's committed outputs not yet in its output partitions.
 fn publish_shard(
     s: &mut Shard,
-    fresh: Option<&[KeptChunk]>,
+    fresh: Option<&Prepared>,
     shared: Option<&BaseProducer<DeliveryTracker>>,
     group: &BaseConsumer<GroupContext>,
 ) -> Result<()> {
@@ -916,15 +895,16 @@ fn publish_shard(
     let mut pending: Vec<Unpublished> = Vec::new();
     for (output, prefix, topic) in OUTPUTS {
         let cursor = overlay_store::cursor(store, output)?;
-        // The batch just made durable holds every record after the cursor,
-        // once the first publish has read what a previous run left; read
-        // from the store otherwise (it would be megabytes per batch).
-        let records = match fresh.filter(|_| s.outbox_read) {
-            Some(chunks) => match kept_after(chunks, prefix, cursor)? {
-                Some(records) => records,
-                None => overlay_store::records_after(store, prefix, cursor).collect::<Result<_, _>>()?,
-            },
-            None if s.outbox_read => Vec::new(),
+        // Once the first publish has read what a previous run left, the
+        // batch just made durable (if any) holds every record after the
+        // cursor; the store is read otherwise (megabytes per batch).
+        let kept = match (s.outbox_read, fresh) {
+            (false, _) => None,
+            (true, None) => Some(Vec::new()),
+            (true, Some(done)) => done.outbox_after(prefix, cursor)?,
+        };
+        let records = match kept {
+            Some(records) => records,
             None => overlay_store::records_after(store, prefix, cursor).collect::<Result<_, _>>()?,
         };
         if !records.is_empty() {
