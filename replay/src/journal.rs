@@ -258,11 +258,14 @@ impl Fold {
 
     fn step_with(&mut self, e: &Entry, seal: bool) -> Result<Option<Applied>, ReplayError> {
         assert!(e.seq > self.as_of.seq, "journal entries fold in order ({} after {})", e.seq, self.as_of.seq);
-        self.as_of = AsOf {
-            seq: e.seq,
-            event_id: e.decoded.as_ref().ok().map(|env| env.event_id.clone()),
-            event_time: e.time(),
-        };
+        self.as_of.seq = e.seq;
+        self.as_of.event_time = e.time();
+        // The id's buffer is reused: this runs for every input of a replay.
+        match (e.decoded.as_ref(), &mut self.as_of.event_id) {
+            (Ok(env), Some(id)) => id.clone_from(&env.event_id),
+            (Ok(env), id) => *id = Some(env.event_id.clone()),
+            (Err(_), id) => *id = None,
+        }
         if self.skips(e) {
             if let Ok(env) = &e.decoded {
                 self.skipped_ids.insert(Self::id_hash(&env.event_id));

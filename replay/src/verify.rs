@@ -10,12 +10,11 @@
 use crate::journal::{check_point, fold_entries, Entry, Fold, Journal, Point, Scope};
 use crate::prefetch::{self, Entries, Reader};
 use crate::{show, ReplayError};
-use overlay_core::fold::{Applied, Touched};
+use overlay_core::fold::{every_record, Applied, Touched};
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
 use overlay_store::{codec, dead_letter, keys, records_after, state_hash, MemStore, Store, WriteBatch};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::collections::BTreeMap;
 use std::thread;
 
 /// Which inputs' outputs to compare: from `from` (inclusive) through `to`.
@@ -194,19 +193,37 @@ impl<'a> Checker<'a> {
         )
     }
 
+    /// All of an input's outputs, in the order they were recorded: its
+    /// orders, its audit records, its dead letter.
     fn check(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
+        self.check_orders(e, applied)?;
+        for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
+            self.check_audit(e, a.seq, bytes)?;
+        }
+        self.check_dead_letter(e, applied)
+    }
+
+    fn check_orders(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
         let mut repeats = self.tolerate_repeats.then_some(&mut self.repeats);
         for o in &applied.orders {
             let bytes = serde_json::to_vec(o).expect("orders serialize");
             self.orders.check(o.seq, &bytes, e, repeats.as_deref_mut())?;
         }
-        for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
-            self.audit.check(a.seq, bytes, e, repeats.as_deref_mut())?;
-        }
+        Ok(())
+    }
+
+    /// One sealed audit record of `e`'s, numbered `seq`.
+    fn check_audit(&mut self, e: &Entry, seq: u64, sealed: &[u8]) -> Result<(), ReplayError> {
+        let repeats = self.tolerate_repeats.then_some(&mut self.repeats);
+        self.audit.check(seq, sealed, e, repeats)
+    }
+
+    fn check_dead_letter(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
         if let Some(dl) = dead_letter(applied, &e.source, &e.raw) {
             let from_reference = e.source.starts_with(overlay_proto::topics::REFERENCE);
             if !(self.skip_reference_dead_letters && from_reference) {
                 let bytes = serde_json::to_vec(&dl).expect("dead letters serialize");
+                let repeats = self.tolerate_repeats.then_some(&mut self.repeats);
                 self.dead_letters.check(dl.seq, &bytes, e, repeats)?;
             }
         }
@@ -259,14 +276,12 @@ fn verify_with(
     check_range(&journal, range)?;
     let mut fold = Fold::new(journal.settings.clone(), Scope::All);
     let mut report = VerifyReport::default();
-    let mut touched = TouchedSet::default();
     let counts = thread::scope(|scope| -> Result<Option<(u64, u64, u64)>, ReplayError> {
         let mut checker: Option<Checker<'_>> = None;
         let mut in_range = InRange::new(range);
         let mut entries = reader.entries(scope, 0);
         fold_entries(&mut *entries, journal.len, &mut fold, range.to, progress, &mut |e, applied, _| {
             let applied = applied.expect("a full fold folds every entry");
-            touched.extend(&applied.touched);
             if let Some(counters) = in_range.step(e, applied, &mut report) {
                 let c = checker.get_or_insert_with(|| Checker::store(reader, scope, counters));
                 c.check(e, applied)?;
@@ -283,7 +298,7 @@ fn verify_with(
     let Some(counts) = counts else { return Err(nothing_in(range, journal.len)) };
     (report.orders, report.audit, report.dead_letters) = counts;
     if report.inputs == journal.len {
-        compare_state(recorded, &fold.state, touched, &mut report)?;
+        compare_state(recorded, &fold.state, &mut report)?;
     }
     Ok(report)
 }
@@ -345,7 +360,6 @@ fn verify_pipelined(
     };
     let mut fold = Fold::new(journal.settings.clone(), Scope::All);
     let mut report = VerifyReport::default();
-    let mut touched = TouchedSet::default();
     let (heads, counts) = thread::scope(|scope| -> Result<Sealed, ReplayError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<ToSeal>(8);
         // Sealed batches go back to the fold thread, which frees what it
@@ -355,6 +369,7 @@ fn verify_pipelined(
         let sealer = scope.spawn(move || -> Result<Sealed, ReplayError> {
             let mut heads: BTreeMap<String, String> = BTreeMap::new();
             let mut checker: Option<Checker<'_>> = None;
+            let mut sealed = Vec::new();
             for msg in rx {
                 let mut batch = match msg {
                     ToSeal::Batch(batch) => batch,
@@ -366,18 +381,29 @@ fn verify_pipelined(
                     }
                 };
                 for Folded { entry, applied, check } in batch.iter_mut() {
-                    applied.audit_json.reserve(applied.audit.len());
+                    let mut checker = match *check {
+                        Some(counters) => Some(
+                            checker.get_or_insert_with(|| Checker::store(Reader::Threaded(recorded), scope, counters)),
+                        ),
+                        None => None,
+                    };
+                    if let Some(c) = checker.as_mut() {
+                        c.check_orders(entry, applied)?;
+                    }
+                    // Each record is sealed into one buffer, compared, and let go:
+                    // the replay keeps no audit bytes.
                     for r in applied.audit.iter_mut() {
                         let head = match heads.get_mut(r.stream.as_ref()) {
                             Some(h) => h,
                             None => heads.entry(r.stream.to_string()).or_default(),
                         };
-                        applied.audit_json.push(overlay_core::fold::seal_record(head, r));
+                        overlay_core::fold::seal_record_into(head, r, &mut sealed);
+                        if let Some(c) = checker.as_mut() {
+                            c.check_audit(entry, r.seq, &sealed)?;
+                        }
                     }
-                    if let Some(counters) = *check {
-                        let c =
-                            checker.get_or_insert_with(|| Checker::store(Reader::Threaded(recorded), scope, counters));
-                        c.check(entry, applied)?;
+                    if let Some(c) = checker {
+                        c.check_dead_letter(entry, applied)?;
                     }
                 }
                 // The fold may be over and gone: then the batch is freed here.
@@ -396,7 +422,6 @@ fn verify_pipelined(
                     break;
                 }
                 let applied = fold.step_unsealed(&e)?.expect("a full fold folds every entry");
-                touched.extend(&applied.touched);
                 let check = in_range.step(&e, &applied, &mut report);
                 if e.seq.is_multiple_of(crate::journal::PROGRESS_EVERY) {
                     progress(e.seq, total);
@@ -430,7 +455,7 @@ fn verify_pipelined(
         fold.state.meta.chains.get_mut(stream.as_str()).expect("apply opened every stream sealed").hash = hash;
     }
     if report.inputs == journal.len {
-        compare_state(recorded, &fold.state, touched, &mut report)?;
+        compare_state(recorded, &fold.state, &mut report)?;
     }
     Ok(report)
 }
@@ -444,15 +469,11 @@ fn nothing_in(range: VerifyRange, len: u64) -> ReplayError {
     ))
 }
 
-/// Compares the replayed state (the records the inputs touched) with the
-/// recorded one by their hashes, naming the first difference if they differ.
-fn compare_state(
-    recorded: &dyn Store,
-    state: &State,
-    touched: TouchedSet,
-    report: &mut VerifyReport,
-) -> Result<(), ReplayError> {
-    let replayed = state_store(state, &touched.sorted())?;
+/// Compares the replayed state (every record of it: what the inputs left
+/// behind) with the recorded one by their hashes, naming the first
+/// difference if they differ.
+fn compare_state(recorded: &dyn Store, state: &State, report: &mut VerifyReport) -> Result<(), ReplayError> {
+    let replayed = state_store(state, &every_record(state))?;
     let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
     if a != b {
         return Err(ReplayError::StateMismatch {
@@ -463,64 +484,6 @@ fn compare_state(
     }
     report.state_hash = Some(a);
     Ok(())
-}
-
-/// The records the inputs touched, each once: by a hash of the record's
-/// key (probed for every record of every input: cheaper than ordered
-/// compares of ids), then by equality. Its order never shows:
-/// [`TouchedSet::sorted`] puts them in order.
-#[derive(Default)]
-struct TouchedSet(HashMap<u64, Vec<Touched>, BuildHasherDefault<PreHashed>>);
-
-/// The hasher of a map whose keys are hashes already: the key is its own hash.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed with it; anything else still hashes, slowly.
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-fn touched_hash(t: &Touched) -> u64 {
-    let mut h = DefaultHasher::default();
-    std::mem::discriminant(t).hash(&mut h);
-    match t {
-        Touched::Security(s) | Touched::Price(s) | Touched::Esg(s) => s.as_str().hash(&mut h),
-        Touched::Model(m) => m.as_str().hash(&mut h),
-        Touched::Household(hh) => hh.as_str().hash(&mut h),
-        Touched::Account(hh, a) => (hh.as_str(), a.as_str()).hash(&mut h),
-        Touched::Lots(hh, a, s) => (hh.as_str(), a.as_str(), s.as_str()).hash(&mut h),
-        Touched::Pending(hh, a, o) => (hh.as_str(), a.as_str(), o.as_str()).hash(&mut h),
-        Touched::Seen(id) => id.hash(&mut h),
-        Touched::Chain(c) => c.hash(&mut h),
-        Touched::Meta => {}
-    }
-    h.finish()
-}
-
-impl TouchedSet {
-    fn extend(&mut self, ts: &[Touched]) {
-        for t in ts {
-            let bucket = self.0.entry(touched_hash(t)).or_default();
-            if !bucket.contains(t) {
-                bucket.push(t.clone());
-            }
-        }
-    }
-
-    fn sorted(self) -> BTreeSet<Touched> {
-        self.0.into_values().flatten().collect()
-    }
 }
 
 /// Where the compared range stands as the fold goes on: whether it has
@@ -584,9 +547,8 @@ fn check_range(journal: &Journal<'_>, range: VerifyRange) -> Result<(), ReplayEr
     }
 }
 
-/// The replayed state as stored records (every record any input touched,
-/// with its final value), in a store of its own, for the hash.
-fn state_store(state: &State, touched: &BTreeSet<Touched>) -> Result<MemStore, ReplayError> {
+/// The replayed state as stored records, in a store of its own, for the hash.
+fn state_store(state: &State, touched: &[Touched]) -> Result<MemStore, ReplayError> {
     let store = MemStore::new();
     let mut batch = WriteBatch::default();
     for t in touched {

@@ -99,6 +99,29 @@ pub enum Touched {
     Meta,
 }
 
+/// Every stored record of `state`, in order: what a store that applied all of
+/// its inputs holds (each input's touched records written, deletions removed).
+/// A replay that folded a whole journal takes the state hash over these.
+pub fn every_record(state: &State) -> Vec<Touched> {
+    let mut all = vec![Touched::Meta];
+    all.extend(state.securities.keys().map(|s| Touched::Security(s.clone())));
+    all.extend(state.models.keys().map(|m| Touched::Model(m.clone())));
+    all.extend(state.prices.sorted().into_iter().map(|(s, _)| Touched::Price(s.clone())));
+    all.extend(state.esg.keys().map(|s| Touched::Esg(s.clone())));
+    for (h, hh) in &state.households {
+        all.push(Touched::Household(h.clone()));
+        for (a, account) in &hh.accounts {
+            all.push(Touched::Account(h.clone(), a.clone()));
+            all.extend(account.lots.keys().map(|s| Touched::Lots(h.clone(), a.clone(), s.clone())));
+            all.extend(account.pending.keys().map(|o| Touched::Pending(h.clone(), a.clone(), o.clone())));
+        }
+    }
+    all.extend(state.meta.seen.sorted_ids().into_iter().map(|id| Touched::Seen(id.to_string())));
+    all.extend(state.meta.chains.keys().map(|c| Touched::Chain(Cow::Owned(c.clone()))));
+    all.sort_unstable();
+    all
+}
+
 pub fn decide(state: &State, input: Input<'_>) -> Decision {
     let env = match input {
         Input::Undecodable(err) => return rejected(err.event_id.clone(), err.event_type, err.clone()),
@@ -1232,17 +1255,24 @@ const SEALED_CAPACITY: usize = 640;
 /// sealed JSON. [`seal`] does this for every record of a decision; a replay
 /// may do it apart from the fold (on another thread), keeping the heads itself.
 pub fn seal_record(head: &mut String, r: &mut AuditRecord) -> Vec<u8> {
-    r.prev_hash = std::mem::take(head);
     // Room for a typical record and its hash, so the buffer is not grown step by step.
     let mut bytes = Vec::with_capacity(SEALED_CAPACITY);
-    serde_json::to_writer(&mut bytes, &*r).expect("audit records serialize");
+    seal_record_into(head, r, &mut bytes);
+    bytes
+}
+
+/// [`seal_record`] writing the sealed JSON into `bytes` (emptied first), for
+/// a caller that reuses one buffer.
+pub fn seal_record_into(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<u8>) {
+    r.prev_hash = std::mem::take(head);
+    bytes.clear();
+    serde_json::to_writer(&mut *bytes, &*r).expect("audit records serialize");
     assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
     r.hash = hex_lower(&Sha256::digest(&bytes));
     bytes.truncate(bytes.len() - 2);
     bytes.extend_from_slice(r.hash.as_bytes());
     bytes.extend_from_slice(b"\"}");
     head.clone_from(&r.hash);
-    bytes
 }
 
 /// The hash a sealed record must carry: SHA-256 over its canonical JSON with

@@ -53,8 +53,9 @@ pub struct Meta {
 }
 
 /// The idempotency set: event id → the state version that applied it.
-/// Lookups and inserts only: it is never iterated, so its order cannot reach
-/// state or output (and its hasher is fixed, so even that order would not vary).
+/// Lookups and inserts; its ids are read out only in order ([`SeenEvents::sorted_ids`]),
+/// so its hash order cannot reach state or output (and its hasher is fixed,
+/// so even that order would not vary).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SeenEvents(std::collections::HashMap<String, u64, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>);
 
@@ -70,6 +71,12 @@ impl SeenEvents {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+    /// Every id, in order.
+    pub fn sorted_ids(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 }
 
