@@ -381,12 +381,9 @@ fn verify_pipelined(
                     }
                 };
                 for Folded { entry, applied, check } in batch.iter_mut() {
-                    let mut checker = match *check {
-                        Some(counters) => Some(
-                            checker.get_or_insert_with(|| Checker::store(Reader::Threaded(recorded), scope, counters)),
-                        ),
-                        None => None,
-                    };
+                    let mut checker = check.map(|counters| {
+                        checker.get_or_insert_with(|| Checker::store(Reader::Threaded(recorded), scope, counters))
+                    });
                     if let Some(c) = checker.as_mut() {
                         c.check_orders(entry, applied)?;
                     }
