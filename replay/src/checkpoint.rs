@@ -48,6 +48,10 @@ pub struct Checkpoint {
     pub latest_time: Option<DateTime<Utc>>,
     /// The journal record at `as_of.seq`, as it was when the checkpoint was built.
     pub journal_record: Vec<u8>,
+    /// The state records at it (what loading it decodes; 0: not noted, by
+    /// an older build).
+    #[serde(default)]
+    pub records: u64,
 }
 
 impl Checkpoint {
@@ -146,6 +150,7 @@ pub fn ensure(
                 base,
                 latest_time,
                 journal_record: journal_record(journal, e.seq)?,
+                records: current.len() as u64,
             };
             batch.put(key(HEADER, e.seq, b""), json(&c));
             store.commit(batch)?;
@@ -166,30 +171,46 @@ fn journal_record(journal: &Journal<'_>, seq: u64) -> Result<Vec<u8>, ReplayErro
 /// The stored checkpoints, if they match the journal; otherwise the store
 /// is emptied (they are rebuilt).
 fn valid(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Vec<Checkpoint>, ReplayError> {
+    if let Some(have) = matching(journal, store, every)? {
+        return Ok(have);
+    }
+    let mut batch = WriteBatch::default();
+    for r in store.scan(b"", None) {
+        batch.delete(r?.0);
+    }
+    batch.put(SETTINGS.to_vec(), json(&(every, BASE_EVERY, &journal.settings)));
+    store.commit(batch)?;
+    Ok(Vec::new())
+}
+
+/// The stored checkpoints (built every `every` inputs), or None if they do
+/// not match the journal (other settings, or a journal record that differs
+/// from the one a checkpoint was built after). Reads only.
+fn matching(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Option<Vec<Checkpoint>>, ReplayError> {
     let settings = json(&(every, BASE_EVERY, &journal.settings));
+    if store.get(SETTINGS)?.is_none_or(|s| s != settings) {
+        return Ok(None);
+    }
     let mut have = Vec::new();
-    let mut ok = store.get(SETTINGS)?.is_some_and(|s| s == settings);
-    if ok {
-        for r in store.scan(HEADER, None) {
-            let (_, v) = r?;
-            let c: Checkpoint = serde_json::from_slice(&v).map_err(|e| corrupt("header", e))?;
-            if c.as_of.seq > journal.len || journal.record(c.as_of.seq)?.as_deref() != Some(&c.journal_record[..]) {
-                ok = false;
-                break;
-            }
-            have.push(c);
+    for r in store.scan(HEADER, None) {
+        let (_, v) = r?;
+        let c: Checkpoint = serde_json::from_slice(&v).map_err(|e| corrupt("header", e))?;
+        if c.as_of.seq > journal.len || journal.record(c.as_of.seq)?.as_deref() != Some(&c.journal_record[..]) {
+            return Ok(None);
         }
+        have.push(c);
     }
-    if !ok {
-        let mut batch = WriteBatch::default();
-        for r in store.scan(b"", None) {
-            batch.delete(r?.0);
-        }
-        batch.put(SETTINGS.to_vec(), settings);
-        store.commit(batch)?;
-        have.clear();
-    }
-    Ok(have)
+    Ok(Some(have))
+}
+
+/// The checkpoints already built for `journal`, at whatever interval (none
+/// if they do not match it), without building or discarding any.
+pub fn stored(journal: &Journal<'_>, store: &dyn Store) -> Result<Vec<Checkpoint>, ReplayError> {
+    let Some(settings) = store.get(SETTINGS)? else { return Ok(Vec::new()) };
+    let Ok((every, _, _)) = serde_json::from_slice::<(u64, u64, serde::de::IgnoredAny)>(&settings) else {
+        return Ok(Vec::new());
+    };
+    Ok(matching(journal, store, every)?.unwrap_or_default())
 }
 
 /// The records of one base (`kind` BASE) or one set of changes (DELTA):

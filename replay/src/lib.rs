@@ -23,7 +23,9 @@ pub mod whatif;
 
 pub use journal::{DayEdge, Point, Scope};
 pub use state_at::{state_at, state_at_checkpointed, state_now};
-pub use verify::{verify, verify_range, verify_range_threaded, verify_stream, VerifyRange, VerifyReport};
+pub use verify::{
+    verify, verify_checkpointed, verify_range, verify_range_threaded, verify_stream, VerifyRange, VerifyReport,
+};
 
 use overlay_store::StoreError;
 

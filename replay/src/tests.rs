@@ -357,3 +357,81 @@ fn threaded_verify_reports_what_the_inline_one_does_and_finds_the_same_tampering
     drop(sled);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn verify_in_segments_from_checkpoints_reports_what_one_fold_does() {
+    // given a live run copied into a sled store, and checkpoints every 97 inputs in a tree of their own
+    let run = live_run(4, 2);
+    let store = run.folder.store();
+    let dir = std::env::temp_dir().join(format!("overlay-replay-segments-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sled = overlay_store::SledStore::open(&dir).unwrap();
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in store.scan(b"", None) {
+        let (k, v) = r.unwrap();
+        batch.put(k, v);
+    }
+    sled.commit(batch).unwrap();
+    let cache = sled.tree(crate::checkpoint::TREE).unwrap();
+    let one = verify(store, &mut |_, _| {}).unwrap();
+    // (without checkpoints it is the ordinary verify)
+    assert_eq!(crate::verify_checkpointed(&sled, &cache, &mut |_, _| {}).unwrap(), one);
+    let journal = crate::journal::Journal::open(&sled).unwrap();
+    let built = crate::checkpoint::ensure(&journal, &cache, 97, &mut |_, _| {}).unwrap();
+    assert!(built.len() >= 4, "{} checkpoints", built.len());
+    // (segments shorter than 4 inputs per state record are not worth loading a checkpoint for: one fold)
+    assert!(built.iter().all(|c| c.records > 0));
+    assert_eq!(crate::verify::plan_segments(one.inputs, &built, 2, 0).len(), 4);
+    let small: Vec<_> = built.iter().cloned().map(|c| crate::checkpoint::Checkpoint { records: 10, ..c }).collect();
+    assert_eq!(crate::verify::plan_segments(one.inputs, &small, 2, one.inputs / 20).len(), 2);
+    assert_eq!(crate::verify::plan_segments(one.inputs, &small, 2, one.inputs / 10 + 1).len(), 1);
+    let unnoted: Vec<_> = built.iter().cloned().map(|c| crate::checkpoint::Checkpoint { records: 0, ..c }).collect();
+    assert_eq!(crate::verify::plan_segments(one.inputs, &unnoted, 2, 0).len(), 1);
+    // then verify in segments, on 2 or 3 threads, reports what one fold does, and its progress reaches the end
+    for workers in [2, 3] {
+        let mut last = 0;
+        assert_eq!(crate::verify::verify_in_segments(&sled, &cache, workers, 0, &mut |d, _| last = d).unwrap(), one);
+        assert_eq!(last, one.inputs);
+    }
+
+    // when checkpoints hold a state the fold never reached (the audit counter changed in each)
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in cache.scan(b"", None) {
+        let (k, v) = r.unwrap();
+        if k.ends_with(keys::META.as_bytes()) && v.len() > 1 {
+            let text = String::from_utf8(v).unwrap().replacen("\"audit_seq\":", "\"audit_seq\":1", 1);
+            batch.put(k, text.into_bytes());
+        }
+    }
+    cache.commit(batch).unwrap();
+    // then no segment is trusted from them: verify starts over and still reports the same
+    assert_eq!(crate::verify::verify_in_segments(&sled, &cache, 2, 0, &mut |_, _| {}).unwrap(), one);
+    let mut batch = overlay_store::WriteBatch::default();
+    for r in cache.scan(b"", None) {
+        batch.delete(r.unwrap().0);
+    }
+    cache.commit(batch).unwrap();
+    assert_eq!(crate::checkpoint::ensure(&journal, &cache, 97, &mut |_, _| {}).unwrap(), built);
+
+    // and a record changed early, and one late, are each named, as one fold names them
+    for target in [3, one.audit - 3] {
+        let (key, first, mut records) = chunk_of(&sled, keys::AUDIT, target);
+        let original = records.clone();
+        let v = &mut records[(target - first) as usize];
+        let at = v.len() / 2;
+        v[at] ^= 1;
+        let mut batch = overlay_store::WriteBatch::default();
+        replace_chunk(&mut batch, keys::AUDIT, key.clone(), first, &records);
+        sled.commit(batch).unwrap();
+        let err = crate::verify::verify_in_segments(&sled, &cache, 2, 0, &mut |_, _| {}).unwrap_err();
+        assert!(
+            matches!(err, ReplayError::OutputMismatch { stream: "audit records", seq, .. } if seq == target),
+            "record {target}: {err}"
+        );
+        let mut batch = overlay_store::WriteBatch::default();
+        replace_chunk(&mut batch, keys::AUDIT, key, first, &original);
+        sled.commit(batch).unwrap();
+    }
+    drop((cache, sled));
+    let _ = std::fs::remove_dir_all(&dir);
+}
