@@ -1266,7 +1266,7 @@ pub fn seal_record(head: &mut String, r: &mut AuditRecord) -> Vec<u8> {
 pub fn seal_record_into(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<u8>) {
     r.prev_hash = std::mem::take(head);
     bytes.clear();
-    serde_json::to_writer(&mut *bytes, &*r).expect("audit records serialize");
+    r.write_json(bytes);
     assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
     r.hash = hex_lower(&Sha256::digest(&bytes));
     bytes.truncate(bytes.len() - 2);

@@ -295,6 +295,82 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+impl AuditRecord {
+    /// Appends the record's canonical JSON to `out`: the bytes `serde_json`
+    /// writes for it (its derived `Serialize` is the definition; a test
+    /// holds the two equal), written directly for the fields every record
+    /// has and for the most common body, `applied`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"seq\":");
+        push_u64(out, self.seq);
+        out.extend_from_slice(b",\"stream\":");
+        push_json_str(out, &self.stream);
+        out.extend_from_slice(b",\"stream_seq\":");
+        push_u64(out, self.stream_seq);
+        out.extend_from_slice(b",\"event_id\":");
+        match &self.event_id {
+            Some(id) => push_json_str(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"at\":");
+        match &self.at {
+            Some(t) => {
+                out.push(b'"');
+                crate::text::rfc3339_utc(t, out);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        if let Some(h) = &self.household {
+            out.extend_from_slice(b",\"household\":");
+            push_json_str(out, h.as_str());
+        }
+        out.extend_from_slice(b",\"body\":");
+        match &self.body {
+            AuditBody::Applied { event_type, summary } => {
+                out.extend_from_slice(b"{\"kind\":\"applied\",\"event_type\":");
+                push_json_str(out, event_type);
+                out.extend_from_slice(b",\"summary\":");
+                push_json_str(out, summary);
+                out.push(b'}');
+            }
+            body => serde_json::to_writer(&mut *out, body).expect("audit bodies serialize"),
+        }
+        out.extend_from_slice(b",\"prev_hash\":");
+        push_json_str(out, &self.prev_hash);
+        out.extend_from_slice(b",\"hash\":");
+        push_json_str(out, &self.hash);
+        out.push(b'}');
+    }
+}
+
+/// `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `s` as a JSON string, escaped as `serde_json` escapes (only `"`, `\\`
+/// and control characters): copied as it is when it needs none.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("strings serialize");
+    }
+}
+
 /// An input the engine refused, kept with its bytes and the reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -1007,3 +1007,39 @@ fn a_subsets_tracking_error_estimate_grows_as_it_leaves_names_out() {
     let three: BTreeMap<&SecurityId, Decimal> = index.iter().take(3).map(|(s, _)| (s, d("0.3333"))).collect();
     assert!(subset_tracking_error(&index, &three) < d("0.125"));
 }
+
+#[test]
+fn an_audit_records_json_is_what_serde_writes_for_it() {
+    use crate::output::AuditRecord;
+    use std::borrow::Cow;
+    let at = Utc.with_ymd_and_hms(2015, 1, 2, 21, 0, 0).unwrap() + Duration::microseconds(7);
+    let tricky = "a \"quoted\" back\\slash, a tab\t, a bell\u{7}, a line\nbreak, é and ✓, del\u{7f}";
+    let bodies = [
+        AuditBody::Applied { event_type: "price_tick".into(), summary: "A 40.5600".into() },
+        AuditBody::Applied { event_type: Cow::Owned(tricky.into()), summary: tricky.into() },
+        AuditBody::Duplicate { event_type: "fill".into(), first_seq: 42 },
+        AuditBody::Rejected { event_type: None, error: InputErrorKind::Malformed, reason: tricky.into() },
+    ];
+    for body in bodies {
+        for (event_id, at, household) in
+            [(None, None, None), (Some(tricky.to_string()), Some(at), Some(HouseholdId::new("hh-\"1\"")))]
+        {
+            for seq in [0, 7, u64::MAX] {
+                let r = AuditRecord {
+                    seq,
+                    stream: Cow::Owned(format!("household/{tricky}")),
+                    stream_seq: seq / 3,
+                    event_id: event_id.clone(),
+                    at,
+                    household: household.clone(),
+                    body: body.clone(),
+                    prev_hash: "ab".repeat(32),
+                    hash: String::new(),
+                };
+                let mut mine = Vec::new();
+                r.write_json(&mut mine);
+                assert_eq!(String::from_utf8(mine).unwrap(), serde_json::to_string(&r).unwrap());
+            }
+        }
+    }
+}
