@@ -306,13 +306,10 @@ fn checkpoints_hold_the_live_state_and_lookups_from_them_equal_full_folds() {
     assert!(rebuilt.iter().all(|c| c.as_of.seq.is_multiple_of(2 * every)));
 }
 
-#[test]
-fn threaded_verify_reports_what_the_inline_one_does_and_finds_the_same_tampering() {
-    // given a live run copied into a sled store (one that threads can share)
-    let run = live_run(4, 2);
-    let store = run.folder.store();
-    let n = run.states.len() as u64 - 1;
-    let dir = std::env::temp_dir().join(format!("overlay-replay-threaded-{}", std::process::id()));
+/// Every record of `store` copied into a fresh sled store (one that threads
+/// can share) in a temporary directory named after `name`; the caller removes it.
+fn sled_copy(store: &dyn Store, name: &str) -> (std::path::PathBuf, overlay_store::SledStore) {
+    let dir = std::env::temp_dir().join(format!("overlay-replay-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sled = overlay_store::SledStore::open(&dir).unwrap();
     let mut batch = overlay_store::WriteBatch::default();
@@ -321,6 +318,16 @@ fn threaded_verify_reports_what_the_inline_one_does_and_finds_the_same_tampering
         batch.put(k, v);
     }
     sled.commit(batch).unwrap();
+    (dir, sled)
+}
+
+#[test]
+fn threaded_verify_reports_what_the_inline_one_does_and_finds_the_same_tampering() {
+    // given a live run copied into a sled store (one that threads can share)
+    let run = live_run(4, 2);
+    let store = run.folder.store();
+    let n = run.states.len() as u64 - 1;
+    let (dir, sled) = sled_copy(store, "threaded");
     // then the whole journal and a range verify alike, read inline or on threads
     let inline = verify(store, &mut |_, _| {}).unwrap();
     let threaded = crate::verify_range_threaded(&sled, VerifyRange::default(), &mut |_, _| {}).unwrap();
@@ -363,15 +370,7 @@ fn verify_in_segments_from_checkpoints_reports_what_one_fold_does() {
     // given a live run copied into a sled store, and checkpoints every 97 inputs in a tree of their own
     let run = live_run(4, 2);
     let store = run.folder.store();
-    let dir = std::env::temp_dir().join(format!("overlay-replay-segments-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let sled = overlay_store::SledStore::open(&dir).unwrap();
-    let mut batch = overlay_store::WriteBatch::default();
-    for r in store.scan(b"", None) {
-        let (k, v) = r.unwrap();
-        batch.put(k, v);
-    }
-    sled.commit(batch).unwrap();
+    let (dir, sled) = sled_copy(store, "segments");
     let cache = sled.tree(crate::checkpoint::TREE).unwrap();
     let one = verify(store, &mut |_, _| {}).unwrap();
     // (without checkpoints it is the ordinary verify)
