@@ -273,9 +273,49 @@ fn run_command(mut cmd: Command, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
 
 /// Starts `overlay --data-dir DIR <args>` in the background, output discarded
 /// except stderr (kept in a file, for diagnosing an unexpected exit).
-pub fn spawn(dir: &Path, args: &[&str], stderr_to: &Path) -> Child {
+pub fn spawn(dir: &Path, args: &[&str], stderr_to: &Path) -> Running {
     let err = std::fs::File::create(stderr_to).expect("stderr file");
-    command(dir, args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).spawn().expect("spawning overlay")
+    Running::new(
+        command(dir, args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).spawn().expect("spawning overlay"),
+    )
+}
+
+/// A background `overlay`, killed and reaped when dropped: a test that
+/// fails half-way (a panic) leaves no engine following its inputs.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process, no longer killed on drop (for a harness that manages it).
+    pub fn detach(mut self) -> Child {
+        self.0.take().expect("a running process")
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a running process")
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a running process")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            // Nothing happens to a process already waited for.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Events as NDJSON, one event per line, in the JSON form `overlay publish` reads.
@@ -538,15 +578,17 @@ pub fn spawn_kafka(
     extra: &str,
     args: &[&str],
     stderr_to: &Path,
-) -> Child {
+) -> Running {
     let err = std::fs::File::create(stderr_to).expect("stderr file");
-    kafka_command(dir, broker, partitions, extra, args)
-        .env("OVERLAY_LOG", "warn,overlay_kafka=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawning overlay")
+    Running::new(
+        kafka_command(dir, broker, partitions, extra, args)
+            .env("OVERLAY_LOG", "warn,overlay_kafka=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawning overlay"),
+    )
 }
 
 /// Held by the tests whose assertions depend on timing (kills landing

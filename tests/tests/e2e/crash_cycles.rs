@@ -46,7 +46,7 @@ impl<'a> EmbeddedRun<'a> {
 
 impl KillTarget for EmbeddedRun<'_> {
     fn spawn(&mut self, _cycle: u64) -> std::process::Child {
-        spawn(self.dir, self.args, &self.stderr_file())
+        spawn(self.dir, self.args, &self.stderr_file()).detach()
     }
     fn lag(&mut self) -> u64 {
         input_lag(&self.log)

@@ -12,7 +12,7 @@ use overlay_tests::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `[ops]` for the tests: a free loopback port, quick polls, ready only when fully caught up.
@@ -106,7 +106,7 @@ fn num(s: &str) -> u64 {
     s.parse().unwrap_or_else(|_| panic!("not a number: {s}"))
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Running) {
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(term.expect("kill -TERM").success());
     let status = child.wait().expect("reaped");
