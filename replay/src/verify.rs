@@ -8,7 +8,7 @@
 //! depend on all of history), but its outputs are not read back.
 
 use crate::checkpoint::Checkpoint;
-use crate::journal::{check_point, fold_entries, Entry, Fold, Journal, Point, Scope};
+use crate::journal::{check_point, fold_entries, fold_to, Entry, Fold, Journal, Point, Scope};
 use crate::prefetch::{self, Entries, Reader};
 use crate::{show, ReplayError};
 use overlay_core::fold::{every_record, Applied, Touched};
@@ -649,20 +649,15 @@ fn fold_segment(
     let mut report = VerifyReport::default();
     thread::scope(|scope| -> Result<(), ReplayError> {
         let mut checker = Checker::store(Reader::Inline(recorded), scope, counters);
-        let mut unreported = 0;
-        for e in journal.entries(fold.as_of.seq) {
-            let e = e?;
-            if e.seq > end {
-                break;
-            }
-            let applied = fold.step(&e)?.expect("a full fold folds every entry");
-            checker.check(&e, &applied)?;
-            unreported += 1;
-            if unreported == crate::journal::PROGRESS_EVERY {
-                let _ = done.send(std::mem::take(&mut unreported));
-            }
-        }
-        let _ = done.send(unreported);
+        // Progress goes to the caller as inputs checked since the last report.
+        let mut reported = fold.as_of.seq;
+        let mut progress = |seq: u64, _| {
+            let _ = done.send(seq - reported);
+            reported = seq;
+        };
+        fold_to(&journal, fold, Some(Point::Seq(end)), &mut progress, &mut |e, applied, _| {
+            checker.check(e, applied.expect("a full fold folds every entry"))
+        })?;
         if last {
             checker.finish()?;
         }
@@ -768,10 +763,10 @@ fn check_range(journal: &Journal<'_>, range: VerifyRange) -> Result<(), ReplayEr
 }
 
 /// The replayed state as stored records, in a store of its own, for the hash.
-fn state_store(state: &State, touched: &[Touched]) -> Result<MemStore, ReplayError> {
+fn state_store(state: &State, records: &[Touched]) -> Result<MemStore, ReplayError> {
     let store = MemStore::new();
     let mut batch = WriteBatch::default();
-    for t in touched {
+    for t in records {
         let (k, v) = codec::encode_touched(state, t);
         match v {
             Some(v) => batch.put(k, v),
