@@ -16,16 +16,16 @@ pub mod explain;
 pub mod export;
 pub mod journal;
 pub mod prefetch;
+pub mod segments;
 pub mod state_at;
 pub mod verify;
 pub mod view;
 pub mod whatif;
 
 pub use journal::{DayEdge, Point, Scope};
+pub use segments::verify_checkpointed;
 pub use state_at::{state_at, state_at_checkpointed, state_now};
-pub use verify::{
-    verify, verify_checkpointed, verify_range, verify_range_threaded, verify_stream, VerifyRange, VerifyReport,
-};
+pub use verify::{verify, verify_range, verify_range_threaded, verify_stream, VerifyRange, VerifyReport};
 
 use overlay_store::StoreError;
 

@@ -378,18 +378,19 @@ fn verify_in_segments_from_checkpoints_reports_what_one_fold_does() {
     let journal = crate::journal::Journal::open(&sled).unwrap();
     let built = crate::checkpoint::ensure(&journal, &cache, 97, &mut |_, _| {}).unwrap();
     assert!(built.len() >= 4, "{} checkpoints", built.len());
-    // (segments shorter than 4 inputs per state record are not worth loading a checkpoint for: one fold)
+    // (one segment per thread at first; one shorter than 4 times its checkpoint's load is not worth it: one fold)
     assert!(built.iter().all(|c| c.records > 0));
-    assert_eq!(crate::verify::plan_segments(one.inputs, &built, 2, 0).len(), 4);
+    assert_eq!(crate::segments::plan_segments(one.inputs, &built, 2, 0).len(), 2);
+    assert_eq!(crate::segments::plan_segments(one.inputs, &built, 3, 0).len(), 3);
     let small: Vec<_> = built.iter().cloned().map(|c| crate::checkpoint::Checkpoint { records: 10, ..c }).collect();
-    assert_eq!(crate::verify::plan_segments(one.inputs, &small, 2, one.inputs / 20).len(), 2);
-    assert_eq!(crate::verify::plan_segments(one.inputs, &small, 2, one.inputs / 10 + 1).len(), 1);
+    assert_eq!(crate::segments::plan_segments(one.inputs, &small, 2, one.inputs / 80).len(), 2);
+    assert_eq!(crate::segments::plan_segments(one.inputs, &small, 2, one.inputs / 40 + 1).len(), 1);
     let unnoted: Vec<_> = built.iter().cloned().map(|c| crate::checkpoint::Checkpoint { records: 0, ..c }).collect();
-    assert_eq!(crate::verify::plan_segments(one.inputs, &unnoted, 2, 0).len(), 1);
+    assert_eq!(crate::segments::plan_segments(one.inputs, &unnoted, 2, 0).len(), 1);
     // then verify in segments, on 2 or 3 threads, reports what one fold does, and its progress reaches the end
     for workers in [2, 3] {
         let mut last = 0;
-        assert_eq!(crate::verify::verify_in_segments(&sled, &cache, workers, 0, &mut |d, _| last = d).unwrap(), one);
+        assert_eq!(crate::segments::verify_in_segments(&sled, &cache, workers, 0, &mut |d, _| last = d).unwrap(), one);
         assert_eq!(last, one.inputs);
     }
 
@@ -404,7 +405,7 @@ fn verify_in_segments_from_checkpoints_reports_what_one_fold_does() {
     }
     cache.commit(batch).unwrap();
     // then no segment is trusted from them: verify starts over and still reports the same
-    assert_eq!(crate::verify::verify_in_segments(&sled, &cache, 2, 0, &mut |_, _| {}).unwrap(), one);
+    assert_eq!(crate::segments::verify_in_segments(&sled, &cache, 2, 0, &mut |_, _| {}).unwrap(), one);
     let mut batch = overlay_store::WriteBatch::default();
     for r in cache.scan(b"", None) {
         batch.delete(r.unwrap().0);
@@ -422,7 +423,7 @@ fn verify_in_segments_from_checkpoints_reports_what_one_fold_does() {
         let mut batch = overlay_store::WriteBatch::default();
         replace_chunk(&mut batch, keys::AUDIT, key.clone(), first, &records);
         sled.commit(batch).unwrap();
-        let err = crate::verify::verify_in_segments(&sled, &cache, 2, 0, &mut |_, _| {}).unwrap_err();
+        let err = crate::segments::verify_in_segments(&sled, &cache, 2, 0, &mut |_, _| {}).unwrap_err();
         assert!(
             matches!(err, ReplayError::OutputMismatch { stream: "audit records", seq, .. } if seq == target),
             "record {target}: {err}"

@@ -7,8 +7,7 @@
 //! outputs are compared. Every input before it is still folded (decisions
 //! depend on all of history), but its outputs are not read back.
 
-use crate::checkpoint::Checkpoint;
-use crate::journal::{check_point, fold_entries, fold_to, Entry, Fold, Journal, Point, Scope};
+use crate::journal::{check_point, fold_entries, Entry, Fold, Journal, Point, Scope};
 use crate::prefetch::{self, Entries, Reader};
 use crate::{show, ReplayError};
 use overlay_core::fold::{every_record, Applied, Touched};
@@ -74,12 +73,12 @@ impl std::fmt::Display for Where {
 
 type Records<'a> = Box<dyn Iterator<Item = Result<(Where, Vec<u8>), ReplayError>> + 'a>;
 
-struct Stream<'a> {
+pub(crate) struct Stream<'a> {
     name: &'static str,
     records: Records<'a>,
     /// The last record matched, kept when repeats are tolerated.
     last: Option<Vec<u8>>,
-    count: u64,
+    pub(crate) count: u64,
 }
 
 impl Stream<'_> {
@@ -122,10 +121,10 @@ impl Stream<'_> {
 }
 
 /// Compares each replayed input's outputs with the recorded streams.
-struct Checker<'a> {
-    orders: Stream<'a>,
-    audit: Stream<'a>,
-    dead_letters: Stream<'a>,
+pub(crate) struct Checker<'a> {
+    pub(crate) orders: Stream<'a>,
+    pub(crate) audit: Stream<'a>,
+    pub(crate) dead_letters: Stream<'a>,
     skip_reference_dead_letters: bool,
     tolerate_repeats: bool,
     repeats: u64,
@@ -163,7 +162,7 @@ impl<'a> Checker<'a> {
     }
 
     /// The store's output streams from the given counters on, read as `reader` reads.
-    fn store<'scope, 'env>(
+    pub(crate) fn store<'scope, 'env>(
         reader: Reader<'a>,
         scope: &'scope thread::Scope<'scope, 'env>,
         after: (u64, u64, u64),
@@ -196,7 +195,7 @@ impl<'a> Checker<'a> {
 
     /// All of an input's outputs, in the order they were recorded: its
     /// orders, its audit records, its dead letter.
-    fn check(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
+    pub(crate) fn check(&mut self, e: &Entry, applied: &Applied) -> Result<(), ReplayError> {
         self.check_orders(e, applied)?;
         for (a, bytes) in applied.audit.iter().zip(&applied.audit_json) {
             self.check_audit(e, a.seq, bytes)?;
@@ -231,7 +230,7 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), ReplayError> {
+    pub(crate) fn finish(&mut self) -> Result<(), ReplayError> {
         self.orders.finish()?;
         self.audit.finish()?;
         self.dead_letters.finish()
@@ -458,223 +457,6 @@ fn verify_pipelined(
     Ok(report)
 }
 
-/// [`verify`] of the whole journal, in segments checked side by side when
-/// `checkpoints` holds checkpoints for it ([`crate::checkpoint`], as
-/// `state --at` builds them) and the machine has more than one core;
-/// otherwise as [`verify_range_threaded`]. Same checks, same result.
-///
-/// Each segment runs from a checkpoint (the first from the empty state) to
-/// the next segment's start, on one thread: read, fold, seal and compare
-/// inline (nothing crosses threads). A checkpoint is never trusted: the
-/// state a segment ends with must equal the one the next segment started
-/// from, so the segments together are the one fold from the empty state.
-/// If a pair differs (checkpoints from another build, say), or a segment
-/// that started from a checkpoint fails, the journal is verified again from
-/// the start the ordinary way, and that one fold's report is the answer.
-pub fn verify_checkpointed(
-    recorded: &(dyn Store + Sync),
-    checkpoints: &(dyn Store + Sync),
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<VerifyReport, ReplayError> {
-    let workers = thread::available_parallelism().map_or(1, |n| n.get());
-    verify_in_segments(recorded, checkpoints, workers, SEGMENT_INPUTS_PER_RECORD, progress)
-}
-
-/// [`verify_checkpointed`] on `workers` threads, with segments of at least
-/// `inputs_per_record` inputs per state record.
-pub(crate) fn verify_in_segments(
-    recorded: &(dyn Store + Sync),
-    checkpoints: &(dyn Store + Sync),
-    workers: usize,
-    inputs_per_record: u64,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<VerifyReport, ReplayError> {
-    let journal = Journal::open(recorded)?;
-    let have = crate::checkpoint::stored(&journal, checkpoints)?;
-    let segments = plan_segments(journal.len, &have, workers, inputs_per_record);
-    if workers < 2 || segments.len() < 2 {
-        return verify_range_threaded(recorded, VerifyRange::default(), progress);
-    }
-    let len = journal.len;
-    let settings = journal.settings.clone();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<u64>();
-    let mut results: Vec<(usize, Segment)> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.min(segments.len()))
-            .map(|_| {
-                let (segments, next, settings, done) = (&segments, &next, &settings, done_tx.clone());
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(start, end)) = segments.get(i) else { return out };
-                        let r = verify_segment(recorded, checkpoints, settings, start, end, end == len, &done);
-                        out.push((i, r));
-                    }
-                })
-            })
-            .collect();
-        drop(done_tx);
-        let mut checked = 0;
-        for n in done_rx {
-            checked += n;
-            progress(checked, len);
-        }
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    let mut report = VerifyReport { inputs: len, checked_first: 1, checked_last: len, ..VerifyReport::default() };
-    let mut ends_with: Option<Box<State>> = None;
-    for (i, seg) in results {
-        let ended = match seg {
-            Segment::Ran { starts_from, ended } if starts_from == ends_with => ended,
-            // The checkpoint is not the state the fold reached there (or it
-            // would not load): start over from the empty state.
-            _ => return verify_range_threaded(recorded, VerifyRange::default(), progress),
-        };
-        let ended = match ended {
-            Ok(ended) => ended,
-            Err(e) if i == 0 => return Err(e),
-            // A segment from a checkpoint failed: the state it started from
-            // equals the one the fold reached there, but the one fold from
-            // the empty state has the last word on what it reports.
-            Err(_) => return verify_range_threaded(recorded, VerifyRange::default(), progress),
-        };
-        report.orders += ended.counts.0;
-        report.audit += ended.counts.1;
-        report.dead_letters += ended.counts.2;
-        ends_with = ended.ends_with;
-        report.state_hash = ended.state_hash;
-    }
-    progress(len, len);
-    Ok(report)
-}
-
-/// Journal inputs a segment must hold per state record its checkpoint
-/// holds: loading a checkpoint decodes every record (a few microseconds
-/// each, about what folding an input takes), so a segment much shorter than
-/// its state costs more to start than it saves.
-const SEGMENT_INPUTS_PER_RECORD: u64 = 4;
-
-/// Where each segment starts (a checkpoint; None: the empty state) and its
-/// last input: up to twice as many segments as `workers` (a thread that
-/// finishes early takes the next), at the checkpoints nearest to equal
-/// shares, each at least `inputs_per_record` inputs per state record. One
-/// segment (the whole journal) when that leaves no room for two.
-pub(crate) fn plan_segments(
-    len: u64,
-    have: &[Checkpoint],
-    workers: usize,
-    inputs_per_record: u64,
-) -> Vec<(Option<&Checkpoint>, u64)> {
-    let usable: Vec<&Checkpoint> = have.iter().filter(|c| c.as_of.seq > 0 && c.as_of.seq < len).collect();
-    // Checkpoints from a build that did not note their size are not split at.
-    let records = usable.iter().map(|c| c.records).max().unwrap_or(0);
-    let by_size = match (records, inputs_per_record) {
-        (0, _) => 1,
-        (_, 0) => u64::MAX,
-        (r, k) => len / (k * r),
-    };
-    let wanted = (2 * workers as u64).min(usable.len() as u64 + 1).min(by_size).max(1);
-    let mut starts: Vec<&Checkpoint> = Vec::new();
-    for j in 1..wanted {
-        let target = len * j / wanted;
-        let after = starts.last().map_or(0, |c| c.as_of.seq);
-        let nearest = usable.iter().filter(|c| c.as_of.seq > after).min_by_key(|c| c.as_of.seq.abs_diff(target));
-        if let Some(c) = nearest {
-            starts.push(c);
-        }
-    }
-    let mut segments = Vec::with_capacity(starts.len() + 1);
-    let mut start = None;
-    for c in starts {
-        segments.push((start, c.as_of.seq));
-        start = Some(c);
-    }
-    segments.push((start, len));
-    segments
-}
-
-/// What one segment found.
-enum Segment {
-    /// Its checkpoint would not load.
-    Unloadable,
-    /// It ran from this state (None: the empty state).
-    Ran { starts_from: Option<Box<State>>, ended: Result<Ended, ReplayError> },
-}
-
-struct Ended {
-    /// The state it ended with (None: the last segment, which compares its
-    /// state with the recorded one instead).
-    ends_with: Option<Box<State>>,
-    counts: (u64, u64, u64),
-    state_hash: Option<String>,
-}
-
-/// Folds the journal after `start` through input `end` on this thread,
-/// comparing every output with the recorded one; `last`: at the journal's
-/// end, where no recorded output may be left over and the state hash is compared.
-fn verify_segment(
-    recorded: &(dyn Store + Sync),
-    checkpoints: &(dyn Store + Sync),
-    settings: &EngineSettings,
-    start: Option<&Checkpoint>,
-    end: u64,
-    last: bool,
-    done: &std::sync::mpsc::Sender<u64>,
-) -> Segment {
-    let (mut fold, starts_from) = match start {
-        None => (Fold::new(settings.clone(), Scope::All), None),
-        Some(c) => match crate::checkpoint::resume(checkpoints, c, Scope::All) {
-            Ok(fold) => {
-                let state = Box::new(fold.state.clone());
-                (fold, Some(state))
-            }
-            Err(_) => return Segment::Unloadable,
-        },
-    };
-    Segment::Ran { ended: fold_segment(recorded, &mut fold, end, last, done), starts_from }
-}
-
-fn fold_segment(
-    recorded: &(dyn Store + Sync),
-    fold: &mut Fold,
-    end: u64,
-    last: bool,
-    done: &std::sync::mpsc::Sender<u64>,
-) -> Result<Ended, ReplayError> {
-    let journal = Journal::open(recorded)?;
-    let m = &fold.state.meta;
-    let counters = (m.order_seq, m.audit_seq, m.dead_letter_seq);
-    let mut report = VerifyReport::default();
-    thread::scope(|scope| -> Result<(), ReplayError> {
-        let mut checker = Checker::store(Reader::Inline(recorded), scope, counters);
-        // Progress goes to the caller as inputs checked since the last report.
-        let mut reported = fold.as_of.seq;
-        let mut progress = |seq: u64, _| {
-            let _ = done.send(seq - reported);
-            reported = seq;
-        };
-        fold_to(&journal, fold, Some(Point::Seq(end)), &mut progress, &mut |e, applied, _| {
-            checker.check(e, applied.expect("a full fold folds every entry"))
-        })?;
-        if last {
-            checker.finish()?;
-        }
-        report.orders = checker.orders.count;
-        report.audit = checker.audit.count;
-        report.dead_letters = checker.dead_letters.count;
-        Ok(())
-    })?;
-    let ends_with = if last {
-        compare_state(recorded, &fold.state, &mut report)?;
-        None
-    } else {
-        Some(Box::new(std::mem::take(&mut fold.state)))
-    };
-    Ok(Ended { ends_with, counts: (report.orders, report.audit, report.dead_letters), state_hash: report.state_hash })
-}
-
 /// The error for a range that holds no recorded input.
 fn nothing_in(range: VerifyRange, len: u64) -> ReplayError {
     ReplayError::Range(format!(
@@ -687,7 +469,7 @@ fn nothing_in(range: VerifyRange, len: u64) -> ReplayError {
 /// Compares the replayed state (every record of it: what the inputs left
 /// behind) with the recorded one by their hashes, naming the first
 /// difference if they differ.
-fn compare_state(recorded: &dyn Store, state: &State, report: &mut VerifyReport) -> Result<(), ReplayError> {
+pub(crate) fn compare_state(recorded: &dyn Store, state: &State, report: &mut VerifyReport) -> Result<(), ReplayError> {
     let replayed = state_store(state, &every_record(state))?;
     let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
     if a != b {
