@@ -58,6 +58,8 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/overlay.v1.rs"));
 }
 
+mod wire;
+
 // ---------------------------------------------------------------------------
 // Public API
 // ---------------------------------------------------------------------------
@@ -70,6 +72,14 @@ pub fn encode_envelope(env: &Envelope) -> Vec<u8> {
 /// Decodes and validates the protobuf form of one event: the twin of
 /// [`overlay_core::event::decode_json`].
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, InputError> {
+    match wire::price_tick(bytes) {
+        Some(tick) => tick,
+        None => decode_general(bytes),
+    }
+}
+
+/// [`decode_envelope`] through prost's message, for every payload.
+fn decode_general(bytes: &[u8]) -> Result<Envelope, InputError> {
     let msg = pb::Envelope::decode(bytes).map_err(|e| malformed(format!("not a valid protobuf Envelope: {e}")))?;
     envelope_from_pb(msg)
 }
@@ -108,7 +118,7 @@ pub fn encode_dead_letter(letter: &DeadLetter) -> Vec<u8> {
 // Field helpers
 // ---------------------------------------------------------------------------
 
-fn malformed(message: String) -> InputError {
+pub(crate) fn malformed(message: String) -> InputError {
     InputError::new(InputErrorKind::Malformed, message)
 }
 
@@ -124,7 +134,7 @@ fn is_decimal_text(s: &str) -> bool {
     all_digits(int) && frac.is_none_or(all_digits)
 }
 
-fn dec(field: &str, s: &str) -> Result<Decimal, InputError> {
+pub(crate) fn dec(field: &str, s: &str) -> Result<Decimal, InputError> {
     if !is_decimal_text(s) {
         return Err(malformed(format!("{field}: {s:?} is not a decimal number")));
     }
@@ -142,7 +152,7 @@ fn date(field: &str, s: &str) -> Result<NaiveDate, InputError> {
     parsed.ok_or_else(|| malformed(format!("{field}: {s:?} is not a date (YYYY-MM-DD)")))
 }
 
-fn time(field: &str, micros: i64) -> Result<DateTime<Utc>, InputError> {
+pub(crate) fn time(field: &str, micros: i64) -> Result<DateTime<Utc>, InputError> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| malformed(format!("{field}: {micros} microseconds is out of the supported time range")))
 }

@@ -605,3 +605,115 @@ fn a_dead_letter_encodes_every_field() {
         (5, None, "overlay.events/3/1200", "0a0165")
     );
 }
+
+mod price_tick_bytes {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Mostly valid, so that changed bytes often still decode.
+        prop_oneof![
+            6 => "[A-Za-z0-9._-]{1,12}",
+            1 => Just(String::new()),
+            1 => "[ -~]{0,8}",
+            1 => any::<String>().prop_map(|s| s.chars().take(6).collect()),
+        ]
+    }
+
+    fn price() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => (1u64..10_000_000, 0u32..6).prop_map(|(n, scale)| Decimal::new(n as i64, scale).to_string()),
+            1 => Just("0".to_string()),
+            1 => Just("-1.5".to_string()),
+            1 => Just("1e3".to_string()),
+            1 => "[0-9.+-]{0,40}",
+        ]
+    }
+
+    fn micros() -> impl Strategy<Value = i64> {
+        prop_oneof![6 => 1_400_000_000_000_000i64..1_500_000_000_000_000, 1 => any::<i64>(), 1 => Just(0i64)]
+    }
+
+    prop_compose! {
+        fn tick_bytes()(
+            event_id in text(),
+            producer in text(),
+            event_time in micros(),
+            schema_version in prop_oneof![6 => Just(1u32), 1 => Just(0u32), 1 => any::<u32>()],
+            security in text(),
+            price in price(),
+            as_of in micros(),
+        ) -> Vec<u8> {
+            pb::Envelope {
+                event_id,
+                producer,
+                event_time,
+                schema_version,
+                payload: Some(pb::envelope::Payload::PriceTick(pb::PriceTick { security, price, as_of })),
+            }
+            .encode_to_vec()
+        }
+    }
+
+    /// Bytes changed as a broken or hostile producer might: a byte changed,
+    /// cut short, a byte put in, or two parts swapped.
+    fn mangled() -> impl Strategy<Value = Vec<u8>> {
+        (tick_bytes(), 0usize..4, any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+            |(mut b, how, i, j, x)| {
+                if b.is_empty() {
+                    return b;
+                }
+                let (i, j) = (i.index(b.len()), j.index(b.len()));
+                match how {
+                    0 => b[i] = x,
+                    1 => b.truncate(i),
+                    2 => b.insert(i, x),
+                    _ => {
+                        let (lo, hi) = (i.min(j), i.max(j));
+                        b[lo..].rotate_left(hi - lo);
+                    }
+                }
+                b
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn a_tick_as_prost_writes_it_is_read_straight_with_the_general_result(bytes in tick_bytes()) {
+            // given a price tick envelope as prost encodes it, valid or not
+            // when it is read straight from its bytes
+            let straight = wire::price_tick(&bytes);
+            // then it is (never left to the general path), and gives what the general path gives
+            prop_assert!(straight.is_some());
+            prop_assert_eq!(straight.unwrap(), decode_general(&bytes));
+        }
+
+        #[test]
+        fn changed_bytes_decode_as_the_general_path_decodes_them(bytes in mangled()) {
+            // given the bytes of a tick with a byte changed, cut, added or parts swapped
+            // when they are decoded
+            // then the result is the general path's, whichever path read them
+            if let Some(straight) = wire::price_tick(&bytes) {
+                prop_assert_eq!(straight, decode_general(&bytes));
+            }
+            prop_assert_eq!(decode_envelope(&bytes), decode_general(&bytes));
+        }
+    }
+
+    #[test]
+    fn other_payloads_and_unusual_layouts_are_left_to_the_general_path() {
+        // given a model, and a tick whose fields come out of order, repeated or with an unknown one
+        let model = encode_envelope(&envelope(every_payload().remove(1)));
+        let tick = price_tick_pb("12.50").encode_to_vec();
+        let reordered = [&tick[tick.len() - 20..], &tick[..tick.len() - 20]].concat();
+        let repeated = [&tick[..], &tick[..]].concat();
+        let unknown = [&tick[..], &[0x28, 0x01][..]].concat();
+        // then the fast path reads only the tick, and every one decodes as the general path decodes it
+        assert!(wire::price_tick(&tick).is_some());
+        for b in [&model, &reordered, &repeated, &unknown] {
+            assert!(wire::price_tick(b).is_none());
+            assert_eq!(decode_envelope(b), decode_general(b));
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The commonest input, a price tick, read straight from its protobuf bytes.
+//!
+//! A replay reads every tick again, so decoding them is a good part of its
+//! time; the general path builds prost's message first (a string for the
+//! price, the oneof machinery) and converts it after. This reads the bytes
+//! as prost writes them: the envelope's fields in field order, each at most
+//! once, then the tick's, with no unknown field. Anything else (another
+//! payload, fields out of order or repeated, a malformed varint, text that
+//! is not UTF-8) is left to the general path by returning None, so the
+//! result is always the general path's, errors included (a property test
+//! holds the two equal).
+
+use crate::{dec, time};
+use overlay_core::event::{Envelope, InputError, Payload, PriceTick};
+use overlay_core::ids::SecurityId;
+
+/// Protobuf wire types.
+const VARINT: u64 = 0;
+const LEN: u64 = 2;
+
+/// The envelope's payload field for a price tick (`price_tick = 12`).
+const PRICE_TICK_FIELD: u64 = 12;
+
+/// The envelope of a price tick in the layout prost writes, decoded and
+/// validated as [`crate::decode_envelope`] would; None for any other bytes.
+pub(crate) fn price_tick(bytes: &[u8]) -> Option<Result<Envelope, InputError>> {
+    let mut r = Reader { buf: bytes, at: 0 };
+    let (mut event_id, mut producer, mut event_time, mut schema_version) = ("", "", 0i64, 0u32);
+    let mut tick = None;
+    let mut last = 0;
+    while r.at < bytes.len() {
+        let key = r.varint()?;
+        let field = key >> 3;
+        if field <= last {
+            return None;
+        }
+        last = field;
+        match (field, key & 7) {
+            (1, LEN) => event_id = r.text()?,
+            (2, LEN) => producer = r.text()?,
+            // prost reads an int64 as the varint's bits.
+            (3, VARINT) => event_time = r.varint()? as i64,
+            (4, VARINT) => schema_version = u32::try_from(r.varint()?).ok()?,
+            (PRICE_TICK_FIELD, LEN) => tick = Some(tick_fields(r.bytes()?)?),
+            _ => return None,
+        }
+    }
+    let (security, price, as_of) = tick?;
+    Some(envelope(event_id, producer, event_time, schema_version, security, price, as_of))
+}
+
+/// A `PriceTick` message's fields: security, price text, as-of micros.
+fn tick_fields(bytes: &[u8]) -> Option<(&str, &str, i64)> {
+    let mut r = Reader { buf: bytes, at: 0 };
+    let (mut security, mut price, mut as_of) = ("", "", 0i64);
+    let mut last = 0;
+    while r.at < bytes.len() {
+        let key = r.varint()?;
+        let field = key >> 3;
+        if field <= last {
+            return None;
+        }
+        last = field;
+        match (field, key & 7) {
+            (1, LEN) => security = r.text()?,
+            (2, LEN) => price = r.text()?,
+            (3, VARINT) => as_of = r.varint()? as i64,
+            _ => return None,
+        }
+    }
+    Some((security, price, as_of))
+}
+
+/// The domain envelope, converted in the order [`crate::envelope_from_pb`]
+/// converts (so the first error is the same) and validated.
+fn envelope(
+    event_id: &str,
+    producer: &str,
+    event_time: i64,
+    schema_version: u32,
+    security: &str,
+    price: &str,
+    as_of: i64,
+) -> Result<Envelope, InputError> {
+    let event_time = time("event_time", event_time)?;
+    let payload = Payload::PriceTick(PriceTick {
+        security: SecurityId(security.to_string()),
+        price: dec("price_tick.price", price)?,
+        as_of: time("price_tick.as_of", as_of)?,
+    });
+    let env = Envelope {
+        event_id: event_id.to_string(),
+        producer: producer.to_string(),
+        event_time,
+        schema_version,
+        payload,
+    };
+    env.validate().map_err(|e| e.concerning(&env))?;
+    Ok(env)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A varint of at most 10 bytes whose value fits 64 bits (what prost accepts).
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let b = *self.buf.get(self.at)?;
+            self.at += 1;
+            if i == 9 && b > 1 {
+                return None;
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        let end = self.at.checked_add(n)?;
+        let b = self.buf.get(self.at..end)?;
+        self.at = end;
+        Some(b)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+}
