@@ -221,11 +221,12 @@ fn household_of(p: &Payload) -> Option<HouseholdId> {
 }
 
 fn summarize(p: &Payload) -> String {
-    use std::fmt::Write;
     if let Payload::PriceTick(e) = p {
         // The hottest input: written straight into one right-sized string.
         let mut s = String::with_capacity(e.security.as_str().len() + 24);
-        let _ = write!(s, "{} {}", e.security, e.price);
+        s.push_str(e.security.as_str());
+        s.push(' ');
+        crate::text::push_decimal(&mut s, e.price);
         return s;
     }
     match p {
@@ -1268,7 +1269,8 @@ pub fn seal_record_into(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<
     bytes.clear();
     r.write_json(bytes);
     assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
-    r.hash = hex_lower(&Sha256::digest(&bytes));
+    r.hash.clear();
+    crate::text::push_hex(&mut r.hash, &Sha256::digest(&bytes));
     bytes.truncate(bytes.len() - 2);
     bytes.extend_from_slice(r.hash.as_bytes());
     bytes.extend_from_slice(b"\"}");

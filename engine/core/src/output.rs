@@ -362,7 +362,7 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 /// `s` as a JSON string, escaped as `serde_json` escapes (only `"`, `\\`
 /// and control characters): copied as it is when it needs none.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !crate::text::needs_json_escape(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
