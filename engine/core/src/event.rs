@@ -742,7 +742,14 @@ fn check_id(field: &str, value: &str) -> Result<(), InputError> {
     if value.len() > ID_LEN_MAX {
         return Err(InputError::invalid(format!("{field} is longer than {ID_LEN_MAX} bytes")));
     }
-    if value.chars().any(|c| c.is_control() || c == '/') {
+    // (ASCII's control characters are those below 0x20 and 0x7f; the rest of
+    // Unicode's, 0x80..=0x9f, are not ASCII.)
+    let bad = if value.is_ascii() {
+        value.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'/')
+    } else {
+        value.chars().any(|c| c.is_control() || c == '/')
+    };
+    if bad {
         return Err(InputError::invalid(format!("{field} {value:?} contains a control character or '/'")));
     }
     Ok(())
@@ -1150,4 +1157,21 @@ pub fn decode_json(bytes: &[u8]) -> Result<Envelope, InputError> {
         .map_err(|e| InputError::new(InputErrorKind::Malformed, format!("not a valid event: {e}")))?;
     env.validate().map_err(|e| e.concerning(&env))?;
     Ok(env)
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::check_id;
+
+    #[test]
+    fn an_id_is_refused_for_a_control_character_or_a_slash_ascii_or_not() {
+        // given ids with each ASCII byte in turn, and some with other characters
+        let others = ['\u{80}', '\u{9f}', '\u{a0}', 'é', '\u{2028}', '/'];
+        let ids = (0..=127u8).map(char::from).chain(others).map(|c| format!("ab{c}cd"));
+        for id in ids {
+            // then one is refused exactly when a character is a control character or '/'
+            let plain = id.chars().any(|c| c.is_control() || c == '/');
+            assert_eq!(check_id("id", &id).is_err(), plain, "{id:?}");
+        }
+    }
 }

@@ -117,7 +117,7 @@ pub fn every_record(state: &State) -> Vec<Touched> {
         }
     }
     all.extend(state.meta.seen.sorted_ids().into_iter().map(|id| Touched::Seen(id.to_string())));
-    all.extend(state.meta.chains.keys().map(|c| Touched::Chain(Cow::Owned(c.clone()))));
+    all.extend(state.meta.chains.keys().map(|c| Touched::Chain(Cow::Owned(c.to_string()))));
     all.sort_unstable();
     all
 }
@@ -1207,10 +1207,7 @@ pub fn apply(state: &mut State, d: Decision) -> Applied {
     for (i, draft) in d.audit.into_iter().enumerate() {
         let stream: Cow<'static, str> =
             draft.household.as_ref().map_or(Cow::Borrowed(REFERENCE_STREAM), |h| Cow::Owned(format!("household/{h}")));
-        let head = match state.meta.chains.get_mut(stream.as_ref()) {
-            Some(head) => head,
-            None => state.meta.chains.entry(stream.to_string()).or_default(),
-        };
+        let head = state.meta.chains.head_mut(&stream);
         head.count += 1;
         state.meta.audit_seq += 1;
         audit.push(AuditRecord {

@@ -1043,3 +1043,33 @@ fn an_audit_records_json_is_what_serde_writes_for_it() {
         }
     }
 }
+
+#[test]
+fn chain_heads_are_kept_and_listed_as_one_map_by_name_would_keep_them() {
+    use crate::state::{ChainHead, Chains};
+    use std::collections::BTreeMap;
+    // given streams named before, at and after the reference stream's name
+    let names = ["household/hh-2", REFERENCE_STREAM, "ref", "referencez", "household/hh-1", "zeta", "a"];
+    let mut chains = Chains::default();
+    let mut map = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let head = ChainHead { count: i as u64 + 1, hash: format!("h{i}") };
+        if i % 2 == 0 {
+            chains.insert(name.to_string(), head.clone());
+        } else {
+            *chains.head_mut(name) = head.clone();
+        }
+        map.insert(name.to_string(), head);
+    }
+    // then each is found by name, listed in name order, and serialized as the map is
+    let listed: Vec<_> = chains.iter().map(|(k, h)| (k.to_string(), h.clone())).collect();
+    assert_eq!(listed, map.clone().into_iter().collect::<Vec<_>>());
+    assert_eq!(chains.len(), map.len());
+    for (name, head) in &map {
+        assert_eq!(chains.get(name), Some(head));
+    }
+    assert_eq!(chains.get("nope"), None);
+    assert_eq!(serde_json::to_string(&chains).unwrap(), serde_json::to_string(&map).unwrap());
+    let back: Chains = serde_json::from_str(&serde_json::to_string(&map).unwrap()).unwrap();
+    assert_eq!(back, chains);
+}

@@ -85,22 +85,25 @@ fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
 /// 3, 6 or 9 digits only when non-zero), for years 0..=9999 without leap
 /// seconds; anything else is left to chrono.
 pub fn rfc3339_utc(t: &DateTime<Utc>, out: &mut Vec<u8>) {
-    let nanos = t.nanosecond();
-    if !(0..=9999).contains(&t.year()) || nanos >= 1_000_000_000 {
+    // Each field read from the DateTime converts it to local (UTC) time
+    // again; read them from that conversion, done once.
+    let (date, time) = (t.date_naive(), t.time());
+    let nanos = time.nanosecond();
+    if !(0..=9999).contains(&date.year()) || nanos >= 1_000_000_000 {
         out.extend_from_slice(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes());
         return;
     }
-    push_digits(out, t.year() as u32, 4);
+    push_digits(out, date.year() as u32, 4);
     out.push(b'-');
-    push_digits(out, t.month(), 2);
+    push_digits(out, date.month(), 2);
     out.push(b'-');
-    push_digits(out, t.day(), 2);
+    push_digits(out, date.day(), 2);
     out.push(b'T');
-    push_digits(out, t.hour(), 2);
+    push_digits(out, time.hour(), 2);
     out.push(b':');
-    push_digits(out, t.minute(), 2);
+    push_digits(out, time.minute(), 2);
     out.push(b':');
-    push_digits(out, t.second(), 2);
+    push_digits(out, time.second(), 2);
     if nanos != 0 {
         out.push(b'.');
         if nanos.is_multiple_of(1_000_000) {
