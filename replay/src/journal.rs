@@ -7,7 +7,7 @@
 use crate::ReplayError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use overlay_core::event::{Envelope, EventKey, InputError};
-use overlay_core::fold::{apply, decide, step, Applied, Input};
+use overlay_core::fold::{apply, decide, seal_reusing, Applied, Input};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
@@ -210,18 +210,20 @@ pub struct Fold {
     /// Entries folded and skipped.
     pub folded: u64,
     pub skipped: u64,
+    /// Audit JSON buffers of the last input folded, handed back ([`Fold::recycle`]).
+    spare: Vec<Vec<u8>>,
 }
 
 impl Fold {
     pub fn new(settings: EngineSettings, scope: Scope) -> Self {
         let mut state = State::default();
         state.meta.settings = settings;
-        Self { state, scope, skipped_ids: HashSet::default(), as_of: AsOf::default(), folded: 0, skipped: 0 }
+        Self::resume(state, scope, AsOf::default())
     }
 
     /// A fold that goes on from `state`, the state after the input `as_of`.
     pub fn resume(state: State, scope: Scope, as_of: AsOf) -> Self {
-        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0 }
+        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0, spare: Vec::new() }
     }
 
     pub fn scope(&self) -> &Scope {
@@ -287,11 +289,18 @@ impl Fold {
         // The state version the engine had when it folded this input.
         self.state.meta.applied = e.seq - 1;
         self.folded += 1;
-        if seal {
-            return Ok(Some(step(&mut self.state, e.input())));
-        }
         let decision = decide(&self.state, e.input());
-        Ok(Some(apply(&mut self.state, decision)))
+        let mut applied = apply(&mut self.state, decision);
+        if seal {
+            seal_reusing(&mut self.state, &mut applied, std::mem::take(&mut self.spare));
+        }
+        Ok(Some(applied))
+    }
+
+    /// Hands back what folding an input produced once it is used: its audit
+    /// JSON buffers serve the next input.
+    pub fn recycle(&mut self, applied: Applied) {
+        self.spare = applied.audit_json;
     }
 }
 
@@ -336,6 +345,9 @@ pub fn fold_entries(
         }
         let applied = fold.step(&e)?;
         visit(&e, applied.as_ref(), &fold.state)?;
+        if let Some(applied) = applied {
+            fold.recycle(applied);
+        }
         if e.seq.is_multiple_of(PROGRESS_EVERY) {
             progress(e.seq, total);
         }

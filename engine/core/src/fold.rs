@@ -1238,11 +1238,23 @@ const UNSEALED_TAIL: &[u8] = br#","hash":""}"#;
 /// JSON with an empty `hash`. Serializes each record once; the sealed bytes
 /// are kept in `audit_json` for the store.
 pub fn seal(state: &mut State, applied: &mut Applied) {
-    applied.audit_json.reserve(applied.audit.len());
-    for r in applied.audit.iter_mut() {
+    seal_reusing(state, applied, Vec::new());
+}
+
+/// [`seal`] into the buffers of `spare` (the `audit_json` of an earlier
+/// input, its bytes overwritten), for a caller that folds many inputs and
+/// hands each one's buffers back.
+pub fn seal_reusing(state: &mut State, applied: &mut Applied, spare: Vec<Vec<u8>>) {
+    let mut json = spare;
+    json.truncate(applied.audit.len());
+    for (i, r) in applied.audit.iter_mut().enumerate() {
         let head = state.meta.chains.get_mut(r.stream.as_ref()).expect("apply opened the stream");
-        applied.audit_json.push(seal_record(&mut head.hash, r));
+        match json.get_mut(i) {
+            Some(bytes) => seal_record_into(&mut head.hash, r, bytes),
+            None => json.push(seal_record(&mut head.hash, r)),
+        }
     }
+    applied.audit_json = json;
 }
 
 /// Bytes first set aside for a sealed audit record (most are 300–500 bytes).
@@ -1266,12 +1278,16 @@ pub fn seal_record_into(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<
     bytes.clear();
     r.write_json(bytes);
     assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
-    r.hash.clear();
-    crate::text::push_hex(&mut r.hash, &Sha256::digest(&bytes));
+    let digest = Sha256::digest(&bytes);
     bytes.truncate(bytes.len() - 2);
-    bytes.extend_from_slice(r.hash.as_bytes());
+    let at = bytes.len();
+    crate::text::push_hex_bytes(bytes, &digest);
+    let hash = std::str::from_utf8(&bytes[at..]).expect("hex digits are ASCII");
+    r.hash.clear();
+    r.hash.push_str(hash);
+    head.clear();
+    head.push_str(hash);
     bytes.extend_from_slice(b"\"}");
-    head.clone_from(&r.hash);
 }
 
 /// The hash a sealed record must carry: SHA-256 over its canonical JSON with

@@ -19,12 +19,27 @@ pub fn hex_lower(bytes: &[u8]) -> String {
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
     let mut buf = [0u8; 64];
     for block in bytes.chunks(32) {
-        for (pair, b) in buf.chunks_exact_mut(2).zip(block) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0x0f)];
-        }
-        out.push_str(std::str::from_utf8(&buf[..2 * block.len()]).expect("hex digits are ASCII"));
+        let n = hex_block(block, &mut buf);
+        out.push_str(std::str::from_utf8(&buf[..n]).expect("hex digits are ASCII"));
     }
+}
+
+/// [`push_hex`] onto bytes (no text check needed).
+pub fn push_hex_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut buf = [0u8; 64];
+    for block in bytes.chunks(32) {
+        let n = hex_block(block, &mut buf);
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The hex of up to 32 bytes into `buf`; the digits written.
+fn hex_block(block: &[u8], buf: &mut [u8; 64]) -> usize {
+    for (pair, b) in buf.chunks_exact_mut(2).zip(block) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
+    }
+    2 * block.len()
 }
 
 /// Whether `s` holds a byte JSON must escape (`"`, `\\` or a control
@@ -161,6 +176,9 @@ mod tests {
         assert_eq!(hex_lower(&bytes), hex::encode(&bytes));
         for n in [0, 1, 31, 32, 33, 64, 65] {
             assert_eq!(hex_lower(&bytes[..n]), hex::encode(&bytes[..n]), "{n} bytes");
+            let mut out = b"x".to_vec();
+            push_hex_bytes(&mut out, &bytes[..n]);
+            assert_eq!(out, [&b"x"[..], hex::encode(&bytes[..n]).as_bytes()].concat(), "{n} bytes");
         }
     }
 
