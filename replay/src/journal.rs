@@ -11,7 +11,7 @@ use overlay_core::fold::{apply, decide, seal_reusing, Applied, Input};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
-use overlay_store::{check_format, codec, keys, load_meta, record_at, records_after, Store};
+use overlay_store::{check_format, codec, keys, load_meta, record_at, Cursor, Store};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
@@ -81,14 +81,20 @@ impl<'a> Journal<'a> {
     /// The records from seq `after + 1` on, in order; a gap is an error.
     pub fn entries(&self, after: u64) -> impl Iterator<Item = Result<Entry, ReplayError>> + 'a {
         let mut expected = after + 1;
-        records_after(self.store, keys::JOURNAL, after).map(move |r| {
-            let (seq, value) = r?;
-            if seq != expected {
-                return Err(ReplayError::BadJournal { seq, message: format!("expected journal record {expected}") });
-            }
-            expected += 1;
-            let (source, raw) = codec::decode_journal(&value)?;
-            Ok(Entry::new(seq, source.to_string(), raw.to_vec()))
+        // Each record is read in place and copied once, into its entry.
+        let mut records = Cursor::new(self.store, keys::JOURNAL, after);
+        std::iter::from_fn(move || {
+            Some(records.next_record()?.map_err(ReplayError::from).and_then(|(seq, value)| {
+                if seq != expected {
+                    return Err(ReplayError::BadJournal {
+                        seq,
+                        message: format!("expected journal record {expected}"),
+                    });
+                }
+                expected += 1;
+                let (source, raw) = codec::decode_journal(value)?;
+                Ok(Entry::new(seq, source.to_string(), raw.to_vec()))
+            }))
         })
     }
 

@@ -13,7 +13,7 @@ use crate::{show, ReplayError};
 use overlay_core::fold::{every_record, Applied, Touched};
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
-use overlay_store::{codec, dead_letter, keys, records_after, state_hash, MemStore, Store, WriteBatch};
+use overlay_store::{codec, dead_letter, keys, records_after, state_hash, Cursor, MemStore, Store, WriteBatch};
 use std::collections::BTreeMap;
 use std::thread;
 
@@ -73,9 +73,17 @@ impl std::fmt::Display for Where {
 
 type Records<'a> = Box<dyn Iterator<Item = Result<(Where, Vec<u8>), ReplayError>> + 'a>;
 
+/// Where a stream's recorded outputs come from.
+enum Source<'a> {
+    /// Handed over one by one, owned (from Kafka, or read on another thread).
+    Owned(Records<'a>),
+    /// A store's stream, read in place (`name`: a record's kind, for reports).
+    InPlace(Cursor<'a>, &'static str),
+}
+
 pub(crate) struct Stream<'a> {
     name: &'static str,
-    records: Records<'a>,
+    records: Source<'a>,
     /// The last record matched, kept when repeats are tolerated.
     last: Option<Vec<u8>>,
     pub(crate) count: u64,
@@ -83,12 +91,35 @@ pub(crate) struct Stream<'a> {
 
 impl Stream<'_> {
     fn check(&mut self, seq: u64, replayed: &[u8], e: &Entry, repeats: Option<&mut u64>) -> Result<(), ReplayError> {
-        let mut next = self.records.next().transpose()?;
+        let records = match &mut self.records {
+            Source::Owned(records) => records,
+            // A store records each output once: no repeats to tolerate.
+            Source::InPlace(cursor, name) => {
+                return match cursor.next_record().transpose()? {
+                    Some((_, bytes)) if bytes == replayed => {
+                        self.count += 1;
+                        Ok(())
+                    }
+                    other => Err(ReplayError::OutputMismatch {
+                        stream: self.name,
+                        seq,
+                        input: e.seq,
+                        from: e.source.clone(),
+                        recorded: other.map_or_else(
+                            || show(None),
+                            |(at, b)| format!("{}: {}", Where::Seq(name, at), show(Some(b))),
+                        ),
+                        replayed: show(Some(replayed)),
+                    }),
+                };
+            }
+        };
+        let mut next = records.next().transpose()?;
         let tolerate = repeats.is_some();
         if let (Some(repeats), Some((_, bytes)), Some(last)) = (repeats, &next, &self.last) {
             if bytes == last {
                 *repeats += 1;
-                next = self.records.next().transpose()?;
+                next = records.next().transpose()?;
             }
         }
         match next {
@@ -111,11 +142,17 @@ impl Stream<'_> {
     }
 
     fn finish(&mut self) -> Result<(), ReplayError> {
-        match self.records.next().transpose()? {
-            None => Ok(()),
-            Some((at, bytes)) => {
-                Err(ReplayError::ExtraOutput { stream: self.name, at: at.to_string(), recorded: show(Some(&bytes)) })
+        let extra = match &mut self.records {
+            Source::Owned(records) => {
+                records.next().transpose()?.map(|(at, bytes)| (at.to_string(), show(Some(&bytes))))
             }
+            Source::InPlace(cursor, name) => {
+                cursor.next_record().transpose()?.map(|(at, b)| (Where::Seq(name, at).to_string(), show(Some(b))))
+            }
+        };
+        match extra {
+            None => Ok(()),
+            Some((at, recorded)) => Err(ReplayError::ExtraOutput { stream: self.name, at, recorded }),
         }
     }
 }
@@ -132,8 +169,9 @@ pub(crate) struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(r: RecordedOutputs<'a>) -> Self {
-        let texts =
-            |records: Recorded<'a>| -> Records<'a> { Box::new(records.map(|r| r.map(|(w, b)| (Where::Text(w), b)))) };
+        let texts = |records: Recorded<'a>| -> Source<'a> {
+            Source::Owned(Box::new(records.map(|r| r.map(|(w, b)| (Where::Text(w), b)))))
+        };
         Self::with(
             texts(r.orders),
             texts(r.audit),
@@ -144,9 +182,9 @@ impl<'a> Checker<'a> {
     }
 
     fn with(
-        orders: Records<'a>,
-        audit: Records<'a>,
-        dead_letters: Records<'a>,
+        orders: Source<'a>,
+        audit: Source<'a>,
+        dead_letters: Source<'a>,
         skip_reference_dead_letters: bool,
         tolerate_repeats: bool,
     ) -> Self {
@@ -170,18 +208,16 @@ impl<'a> Checker<'a> {
     where
         'a: 'scope,
     {
-        let stream = |prefix: &'static [u8], after: u64, name: &'static str| -> Records<'a> {
+        let stream = |prefix: &'static [u8], after: u64, name: &'static str| -> Source<'a> {
             let located = move |r: Result<(u64, Vec<u8>), ReplayError>| r.map(|(seq, v)| (Where::Seq(name, seq), v));
             match reader {
-                Reader::Inline(store) => {
-                    Box::new(records_after(store, prefix, after).map(move |r| located(r.map_err(ReplayError::from))))
-                }
-                Reader::Threaded(store) => Box::new(
+                Reader::Inline(store) => Source::InPlace(Cursor::new(store, prefix, after), name),
+                Reader::Threaded(store) => Source::Owned(Box::new(
                     prefetch::spawn(scope, move || {
                         records_after(store, prefix, after).map(|r| r.map_err(ReplayError::from))
                     })
                     .map(located),
-                ),
+                )),
             }
         };
         Self::with(

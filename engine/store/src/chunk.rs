@@ -171,6 +171,11 @@ impl<'a> Chunk<'a> {
         Ok(Self { first, last, body })
     }
 
+    /// Where the records start in `value`, the bytes this chunk was parsed from.
+    pub fn body_offset(&self, value: &[u8]) -> usize {
+        value.len() - self.body.len()
+    }
+
     /// The records in seq order, with their seqs.
     pub fn records(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
         let mut rest = self.body;

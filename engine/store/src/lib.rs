@@ -65,6 +65,28 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Records in key order, as a store yields them.
 pub type Records<'a> = Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
 
+/// A stored value as a scan hands it over: shared with the store where the
+/// store keeps its values reference-counted (sled), so a long value (a
+/// chunk of a thousand records) is not copied to be read.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Owned(Vec<u8>),
+    Shared(sled::IVec),
+}
+
+impl std::ops::Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Value::Owned(v) => v,
+            Value::Shared(v) => v,
+        }
+    }
+}
+
+/// Records in key order, their values shared where the store can.
+pub type SharedRecords<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Value), StoreError>> + 'a>;
+
 /// An ordered key-value store with atomic, durable batches. `Send`, so that
 /// a folder over it can fold on another thread (the Kafka engine folds its
 /// shards in parallel).
@@ -76,6 +98,10 @@ pub trait Store: Send {
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_>;
     /// The record with the greatest key starting with `prefix`.
     fn last(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
+    /// [`Store::scan`] with the values shared rather than copied where the store can.
+    fn scan_shared(&self, prefix: &[u8], start: Option<&[u8]>) -> SharedRecords<'_> {
+        Box::new(self.scan(prefix, start).map(|r| r.map(|(k, v)| (k, Value::Owned(v)))))
+    }
 }
 
 /// Loads state from a store.
@@ -194,63 +220,101 @@ pub fn record_at(store: &dyn Store, prefix: &'static [u8], seq: u64) -> Result<O
 }
 
 /// Records of one stream (`keys::ORDERS`, `AUDIT`, `DEAD_LETTERS`,
-/// `JOURNAL`) with seq greater than `after`, in order. Each chunk is read
-/// once and split into its records. The seqs must follow one another from
+/// `JOURNAL`) with seq greater than `after`, in order, each copied out (see
+/// [`Cursor`] to read them in place). The seqs must follow one another from
 /// `after + 1` on: a gap or an overlap between chunks is corrupt.
 pub fn records_after<'a>(
     store: &'a dyn Store,
     prefix: &'static [u8],
     after: u64,
 ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + 'a {
-    let Some(from) = after.checked_add(1) else {
-        return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>;
-    };
-    let mut chunks = store.scan(prefix, Some(&keys::seq_key(prefix, from)));
-    let mut current: std::vec::IntoIter<(u64, Vec<u8>)> = Vec::new().into_iter();
-    // The seq the next record must have; None once the stream ended or failed.
-    let mut next = Some(from);
-    let mut first_chunk = true;
-    Box::new(std::iter::from_fn(move || {
-        if let Some(r) = current.next() {
-            return Some(Ok(r));
-        }
-        let expected = next?;
-        let (k, v) = match chunks.next()? {
-            Ok(kv) => kv,
-            Err(e) => {
-                next = None;
+    let mut cursor = Cursor::new(store, prefix, after);
+    std::iter::from_fn(move || cursor.next_record().map(|r| r.map(|(seq, record)| (seq, record.to_vec()))))
+}
+
+/// Reads the records of one stream with seq greater than `after` in
+/// place: each chunk is read once (shared with the store where it can be),
+/// its layout checked, and its records lent out one by one. The seqs must
+/// follow one another from `after + 1` on: a gap or an overlap between
+/// chunks is corrupt; after an error (or the end) it yields nothing more.
+pub struct Cursor<'a> {
+    prefix: &'static [u8],
+    chunks: SharedRecords<'a>,
+    chunk: Value,
+    /// Where the next record of the chunk starts, and its seq; the chunk's last seq.
+    at: usize,
+    seq: u64,
+    last: u64,
+    /// The seq the next record must have; None once the stream ended or failed.
+    next: Option<u64>,
+    first_chunk: bool,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(store: &'a dyn Store, prefix: &'static [u8], after: u64) -> Self {
+        let from = after.checked_add(1);
+        let chunks = match from {
+            Some(from) => store.scan_shared(prefix, Some(&keys::seq_key(prefix, from))),
+            None => Box::new(std::iter::empty()),
+        };
+        Self { prefix, chunks, chunk: Value::Owned(Vec::new()), at: 0, seq: 1, last: 0, next: from, first_chunk: true }
+    }
+
+    /// The next record and its seq; None at the end of the stream.
+    pub fn next_record(&mut self) -> Option<Result<(u64, &[u8]), StoreError>> {
+        while self.seq > self.last {
+            if let Err(e) = self.next_chunk()? {
+                self.next = None;
                 return Some(Err(e));
             }
-        };
-        let read = chunk::Chunk::parse(prefix, &k, &v).and_then(|c| {
-            // The first chunk holds `from` (it may start before it); each later one starts where the last ended.
-            let fits = if first_chunk { c.first <= expected } else { c.first == expected };
-            if !fits {
-                let what = if c.first > expected { "missing" } else { "recorded twice" };
-                return Err(StoreError::Corrupt(format!(
-                    "{}: the chunk of seqs {}..={} follows seq {}: seqs are {what}",
-                    chunk::stream_name(prefix),
-                    c.first,
-                    c.last,
-                    expected - 1
-                )));
-            }
-            let records: Vec<_> = c.records().filter(|(s, _)| *s >= expected).map(|(s, r)| (s, r.to_vec())).collect();
-            Ok((c.last, records))
-        });
-        first_chunk = false;
-        match read {
-            Ok((last, records)) => {
-                next = last.checked_add(1);
-                current = records.into_iter();
-                current.next().map(Ok)
-            }
-            Err(e) => {
-                next = None;
-                Some(Err(e))
-            }
         }
-    }))
+        // The chunk's layout was checked when it was read.
+        let len_at = self.at..self.at + 4;
+        let len = u32::from_be_bytes(self.chunk[len_at].try_into().expect("4 bytes")) as usize;
+        let record = self.at + 4..self.at + 4 + len;
+        self.at = record.end;
+        let seq = self.seq;
+        self.seq += 1;
+        Some(Ok((seq, &self.chunk[record])))
+    }
+
+    /// Reads the next chunk, placed at its first record not yet read; None at the end.
+    fn next_chunk(&mut self) -> Option<Result<(), StoreError>> {
+        let expected = self.next?;
+        let (k, v) = match self.chunks.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e)),
+        };
+        let c = match chunk::Chunk::parse(self.prefix, &k, &v) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        // The first chunk holds `expected` (it may start before it); each later one starts where the last ended.
+        let fits = if self.first_chunk { c.first <= expected } else { c.first == expected };
+        if !fits {
+            let what = if c.first > expected { "missing" } else { "recorded twice" };
+            return Some(Err(StoreError::Corrupt(format!(
+                "{}: the chunk of seqs {}..={} follows seq {}: seqs are {what}",
+                chunk::stream_name(self.prefix),
+                c.first,
+                c.last,
+                expected - 1
+            ))));
+        }
+        self.first_chunk = false;
+        let (first, last) = (c.first, c.last);
+        let body = c.body_offset(&v);
+        self.chunk = v;
+        (self.at, self.seq, self.last) = (body, first, last);
+        self.next = last.checked_add(1);
+        // Skip the records before `expected` (in the first chunk only).
+        while self.seq < expected && self.seq <= self.last {
+            let len = u32::from_be_bytes(self.chunk[self.at..self.at + 4].try_into().expect("4 bytes")) as usize;
+            self.at += 4 + len;
+            self.seq += 1;
+        }
+        Some(Ok(()))
+    }
 }
 
 #[cfg(test)]

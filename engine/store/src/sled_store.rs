@@ -1,4 +1,4 @@
-use crate::{Entry, Records, Store, StoreError, WriteBatch};
+use crate::{Entry, Records, SharedRecords, Store, StoreError, Value, WriteBatch};
 use std::path::Path;
 
 /// sled 0.34. `commit` is `apply_batch` (atomic) then `flush` (durable).
@@ -95,6 +95,18 @@ impl Store for SledStore {
         Box::new(
             iter.take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
                 .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
+        )
+    }
+
+    fn scan_shared(&self, prefix: &[u8], start: Option<&[u8]>) -> SharedRecords<'_> {
+        let prefix = prefix.to_vec();
+        let iter = match start {
+            Some(s) => self.tree.range(s.to_vec()..),
+            None => self.tree.range(prefix.clone()..),
+        };
+        Box::new(
+            iter.take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                .map(|r| r.map(|(k, v)| (k.to_vec(), Value::Shared(v))).map_err(io)),
         )
     }
 
