@@ -22,13 +22,13 @@
 use crate::checkpoint::{self, Checkpoint};
 use crate::journal::{fold_entries, Entry, Fold, Journal, Scope};
 use crate::prefetch::{Entries, Inline, Reader};
-use crate::verify::{compare_state, verify_range_threaded, Checker, VerifyRange, VerifyReport};
+use crate::verify::{compare_state, compare_state_with, verify_range_threaded, Checker, VerifyRange, VerifyReport};
 use crate::ReplayError;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
-use overlay_store::Store;
+use overlay_store::{state_hash, Store};
 use std::sync::mpsc::Sender;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 
 /// What loading a checkpoint costs, in inputs folded, per state record it
@@ -72,14 +72,24 @@ pub(crate) fn verify_in_segments(
     let settings = journal.settings.clone();
     let board = Board::new(len, &have, &plan, load_per_record);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<u64>();
+    // The recorded state's hash does not depend on the fold: taken on a
+    // thread of its own, it is ready when the last segment compares states
+    // (None: reading it failed; that segment then reads it again and says why).
+    let recorded_hash: OnceLock<Option<String>> = OnceLock::new();
     let mut results: Vec<(u64, Segment)> = thread::scope(|scope| {
+        scope.spawn(|| {
+            // Set whatever happens: the last segment waits for it.
+            let hash = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state_hash(recorded).ok()));
+            recorded_hash.set(hash.ok().flatten())
+        });
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (board, settings, done) = (&board, &settings, done_tx.clone());
+                let (board, settings, done, recorded_hash) = (&board, &settings, done_tx.clone(), &recorded_hash);
                 scope.spawn(move || {
                     let mut out = Vec::new();
                     while let Some((i, start)) = board.take() {
-                        let segment = verify_segment(recorded, checkpoints, settings, board, i, start, &done);
+                        let run = Run { recorded, board, i, done: &done, recorded_hash };
+                        let segment = verify_segment(&run, checkpoints, settings, start);
                         board.finish(i);
                         out.push((start, segment));
                     }
@@ -315,21 +325,29 @@ struct Ended {
     state_hash: Option<String>,
 }
 
-/// Folds segment `i` (starting after input `start`) on this thread,
+/// What a worker folds a segment with.
+struct Run<'r, 'c> {
+    recorded: &'r (dyn Store + Sync),
+    board: &'r Board<'c>,
+    /// The segment's index on the board.
+    i: usize,
+    /// Inputs checked, for the caller's progress.
+    done: &'r Sender<u64>,
+    recorded_hash: &'r OnceLock<Option<String>>,
+}
+
+/// Folds segment `run.i` (starting after input `start`) on this thread,
 /// comparing every output with the recorded one; at the journal's end, no
 /// recorded output may be left over and the state hash is compared.
 fn verify_segment(
-    recorded: &(dyn Store + Sync),
+    run: &Run<'_, '_>,
     checkpoints: &(dyn Store + Sync),
     settings: &EngineSettings,
-    board: &Board<'_>,
-    i: usize,
     start: u64,
-    done: &Sender<u64>,
 ) -> Segment {
     let (mut fold, starts_from) = match start {
         0 => (Fold::new(settings.clone(), Scope::All), None),
-        seq => match board.cut(seq).map(|c| checkpoint::resume(checkpoints, c, Scope::All)) {
+        seq => match run.board.cut(seq).map(|c| checkpoint::resume(checkpoints, c, Scope::All)) {
             Some(Ok(fold)) => {
                 let state = Box::new(fold.state.clone());
                 (fold, Some(state))
@@ -337,16 +355,11 @@ fn verify_segment(
             _ => return Segment::Unloadable,
         },
     };
-    Segment::Ran { ended: fold_segment(recorded, &mut fold, board, i, done), starts_from }
+    Segment::Ran { ended: fold_segment(run, &mut fold), starts_from }
 }
 
-fn fold_segment(
-    recorded: &(dyn Store + Sync),
-    fold: &mut Fold,
-    board: &Board<'_>,
-    i: usize,
-    done: &Sender<u64>,
-) -> Result<Ended, ReplayError> {
+fn fold_segment(run: &Run<'_, '_>, fold: &mut Fold) -> Result<Ended, ReplayError> {
+    let Run { recorded, board, i, done, recorded_hash } = *run;
     let journal = Journal::open(recorded)?;
     let m = &fold.state.meta;
     let counters = (m.order_seq, m.audit_seq, m.dead_letter_seq);
@@ -381,7 +394,10 @@ fn fold_segment(
         Ok(at_end)
     })?;
     let ends_with = if at_end {
-        compare_state(recorded, &fold.state, &mut report)?;
+        match recorded_hash.wait() {
+            Some(hash) => compare_state_with(recorded, hash.clone(), &fold.state, &mut report)?,
+            None => compare_state(recorded, &fold.state, &mut report)?,
+        }
         None
     } else {
         Some(Box::new(std::mem::take(&mut fold.state)))

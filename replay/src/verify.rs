@@ -506,8 +506,18 @@ fn nothing_in(range: VerifyRange, len: u64) -> ReplayError {
 /// behind) with the recorded one by their hashes, naming the first
 /// difference if they differ.
 pub(crate) fn compare_state(recorded: &dyn Store, state: &State, report: &mut VerifyReport) -> Result<(), ReplayError> {
+    compare_state_with(recorded, state_hash(recorded)?, state, report)
+}
+
+/// [`compare_state`] with the recorded state's hash taken already (`a`).
+pub(crate) fn compare_state_with(
+    recorded: &dyn Store,
+    a: String,
+    state: &State,
+    report: &mut VerifyReport,
+) -> Result<(), ReplayError> {
     let replayed = state_store(state, &every_record(state))?;
-    let (a, b) = (state_hash(recorded)?, state_hash(&replayed)?);
+    let b = state_hash(&replayed)?;
     if a != b {
         return Err(ReplayError::StateMismatch {
             recorded: a,
