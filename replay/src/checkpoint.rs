@@ -213,15 +213,10 @@ pub fn stored(journal: &Journal<'_>, store: &dyn Store) -> Result<Vec<Checkpoint
     Ok(matching(journal, store, every)?.unwrap_or_default())
 }
 
-/// The records of one base (`kind` BASE) or one set of changes (DELTA):
-/// all of them, or (`only`) the reference data, counters, chains and
-/// idempotency set and that one household's records.
-fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) -> Result<Records, ReplayError> {
-    let mut records = Records::new();
-    if seq == 0 {
-        return Ok(records);
-    }
-    let prefixes: Vec<Vec<u8>> = match only {
+/// The state-key prefixes a scope reads: every record, or the reference
+/// data, counters, chains and idempotency set and that household's records.
+fn prefixes(only: Option<&HouseholdId>) -> Vec<Vec<u8>> {
+    match only {
         None => vec![keys::STATE.to_vec()],
         Some(h) => {
             let shared = [keys::SECURITY, keys::MODEL, keys::PRICE, keys::ESG, keys::SEEN, keys::CHAIN, keys::META];
@@ -231,10 +226,20 @@ fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) ->
             v.push(keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
             v
         }
-    };
+    }
+}
+
+/// The records of one base (`kind` BASE) or one set of changes (DELTA):
+/// all of them, or (`only`) the reference data, counters, chains and
+/// idempotency set and that one household's records.
+fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) -> Result<Records, ReplayError> {
+    let mut records = Records::new();
+    if seq == 0 {
+        return Ok(records);
+    }
     let household_key = only.map(|h| keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
     let at = key(kind, seq, b"");
-    for p in prefixes {
+    for p in prefixes(only) {
         let prefix = key(kind, seq, &p);
         for r in store.scan(&prefix, None) {
             let (k, v) = r?;
@@ -259,7 +264,16 @@ fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) ->
 
 fn decode(records: &Records, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
     debug_assert!(records.keys().all(|k| k.starts_with(keys::STATE)));
-    let state = codec::decode_state(records.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v))))?;
+    decode_from(records.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v))), c, scope)
+}
+
+/// The fold resumed from the state `records` (key order) hold: checkpoint `c`'s.
+fn decode_from<'r>(
+    records: impl Iterator<Item = (&'r [u8], &'r [u8])>,
+    c: &Checkpoint,
+    scope: Scope,
+) -> Result<Fold, ReplayError> {
+    let state = codec::decode_state(records)?;
     if state.meta.applied != c.as_of.seq {
         return Err(corrupt("state version", format!("{} at checkpoint {}", state.meta.applied, c.as_of.seq)));
     }
@@ -274,11 +288,89 @@ pub fn resume(store: &dyn Store, c: &Checkpoint, scope: Scope) -> Result<Fold, R
         Scope::All => None,
         Scope::Household(h) => Some(h.clone()),
     };
-    let mut records = scan(store, BASE, c.base, only.as_ref())?;
-    if c.base != c.as_of.seq {
-        records.extend(scan(store, DELTA, c.as_of.seq, only.as_ref())?);
+    // The base's records and the changes since, each read in key order (values
+    // shared with the store, not copied) and merged: a change replaces the
+    // base's record of its key, or deletes it.
+    let base = scan_in_order(store, BASE, c.base, only.as_ref())?;
+    let changes =
+        if c.base == c.as_of.seq { Vec::new() } else { scan_in_order(store, DELTA, c.as_of.seq, only.as_ref())? };
+    let mut merged: Vec<(&[u8], &[u8])> = Vec::with_capacity(base.len() + changes.len());
+    let (mut b, mut d) = (base.iter().peekable(), changes.iter().peekable());
+    loop {
+        let next = match (b.peek(), d.peek()) {
+            (None, None) => break,
+            (Some(_), None) => b.next(),
+            (None, Some(_)) => d.next(),
+            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => b.next(),
+                std::cmp::Ordering::Greater => d.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    d.next()
+                }
+            },
+        };
+        let (k, v) = next.expect("peeked");
+        if let Some(v) = v.value() {
+            merged.push((k, v));
+        }
     }
-    decode(&records, c, scope)
+    decode_from(merged.into_iter(), c, scope)
+}
+
+/// A record of a base (always present) or of a set of changes (tagged:
+/// present, or deleted), as stored.
+struct Stored {
+    value: overlay_store::Value,
+    changed: bool,
+}
+
+impl Stored {
+    /// The record's value; None for a deletion.
+    fn value(&self) -> Option<&[u8]> {
+        if !self.changed {
+            return Some(&self.value);
+        }
+        match self.value.split_first() {
+            Some((1, v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// [`scan`], in key order, into a list of (state key, record).
+fn scan_in_order(
+    store: &dyn Store,
+    kind: &[u8],
+    seq: u64,
+    only: Option<&HouseholdId>,
+) -> Result<Vec<(Vec<u8>, Stored)>, ReplayError> {
+    let mut records = Vec::new();
+    if seq == 0 {
+        return Ok(records);
+    }
+    let household_key = only.map(|h| keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
+    let at = key(kind, seq, b"");
+    for p in prefixes(only) {
+        let prefix = key(kind, seq, &p);
+        for r in store.scan_shared(&prefix, None) {
+            let (k, v) = r?;
+            let state_key = &k[at.len()..];
+            if state_key.starts_with(keys::HOUSEHOLD.as_bytes())
+                && household_key.as_deref().is_some_and(|hk| hk != state_key)
+            {
+                continue;
+            }
+            let changed = kind != BASE;
+            if changed && !matches!(v.split_first(), Some((1, _)) | Some((0, []))) {
+                return Err(corrupt("changed record", String::from_utf8_lossy(&k)));
+            }
+            records.push((state_key.to_vec(), Stored { value: v, changed }));
+        }
+    }
+    // The prefixes of a household's scope are read one after the other.
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(records)
 }
 
 /// The bytes the checkpoints take (keys and values).
