@@ -24,18 +24,10 @@ const PRICE_TICK_FIELD: u64 = 12;
 /// The envelope of a price tick in the layout prost writes, decoded and
 /// validated as [`crate::decode_envelope`] would; None for any other bytes.
 pub(crate) fn price_tick(bytes: &[u8]) -> Option<Result<Envelope, InputError>> {
-    let mut r = Reader { buf: bytes, at: 0 };
     let (mut event_id, mut producer, mut event_time, mut schema_version) = ("", "", 0i64, 0u32);
     let mut tick = None;
-    let mut last = 0;
-    while r.at < bytes.len() {
-        let key = r.varint()?;
-        let field = key >> 3;
-        if field <= last {
-            return None;
-        }
-        last = field;
-        match (field, key & 7) {
+    fields(bytes, |field, r| {
+        match field {
             (1, LEN) => event_id = r.text()?,
             (2, LEN) => producer = r.text()?,
             // prost reads an int64 as the varint's bits.
@@ -44,15 +36,32 @@ pub(crate) fn price_tick(bytes: &[u8]) -> Option<Result<Envelope, InputError>> {
             (PRICE_TICK_FIELD, LEN) => tick = Some(tick_fields(r.bytes()?)?),
             _ => return None,
         }
-    }
+        Some(())
+    })?;
     let (security, price, as_of) = tick?;
     Some(envelope(event_id, producer, event_time, schema_version, security, price, as_of))
 }
 
 /// A `PriceTick` message's fields: security, price text, as-of micros.
 fn tick_fields(bytes: &[u8]) -> Option<(&str, &str, i64)> {
-    let mut r = Reader { buf: bytes, at: 0 };
     let (mut security, mut price, mut as_of) = ("", "", 0i64);
+    fields(bytes, |field, r| {
+        match field {
+            (1, LEN) => security = r.text()?,
+            (2, LEN) => price = r.text()?,
+            (3, VARINT) => as_of = r.varint()? as i64,
+            _ => return None,
+        }
+        Some(())
+    })?;
+    Some((security, price, as_of))
+}
+
+/// Walks a message's fields in order, each at most once, calling `read`
+/// with (field number, wire type) to read its value; None as soon as a
+/// field is out of order or repeated, or `read` declines.
+fn fields<'a>(bytes: &'a [u8], mut read: impl FnMut((u64, u64), &mut Reader<'a>) -> Option<()>) -> Option<()> {
+    let mut r = Reader { buf: bytes, at: 0 };
     let mut last = 0;
     while r.at < bytes.len() {
         let key = r.varint()?;
@@ -61,14 +70,9 @@ fn tick_fields(bytes: &[u8]) -> Option<(&str, &str, i64)> {
             return None;
         }
         last = field;
-        match (field, key & 7) {
-            (1, LEN) => security = r.text()?,
-            (2, LEN) => price = r.text()?,
-            (3, VARINT) => as_of = r.varint()? as i64,
-            _ => return None,
-        }
+        read((field, key & 7), &mut r)?;
     }
-    Some((security, price, as_of))
+    Some(())
 }
 
 /// The domain envelope, converted in the order [`crate::envelope_from_pb`]

@@ -233,33 +233,7 @@ fn prefixes(only: Option<&HouseholdId>) -> Vec<Vec<u8>> {
 /// all of them, or (`only`) the reference data, counters, chains and
 /// idempotency set and that one household's records.
 fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) -> Result<Records, ReplayError> {
-    let mut records = Records::new();
-    if seq == 0 {
-        return Ok(records);
-    }
-    let household_key = only.map(|h| keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
-    let at = key(kind, seq, b"");
-    for p in prefixes(only) {
-        let prefix = key(kind, seq, &p);
-        for r in store.scan(&prefix, None) {
-            let (k, v) = r?;
-            let state_key = &k[at.len()..];
-            // `s:hh:H` is a prefix of `s:hh:H2`'s key too.
-            if state_key.starts_with(keys::HOUSEHOLD.as_bytes())
-                && household_key.as_deref().is_some_and(|hk| hk != state_key)
-            {
-                continue;
-            }
-            let value = match (kind, v.split_first()) {
-                (BASE, _) => Some(v),
-                (_, Some((1, value))) => Some(value.to_vec()),
-                (_, Some((0, []))) => None,
-                _ => return Err(corrupt("changed record", String::from_utf8_lossy(&k))),
-            };
-            records.insert(state_key.to_vec(), value);
-        }
-    }
-    Ok(records)
+    Ok(scan_in_order(store, kind, seq, only)?.into_iter().map(|(k, r)| (k, r.value().map(<[u8]>::to_vec))).collect())
 }
 
 fn decode(records: &Records, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
@@ -338,7 +312,8 @@ impl Stored {
     }
 }
 
-/// [`scan`], in key order, into a list of (state key, record).
+/// The records of one base or set of changes ([`scan`]), in key order, as
+/// stored: (state key, record).
 fn scan_in_order(
     store: &dyn Store,
     kind: &[u8],
@@ -356,6 +331,7 @@ fn scan_in_order(
         for r in store.scan_shared(&prefix, None) {
             let (k, v) = r?;
             let state_key = &k[at.len()..];
+            // `s:hh:H` is a prefix of `s:hh:H2`'s key too.
             if state_key.starts_with(keys::HOUSEHOLD.as_bytes())
                 && household_key.as_deref().is_some_and(|hk| hk != state_key)
             {

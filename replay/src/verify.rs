@@ -100,17 +100,10 @@ impl Stream<'_> {
                         self.count += 1;
                         Ok(())
                     }
-                    other => Err(ReplayError::OutputMismatch {
-                        stream: self.name,
-                        seq,
-                        input: e.seq,
-                        from: e.source.clone(),
-                        recorded: other.map_or_else(
-                            || show(None),
-                            |(at, b)| format!("{}: {}", Where::Seq(name, at), show(Some(b))),
-                        ),
-                        replayed: show(Some(replayed)),
-                    }),
+                    other => {
+                        let recorded = other.map(|(at, b)| (Where::Seq(name, at), b));
+                        Err(mismatch(self.name, seq, e, recorded, replayed))
+                    }
                 };
             }
         };
@@ -130,14 +123,7 @@ impl Stream<'_> {
                 }
                 Ok(())
             }
-            other => Err(ReplayError::OutputMismatch {
-                stream: self.name,
-                seq,
-                input: e.seq,
-                from: e.source.clone(),
-                recorded: other.as_ref().map_or_else(|| show(None), |(at, b)| format!("{at}: {}", show(Some(b)))),
-                replayed: show(Some(replayed)),
-            }),
+            other => Err(mismatch(self.name, seq, e, other.as_ref().map(|(at, b)| (at, &b[..])), replayed)),
         }
     }
 
@@ -154,6 +140,25 @@ impl Stream<'_> {
             None => Ok(()),
             Some((at, recorded)) => Err(ReplayError::ExtraOutput { stream: self.name, at, recorded }),
         }
+    }
+}
+
+/// The error for replayed output `seq` of input `e` that is not the
+/// recorded one (None: the stream ended before it).
+fn mismatch(
+    stream: &'static str,
+    seq: u64,
+    e: &Entry,
+    recorded: Option<(impl std::fmt::Display, &[u8])>,
+    replayed: &[u8],
+) -> ReplayError {
+    ReplayError::OutputMismatch {
+        stream,
+        seq,
+        input: e.seq,
+        from: e.source.clone(),
+        recorded: recorded.map_or_else(|| show(None), |(at, b)| format!("{at}: {}", show(Some(b)))),
+        replayed: show(Some(replayed)),
     }
 }
 

@@ -87,15 +87,7 @@ impl Store for SledStore {
     }
 
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>) -> Records<'_> {
-        let prefix = prefix.to_vec();
-        let iter = match start {
-            Some(s) => self.tree.range(s.to_vec()..),
-            None => self.tree.range(prefix.clone()..),
-        };
-        Box::new(
-            iter.take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)),
-        )
+        Box::new(self.scan_shared(prefix, start).map(|r| r.map(|(k, v)| (k, v.to_vec()))))
     }
 
     fn scan_shared(&self, prefix: &[u8], start: Option<&[u8]>) -> SharedRecords<'_> {
