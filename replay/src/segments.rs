@@ -149,7 +149,7 @@ pub(crate) fn plan_segments(
     workers: usize,
     load_per_record: u64,
 ) -> Vec<(Option<&Checkpoint>, u64)> {
-    let usable: Vec<&Checkpoint> = have.iter().filter(|c| c.as_of.seq > 0 && c.as_of.seq < len).collect();
+    let usable = splits(len, have);
     let records = usable.iter().map(|c| c.records).max().unwrap_or(0);
     let by_size = match records * load_per_record * SEGMENT_LOADS {
         _ if records == 0 => 1,
@@ -176,6 +176,14 @@ pub(crate) fn plan_segments(
     segments
 }
 
+/// The checkpoints a journal of `len` inputs can be split at (inside it), by seq.
+fn splits(len: u64, have: &[Checkpoint]) -> Vec<&Checkpoint> {
+    let mut cuts: Vec<&Checkpoint> = have.iter().filter(|c| c.as_of.seq > 0 && c.as_of.seq < len).collect();
+    cuts.sort_by_key(|c| c.as_of.seq);
+    cuts.dedup_by_key(|c| c.as_of.seq);
+    cuts
+}
+
 /// One segment as it is folded.
 #[derive(Clone, Copy, Debug)]
 struct Span {
@@ -200,9 +208,7 @@ struct Board<'c> {
 
 impl<'c> Board<'c> {
     fn new(len: u64, have: &'c [Checkpoint], plan: &[(Option<&Checkpoint>, u64)], load_per_record: u64) -> Self {
-        let mut cuts: Vec<&Checkpoint> = have.iter().filter(|c| c.as_of.seq > 0 && c.as_of.seq < len).collect();
-        cuts.sort_by_key(|c| c.as_of.seq);
-        cuts.dedup_by_key(|c| c.as_of.seq);
+        let cuts = splits(len, have);
         let spans = plan
             .iter()
             .map(|&(start, end)| {

@@ -178,14 +178,11 @@ impl<'a> Chunk<'a> {
 
     /// The records in seq order, with their seqs.
     pub fn records(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
-        let mut rest = self.body;
+        let (body, mut at) = (self.body, 0);
         (self.first..=self.last).map(move |seq| {
-            // `parse` checked the layout.
-            let (len, tail) = rest.split_at(LEN);
-            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-            let (record, tail) = tail.split_at(len);
-            rest = tail;
-            (seq, record)
+            let (record, next) = record_span(body, at);
+            at = next;
+            (seq, &body[record])
         })
     }
 
@@ -196,6 +193,15 @@ impl<'a> Chunk<'a> {
         }
         self.records().nth((seq - self.first) as usize).map(|(_, r)| r)
     }
+}
+
+/// The record whose length prefix starts at byte `at` of a parsed chunk
+/// (its value or its body): where the record's bytes are, and where the
+/// next record starts. The layout was checked by [`Chunk::parse`].
+pub fn record_span(bytes: &[u8], at: usize) -> (std::ops::Range<usize>, usize) {
+    let len = u32::from_be_bytes(bytes[at..at + LEN].try_into().expect("4 bytes")) as usize;
+    let start = at + LEN;
+    (start..start + len, start + len)
 }
 
 fn corrupt(stream: &str, message: String) -> StoreError {

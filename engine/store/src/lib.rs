@@ -268,11 +268,8 @@ impl<'a> Cursor<'a> {
                 return Some(Err(e));
             }
         }
-        // The chunk's layout was checked when it was read.
-        let len_at = self.at..self.at + 4;
-        let len = u32::from_be_bytes(self.chunk[len_at].try_into().expect("4 bytes")) as usize;
-        let record = self.at + 4..self.at + 4 + len;
-        self.at = record.end;
+        let (record, next) = chunk::record_span(&self.chunk, self.at);
+        self.at = next;
         let seq = self.seq;
         self.seq += 1;
         Some(Ok((seq, &self.chunk[record])))
@@ -309,8 +306,7 @@ impl<'a> Cursor<'a> {
         self.next = last.checked_add(1);
         // Skip the records before `expected` (in the first chunk only).
         while self.seq < expected && self.seq <= self.last {
-            let len = u32::from_be_bytes(self.chunk[self.at..self.at + 4].try_into().expect("4 bytes")) as usize;
-            self.at += 4 + len;
+            self.at = chunk::record_span(&self.chunk, self.at).1;
             self.seq += 1;
         }
         Some(Ok(()))
