@@ -72,9 +72,19 @@ pub fn encode_envelope(env: &Envelope) -> Vec<u8> {
 /// Decodes and validates the protobuf form of one event: the twin of
 /// [`overlay_core::event::decode_json`].
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, InputError> {
-    match wire::price_tick(bytes) {
-        Some(tick) => tick,
+    match wire::Tick::read(bytes) {
+        Some(tick) => tick.envelope(),
         None => decode_general(bytes),
+    }
+}
+
+/// [`decode_envelope`] written over `out` (what an earlier call decoded):
+/// a price tick read over a price tick reuses its text buffers, for a reader
+/// that decodes a long run of them.
+pub fn decode_envelope_into(bytes: &[u8], out: &mut Result<Envelope, InputError>) {
+    match wire::Tick::read(bytes) {
+        Some(tick) => tick.envelope_into(out),
+        None => *out = decode_general(bytes),
     }
 }
 

@@ -690,6 +690,19 @@ mod price_tick_bytes {
         }
 
         #[test]
+        fn a_tick_decoded_over_an_earlier_result_is_what_it_decodes_to_alone(
+            earlier in prop_oneof![tick_bytes(), mangled()],
+            bytes in prop_oneof![tick_bytes(), mangled()],
+        ) {
+            // given what an earlier input decoded to (a tick, or an error)
+            let mut out = decode_envelope(&earlier);
+            // when a tick, valid or not, is decoded over it
+            decode_envelope_into(&bytes, &mut out);
+            // then the result is the general path's, with nothing of the earlier one left
+            prop_assert_eq!(out, decode_general(&bytes));
+        }
+
+        #[test]
         fn changed_bytes_decode_as_the_general_path_decodes_them(bytes in mangled()) {
             // given the bytes of a tick with a byte changed, cut, added or parts swapped
             // when they are decoded

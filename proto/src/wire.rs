@@ -11,8 +11,10 @@
 //! holds the two equal).
 
 use crate::{dec, time};
+use chrono::{DateTime, Utc};
 use overlay_core::event::{Envelope, InputError, Payload, PriceTick};
 use overlay_core::ids::SecurityId;
+use rust_decimal::Decimal;
 
 /// Protobuf wire types.
 const VARINT: u64 = 0;
@@ -21,25 +23,99 @@ const LEN: u64 = 2;
 /// The envelope's payload field for a price tick (`price_tick = 12`).
 const PRICE_TICK_FIELD: u64 = 12;
 
+/// A price tick's fields as read from its bytes, not yet converted.
+pub(crate) struct Tick<'a> {
+    event_id: &'a str,
+    producer: &'a str,
+    event_time: i64,
+    schema_version: u32,
+    security: &'a str,
+    price: &'a str,
+    as_of: i64,
+}
+
 /// The envelope of a price tick in the layout prost writes, decoded and
 /// validated as [`crate::decode_envelope`] would; None for any other bytes.
+#[cfg(test)]
 pub(crate) fn price_tick(bytes: &[u8]) -> Option<Result<Envelope, InputError>> {
-    let (mut event_id, mut producer, mut event_time, mut schema_version) = ("", "", 0i64, 0u32);
-    let mut tick = None;
-    fields(bytes, |field, r| {
-        match field {
-            (1, LEN) => event_id = r.text()?,
-            (2, LEN) => producer = r.text()?,
-            // prost reads an int64 as the varint's bits.
-            (3, VARINT) => event_time = r.varint()? as i64,
-            (4, VARINT) => schema_version = u32::try_from(r.varint()?).ok()?,
-            (PRICE_TICK_FIELD, LEN) => tick = Some(tick_fields(r.bytes()?)?),
-            _ => return None,
+    Some(Tick::read(bytes)?.envelope())
+}
+
+impl<'a> Tick<'a> {
+    /// The fields of a tick in prost's layout; None for any other bytes.
+    pub(crate) fn read(bytes: &'a [u8]) -> Option<Self> {
+        let (mut event_id, mut producer, mut event_time, mut schema_version) = ("", "", 0i64, 0u32);
+        let mut tick = None;
+        fields(bytes, |field, r| {
+            match field {
+                (1, LEN) => event_id = r.text()?,
+                (2, LEN) => producer = r.text()?,
+                // prost reads an int64 as the varint's bits.
+                (3, VARINT) => event_time = r.varint()? as i64,
+                (4, VARINT) => schema_version = u32::try_from(r.varint()?).ok()?,
+                (PRICE_TICK_FIELD, LEN) => tick = Some(tick_fields(r.bytes()?)?),
+                _ => return None,
+            }
+            Some(())
+        })?;
+        let (security, price, as_of) = tick?;
+        Some(Self { event_id, producer, event_time, schema_version, security, price, as_of })
+    }
+
+    /// The domain envelope, converted in the order [`crate::envelope_from_pb`]
+    /// converts (so the first error is the same) and validated.
+    pub(crate) fn envelope(&self) -> Result<Envelope, InputError> {
+        let (event_time, price, as_of) = self.values()?;
+        let env = Envelope {
+            event_id: self.event_id.to_string(),
+            producer: self.producer.to_string(),
+            event_time,
+            schema_version: self.schema_version,
+            payload: Payload::PriceTick(PriceTick { security: SecurityId(self.security.to_string()), price, as_of }),
+        };
+        env.validate().map_err(|e| e.concerning(&env))?;
+        Ok(env)
+    }
+
+    /// [`Tick::envelope`] written over `out`: the text of a tick envelope
+    /// already there is overwritten in place, so a reader that decodes many
+    /// ticks allocates nothing for them.
+    pub(crate) fn envelope_into(&self, out: &mut Result<Envelope, InputError>) {
+        let Ok(env @ Envelope { payload: Payload::PriceTick(_), .. }) = out else {
+            *out = self.envelope();
+            return;
+        };
+        let (event_time, price, as_of) = match self.values() {
+            Ok(v) => v,
+            Err(e) => {
+                *out = Err(e);
+                return;
+            }
+        };
+        env.event_id.clear();
+        env.event_id.push_str(self.event_id);
+        env.producer.clear();
+        env.producer.push_str(self.producer);
+        env.event_time = event_time;
+        env.schema_version = self.schema_version;
+        if let Payload::PriceTick(t) = &mut env.payload {
+            t.security.0.clear();
+            t.security.0.push_str(self.security);
+            t.price = price;
+            t.as_of = as_of;
         }
-        Some(())
-    })?;
-    let (security, price, as_of) = tick?;
-    Some(envelope(event_id, producer, event_time, schema_version, security, price, as_of))
+        if let Err(e) = env.validate() {
+            *out = Err(e.concerning(env));
+        }
+    }
+
+    /// The converted values, in the general path's order: the event time, the price, the as-of time.
+    fn values(&self) -> Result<(DateTime<Utc>, Decimal, DateTime<Utc>), InputError> {
+        let event_time = time("event_time", self.event_time)?;
+        let price = dec("price_tick.price", self.price)?;
+        let as_of = time("price_tick.as_of", self.as_of)?;
+        Ok((event_time, price, as_of))
+    }
 }
 
 /// A `PriceTick` message's fields: security, price text, as-of micros.
@@ -73,34 +149,6 @@ fn fields<'a>(bytes: &'a [u8], mut read: impl FnMut((u64, u64), &mut Reader<'a>)
         read((field, key & 7), &mut r)?;
     }
     Some(())
-}
-
-/// The domain envelope, converted in the order [`crate::envelope_from_pb`]
-/// converts (so the first error is the same) and validated.
-fn envelope(
-    event_id: &str,
-    producer: &str,
-    event_time: i64,
-    schema_version: u32,
-    security: &str,
-    price: &str,
-    as_of: i64,
-) -> Result<Envelope, InputError> {
-    let event_time = time("event_time", event_time)?;
-    let payload = Payload::PriceTick(PriceTick {
-        security: SecurityId(security.to_string()),
-        price: dec("price_tick.price", price)?,
-        as_of: time("price_tick.as_of", as_of)?,
-    });
-    let env = Envelope {
-        event_id: event_id.to_string(),
-        producer: producer.to_string(),
-        event_time,
-        schema_version,
-        payload,
-    };
-    env.validate().map_err(|e| e.concerning(&env))?;
-    Ok(env)
 }
 
 struct Reader<'a> {

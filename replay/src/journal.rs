@@ -32,6 +32,17 @@ impl Entry {
         Self { seq, source, raw, decoded }
     }
 
+    /// `self` made over into the entry of another record, its buffers
+    /// reused (a long replay reads a million of them).
+    pub fn refill(&mut self, seq: u64, source: &str, raw: &[u8]) {
+        self.seq = seq;
+        self.source.clear();
+        self.source.push_str(source);
+        self.raw.clear();
+        self.raw.extend_from_slice(raw);
+        overlay_proto::decode_envelope_into(&self.raw, &mut self.decoded);
+    }
+
     pub fn input(&self) -> Input<'_> {
         match &self.decoded {
             Ok(env) => Input::Event(env),
@@ -79,23 +90,9 @@ impl<'a> Journal<'a> {
     }
 
     /// The records from seq `after + 1` on, in order; a gap is an error.
-    pub fn entries(&self, after: u64) -> impl Iterator<Item = Result<Entry, ReplayError>> + 'a {
-        let mut expected = after + 1;
+    pub fn entries(&self, after: u64) -> Records<'a> {
         // Each record is read in place and copied once, into its entry.
-        let mut records = Cursor::new(self.store, keys::JOURNAL, after);
-        std::iter::from_fn(move || {
-            Some(records.next_record()?.map_err(ReplayError::from).and_then(|(seq, value)| {
-                if seq != expected {
-                    return Err(ReplayError::BadJournal {
-                        seq,
-                        message: format!("expected journal record {expected}"),
-                    });
-                }
-                expected += 1;
-                let (source, raw) = codec::decode_journal(value)?;
-                Ok(Entry::new(seq, source.to_string(), raw.to_vec()))
-            }))
-        })
+        Records { records: Cursor::new(self.store, keys::JOURNAL, after), expected: after + 1 }
     }
 
     /// One record as stored (source and raw bytes), undecoded.
@@ -110,6 +107,48 @@ impl<'a> Journal<'a> {
             Some(Err(e)) => Err(e),
             _ => Err(ReplayError::Range(format!("the journal holds inputs 1..={}; there is no input {seq}", self.len))),
         }
+    }
+}
+
+/// A journal's records in order, decoded ([`Journal::entries`]).
+pub struct Records<'a> {
+    records: Cursor<'a>,
+    expected: u64,
+}
+
+impl Records<'_> {
+    /// The next record, read into `spare` (an entry done with) when given.
+    pub fn next_into(&mut self, spare: Option<Entry>) -> Option<Result<Entry, ReplayError>> {
+        let (seq, value) = match self.records.next_record()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if seq != self.expected {
+            return Some(Err(ReplayError::BadJournal {
+                seq,
+                message: format!("expected journal record {}", self.expected),
+            }));
+        }
+        self.expected += 1;
+        let (source, raw) = match codec::decode_journal(value) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(Ok(match spare {
+            Some(mut e) => {
+                e.refill(seq, source, raw);
+                e
+            }
+            None => Entry::new(seq, source.to_string(), raw.to_vec()),
+        }))
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Entry, ReplayError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_into(None)
     }
 }
 
@@ -326,7 +365,7 @@ pub fn fold_to(
     progress: &mut dyn FnMut(u64, u64),
     visit: &mut Visit<'_>,
 ) -> Result<(), ReplayError> {
-    let mut entries = crate::prefetch::Inline(journal.entries(fold.as_of.seq));
+    let mut entries = crate::prefetch::Inline::new(journal.entries(fold.as_of.seq));
     fold_entries(&mut entries, journal.len, fold, to, progress, visit)
 }
 

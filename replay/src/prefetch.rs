@@ -3,7 +3,7 @@
 //! through a bounded channel, so that reading overlaps the fold. The order is
 //! the store's; an error ends the stream where it happened.
 
-use crate::journal::{Entry, Journal};
+use crate::journal::{Entry, Journal, Records};
 use crate::ReplayError;
 use overlay_store::Store;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -38,8 +38,8 @@ impl<'a> Reader<'a> {
     {
         match *self {
             Reader::Inline(s) => match Journal::open(s) {
-                Ok(j) => Box::new(Inline(j.entries(after))),
-                Err(e) => Box::new(Inline(std::iter::once(Err(e)))),
+                Ok(j) => Box::new(Inline::new(j.entries(after))),
+                Err(e) => Box::new(Inline::failed(e)),
             },
             Reader::Threaded(s) => Box::new(spawn(scope, move || {
                 let entries: Box<dyn Iterator<Item = Result<Entry, ReplayError>>> = match Journal::open(s) {
@@ -82,12 +82,36 @@ pub trait Entries {
     }
 }
 
-/// Entries read on the folding thread.
-pub struct Inline<I>(pub I);
+/// Entries read on the folding thread, each into the buffers of the one
+/// used before it.
+pub struct Inline<'a> {
+    records: Option<Records<'a>>,
+    /// Why the journal would not open, until it is reported.
+    failed: Option<ReplayError>,
+    spare: Option<Entry>,
+}
 
-impl<I: Iterator<Item = Result<Entry, ReplayError>>> Entries for Inline<I> {
+impl<'a> Inline<'a> {
+    pub fn new(records: Records<'a>) -> Self {
+        Self { records: Some(records), failed: None, spare: None }
+    }
+
+    /// No entries, only `e`.
+    pub fn failed(e: ReplayError) -> Self {
+        Self { records: None, failed: Some(e), spare: None }
+    }
+}
+
+impl Entries for Inline<'_> {
     fn next_entry(&mut self) -> Option<Result<Entry, ReplayError>> {
-        self.0.next()
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        self.records.as_mut()?.next_into(self.spare.take())
+    }
+
+    fn used(&mut self, e: Entry) {
+        self.spare = Some(e);
     }
 }
 

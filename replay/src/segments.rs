@@ -380,7 +380,7 @@ fn fold_segment(run: &Run<'_, '_>, fold: &mut Fold) -> Result<Ended, ReplayError
         };
         let start = fold.as_of.seq;
         let mut entries = Cut {
-            entries: Inline(journal.entries(start)),
+            entries: Inline::new(journal.entries(start)),
             board,
             span: i,
             next: board.cuts.partition_point(|c| c.as_of.seq <= start),
