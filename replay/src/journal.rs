@@ -7,7 +7,7 @@
 use crate::ReplayError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use overlay_core::event::{Envelope, EventKey, InputError};
-use overlay_core::fold::{apply, decide, seal_reusing, Applied, Input};
+use overlay_core::fold::{apply, decide, seal_reusing, Applied, Input, Spare};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
@@ -255,8 +255,8 @@ pub struct Fold {
     /// Entries folded and skipped.
     pub folded: u64,
     pub skipped: u64,
-    /// Audit JSON buffers of the last input folded, handed back ([`Fold::recycle`]).
-    spare: Vec<Vec<u8>>,
+    /// Buffers of the last input folded, handed back ([`Fold::recycle`]).
+    spare: Spare,
 }
 
 impl Fold {
@@ -268,7 +268,7 @@ impl Fold {
 
     /// A fold that goes on from `state`, the state after the input `as_of`.
     pub fn resume(state: State, scope: Scope, as_of: AsOf) -> Self {
-        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0, spare: Vec::new() }
+        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0, spare: Spare::default() }
     }
 
     pub fn scope(&self) -> &Scope {
@@ -337,15 +337,15 @@ impl Fold {
         let decision = decide(&self.state, e.input());
         let mut applied = apply(&mut self.state, decision);
         if seal {
-            seal_reusing(&mut self.state, &mut applied, std::mem::take(&mut self.spare));
+            seal_reusing(&mut self.state, &mut applied, &mut self.spare);
         }
         Ok(Some(applied))
     }
 
     /// Hands back what folding an input produced once it is used: its audit
-    /// JSON buffers serve the next input.
+    /// JSON and hash buffers serve the next input.
     pub fn recycle(&mut self, applied: Applied) {
-        self.spare = applied.audit_json;
+        self.spare.keep(applied);
     }
 }
 

@@ -175,6 +175,9 @@ pub fn decide(state: &State, input: Input<'_>) -> Decision {
             }
             // The applied-input record comes first, decisions after it.
             if !matches!(d.audit.first(), Some(AuditDraft { body: AuditBody::Applied { .. }, .. })) {
+                // Room for this one record only when it is the only one (a
+                // tick's): a first insert would make room for four.
+                d.audit.reserve_exact(1);
                 d.audit.insert(
                     0,
                     AuditDraft {
@@ -383,7 +386,8 @@ fn decide_price(state: &State, last: Option<&PriceState>, e: &PriceTick) -> Resu
             },
         });
     }
-    d.changes.push(Change::Price(e.security.clone(), next));
+    // Exactly one change: a pushed first element would make room for four.
+    d.changes = vec![Change::Price(e.security.clone(), next)];
     Ok(d)
 }
 
@@ -1238,20 +1242,55 @@ const UNSEALED_TAIL: &[u8] = br#","hash":""}"#;
 /// JSON with an empty `hash`. Serializes each record once; the sealed bytes
 /// are kept in `audit_json` for the store.
 pub fn seal(state: &mut State, applied: &mut Applied) {
-    seal_reusing(state, applied, Vec::new());
+    seal_reusing(state, applied, &mut Spare::default());
 }
 
-/// [`seal`] into the buffers of `spare` (the `audit_json` of an earlier
-/// input, its bytes overwritten), for a caller that folds many inputs and
-/// hands each one's buffers back.
-pub fn seal_reusing(state: &mut State, applied: &mut Applied, spare: Vec<Vec<u8>>) {
-    let mut json = spare;
+/// Buffers a caller that folds many inputs hands back once an input's
+/// outputs are used, for [`seal_reusing`] to write the next ones into.
+#[derive(Debug, Default)]
+pub struct Spare {
+    json: Vec<Vec<u8>>,
+    /// Hash texts (64 hex digits) to overwrite.
+    hashes: Vec<String>,
+}
+
+impl Spare {
+    /// Takes over the buffers of `applied`, whose outputs are used.
+    pub fn keep(&mut self, applied: Applied) {
+        self.json = applied.audit_json;
+        self.hashes.clear();
+        for r in applied.audit {
+            self.hashes.push(r.prev_hash);
+            self.hashes.push(r.hash);
+        }
+    }
+
+    /// An empty string, with room for a hash when one is spare.
+    fn hash(&mut self) -> String {
+        let mut s = self.hashes.pop().unwrap_or_default();
+        s.clear();
+        s
+    }
+}
+
+/// [`seal`] into the buffers of `spare` (those of an earlier input, their
+/// bytes overwritten).
+pub fn seal_reusing(state: &mut State, applied: &mut Applied, spare: &mut Spare) {
+    let mut json = std::mem::take(&mut spare.json);
     json.truncate(applied.audit.len());
     for (i, r) in applied.audit.iter_mut().enumerate() {
         let head = state.meta.chains.get_mut(r.stream.as_ref()).expect("apply opened the stream");
+        // The head's text goes to the record; the head and the record's own
+        // hash are written into spare strings.
+        r.prev_hash = std::mem::replace(&mut head.hash, spare.hash());
+        r.hash = spare.hash();
         match json.get_mut(i) {
-            Some(bytes) => seal_record_into(&mut head.hash, r, bytes),
-            None => json.push(seal_record(&mut head.hash, r)),
+            Some(bytes) => seal_chained(&mut head.hash, r, bytes),
+            None => {
+                let mut bytes = Vec::with_capacity(SEALED_CAPACITY);
+                seal_chained(&mut head.hash, r, &mut bytes);
+                json.push(bytes);
+            }
         }
     }
     applied.audit_json = json;
@@ -1275,7 +1314,15 @@ pub fn seal_record(head: &mut String, r: &mut AuditRecord) -> Vec<u8> {
 /// a caller that reuses one buffer.
 pub fn seal_record_into(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<u8>) {
     r.prev_hash = std::mem::take(head);
+    seal_chained(head, r, bytes);
+}
+
+/// Seals `r`, whose `prev_hash` is already its chain's head, writing its
+/// hash into `r.hash` and `head` (both emptied first) and its sealed JSON
+/// into `bytes`.
+fn seal_chained(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<u8>) {
     bytes.clear();
+    r.hash.clear();
     r.write_json(bytes);
     assert!(bytes.ends_with(UNSEALED_TAIL), "hash is the last field of an audit record");
     let digest = Sha256::digest(&bytes);
@@ -1283,7 +1330,6 @@ pub fn seal_record_into(head: &mut String, r: &mut AuditRecord, bytes: &mut Vec<
     let at = bytes.len();
     crate::text::push_hex_bytes(bytes, &digest);
     let hash = std::str::from_utf8(&bytes[at..]).expect("hex digits are ASCII");
-    r.hash.clear();
     r.hash.push_str(hash);
     head.clear();
     head.push_str(hash);
