@@ -7,7 +7,7 @@
 use crate::ReplayError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use overlay_core::event::{Envelope, EventKey, InputError};
-use overlay_core::fold::{apply, decide, seal_reusing, Applied, Input, Spare};
+use overlay_core::fold::{apply_into, decide, seal, Applied, Input};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
@@ -256,7 +256,7 @@ pub struct Fold {
     pub folded: u64,
     pub skipped: u64,
     /// Buffers of the last input folded, handed back ([`Fold::recycle`]).
-    spare: Spare,
+    spare: Applied,
 }
 
 impl Fold {
@@ -268,7 +268,7 @@ impl Fold {
 
     /// A fold that goes on from `state`, the state after the input `as_of`.
     pub fn resume(state: State, scope: Scope, as_of: AsOf) -> Self {
-        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0, spare: Spare::default() }
+        Self { state, scope, skipped_ids: HashSet::default(), as_of, folded: 0, skipped: 0, spare: Applied::default() }
     }
 
     pub fn scope(&self) -> &Scope {
@@ -303,7 +303,7 @@ impl Fold {
         self.step_with(e, false)
     }
 
-    fn step_with(&mut self, e: &Entry, seal: bool) -> Result<Option<Applied>, ReplayError> {
+    fn step_with(&mut self, e: &Entry, sealed: bool) -> Result<Option<Applied>, ReplayError> {
         assert!(e.seq > self.as_of.seq, "journal entries fold in order ({} after {})", e.seq, self.as_of.seq);
         self.as_of.seq = e.seq;
         self.as_of.event_time = e.time();
@@ -335,9 +335,10 @@ impl Fold {
         self.state.meta.applied = e.seq - 1;
         self.folded += 1;
         let decision = decide(&self.state, e.input());
-        let mut applied = apply(&mut self.state, decision);
-        if seal {
-            seal_reusing(&mut self.state, &mut applied, &mut self.spare);
+        let mut applied = std::mem::take(&mut self.spare);
+        apply_into(&mut self.state, decision, &mut applied);
+        if sealed {
+            seal(&mut self.state, &mut applied);
         }
         Ok(Some(applied))
     }
@@ -345,7 +346,7 @@ impl Fold {
     /// Hands back what folding an input produced once it is used: its audit
     /// JSON and hash buffers serve the next input.
     pub fn recycle(&mut self, applied: Applied) {
-        self.spare.keep(applied);
+        self.spare = applied;
     }
 }
 

@@ -1190,23 +1190,35 @@ pub fn order_id(event_id: &str, h: &HouseholdId, a: &AccountId, sec: &SecurityId
 /// Applies a decision. Infallible: every check happened in `decide`. Orders
 /// and audit records are numbered here; the audit chain is sealed by [`seal`].
 pub fn apply(state: &mut State, d: Decision) -> Applied {
-    let mut touched: Vec<Touched> = Vec::with_capacity(d.changes.len() + 2);
+    let mut out = Applied::default();
+    apply_into(state, d, &mut out);
+    out
+}
+
+/// [`apply`] into `out`, the outputs of an earlier input that are used and
+/// done with: its lists and the text of its audit records are overwritten
+/// (a replay folds a million inputs; most make one record).
+pub fn apply_into(state: &mut State, d: Decision, out: &mut Applied) {
+    let touched = &mut out.touched;
+    touched.clear();
+    touched.reserve(d.changes.len() + 2);
     state.meta.applied += 1;
     touched.push(Touched::Meta);
     for change in d.changes {
-        apply_change(state, change, &mut touched);
+        apply_change(state, change, touched);
     }
-    let mut orders = d.orders;
-    for o in orders.iter_mut() {
+    out.orders = d.orders;
+    for o in out.orders.iter_mut() {
         state.meta.order_seq += 1;
         o.seq = state.meta.order_seq;
     }
-    let rejection = d.rejection.map(|err| {
+    out.rejection = d.rejection.map(|err| {
         state.meta.dead_letter_seq += 1;
         (state.meta.dead_letter_seq, err)
     });
-    let mut audit = Vec::with_capacity(d.audit.len());
+    let audit = &mut out.audit;
     let drafts = d.audit.len();
+    audit.truncate(drafts);
     let mut event_id = d.event_id;
     for (i, draft) in d.audit.into_iter().enumerate() {
         let stream: Cow<'static, str> =
@@ -1214,23 +1226,38 @@ pub fn apply(state: &mut State, d: Decision) -> Applied {
         let head = state.meta.chains.head_mut(&stream);
         head.count += 1;
         state.meta.audit_seq += 1;
-        audit.push(AuditRecord {
-            seq: state.meta.audit_seq,
-            stream_seq: head.count,
-            stream,
-            // The last record takes the id; the others copy it.
-            event_id: if i + 1 == drafts { event_id.take() } else { event_id.clone() },
-            at: d.at,
-            household: draft.household,
-            body: draft.body,
-            prev_hash: String::new(),
-            hash: String::new(),
-        });
+        let (seq, stream_seq) = (state.meta.audit_seq, head.count);
+        // The last record takes the id; the others copy it.
+        let event_id = if i + 1 == drafts { event_id.take() } else { event_id.clone() };
+        match audit.get_mut(i) {
+            // Field by field, so that its hash texts keep their room.
+            Some(r) => {
+                r.seq = seq;
+                r.stream_seq = stream_seq;
+                r.stream = stream;
+                r.event_id = event_id;
+                r.at = d.at;
+                r.household = draft.household;
+                r.body = draft.body;
+                r.prev_hash.clear();
+                r.hash.clear();
+            }
+            None => audit.push(AuditRecord {
+                seq,
+                stream_seq,
+                stream,
+                event_id,
+                at: d.at,
+                household: draft.household,
+                body: draft.body,
+                prev_hash: String::new(),
+                hash: String::new(),
+            }),
+        }
     }
-    for r in &audit {
+    for r in audit.iter() {
         touched.push(Touched::Chain(r.stream.clone()));
     }
-    Applied { orders, audit, rejection, touched, audit_json: Vec::new() }
 }
 
 /// The tail every unsealed record's canonical JSON ends with (`hash` is the
@@ -1240,50 +1267,16 @@ const UNSEALED_TAIL: &[u8] = br#","hash":""}"#;
 /// Chains the audit records of an applied decision: each record takes its
 /// stream's head as `prev_hash`, and its `hash` is SHA-256 over its canonical
 /// JSON with an empty `hash`. Serializes each record once; the sealed bytes
-/// are kept in `audit_json` for the store.
+/// are kept in `audit_json` for the store, written over the buffers already
+/// there (those of an earlier input, for [`apply_into`]'s caller).
 pub fn seal(state: &mut State, applied: &mut Applied) {
-    seal_reusing(state, applied, &mut Spare::default());
-}
-
-/// Buffers a caller that folds many inputs hands back once an input's
-/// outputs are used, for [`seal_reusing`] to write the next ones into.
-#[derive(Debug, Default)]
-pub struct Spare {
-    json: Vec<Vec<u8>>,
-    /// Hash texts (64 hex digits) to overwrite.
-    hashes: Vec<String>,
-}
-
-impl Spare {
-    /// Takes over the buffers of `applied`, whose outputs are used.
-    pub fn keep(&mut self, applied: Applied) {
-        self.json = applied.audit_json;
-        self.hashes.clear();
-        for r in applied.audit {
-            self.hashes.push(r.prev_hash);
-            self.hashes.push(r.hash);
-        }
-    }
-
-    /// An empty string, with room for a hash when one is spare.
-    fn hash(&mut self) -> String {
-        let mut s = self.hashes.pop().unwrap_or_default();
-        s.clear();
-        s
-    }
-}
-
-/// [`seal`] into the buffers of `spare` (those of an earlier input, their
-/// bytes overwritten).
-pub fn seal_reusing(state: &mut State, applied: &mut Applied, spare: &mut Spare) {
-    let mut json = std::mem::take(&mut spare.json);
+    let json = &mut applied.audit_json;
     json.truncate(applied.audit.len());
     for (i, r) in applied.audit.iter_mut().enumerate() {
         let head = state.meta.chains.get_mut(r.stream.as_ref()).expect("apply opened the stream");
-        // The head's text goes to the record; the head and the record's own
-        // hash are written into spare strings.
-        r.prev_hash = std::mem::replace(&mut head.hash, spare.hash());
-        r.hash = spare.hash();
+        // The head's text goes to the record, and the head is written into
+        // the record's empty one (which may have room).
+        std::mem::swap(&mut r.prev_hash, &mut head.hash);
         match json.get_mut(i) {
             Some(bytes) => seal_chained(&mut head.hash, r, bytes),
             None => {
@@ -1293,7 +1286,6 @@ pub fn seal_reusing(state: &mut State, applied: &mut Applied, spare: &mut Spare)
             }
         }
     }
-    applied.audit_json = json;
 }
 
 /// Bytes first set aside for a sealed audit record (most are 300–500 bytes).

@@ -2,7 +2,7 @@
 //! prices, restrictions and clock do, the engine's own trades keep the rules.
 
 use crate::event::*;
-use crate::fold::{step, Applied, Input};
+use crate::fold::{apply_into, decide, seal, step, Applied, Input};
 use crate::ids::*;
 use crate::output::{AuditBody, Order, OrderReason};
 use crate::rebalance::{target_weights, Context, Mode};
@@ -53,6 +53,10 @@ struct Sim {
     prices: BTreeMap<&'static str, Decimal>,
     /// Every applied result, in order.
     log: Vec<Applied>,
+    /// The same history folded as a replay folds it: each input applied
+    /// into the outputs of the one before ([`apply_into`]).
+    reused: State,
+    outputs: Applied,
     /// Orders not yet filled.
     open: Vec<Order>,
 }
@@ -70,6 +74,10 @@ impl Sim {
         };
         env.validate().expect("generated events are valid");
         let a = step(&mut self.state, Input::Event(&env));
+        let d = decide(&self.reused, Input::Event(&env));
+        apply_into(&mut self.reused, d, &mut self.outputs);
+        seal(&mut self.reused, &mut self.outputs);
+        assert_eq!(self.outputs, a, "input {} applied into the outputs of the one before", self.n);
         self.open.extend(a.orders.iter().cloned());
         self.log.push(a.clone());
         a
@@ -98,6 +106,8 @@ fn run(seed: u64) -> Vec<u8> {
         prices: BTreeMap::new(),
         log: vec![],
         open: vec![],
+        reused: State::default(),
+        outputs: Applied::default(),
     };
     for (i, (s, sector)) in SECURITIES.iter().enumerate() {
         // Two pairs are each other's substitutes; one pair is substantially identical.
@@ -225,6 +235,7 @@ fn run(seed: u64) -> Vec<u8> {
     }
     no_wash_sale_from_discretionary_trades(&sim);
     within_budget_unless_forced(&sim);
+    assert!(sim.reused == sim.state, "the history applied input into input ends in the same state");
     let mut bytes = Vec::new();
     for a in &sim.log {
         for o in &a.orders {
