@@ -181,8 +181,7 @@ fn decision_view(body: &AuditBody, recorded: Option<&AuditRecord>) -> Option<Dec
 }
 
 fn trigger(e: &Entry) -> Result<Trigger, ReplayError> {
-    let event = e
-        .decoded
+    let event = (*e.decoded)
         .as_ref()
         .map_err(|err| ReplayError::Invalid(format!("input {} did not decode: {}", e.seq, err.message)))?;
     Ok(Trigger { seq: e.seq, source: e.source.clone(), event: event.clone() })
@@ -258,7 +257,7 @@ pub fn explain_order(
     let journal = Journal::open(recorded)?;
     let seq = inputs.state_version + 1;
     let entry = journal.entry(seq)?;
-    if entry.decoded.as_ref().map(|e| e.event_id.as_str()).ok() != Some(order.cause_event_id.as_str()) {
+    if (*entry.decoded).as_ref().map(|e| e.event_id.as_str()).ok() != Some(order.cause_event_id.as_str()) {
         return Err(ReplayError::Invalid(format!(
             "order {id} names cause {}, but journal input {seq} (the decision's state version + 1) is another input",
             order.cause_event_id
@@ -295,7 +294,7 @@ pub fn explain_order(
         // The fills that follow: what the sale realized.
         fold_to(&journal, &mut fold, None, progress, &mut |e, applied, _| {
             let Some(applied) = applied else { return Ok(()) };
-            let Ok(Envelope { payload: Payload::Fill(f), event_id, .. }) = &e.decoded else { return Ok(()) };
+            let Ok(Envelope { payload: Payload::Fill(f), event_id, .. }) = &*e.decoded else { return Ok(()) };
             if f.order_id.as_ref() != Some(id) {
                 return Ok(());
             }

@@ -23,12 +23,14 @@ pub struct Entry {
     /// Where the input came from (`topic/partition/offset`).
     pub source: String,
     pub raw: Vec<u8>,
-    pub decoded: Result<Envelope, InputError>,
+    /// Boxed: an entry is moved from reader to fold and back for every
+    /// input, and an envelope is most of its size.
+    pub decoded: Box<Result<Envelope, InputError>>,
 }
 
 impl Entry {
     pub fn new(seq: u64, source: String, raw: Vec<u8>) -> Self {
-        let decoded = overlay_proto::decode_envelope(&raw);
+        let decoded = Box::new(overlay_proto::decode_envelope(&raw));
         Self { seq, source, raw, decoded }
     }
 
@@ -44,7 +46,7 @@ impl Entry {
     }
 
     pub fn input(&self) -> Input<'_> {
-        match &self.decoded {
+        match &*self.decoded {
             Ok(env) => Input::Event(env),
             Err(e) => Input::Undecodable(e),
         }
@@ -52,12 +54,12 @@ impl Entry {
 
     /// The event time (None for bytes that did not decode).
     pub fn time(&self) -> Option<DateTime<Utc>> {
-        self.decoded.as_ref().ok().map(|e| e.event_time)
+        (*self.decoded).as_ref().ok().map(|e| e.event_time)
     }
 
     /// The household an input belongs to (None: reference data, or undecodable).
     pub fn household(&self) -> Option<&HouseholdId> {
-        match self.decoded.as_ref().ok()?.payload.key() {
+        match (*self.decoded).as_ref().ok()?.payload.key() {
             EventKey::Household(h) => Some(h),
             EventKey::Reference(_) => None,
         }
@@ -308,19 +310,19 @@ impl Fold {
         self.as_of.seq = e.seq;
         self.as_of.event_time = e.time();
         // The id's buffer is reused: this runs for every input of a replay.
-        match (e.decoded.as_ref(), &mut self.as_of.event_id) {
+        match ((*e.decoded).as_ref(), &mut self.as_of.event_id) {
             (Ok(env), Some(id)) => id.clone_from(&env.event_id),
             (Ok(env), id) => *id = Some(env.event_id.clone()),
             (Err(_), id) => *id = None,
         }
         if self.skips(e) {
-            if let Ok(env) = &e.decoded {
+            if let Ok(env) = &*e.decoded {
                 self.skipped_ids.insert(Self::id_hash(&env.event_id));
             }
             self.skipped += 1;
             return Ok(None);
         }
-        if let (Scope::Household(_), Ok(env)) = (&self.scope, &e.decoded) {
+        if let (Scope::Household(_), Ok(env)) = (&self.scope, &*e.decoded) {
             if self.skipped_ids.contains(&Self::id_hash(&env.event_id)) {
                 return Err(ReplayError::ScopeCollision { seq: e.seq, event_id: env.event_id.clone() });
             }

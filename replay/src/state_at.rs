@@ -111,7 +111,7 @@ pub fn state_now(recorded: &dyn Store, h: &HouseholdId) -> Result<HouseholdView,
     let last = journal.entry(state.meta.applied)?;
     let as_of = AsOf {
         seq: last.seq,
-        event_id: last.decoded.as_ref().ok().map(|e| e.event_id.clone()),
+        event_id: (*last.decoded).as_ref().ok().map(|e| e.event_id.clone()),
         event_time: last.time(),
     };
     let at = last_time(&journal, &as_of)?;

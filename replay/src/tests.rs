@@ -111,7 +111,7 @@ pub(crate) fn live_run(households: usize, days: usize) -> LiveRun {
 
 fn as_of(store: &dyn Store, seq: u64) -> AsOf {
     let e = Journal::open(store).unwrap().entry(seq).unwrap();
-    AsOf { seq, event_id: e.decoded.as_ref().ok().map(|x| x.event_id.clone()), event_time: e.time() }
+    AsOf { seq, event_id: (*e.decoded).as_ref().ok().map(|x| x.event_id.clone()), event_time: e.time() }
 }
 
 #[test]

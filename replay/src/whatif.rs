@@ -237,7 +237,7 @@ impl Runner<'_> {
             Payload::Fill(f) => f.order_id.clone(),
             _ => None,
         };
-        let e = Entry { seq, source, raw, decoded: Ok(env) };
+        let e = Entry { seq, source, raw, decoded: Box::new(Ok(env)) };
         let applied = self.fold.step(&e)?.expect("a full fold folds every entry");
         self.run.inputs += 1;
         let reason = fill_of.as_ref().and_then(|id| self.made.get(id)).map(|o| o.reason);
@@ -270,7 +270,7 @@ impl Runner<'_> {
 
     /// Folds a recorded input, unless it fills an order this run did not make as recorded.
     fn recorded(&mut self, e: Entry) -> Result<(), ReplayError> {
-        let Ok(env) = e.decoded else {
+        let Ok(env) = *e.decoded else {
             // Undecodable bytes: folded as recorded (refused, counted).
             let applied = self.fold.step(&Entry { seq: self.fold.state.meta.applied + 1, ..e })?;
             debug_assert!(applied.is_some());
@@ -319,8 +319,8 @@ fn run(
         while let Some((i, a)) = added.next_if(|(_, a)| e.time().is_some_and(|t| t > a.event_time)) {
             r.feed(format!("what-if/added/{i}"), None, a.clone())?;
         }
-        let e = match e.decoded.as_ref().ok().map(|env| change.rewrite(env)).transpose()?.flatten() {
-            Some(env) => Entry { raw: overlay_proto::encode_envelope(&env), decoded: Ok(env), ..e },
+        let e = match (*e.decoded).as_ref().ok().map(|env| change.rewrite(env)).transpose()?.flatten() {
+            Some(env) => Entry { raw: overlay_proto::encode_envelope(&env), decoded: Box::new(Ok(env)), ..e },
             None => e,
         };
         let seq = e.seq;
