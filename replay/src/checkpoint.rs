@@ -1,7 +1,9 @@
 //! Checkpoints of the replayed state, for `state --at`: every
 //! [`CHECKPOINT_EVERY`] journal inputs, the state records (encoded as the
 //! engine stores them), kept in a store of the replay's own (a named tree
-//! next to the engine's, never the engine's tree). Every [`BASE_EVERY`]th
+//! next to the engine's, never the engine's tree), packed: one value holds a
+//! household's own records, one each kind of shared record (a store pays per
+//! key read; a state holds tens of thousands of records, most of them small). Every [`BASE_EVERY`]th
 //! checkpoint is a base, every record; the ones between hold the records
 //! that changed since their base. A lookup loads the nearest checkpoint at or
 //! before its point (its base and its changes, decoded as the engine decodes
@@ -34,6 +36,9 @@ pub const CHECKPOINT_EVERY: u64 = 10_000;
 pub const BASE_EVERY: u64 = 10;
 
 const SETTINGS: &[u8] = b"settings";
+/// How the records are laid out, in the settings record: checkpoints laid
+/// out otherwise (one key per record, before packs) are rebuilt.
+const LAYOUT: u64 = 2;
 const HEADER: &[u8] = b"h/";
 const BASE: &[u8] = b"b/";
 const DELTA: &[u8] = b"d/";
@@ -79,6 +84,9 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> ReplayError {
 /// State records: key → value (None: deleted since the base).
 type Records = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// State records lent out of packs: (state key, value).
+type Lent<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// The checkpoints that match the journal, building the missing ones (every
 /// `every` inputs up to the journal's end) first.
 pub fn ensure(
@@ -96,9 +104,8 @@ pub fn ensure(
     // Every record now, and the ones changed since the last base.
     let (mut fold, mut current, mut since_base, mut base) = match have.last() {
         Some(c) => {
-            let since_base =
-                if c.base == c.as_of.seq { Records::new() } else { scan(store, DELTA, c.as_of.seq, None)? };
-            let mut current = scan(store, BASE, c.base, None)?;
+            let since_base = if c.base == c.as_of.seq { Records::new() } else { scan(store, DELTA, c.as_of.seq)? };
+            let mut current = scan(store, BASE, c.base)?;
             current.extend(since_base.clone());
             current.retain(|_, v| v.is_some());
             (decode(&current, c, Scope::All)?, current, since_base, c.base)
@@ -132,18 +139,9 @@ pub fn ensure(
             if (e.seq / every).is_multiple_of(BASE_EVERY) {
                 base = e.seq;
                 since_base.clear();
-                for (k, v) in &current {
-                    batch.put(key(BASE, e.seq, k), v.clone().expect("current records are present"));
-                }
+                put_packs(&mut batch, BASE, e.seq, &current);
             } else {
-                for (k, v) in &since_base {
-                    // A tag byte: 1 the record's value, 0 deleted.
-                    let v = match v {
-                        Some(v) => [&[1u8][..], v].concat(),
-                        None => vec![0u8],
-                    };
-                    batch.put(key(DELTA, e.seq, k), v);
-                }
+                put_packs(&mut batch, DELTA, e.seq, &since_base);
             }
             let c = Checkpoint {
                 as_of: fold.as_of.clone(),
@@ -178,16 +176,21 @@ fn valid(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Vec<Che
     for r in store.scan(b"", None) {
         batch.delete(r?.0);
     }
-    batch.put(SETTINGS.to_vec(), json(&(every, BASE_EVERY, &journal.settings)));
+    batch.put(SETTINGS.to_vec(), settings_record(journal, every));
     store.commit(batch)?;
     Ok(Vec::new())
+}
+
+/// What the settings record of checkpoints built every `every` inputs says.
+fn settings_record(journal: &Journal<'_>, every: u64) -> Vec<u8> {
+    json(&(every, BASE_EVERY, &journal.settings, LAYOUT))
 }
 
 /// The stored checkpoints (built every `every` inputs), or None if they do
 /// not match the journal (other settings, or a journal record that differs
 /// from the one a checkpoint was built after). Reads only.
 fn matching(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Option<Vec<Checkpoint>>, ReplayError> {
-    let settings = json(&(every, BASE_EVERY, &journal.settings));
+    let settings = settings_record(journal, every);
     if store.get(SETTINGS)?.is_none_or(|s| s != settings) {
         return Ok(None);
     }
@@ -207,33 +210,220 @@ fn matching(journal: &Journal<'_>, store: &dyn Store, every: u64) -> Result<Opti
 /// if they do not match it), without building or discarding any.
 pub fn stored(journal: &Journal<'_>, store: &dyn Store) -> Result<Vec<Checkpoint>, ReplayError> {
     let Some(settings) = store.get(SETTINGS)? else { return Ok(Vec::new()) };
-    let Ok((every, _, _)) = serde_json::from_slice::<(u64, u64, serde::de::IgnoredAny)>(&settings) else {
+    let Ok((every, _, _, LAYOUT)) = serde_json::from_slice::<(u64, u64, serde::de::IgnoredAny, u64)>(&settings) else {
         return Ok(Vec::new());
     };
     Ok(matching(journal, store, every)?.unwrap_or_default())
 }
 
-/// The state-key prefixes a scope reads: every record, or the reference
-/// data, counters, chains and idempotency set and that household's records.
-fn prefixes(only: Option<&HouseholdId>) -> Vec<Vec<u8>> {
-    match only {
-        None => vec![keys::STATE.to_vec()],
-        Some(h) => {
-            let shared = [keys::SECURITY, keys::MODEL, keys::PRICE, keys::ESG, keys::SEEN, keys::CHAIN, keys::META];
-            let own = [keys::ACCOUNT, keys::LOTS, keys::PENDING].map(|p| format!("{p}{h}/"));
-            let mut v: Vec<Vec<u8>> = shared.iter().map(|p| p.as_bytes().to_vec()).collect();
-            v.extend(own.map(String::into_bytes));
-            v.push(keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
-            v
+/// The state-key prefixes of the records every scope reads: the reference
+/// data, counters, chains and idempotency set.
+const SHARED: [&str; 7] = [keys::SECURITY, keys::MODEL, keys::PRICE, keys::ESG, keys::SEEN, keys::CHAIN, keys::META];
+/// The state-key prefixes of a household's own records, each followed by the household's id.
+const OWN: [&str; 4] = [keys::HOUSEHOLD, keys::ACCOUNT, keys::LOTS, keys::PENDING];
+
+/// The pack a state record is kept in: `h:` and its household's id for a
+/// household's own records, `k:` and the kind's prefix for shared ones
+/// (and for any other key, its own key).
+fn pack_of(state_key: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(state_key).unwrap_or("");
+    for p in OWN {
+        if let Some(rest) = text.strip_prefix(p) {
+            let household = rest.split('/').next().unwrap_or(rest);
+            return [b"h:", household.as_bytes()].concat();
         }
+    }
+    let kind = SHARED.iter().find(|p| text.starts_with(**p)).map_or(state_key, |p| p.as_bytes());
+    [b"k:", kind].concat()
+}
+
+/// The packs a scope reads: every one, or the shared kinds' and that household's.
+fn packs_of(only: Option<&HouseholdId>) -> Option<Vec<Vec<u8>>> {
+    let h = only?;
+    let mut v: Vec<Vec<u8>> = SHARED.iter().map(|p| [b"k:", p.as_bytes()].concat()).collect();
+    v.push([b"h:", h.as_str().as_bytes()].concat());
+    v.sort();
+    Some(v)
+}
+
+/// Puts `records` (state key → value, None: deleted) into `batch` as the
+/// packs of checkpoint `seq` of `kind`. A pack's value is its records in key
+/// order, each as its key and its value, both length-prefixed (u32 BE); in a
+/// set of changes a value starts with a tag byte, 1 present or 0 deleted.
+fn put_packs(batch: &mut WriteBatch, kind: &[u8], seq: u64, records: &Records) {
+    let mut packs: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (k, v) in records {
+        let pack = packs.entry(pack_of(k)).or_default();
+        let tagged;
+        let value: &[u8] = match (kind == BASE, v) {
+            (true, Some(v)) => v,
+            (true, None) => unreachable!("a base holds present records only"),
+            (false, Some(v)) => {
+                tagged = [&[1u8][..], v].concat();
+                &tagged
+            }
+            (false, None) => &[0u8],
+        };
+        push_record(pack, k, value);
+    }
+    for (pack, value) in packs {
+        batch.put(key(kind, seq, &pack), value);
     }
 }
 
-/// The records of one base (`kind` BASE) or one set of changes (DELTA):
-/// all of them, or (`only`) the reference data, counters, chains and
-/// idempotency set and that one household's records.
-fn scan(store: &dyn Store, kind: &[u8], seq: u64, only: Option<&HouseholdId>) -> Result<Records, ReplayError> {
-    Ok(scan_in_order(store, kind, seq, only)?.into_iter().map(|(k, r)| (k, r.value().map(<[u8]>::to_vec))).collect())
+/// Appends a record to a pack: its key and its value, each length-prefixed.
+fn push_record(pack: &mut Vec<u8>, state_key: &[u8], value: &[u8]) {
+    for part in [state_key, value] {
+        pack.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        pack.extend_from_slice(part);
+    }
+}
+
+/// The records of one pack, in key order: (state key, stored value).
+fn unpack(pack: &[u8]) -> Result<Lent<'_>, ReplayError> {
+    fn part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let p = tail.get(..len)?;
+        *rest = &tail[len..];
+        Some(p)
+    }
+    let mut records = Vec::new();
+    let mut rest = pack;
+    while !rest.is_empty() {
+        match (part(&mut rest), part(&mut rest)) {
+            (Some(k), Some(v)) => records.push((k, v)),
+            _ => return Err(corrupt("pack", "a record runs past the end of its pack")),
+        }
+    }
+    Ok(records)
+}
+
+/// The packs of one base (`kind` BASE) or one set of changes (DELTA), in
+/// pack order: all of them, or (`only`) the shared kinds' and that one
+/// household's. Values are shared with the store, not copied.
+fn read_packs(
+    store: &dyn Store,
+    kind: &[u8],
+    seq: u64,
+    only: Option<&HouseholdId>,
+) -> Result<Vec<(Vec<u8>, overlay_store::Value)>, ReplayError> {
+    let mut packs = Vec::new();
+    if seq == 0 {
+        return Ok(packs);
+    }
+    let at = key(kind, seq, b"");
+    match packs_of(only) {
+        None => {
+            for r in store.scan_shared(&at, None) {
+                let (k, v) = r?;
+                packs.push((k[at.len()..].to_vec(), v));
+            }
+        }
+        Some(wanted) => {
+            for pack in wanted {
+                if let Some(v) = store.get(&key(kind, seq, &pack))? {
+                    packs.push((pack, overlay_store::Value::Owned(v)));
+                }
+            }
+        }
+    }
+    Ok(packs)
+}
+
+/// A stored value of a set of changes: the record, or None if deleted.
+fn changed<'a>(state_key: &[u8], v: &'a [u8]) -> Result<Option<&'a [u8]>, ReplayError> {
+    match v.split_first() {
+        Some((1, v)) => Ok(Some(v)),
+        Some((0, [])) => Ok(None),
+        _ => Err(corrupt("changed record", String::from_utf8_lossy(state_key))),
+    }
+}
+
+/// The records at checkpoint `c` for a scope: its base's packs with its
+/// changes merged in (a change replaces the base's record of its key, or
+/// deletes it), pack by pack, each in key order.
+fn merged<'p>(
+    base: &'p [(Vec<u8>, overlay_store::Value)],
+    changes: &'p [(Vec<u8>, overlay_store::Value)],
+) -> Result<Lent<'p>, ReplayError> {
+    let mut out = Vec::new();
+    let (mut b, mut d) = (base.iter().peekable(), changes.iter().peekable());
+    loop {
+        let (from_base, from_changes) = match (b.peek(), d.peek()) {
+            (None, None) => break,
+            (Some(_), None) => (b.next(), None),
+            (None, Some(_)) => (None, d.next()),
+            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => (b.next(), None),
+                std::cmp::Ordering::Greater => (None, d.next()),
+                std::cmp::Ordering::Equal => (b.next(), d.next()),
+            },
+        };
+        let base_records = match from_base {
+            Some((_, v)) => unpack(v)?,
+            None => Vec::new(),
+        };
+        let mut changed_records = Vec::new();
+        if let Some((_, v)) = from_changes {
+            for (k, v) in unpack(v)? {
+                changed_records.push((k, changed(k, v)?));
+            }
+        }
+        let (mut x, mut y) = (base_records.into_iter().peekable(), changed_records.into_iter().peekable());
+        loop {
+            let next = match (x.peek(), y.peek()) {
+                (None, None) => break,
+                (Some(_), None) => x.next().map(|(k, v)| (k, Some(v))),
+                (None, Some(_)) => y.next(),
+                (Some(p), Some(q)) => match p.0.cmp(q.0) {
+                    std::cmp::Ordering::Less => x.next().map(|(k, v)| (k, Some(v))),
+                    std::cmp::Ordering::Greater => y.next(),
+                    std::cmp::Ordering::Equal => {
+                        x.next();
+                        y.next()
+                    }
+                },
+            };
+            if let Some((k, Some(v))) = next {
+                out.push((k, v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites every stored record (its state key, and its value as stored:
+/// tagged in a set of changes) with `edit`, for tests that tamper with them.
+#[cfg(test)]
+pub(crate) fn edit_records(store: &dyn Store, mut edit: impl FnMut(&[u8], &mut Vec<u8>)) {
+    let mut batch = WriteBatch::default();
+    for r in store.scan(b"", None) {
+        let (k, v) = r.unwrap();
+        if !(k.starts_with(BASE) || k.starts_with(DELTA)) {
+            continue;
+        }
+        let mut pack = Vec::new();
+        for (state_key, value) in unpack(&v).unwrap() {
+            let mut value = value.to_vec();
+            edit(state_key, &mut value);
+            push_record(&mut pack, state_key, &value);
+        }
+        batch.put(k, pack);
+    }
+    store.commit(batch).unwrap();
+}
+
+/// The records of one base (`kind` BASE) or one set of changes (DELTA), every one.
+fn scan(store: &dyn Store, kind: &[u8], seq: u64) -> Result<Records, ReplayError> {
+    let mut records = Records::new();
+    for (_, v) in read_packs(store, kind, seq, None)? {
+        for (k, v) in unpack(&v)? {
+            let v = if kind == BASE { Some(v) } else { changed(k, v)? };
+            records.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+        }
+    }
+    Ok(records)
 }
 
 fn decode(records: &Records, c: &Checkpoint, scope: Scope) -> Result<Fold, ReplayError> {
@@ -262,91 +452,10 @@ pub fn resume(store: &dyn Store, c: &Checkpoint, scope: Scope) -> Result<Fold, R
         Scope::All => None,
         Scope::Household(h) => Some(h.clone()),
     };
-    // The base's records and the changes since, each read in key order (values
-    // shared with the store, not copied) and merged: a change replaces the
-    // base's record of its key, or deletes it.
-    let base = scan_in_order(store, BASE, c.base, only.as_ref())?;
+    let base = read_packs(store, BASE, c.base, only.as_ref())?;
     let changes =
-        if c.base == c.as_of.seq { Vec::new() } else { scan_in_order(store, DELTA, c.as_of.seq, only.as_ref())? };
-    let mut merged: Vec<(&[u8], &[u8])> = Vec::with_capacity(base.len() + changes.len());
-    let (mut b, mut d) = (base.iter().peekable(), changes.iter().peekable());
-    loop {
-        let next = match (b.peek(), d.peek()) {
-            (None, None) => break,
-            (Some(_), None) => b.next(),
-            (None, Some(_)) => d.next(),
-            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
-                std::cmp::Ordering::Less => b.next(),
-                std::cmp::Ordering::Greater => d.next(),
-                std::cmp::Ordering::Equal => {
-                    b.next();
-                    d.next()
-                }
-            },
-        };
-        let (k, v) = next.expect("peeked");
-        if let Some(v) = v.value() {
-            merged.push((k, v));
-        }
-    }
-    decode_from(merged.into_iter(), c, scope)
-}
-
-/// A record of a base (always present) or of a set of changes (tagged:
-/// present, or deleted), as stored.
-struct Stored {
-    value: overlay_store::Value,
-    changed: bool,
-}
-
-impl Stored {
-    /// The record's value; None for a deletion.
-    fn value(&self) -> Option<&[u8]> {
-        if !self.changed {
-            return Some(&self.value);
-        }
-        match self.value.split_first() {
-            Some((1, v)) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-/// The records of one base or set of changes ([`scan`]), in key order, as
-/// stored: (state key, record).
-fn scan_in_order(
-    store: &dyn Store,
-    kind: &[u8],
-    seq: u64,
-    only: Option<&HouseholdId>,
-) -> Result<Vec<(Vec<u8>, Stored)>, ReplayError> {
-    let mut records = Vec::new();
-    if seq == 0 {
-        return Ok(records);
-    }
-    let household_key = only.map(|h| keys::text_key(keys::HOUSEHOLD, &[h.as_str()]));
-    let at = key(kind, seq, b"");
-    for p in prefixes(only) {
-        let prefix = key(kind, seq, &p);
-        for r in store.scan_shared(&prefix, None) {
-            let (k, v) = r?;
-            let state_key = &k[at.len()..];
-            // `s:hh:H` is a prefix of `s:hh:H2`'s key too.
-            if state_key.starts_with(keys::HOUSEHOLD.as_bytes())
-                && household_key.as_deref().is_some_and(|hk| hk != state_key)
-            {
-                continue;
-            }
-            let changed = kind != BASE;
-            if changed && !matches!(v.split_first(), Some((1, _)) | Some((0, []))) {
-                return Err(corrupt("changed record", String::from_utf8_lossy(&k)));
-            }
-            records.push((state_key.to_vec(), Stored { value: v, changed }));
-        }
-    }
-    // The prefixes of a household's scope are read one after the other.
-    records.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(records)
+        if c.base == c.as_of.seq { Vec::new() } else { read_packs(store, DELTA, c.as_of.seq, only.as_ref())? };
+    decode_from(merged(&base, &changes)?.into_iter(), c, scope)
 }
 
 /// The bytes the checkpoints take (keys and values).
