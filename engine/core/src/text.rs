@@ -67,9 +67,17 @@ pub fn needs_json_escape(s: &[u8]) -> bool {
 pub fn push_decimal(out: &mut String, d: rust_decimal::Decimal) {
     let mut digits = [0u8; 40];
     let mut at = digits.len();
-    let mut m = d.mantissa().unsigned_abs();
+    let mut wide = d.mantissa().unsigned_abs();
     let scale = d.scale() as usize;
-    // Digits, least significant first, at least one more than the scale (a leading zero).
+    // Digits, least significant first, at least one more than the scale (a
+    // leading zero). A u128 division is a library call; a price's mantissa
+    // fits 64 bits, whose division by 10 is a multiplication.
+    while wide > u128::from(u64::MAX) {
+        at -= 1;
+        digits[at] = b'0' + (wide % 10) as u8;
+        wide /= 10;
+    }
+    let mut m = wide as u64;
     while m > 0 || digits.len() - at <= scale {
         at -= 1;
         digits[at] = b'0' + (m % 10) as u8;
