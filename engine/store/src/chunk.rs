@@ -134,41 +134,75 @@ pub struct Chunk<'a> {
     body: &'a [u8],
 }
 
-impl<'a> Chunk<'a> {
-    /// Parses the chunk stored under `key` in stream `prefix`.
-    pub fn parse(prefix: &[u8], key: &[u8], value: &'a [u8]) -> Result<Self, StoreError> {
+/// A chunk whose header was read, its records not yet walked: each is
+/// checked as it is reached ([`Header::record`]), so that a reader going
+/// through a chunk of megabytes reads it once, in order.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    stream: &'static str,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Header {
+    /// Reads the header of the chunk stored under `key` in stream `prefix`;
+    /// also where its records start in `value`.
+    pub fn read(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<(Self, usize), StoreError> {
         let stream = stream_name(prefix);
         let last = match key.strip_prefix(prefix).map(<[u8; 8]>::try_from) {
             Some(Ok(tail)) => u64::from_be_bytes(tail),
             _ => return Err(corrupt(stream, format!("key {} is not the prefix and a seq", hex::encode(key)))),
         };
-        let bad = |what: String| corrupt(stream, format!("the chunk ending at seq {last} {what}"));
-        let Some((head, body)) = value.split_first_chunk::<HEADER>() else {
-            return Err(bad(format!("is {} bytes, shorter than its {HEADER}-byte header", value.len())));
+        let header = Self { stream, first: 0, last };
+        let Some(head) = value.first_chunk::<HEADER>() else {
+            return Err(header.bad(format!("is {} bytes, shorter than its {HEADER}-byte header", value.len())));
         };
         let first = u64::from_be_bytes(*head);
         if first == 0 || first > last {
-            return Err(bad(format!("says it starts at seq {first}")));
+            return Err(header.bad(format!("says it starts at seq {first}")));
         }
-        // Walk the lengths: exactly one record per seq, nothing after.
-        let mut rest = body;
-        for seq in first..=last {
-            let Some((len, tail)) = rest.split_first_chunk::<LEN>() else {
-                return Err(bad(format!("is truncated: it ends before the record of seq {seq} (from seq {first})")));
-            };
-            let len = u32::from_be_bytes(*len) as usize;
-            if len > tail.len() {
-                return Err(bad(format!(
-                    "is truncated: the record of seq {seq} is {len} bytes, {} are left",
-                    tail.len()
-                )));
-            }
-            rest = &tail[len..];
+        Ok((Self { first, ..header }, HEADER))
+    }
+
+    /// The record of `seq` (one of this chunk's), whose length prefix starts
+    /// at byte `at` of `value`: where its bytes are, and where the next record
+    /// starts. A record that runs past the chunk's end, or bytes left after
+    /// its last record, are corrupt.
+    pub fn record(&self, value: &[u8], seq: u64, at: usize) -> Result<(std::ops::Range<usize>, usize), StoreError> {
+        let rest = value.get(at..).unwrap_or_default();
+        let Some((len, tail)) = rest.split_first_chunk::<LEN>() else {
+            return Err(
+                self.bad(format!("is truncated: it ends before the record of seq {seq} (from seq {})", self.first))
+            );
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(
+                self.bad(format!("is truncated: the record of seq {seq} is {len} bytes, {} are left", tail.len()))
+            );
         }
-        if !rest.is_empty() {
-            return Err(bad(format!("has {} bytes after the record of its last seq", rest.len())));
+        let (start, next) = (at + LEN, at + LEN + len);
+        if seq == self.last && next < value.len() {
+            return Err(self.bad(format!("has {} bytes after the record of its last seq", value.len() - next)));
         }
-        Ok(Self { first, last, body })
+        Ok((start..next, next))
+    }
+
+    fn bad(&self, what: String) -> StoreError {
+        corrupt(self.stream, format!("the chunk ending at seq {} {what}", self.last))
+    }
+}
+
+impl<'a> Chunk<'a> {
+    /// Parses the chunk stored under `key` in stream `prefix`: its header,
+    /// then every record's length (exactly one record per seq, nothing after).
+    pub fn parse(prefix: &[u8], key: &[u8], value: &'a [u8]) -> Result<Self, StoreError> {
+        let (header, body) = Header::read(prefix, key, value)?;
+        let mut at = body;
+        for seq in header.first..=header.last {
+            at = header.record(value, seq, at)?.1;
+        }
+        Ok(Self { first: header.first, last: header.last, body: &value[body..] })
     }
 
     /// Where the records start in `value`, the bytes this chunk was parsed from.
@@ -195,10 +229,10 @@ impl<'a> Chunk<'a> {
     }
 }
 
-/// The record whose length prefix starts at byte `at` of a parsed chunk
-/// (its value or its body): where the record's bytes are, and where the
-/// next record starts. The layout was checked by [`Chunk::parse`].
-pub fn record_span(bytes: &[u8], at: usize) -> (std::ops::Range<usize>, usize) {
+/// The record whose length prefix starts at byte `at` of a parsed chunk's
+/// body: where the record's bytes are, and where the next record starts.
+/// The layout was checked by [`Chunk::parse`].
+fn record_span(bytes: &[u8], at: usize) -> (std::ops::Range<usize>, usize) {
     let len = u32::from_be_bytes(bytes[at..at + LEN].try_into().expect("4 bytes")) as usize;
     let start = at + LEN;
     (start..start + len, start + len)

@@ -233,14 +233,19 @@ pub fn records_after<'a>(
 }
 
 /// Reads the records of one stream with seq greater than `after` in
-/// place: each chunk is read once (shared with the store where it can be),
-/// its layout checked, and its records lent out one by one. The seqs must
-/// follow one another from `after + 1` on: a gap or an overlap between
-/// chunks is corrupt; after an error (or the end) it yields nothing more.
+/// place: each chunk is read once (shared with the store where it can be)
+/// and its records lent out one by one, each record's place in the layout
+/// checked as it is reached (a chunk is megabytes: walked through twice, it
+/// would come from memory twice). The seqs must follow one another from
+/// `after + 1` on: a gap or an overlap between chunks, a record that runs
+/// past its chunk or bytes after a chunk's last record is corrupt, reported
+/// where the read reaches it; after an error (or the end) it yields nothing more.
 pub struct Cursor<'a> {
     prefix: &'static [u8],
     chunks: SharedRecords<'a>,
     chunk: Value,
+    /// The current chunk's header (None before the first).
+    header: Option<chunk::Header>,
     /// Where the next record of the chunk starts, and its seq; the chunk's last seq.
     at: usize,
     seq: u64,
@@ -257,18 +262,35 @@ impl<'a> Cursor<'a> {
             Some(from) => store.scan_shared(prefix, Some(&keys::seq_key(prefix, from))),
             None => Box::new(std::iter::empty()),
         };
-        Self { prefix, chunks, chunk: Value::Owned(Vec::new()), at: 0, seq: 1, last: 0, next: from, first_chunk: true }
+        Self {
+            prefix,
+            chunks,
+            chunk: Value::Owned(Vec::new()),
+            header: None,
+            at: 0,
+            seq: 1,
+            last: 0,
+            next: from,
+            first_chunk: true,
+        }
     }
 
     /// The next record and its seq; None at the end of the stream.
     pub fn next_record(&mut self) -> Option<Result<(u64, &[u8]), StoreError>> {
         while self.seq > self.last {
             if let Err(e) = self.next_chunk()? {
-                self.next = None;
+                (self.next, self.last) = (None, 0);
                 return Some(Err(e));
             }
         }
-        let (record, next) = chunk::record_span(&self.chunk, self.at);
+        let header = self.header.as_ref().expect("a chunk was read");
+        let (record, next) = match header.record(&self.chunk, self.seq, self.at) {
+            Ok(span) => span,
+            Err(e) => {
+                (self.next, self.last) = (None, 0);
+                return Some(Err(e));
+            }
+        };
         self.at = next;
         let seq = self.seq;
         self.seq += 1;
@@ -282,7 +304,7 @@ impl<'a> Cursor<'a> {
             Ok(kv) => kv,
             Err(e) => return Some(Err(e)),
         };
-        let c = match chunk::Chunk::parse(self.prefix, &k, &v) {
+        let (c, body) = match chunk::Header::read(self.prefix, &k, &v) {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
@@ -300,13 +322,16 @@ impl<'a> Cursor<'a> {
         }
         self.first_chunk = false;
         let (first, last) = (c.first, c.last);
-        let body = c.body_offset(&v);
         self.chunk = v;
+        self.header = Some(c);
         (self.at, self.seq, self.last) = (body, first, last);
         self.next = last.checked_add(1);
         // Skip the records before `expected` (in the first chunk only).
         while self.seq < expected && self.seq <= self.last {
-            self.at = chunk::record_span(&self.chunk, self.at).1;
+            match c.record(&self.chunk, self.seq, self.at) {
+                Ok((_, next)) => self.at = next,
+                Err(e) => return Some(Err(e)),
+            }
             self.seq += 1;
         }
         Some(Ok(()))

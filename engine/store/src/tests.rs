@@ -178,7 +178,7 @@ fn each_commit_writes_one_chunk_per_stream_and_the_streams_read_back_by_seq() {
 }
 
 #[test]
-fn a_missing_or_repeated_chunk_is_corrupt_where_the_stream_reads_past_it() {
+fn a_missing_repeated_or_damaged_chunk_is_corrupt_where_the_stream_reads_it() {
     // given a store whose audit stream spans two chunks
     let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
     fold_all(&mut folder);
@@ -218,13 +218,28 @@ fn a_missing_or_repeated_chunk_is_corrupt_where_the_stream_reads_past_it() {
     let err = read[first.last as usize].as_ref().unwrap_err().to_string();
     assert!(err.ends_with(&format!("follows seq {}: seqs are recorded twice", first.last)), "{err}");
     assert_eq!(read.len() as u64, first.last + 1);
-    // and a damaged chunk is corrupt, for a whole read and a single lookup alike
-    let torn = MemStore::new();
-    let mut b = WriteBatch::default();
-    b.put(chunks[0].0.clone(), chunks[0].1[..chunks[0].1.len() - 1].to_vec());
-    torn.commit(b).unwrap();
-    assert!(matches!(records_after(&torn, keys::AUDIT, 0).next(), Some(Err(StoreError::Corrupt(_)))));
-    assert!(matches!(record_at(&torn, keys::AUDIT, 1), Err(StoreError::Corrupt(_))));
+    // and a damaged chunk (its last byte cut, or a byte added) is corrupt: a
+    // read lends the records before the damage and stops at the record it
+    // reaches; a single lookup refuses the chunk whole
+    let held = first.last - first.first + 1;
+    let mut added = chunks[0].1.clone();
+    added.push(0);
+    for (damaged, what) in [(chunks[0].1[..chunks[0].1.len() - 1].to_vec(), "is truncated"), (added, "bytes after")] {
+        let store = MemStore::new();
+        let mut b = WriteBatch::default();
+        b.put(chunks[0].0.clone(), damaged);
+        b.put(chunks[1].0.clone(), chunks[1].1.clone());
+        store.commit(b).unwrap();
+        let read: Vec<_> = records_after(&store, keys::AUDIT, 0).collect();
+        assert_eq!(read.len() as u64, held, "{what}");
+        assert!(read[..held as usize - 1].iter().all(Result::is_ok), "{what}");
+        assert!(
+            matches!(read.last(), Some(Err(StoreError::Corrupt(m))) if m.contains(what) && m.contains(&format!("seq {}", first.last))),
+            "{what}: {:?}",
+            read.last()
+        );
+        assert!(matches!(record_at(&store, keys::AUDIT, 1), Err(StoreError::Corrupt(_))), "{what}");
+    }
 }
 
 /// `store`'s records as the first store format kept them: one key per
