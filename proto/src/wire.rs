@@ -159,6 +159,12 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A varint of at most 10 bytes whose value fits 64 bits (what prost accepts).
     fn varint(&mut self) -> Option<u64> {
+        // Most are one byte: a field's key, a text's length.
+        let first = *self.buf.get(self.at)?;
+        if first < 0x80 {
+            self.at += 1;
+            return Some(u64::from(first));
+        }
         let mut value = 0u64;
         for i in 0..10 {
             let b = *self.buf.get(self.at)?;
