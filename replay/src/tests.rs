@@ -115,6 +115,24 @@ fn as_of(store: &dyn Store, seq: u64) -> AsOf {
 }
 
 #[test]
+fn the_replayed_state_hash_is_the_hash_of_the_store_holding_that_state() {
+    // given a live run, and its store (which holds the live state at the end)
+    let run = live_run(4, 2);
+    let n = run.states.len() - 1;
+    assert_eq!(
+        crate::verify::replayed_hash(&run.states[n]),
+        overlay_store::state_hash(run.folder.store()).unwrap(),
+        "the end"
+    );
+    // then at points along the run, the hash taken without a store is the one of the store of the records
+    for k in [1, n / 3, n / 2, n - 1] {
+        let state = &run.states[k];
+        let store = crate::verify::state_store(state, &overlay_core::fold::every_record(state)).unwrap();
+        assert_eq!(crate::verify::replayed_hash(state), overlay_store::state_hash(&store).unwrap(), "input {k}");
+    }
+}
+
+#[test]
 fn state_at_equals_the_live_state_captured_at_each_point() {
     // given a live run of 8 households over 3 days, the live state kept after every input
     let run = live_run(8, 3);

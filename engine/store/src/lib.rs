@@ -121,15 +121,30 @@ pub fn load_meta(store: &dyn Store) -> Result<overlay_core::state::Meta, StoreEr
 /// SHA-256 over every state record (key and value, length-prefixed) in key
 /// order: two stores with the same state have the same hash.
 pub fn state_hash(store: &dyn Store) -> Result<String, StoreError> {
-    let mut h = Sha256::new();
+    let mut h = StateHasher::default();
     for r in store.scan(keys::STATE, None) {
         let (k, v) = r?;
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(&k);
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(&v);
+        h.record(&k, &v);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finish())
+}
+
+/// [`state_hash`] taken record by record: fed the state records in key
+/// order, it gives the hash of a store that holds exactly those.
+#[derive(Default)]
+pub struct StateHasher(Sha256);
+
+impl StateHasher {
+    pub fn record(&mut self, key: &[u8], value: &[u8]) {
+        self.0.update((key.len() as u64).to_be_bytes());
+        self.0.update(key);
+        self.0.update((value.len() as u64).to_be_bytes());
+        self.0.update(value);
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
 /// The next offset to read from an input source, if any was recorded.
