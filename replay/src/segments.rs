@@ -109,9 +109,16 @@ pub(crate) fn verify_in_segments(
     let mut report = VerifyReport { inputs: len, checked_first: 1, checked_last: len, ..VerifyReport::default() };
     // Where the segments so far ended, and the state they ended with.
     let (mut reached, mut ends_with): (u64, Option<Box<State>>) = (0, None);
+    // The states compared at the seams are freed on a thread of their own,
+    // once the report is made: tens of milliseconds of freeing, otherwise
+    // the last thing a verify waits for.
+    let mut compared: Vec<Box<State>> = Vec::new();
     for (start, segment) in results {
         let ended = match segment {
-            Segment::Ran { starts_from, ended } if start == reached && starts_from == ends_with => ended,
+            Segment::Ran { starts_from, ended } if start == reached && starts_from == ends_with => {
+                compared.extend(starts_from.into_iter().chain(ends_with.take()));
+                ended
+            }
             // The checkpoint is not the state the fold reached there (or it
             // would not load): start over from the empty state.
             _ => return verify_range_threaded(recorded, VerifyRange::default(), progress),
@@ -130,6 +137,7 @@ pub(crate) fn verify_in_segments(
         (reached, ends_with) = (ended.end, ended.ends_with);
         report.state_hash = ended.state_hash;
     }
+    std::thread::spawn(move || drop(compared));
     if reached != len {
         return verify_range_threaded(recorded, VerifyRange::default(), progress);
     }
@@ -361,7 +369,12 @@ fn verify_segment(
             _ => return Segment::Unloadable,
         },
     };
-    Segment::Ran { ended: fold_segment(run, &mut fold), starts_from }
+    let ended = fold_segment(run, &mut fold);
+    // What is left of the fold (the whole state, for the segment that
+    // reached the journal's end and compared it there) is freed on a thread
+    // of its own: the last segment's would be the last thing a verify waits for.
+    std::thread::spawn(move || drop(fold));
+    Segment::Ran { ended, starts_from }
 }
 
 fn fold_segment(run: &Run<'_, '_>, fold: &mut Fold) -> Result<Ended, ReplayError> {
