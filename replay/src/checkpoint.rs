@@ -369,49 +369,52 @@ fn merged<'p>(
     changes: &'p [(Vec<u8>, overlay_store::Value)],
 ) -> Result<Lent<'p>, ReplayError> {
     let mut out = Vec::new();
-    let (mut b, mut d) = (base.iter().peekable(), changes.iter().peekable());
-    loop {
-        let (from_base, from_changes) = match (b.peek(), d.peek()) {
-            (None, None) => break,
-            (Some(_), None) => (b.next(), None),
-            (None, Some(_)) => (None, d.next()),
-            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
-                std::cmp::Ordering::Less => (b.next(), None),
-                std::cmp::Ordering::Greater => (None, d.next()),
-                std::cmp::Ordering::Equal => (b.next(), d.next()),
-            },
-        };
-        let base_records = match from_base {
+    for (base_pack, changes_pack) in by_key(base, changes, |p| &p.0[..], |p| &p.0[..]) {
+        let kept = match base_pack {
             Some((_, v)) => unpack(v)?,
             None => Vec::new(),
         };
         let mut changed_records = Vec::new();
-        if let Some((_, v)) = from_changes {
+        if let Some((_, v)) = changes_pack {
             for (k, v) in unpack(v)? {
                 changed_records.push((k, changed(k, v)?));
             }
         }
-        let (mut x, mut y) = (base_records.into_iter().peekable(), changed_records.into_iter().peekable());
-        loop {
-            let next = match (x.peek(), y.peek()) {
-                (None, None) => break,
-                (Some(_), None) => x.next().map(|(k, v)| (k, Some(v))),
-                (None, Some(_)) => y.next(),
-                (Some(p), Some(q)) => match p.0.cmp(q.0) {
-                    std::cmp::Ordering::Less => x.next().map(|(k, v)| (k, Some(v))),
-                    std::cmp::Ordering::Greater => y.next(),
-                    std::cmp::Ordering::Equal => {
-                        x.next();
-                        y.next()
-                    }
-                },
+        for (record, change) in by_key(kept, changed_records, |r| r.0, |r| r.0) {
+            let (key, value) = match (record, change) {
+                (_, Some((k, change))) => (k, change),
+                (Some((k, v)), None) => (k, Some(v)),
+                (None, None) => unreachable!("each key comes from one list at least"),
             };
-            if let Some((k, Some(v))) = next {
-                out.push((k, v));
+            if let Some(v) = value {
+                out.push((key, v));
             }
         }
     }
     Ok(out)
+}
+
+/// Two lists, each in key order, walked together: each key once, with its
+/// item from the first, the second or both.
+fn by_key<'k, A: Copy, B: Copy>(
+    a: impl IntoIterator<Item = A>,
+    b: impl IntoIterator<Item = B>,
+    key_a: impl Fn(A) -> &'k [u8],
+    key_b: impl Fn(B) -> &'k [u8],
+) -> impl Iterator<Item = (Option<A>, Option<B>)> {
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    std::iter::from_fn(move || {
+        Some(match (a.peek().copied(), b.peek().copied()) {
+            (None, None) => return None,
+            (Some(_), None) => (a.next(), None),
+            (None, Some(_)) => (None, b.next()),
+            (Some(x), Some(y)) => match key_a(x).cmp(key_b(y)) {
+                std::cmp::Ordering::Less => (a.next(), None),
+                std::cmp::Ordering::Greater => (None, b.next()),
+                std::cmp::Ordering::Equal => (a.next(), b.next()),
+            },
+        })
+    })
 }
 
 /// Rewrites every stored record (its state key, and its value as stored:

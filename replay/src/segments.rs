@@ -137,12 +137,19 @@ pub(crate) fn verify_in_segments(
         (reached, ends_with) = (ended.end, ended.ends_with);
         report.state_hash = ended.state_hash;
     }
-    std::thread::spawn(move || drop(compared));
+    free_apart(compared);
     if reached != len {
         return verify_range_threaded(recorded, VerifyRange::default(), progress);
     }
     progress(len, len);
     Ok(report)
+}
+
+/// Frees `x` on a thread of its own (here, if none can be started): states
+/// of tens of thousands of records take tens of milliseconds to free.
+fn free_apart<T: Send + 'static>(x: T) {
+    // A thread that does not start drops its closure, and `x` with it.
+    let _ = thread::Builder::new().spawn(move || drop(x));
 }
 
 /// Where each segment starts (a checkpoint; None: the empty state) and its
@@ -371,9 +378,9 @@ fn verify_segment(
     };
     let ended = fold_segment(run, &mut fold);
     // What is left of the fold (the whole state, for the segment that
-    // reached the journal's end and compared it there) is freed on a thread
-    // of its own: the last segment's would be the last thing a verify waits for.
-    std::thread::spawn(move || drop(fold));
+    // reached the journal's end and compared it there): the last segment's
+    // would be the last thing a verify waits for.
+    free_apart(fold);
     Segment::Ran { ended, starts_from }
 }
 

@@ -628,7 +628,8 @@ fn check_range(journal: &Journal<'_>, range: VerifyRange) -> Result<(), ReplayEr
     }
 }
 
-/// The replayed state as stored records, in a store of its own, for the hash.
+/// The replayed state as stored records, in a store of its own, to name its
+/// first difference from the recorded one.
 pub(crate) fn state_store(state: &State, records: &[Touched]) -> Result<MemStore, ReplayError> {
     let store = MemStore::new();
     let mut batch = WriteBatch::default();

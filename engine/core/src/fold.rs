@@ -1277,14 +1277,10 @@ pub fn seal(state: &mut State, applied: &mut Applied) {
         // The head's text goes to the record, and the head is written into
         // the record's empty one (which may have room).
         std::mem::swap(&mut r.prev_hash, &mut head.hash);
-        match json.get_mut(i) {
-            Some(bytes) => seal_chained(&mut head.hash, r, bytes),
-            None => {
-                let mut bytes = Vec::with_capacity(SEALED_CAPACITY);
-                seal_chained(&mut head.hash, r, &mut bytes);
-                json.push(bytes);
-            }
+        if json.len() == i {
+            json.push(Vec::with_capacity(SEALED_CAPACITY));
         }
+        seal_chained(&mut head.hash, r, &mut json[i]);
     }
 }
 

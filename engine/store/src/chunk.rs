@@ -145,9 +145,11 @@ pub struct Header {
 }
 
 impl Header {
-    /// Reads the header of the chunk stored under `key` in stream `prefix`;
-    /// also where its records start in `value`.
-    pub fn read(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<(Self, usize), StoreError> {
+    /// Where a chunk's records start in its value: after the header.
+    pub const RECORDS_AT: usize = HEADER;
+
+    /// Reads the header of the chunk stored under `key` in stream `prefix`.
+    pub fn read(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<Self, StoreError> {
         let stream = stream_name(prefix);
         let last = match key.strip_prefix(prefix).map(<[u8; 8]>::try_from) {
             Some(Ok(tail)) => u64::from_be_bytes(tail),
@@ -161,7 +163,7 @@ impl Header {
         if first == 0 || first > last {
             return Err(header.bad(format!("says it starts at seq {first}")));
         }
-        Ok((Self { first, ..header }, HEADER))
+        Ok(Self { first, ..header })
     }
 
     /// The record of `seq` (one of this chunk's), whose length prefix starts
@@ -197,17 +199,12 @@ impl<'a> Chunk<'a> {
     /// Parses the chunk stored under `key` in stream `prefix`: its header,
     /// then every record's length (exactly one record per seq, nothing after).
     pub fn parse(prefix: &[u8], key: &[u8], value: &'a [u8]) -> Result<Self, StoreError> {
-        let (header, body) = Header::read(prefix, key, value)?;
-        let mut at = body;
+        let header = Header::read(prefix, key, value)?;
+        let mut at = Header::RECORDS_AT;
         for seq in header.first..=header.last {
             at = header.record(value, seq, at)?.1;
         }
-        Ok(Self { first: header.first, last: header.last, body: &value[body..] })
-    }
-
-    /// Where the records start in `value`, the bytes this chunk was parsed from.
-    pub fn body_offset(&self, value: &[u8]) -> usize {
-        value.len() - self.body.len()
+        Ok(Self { first: header.first, last: header.last, body: &value[Header::RECORDS_AT..] })
     }
 
     /// The records in seq order, with their seqs.

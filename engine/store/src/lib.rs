@@ -259,12 +259,11 @@ pub struct Cursor<'a> {
     prefix: &'static [u8],
     chunks: SharedRecords<'a>,
     chunk: Value,
-    /// The current chunk's header (None before the first).
+    /// The current chunk's header (None before the first, and after an error).
     header: Option<chunk::Header>,
-    /// Where the next record of the chunk starts, and its seq; the chunk's last seq.
+    /// Where the next record of the chunk starts, and its seq.
     at: usize,
     seq: u64,
-    last: u64,
     /// The seq the next record must have; None once the stream ended or failed.
     next: Option<u64>,
     first_chunk: bool,
@@ -284,7 +283,6 @@ impl<'a> Cursor<'a> {
             header: None,
             at: 0,
             seq: 1,
-            last: 0,
             next: from,
             first_chunk: true,
         }
@@ -292,17 +290,21 @@ impl<'a> Cursor<'a> {
 
     /// The next record and its seq; None at the end of the stream.
     pub fn next_record(&mut self) -> Option<Result<(u64, &[u8]), StoreError>> {
-        while self.seq > self.last {
-            if let Err(e) = self.next_chunk()? {
-                (self.next, self.last) = (None, 0);
-                return Some(Err(e));
+        let header = loop {
+            match self.header {
+                Some(h) if self.seq <= h.last => break h,
+                _ => {
+                    if let Err(e) = self.next_chunk()? {
+                        (self.next, self.header) = (None, None);
+                        return Some(Err(e));
+                    }
+                }
             }
-        }
-        let header = self.header.as_ref().expect("a chunk was read");
+        };
         let (record, next) = match header.record(&self.chunk, self.seq, self.at) {
             Ok(span) => span,
             Err(e) => {
-                (self.next, self.last) = (None, 0);
+                (self.next, self.header) = (None, None);
                 return Some(Err(e));
             }
         };
@@ -319,7 +321,7 @@ impl<'a> Cursor<'a> {
             Ok(kv) => kv,
             Err(e) => return Some(Err(e)),
         };
-        let (c, body) = match chunk::Header::read(self.prefix, &k, &v) {
+        let c = match chunk::Header::read(self.prefix, &k, &v) {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
@@ -336,13 +338,12 @@ impl<'a> Cursor<'a> {
             ))));
         }
         self.first_chunk = false;
-        let (first, last) = (c.first, c.last);
         self.chunk = v;
         self.header = Some(c);
-        (self.at, self.seq, self.last) = (body, first, last);
-        self.next = last.checked_add(1);
+        (self.at, self.seq) = (chunk::Header::RECORDS_AT, c.first);
+        self.next = c.last.checked_add(1);
         // Skip the records before `expected` (in the first chunk only).
-        while self.seq < expected && self.seq <= self.last {
+        while self.seq < expected && self.seq <= c.last {
             match c.record(&self.chunk, self.seq, self.at) {
                 Ok((_, next)) => self.at = next,
                 Err(e) => return Some(Err(e)),
