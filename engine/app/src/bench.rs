@@ -80,6 +80,8 @@ pub struct BenchOptions {
     pub only: Option<String>,
     /// Real brokers for the Kafka benchmark.
     pub kafka: crate::bench_kafka::KafkaBrokers,
+    /// Household partitions of the Kafka benchmark, if not its default.
+    pub kafka_partitions: Option<u32>,
 }
 
 /// Sizes of one run.
@@ -200,7 +202,7 @@ pub fn run(opts: &BenchOptions, out: &mut dyn Write) -> Result<Vec<Row>> {
         rows.extend(crate::bench_replay::replay(&sizes, &cfg.engine.settings, out)?);
     }
     if selected(KAFKA) {
-        let sizes = crate::bench_kafka::KafkaSizes::new(opts.quick);
+        let sizes = crate::bench_kafka::KafkaSizes::new(opts.quick, opts.kafka_partitions);
         if opts.only.is_some() || opts.kafka.any() {
             rows.extend(crate::bench_kafka::kafka(&sizes, &opts.kafka, out)?);
         } else {

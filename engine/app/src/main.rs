@@ -184,6 +184,10 @@ enum Command {
         /// A tansu binary the kafka benchmark starts its brokers from (`bash scripts/setup-kafka` prints it).
         #[arg(long, env = "OVERLAY_TANSU")]
         tansu: Option<PathBuf>,
+        /// Household partitions of the kafka benchmark (default: the configuration's, 8; with --quick, 2).
+        /// Every partition is a shard that folds the whole reference topic, so this shows what that costs.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        kafka_partitions: Option<u32>,
         /// Also write the output into this file's generated block (`bash scripts/bench` gives BENCHMARKS.md).
         #[arg(long)]
         record: Option<PathBuf>,
@@ -599,9 +603,9 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             overlay_app::simulate::cli(&seeds, jobs, &mut stdout.lock())?;
         }
-        Command::Bench { quick, only, brokers, tansu, record } => {
+        Command::Bench { quick, only, brokers, tansu, kafka_partitions, record } => {
             let kafka = overlay_app::bench_kafka::KafkaBrokers { external: brokers, tansu };
-            let opts = overlay_app::bench::BenchOptions { quick, only, kafka };
+            let opts = overlay_app::bench::BenchOptions { quick, only, kafka, kafka_partitions };
             let mut out = stdout.lock();
             let mut tee = overlay_app::bench_record::Tee::new(&mut out);
             overlay_app::bench::run(&opts, &mut tee)?;
