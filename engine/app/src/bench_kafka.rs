@@ -188,7 +188,7 @@ pub fn kafka(sizes: &KafkaSizes, brokers: &KafkaBrokers, out: &mut dyn Write) ->
         for (label, m) in &medians {
             writeln!(
                 out,
-                "  [{label}] engine median {:.2} s = start-up to the first fold {:.2} s + folding (in memory, above) {:.2} s + sled writes (with sled − in memory) {:.2} s + the rest {:.2} s (publishing: produce, waiting for the acknowledgements or the transaction; fetching; idle waits; less the time the writes overlap the folding, which can make it negative)",
+                "  [{label}] engine median {:.2} s = start-up to the first fold {:.2} s + folding (in memory, above) {:.2} s + sled writes (with sled − in memory) {:.2} s + the rest {:.2} s (publishing: produce, the transaction where there is one, the acknowledgements at the end; fetching; idle waits; less the time the writes and the publishing overlap the folding, which can make it negative)",
                 m.engine_s,
                 m.engine_start_s,
                 mem_s,

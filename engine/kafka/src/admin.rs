@@ -9,9 +9,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,11 +160,14 @@ impl ClientContext for ReaderContext {
 
 impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
-/// Counts delivery failures and keeps the first error.
+/// Counts delivery failures and keeps the first error; of records with a
+/// sequence-number header, keeps the highest the broker acknowledged per
+/// topic and partition.
 #[derive(Default)]
 pub struct DeliveryTracker {
     pub failed: AtomicU64,
     pub first_error: Mutex<Option<String>>,
+    acked: Mutex<BTreeMap<String, BTreeMap<i32, u64>>>,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -171,15 +175,45 @@ impl ClientContext for DeliveryTracker {}
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first_error.lock().expect("delivery error lock");
-            first.get_or_insert_with(|| e.to_string());
+        match result {
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().expect("delivery error lock");
+                first.get_or_insert_with(|| e.to_string());
+            }
+            Ok(m) => {
+                let Some(seq) = seq_header(m) else { return };
+                let mut acked = self.acked.lock().expect("delivery acks lock");
+                let topic = match acked.get_mut(m.topic()) {
+                    Some(t) => t,
+                    None => acked.entry(m.topic().to_string()).or_default(),
+                };
+                let top = topic.entry(m.partition()).or_default();
+                *top = (*top).max(seq);
+            }
         }
     }
 }
 
+/// A record's sequence number, from its `HEADER_SEQ` header.
+pub fn seq_header<M: Message>(m: &M) -> Option<u64> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == HEADER_SEQ)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+}
+
 impl DeliveryTracker {
+    /// The highest sequence number acknowledged in `topic`'s `partition`
+    /// (through this producer; with an idempotent producer, every record
+    /// sent to the partition before it was acknowledged too).
+    pub fn acked(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.acked.lock().expect("delivery acks lock").get(topic)?.get(&partition).copied()
+    }
+
     pub fn check(&self) -> Result<()> {
         let failed = self.failed.load(Ordering::Relaxed);
         if failed > 0 {

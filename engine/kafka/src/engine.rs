@@ -15,9 +15,11 @@
 //! outbox to the shard's own partition of each output topic, with their
 //! sequence number in a header. A shard is the only writer of its output
 //! partitions, so a new owner reads their last record to learn where
-//! publishing stopped, and publishes only what comes after. The group's
-//! committed offsets are advanced after the durable write and the publish,
-//! so lag tools see the truth. With `transactional`, each publish is one
+//! publishing stopped, and publishes only what comes after. Publishing does
+//! not wait for the broker: the acknowledgements (by sequence number) move
+//! the shard's publish cursors, stored with its next batch, and the group's
+//! committed offsets, advanced after the durable write and the acknowledged
+//! publish, so lag tools see the truth. With `transactional`, each publish is one
 //! Kafka transaction that also commits the input offset, under a per-shard
 //! transactional id that fences a previous owner still running.
 //!
@@ -26,7 +28,7 @@
 //! the reference partition and the owned household partitions from the
 //! positions the shards stored.
 
-use crate::admin::{idempotent_producer, send, DeliveryTracker, ReaderContext, REQUEST_TIMEOUT};
+use crate::admin::{idempotent_producer, send, seq_header, DeliveryTracker, ReaderContext, REQUEST_TIMEOUT};
 use crate::config::{KafkaClientConfig, KafkaConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -34,10 +36,11 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::state::EngineSettings;
 use overlay_proto::topics::*;
+use overlay_store::chunk::KeptChunk;
 use overlay_store::{keys, Committer, Folder, Prepared, SledStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
@@ -113,11 +116,24 @@ enum GroupEvent {
 
 struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
+    /// The shared producer (not transactional), whose records still in
+    /// flight must land before the partitions go to another owner.
+    producer: Option<Arc<BaseProducer<DeliveryTracker>>>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // The next owner learns where publishing stopped from the output
+        // partitions' last records: those sent must be there before it looks.
+        if let (Rebalance::Revoke(_), Some(producer)) = (rebalance, &self.producer) {
+            if let Err(e) = crate::admin::flush(producer, REQUEST_TIMEOUT) {
+                tracing::warn!(error = %e, "flushing the outputs before letting go of the partitions");
+            }
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let event = match rebalance {
             Rebalance::Assign(tpl) => {
@@ -206,6 +222,18 @@ struct Shard {
     /// The group offset last committed for the partition (idle shards do not
     /// commit again: a stream of commits can hold up a rebalance).
     group_committed: Option<u64>,
+    /// Publishing, per output (in `OUTPUTS` order): the seq up to which
+    /// records were handed to the producer (`sent`); the last record actually
+    /// produced, 0 for none (`produced`: a dead letter of a reference input is
+    /// published by shard 0 alone); the publish cursors, as stored or to be
+    /// stored with the next batch (`cursors`, `cursors_dirty`).
+    sent: [u64; 3],
+    produced: [u64; 3],
+    cursors: [u64; 3],
+    cursors_dirty: bool,
+    /// Published batches the broker has not acknowledged every record of:
+    /// (`produced` and `sent` after it, the household position it covers).
+    unacked: VecDeque<Unacked>,
     /// Until the shard first reaches its partition's end: since when, from which offset.
     restoring: Option<(Instant, u64)>,
     folded_since_assign: u64,
@@ -222,6 +250,13 @@ impl Shard {
     fn caught_up(&self, reference: &ReferenceCache) -> bool {
         self.household_done() && reference.at_end && reference.at_or_after(self.ref_next).is_none()
     }
+}
+
+/// A published batch awaiting the broker's acknowledgements.
+struct Unacked {
+    produced: [u64; 3],
+    sent: [u64; 3],
+    next: u64,
 }
 
 #[derive(Deserialize)]
@@ -245,7 +280,7 @@ pub struct KafkaEngine {
     /// partitions (apart, so that a partition-end event names its topic).
     reference_fetch: BaseConsumer<ReaderContext>,
     household_fetch: BaseConsumer<ReaderContext>,
-    producer: Option<BaseProducer<DeliveryTracker>>,
+    producer: Option<Arc<BaseProducer<DeliveryTracker>>>,
     events: Arc<Mutex<Vec<GroupEvent>>>,
     reference: ReferenceCache,
     shards: BTreeMap<u32, Shard>,
@@ -289,6 +324,7 @@ impl KafkaEngine {
         let root = SledStore::open(&data_dir.join("state"))
             .context("opening the state store (is another engine running on this data directory?)")?;
         let events = Arc::new(Mutex::new(Vec::new()));
+        let producer = if cfg.transactional { None } else { Some(Arc::new(idempotent_producer(cfg)?)) };
         let mut gc = cfg.client();
         gc.set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
@@ -299,12 +335,12 @@ impl KafkaEngine {
                 gc.set(k, v);
             }
         }
-        let group: BaseConsumer<GroupContext> =
-            gc.create_with_context(GroupContext { events: events.clone() }).context("creating the group consumer")?;
+        let group: BaseConsumer<GroupContext> = gc
+            .create_with_context(GroupContext { events: events.clone(), producer: producer.clone() })
+            .context("creating the group consumer")?;
         group.subscribe(&[HOUSEHOLDS]).context("joining the engine group")?;
         let reference_fetch = fetcher(cfg, "reference", FETCH_WAIT_MS)?;
         let household_fetch = fetcher(cfg, "household", FETCH_WAIT_MS)?;
-        let producer = if cfg.transactional { None } else { Some(idempotent_producer(cfg)?) };
         let reference = ReferenceCache { records: VecDeque::new(), fetched_to: 0, at_end: false };
         Ok(Self {
             cfg: cfg.clone(),
@@ -363,6 +399,7 @@ impl KafkaEngine {
             }
         }
         self.commit_all(&mut stats)?;
+        self.finish_publishing()?;
         Ok(stats)
     }
 
@@ -421,17 +458,21 @@ impl KafkaEngine {
                             tails.insert((output, p), seq);
                         }
                     }
-                    for shard in opened {
+                    for mut shard in opened {
                         let store = shard.folder.store();
                         let mut ahead = Vec::new();
-                        for (output, _, _) in OUTPUTS {
-                            if let Some(&seq) = tails.get(&(output, shard.partition)) {
-                                if seq > overlay_store::cursor(store, output)? {
+                        for (i, (output, _, _)) in OUTPUTS.into_iter().enumerate() {
+                            let stored = overlay_store::cursor(store, output)?;
+                            shard.cursors[i] = match tails.get(&(output, shard.partition)) {
+                                Some(&seq) if seq > stored => {
                                     ahead.push((output, seq));
+                                    seq
                                 }
-                            }
+                                _ => stored,
+                            };
                         }
                         overlay_store::set_cursors(store, &ahead)?;
+                        shard.sent = shard.cursors;
                         tracing::info!(
                             partition = shard.partition,
                             next = shard.next,
@@ -484,6 +525,11 @@ impl KafkaEngine {
             outbox_read: false,
             durable_next: next,
             group_committed: None,
+            sent: [0; 3],
+            produced: [0; 3],
+            cursors: [0; 3],
+            cursors_dirty: false,
+            unacked: VecDeque::new(),
             restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
         })
@@ -704,6 +750,19 @@ impl KafkaEngine {
         for p in parts {
             self.commit_shard(p, stats)?;
             self.settle_shard(p, stats)?;
+            // Nothing in flight now: acknowledged cursors need not wait for a next batch.
+            self.store_cursors(p)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a shard's acknowledged publish cursors, if they moved (its
+    /// writer must have no batch in flight).
+    fn store_cursors(&mut self, p: u32) -> Result<()> {
+        let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
+        if std::mem::take(&mut s.cursors_dirty) {
+            let cursors: Vec<(&str, u64)> = OUTPUTS.iter().zip(s.cursors).map(|((o, _, _), c)| (*o, c)).collect();
+            overlay_store::set_cursors(s.folder.store(), &cursors)?;
         }
         Ok(())
     }
@@ -718,7 +777,13 @@ impl KafkaEngine {
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
         let prepared = s.prepared.take().or_else(|| s.folder.prepare());
         self.settle_shard(p, stats)?;
-        if let (Some(prepared), Some(s)) = (prepared, self.shards.get_mut(&p)) {
+        if let (Some(mut prepared), Some(s)) = (prepared, self.shards.get_mut(&p)) {
+            // Acknowledged publish cursors ride along with the next batch.
+            if std::mem::take(&mut s.cursors_dirty) {
+                for (i, (output, _, _)) in OUTPUTS.into_iter().enumerate() {
+                    prepared.batch.put(keys::cursor_key(output), s.cursors[i].to_be_bytes().to_vec());
+                }
+            }
             s.writer.submit(prepared).with_context(|| format!("committing shard {p}"))?;
         }
         Ok(())
@@ -743,19 +808,64 @@ impl KafkaEngine {
         if let Some(o) = &self.opts.observer {
             o.settled(p, done.as_ref(), s.folder.store());
         }
-        publish_shard(s, done.as_ref(), self.producer.as_ref(), &self.group)?;
+        publish_shard(s, done.as_ref().map(|d| d.outbox.as_slice()), self.producer.as_deref(), &self.group)?;
+        if s.txn.is_some() {
+            // The transaction committed the outputs and the offset.
+            if let Some(o) = &self.opts.observer {
+                o.published(p);
+            }
+        } else {
+            self.confirm(p)?;
+        }
+        Ok(())
+    }
+
+    /// Takes note of what the broker has acknowledged of a shard's published
+    /// batches (not transactional): their publish cursors are stored with the
+    /// next batch, and the group's offset advances to the household position
+    /// of the last batch wholly acknowledged, so lag tools see the truth.
+    fn confirm(&mut self, p: u32) -> Result<()> {
+        let (Some(s), Some(producer)) = (self.shards.get_mut(&p), &self.producer) else { return Ok(()) };
+        producer.poll(Duration::ZERO);
+        producer.context().check()?;
+        let acked: [u64; 3] = OUTPUTS.map(|(_, _, topic)| producer.context().acked(topic, p as i32).unwrap_or(0));
+        let mut next = None;
+        while let Some(u) = s.unacked.front() {
+            if (0..3).any(|i| u.produced[i] > acked[i]) {
+                break;
+            }
+            if u.sent != s.cursors {
+                s.cursors = u.sent;
+                s.cursors_dirty = true;
+            }
+            next = Some(u.next);
+            s.unacked.pop_front();
+        }
+        let Some(next) = next else { return Ok(()) };
         if let Some(o) = &self.opts.observer {
             o.published(p);
         }
-        // In a transaction the offset was committed with the outputs.
-        if s.txn.is_none() && s.group_committed != Some(s.durable_next) {
+        if s.group_committed != Some(next) {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.durable_next as i64))?;
+            tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(next as i64))?;
             match self.group.commit(&tpl, CommitMode::Async) {
-                Ok(()) => s.group_committed = Some(s.durable_next),
+                Ok(()) => s.group_committed = Some(next),
                 // Advisory: the shard's stored position is the truth.
                 Err(e) => tracing::warn!(partition = p, error = %e, "committing the group offset"),
             }
+        }
+        Ok(())
+    }
+
+    /// Waits until the broker has acknowledged everything published, then
+    /// stores every shard's publish cursors and advances the group's offsets.
+    fn finish_publishing(&mut self) -> Result<()> {
+        let Some(producer) = &self.producer else { return Ok(()) };
+        crate::admin::flush(producer, REQUEST_TIMEOUT).context("flushing outputs")?;
+        let parts: Vec<u32> = self.shards.keys().copied().collect();
+        for p in parts {
+            self.confirm(p)?;
+            self.store_cursors(p)?;
         }
         Ok(())
     }
@@ -870,112 +980,133 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache) -> Option<Applied> {
     Some(applied)
 }
 
-fn seq_header<M: Message>(m: &M) -> Option<u64> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == HEADER_SEQ)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok())
+/// One publish of a shard's outputs under way.
+struct Publishing<'a> {
+    producer: &'a BaseProducer<DeliveryTracker>,
+    partition: u32,
+    txn: bool,
+    /// A transaction was begun (transactional only).
+    began: bool,
+    /// Per output: the last seq handed over, the last actually produced.
+    sent: [u64; 3],
+    produced: [u64; 3],
 }
 
-/// An output's records after its publish cursor: (output, topic, (seq, value)s).
-type Unpublished = (&'static str, &'static str, Vec<(u64, Vec<u8>)>);
+impl Publishing<'_> {
+    /// Produces output `i`'s record `seq` to the shard's partition of its topic.
+    fn emit(&mut self, i: usize, seq: u64, value: &[u8]) -> Result<()> {
+        let (output, _, topic) = OUTPUTS[i];
+        let p = self.partition;
+        if self.txn && !self.began {
+            self.producer.begin_transaction().context("beginning a transaction")?;
+            self.began = true;
+        }
+        self.sent[i] = seq;
+        let k: OutputKeys = serde_json::from_slice(value).context("an outbox record is not JSON")?;
+        // A bad reference input is dead-lettered by every shard; shard 0 publishes it.
+        if topic == DEAD_LETTERS && p != 0 && k.source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
+            return Ok(());
+        }
+        self.produced[i] = seq;
+        let key = match topic {
+            ORDERS => k.account,
+            AUDIT => k.household.or(k.stream),
+            _ => k.source,
+        }
+        .unwrap_or_default();
+        let seq_text = seq.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: HEADER_SEQ, value: Some(seq_text.as_bytes()) })
+            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(output.as_bytes()) })
+            .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json".as_bytes()) });
+        let record = BaseRecord::to(topic).partition(p as i32).key(key.as_bytes()).payload(value).headers(headers);
+        send(self.producer, record)?;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+}
 
-/// Publishes a shard's committed outputs not yet in its output partitions.
+/// Publishes a shard's committed outputs it has not handed to the producer
+/// yet (from its store: that batch's, and any a previous run left). In a
+/// transaction, waits for the broker and stores the cursors; otherwise the
+/// acknowledgements are taken note of later ([`KafkaEngine::confirm`]).
 fn publish_shard(
     s: &mut Shard,
-    fresh: Option<&Prepared>,
+    fresh: Option<&[KeptChunk]>,
     shared: Option<&BaseProducer<DeliveryTracker>>,
     group: &BaseConsumer<GroupContext>,
 ) -> Result<()> {
     let p = s.partition;
-    let store = s.folder.store();
-    let mut pending: Vec<Unpublished> = Vec::new();
-    for (output, prefix, topic) in OUTPUTS {
-        let cursor = overlay_store::cursor(store, output)?;
-        // Once the first publish has read what a previous run left, the
-        // batch just made durable (if any) holds every record after the
-        // cursor; the store is read otherwise (megabytes per batch).
-        let kept = match (s.outbox_read, fresh) {
-            (false, _) => None,
-            (true, None) => Some(Vec::new()),
-            (true, Some(done)) => done.outbox_after(prefix, cursor)?,
-        };
-        let records = match kept {
-            Some(records) => records,
-            None => overlay_store::records_after(store, prefix, cursor).collect::<Result<_, _>>()?,
-        };
-        if !records.is_empty() {
-            pending.push((output, topic, records));
-        }
-    }
-    s.outbox_read = true;
-    if pending.is_empty() {
-        return Ok(());
-    }
     let producer = match (&s.txn, shared) {
         (Some(t), _) => t,
         (None, Some(sh)) => sh,
         (None, None) => bail!("no producer for shard {p}"),
     };
-    if s.txn.is_some() {
-        producer.begin_transaction().context("beginning a transaction")?;
-    }
-    let mut cursors = Vec::new();
-    for (output, topic, records) in &pending {
-        let mut last = 0;
-        for (seq, value) in records {
-            last = *seq;
-            let k: OutputKeys = serde_json::from_slice(value).context("an outbox record is not JSON")?;
-            // A bad reference input is dead-lettered by every shard; shard 0 publishes it.
-            if *topic == DEAD_LETTERS && p != 0 && k.source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
-                continue;
+    let store = s.folder.store();
+    let mut out =
+        Publishing { producer, partition: p, txn: s.txn.is_some(), began: false, sent: s.sent, produced: s.produced };
+    for (i, (_, prefix, _)) in OUTPUTS.into_iter().enumerate() {
+        // The batch just made durable holds every record after what was
+        // sent, once the first publish has read what a previous run left.
+        let mut from_store = !s.outbox_read;
+        'chunks: for kept in fresh.iter().flat_map(|f| f.iter()).filter(|k| k.prefix == prefix) {
+            if from_store {
+                break;
             }
-            let key = match *topic {
-                ORDERS => k.account,
-                AUDIT => k.household.or(k.stream),
-                _ => k.source,
+            for (seq, value) in kept.chunk()?.records() {
+                if seq <= out.sent[i] {
+                    continue;
+                }
+                if seq != out.sent[i] + 1 {
+                    from_store = true;
+                    break 'chunks;
+                }
+                out.emit(i, seq, value)?;
             }
-            .unwrap_or_default();
-            let seq_text = seq.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: HEADER_SEQ, value: Some(seq_text.as_bytes()) })
-                .insert(Header { key: HEADER_EVENT_TYPE, value: Some(output.as_bytes()) })
-                .insert(Header { key: HEADER_CONTENT_TYPE, value: Some("application/json".as_bytes()) });
-            let record = BaseRecord::to(topic)
-                .partition(p as i32)
-                .key(key.as_bytes())
-                .payload(value.as_slice())
-                .headers(headers);
-            send(producer, record)?;
-            producer.poll(Duration::ZERO);
         }
-        cursors.push((*output, last));
+        if from_store {
+            for record in overlay_store::records_after(store, prefix, out.sent[i]) {
+                let (seq, value) = record?;
+                out.emit(i, seq, &value)?;
+            }
+        }
     }
-    if s.txn.is_some() {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.durable_next as i64))?;
-        let meta = group.group_metadata().ok_or_else(|| anyhow!("no group metadata for the transaction"))?;
-        // rdkafka's commit_transaction flushes in 100 ms polls: flush first, at once.
-        let done = crate::admin::flush(producer, REQUEST_TIMEOUT).and_then(|_| {
-            producer
-                .send_offsets_to_transaction(&tpl, &meta, REQUEST_TIMEOUT)
-                .and_then(|_| producer.commit_transaction(REQUEST_TIMEOUT))
-                .map_err(anyhow::Error::from)
-        });
-        if let Err(e) = done {
-            let _ = producer.abort_transaction(REQUEST_TIMEOUT);
-            return Err(anyhow!("committing shard {p}'s transaction: {e}"));
+    let Publishing { began, sent, produced, .. } = out;
+    s.outbox_read = true;
+    let nothing_new = sent == s.sent;
+    (s.sent, s.produced) = (sent, produced);
+    if !nothing_new {
+        tracing::debug!(shard = %s.name, through = ?sent, "published");
+    }
+    if s.txn.is_none() {
+        if !nothing_new || s.unacked.back().is_none_or(|u| u.next != s.durable_next) {
+            s.unacked.push_back(Unacked { produced, sent, next: s.durable_next });
         }
-    } else {
-        crate::admin::flush(producer, REQUEST_TIMEOUT).context("flushing outputs")?;
+        return Ok(());
+    }
+    if !began {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(HOUSEHOLDS, p as i32, Offset::Offset(s.durable_next as i64))?;
+    let meta = group.group_metadata().ok_or_else(|| anyhow!("no group metadata for the transaction"))?;
+    // rdkafka's commit_transaction flushes in 100 ms polls: flush first, at once.
+    let done = crate::admin::flush(producer, REQUEST_TIMEOUT).and_then(|_| {
+        producer
+            .send_offsets_to_transaction(&tpl, &meta, REQUEST_TIMEOUT)
+            .and_then(|_| producer.commit_transaction(REQUEST_TIMEOUT))
+            .map_err(anyhow::Error::from)
+    });
+    if let Err(e) = done {
+        let _ = producer.abort_transaction(REQUEST_TIMEOUT);
+        return Err(anyhow!("committing shard {p}'s transaction: {e}"));
     }
     producer.context().check()?;
     // One durable write for all three (a stale cursor would only be corrected
     // from the output partitions' tails when the shard is next assigned).
+    let cursors: Vec<(&str, u64)> = OUTPUTS.iter().zip(sent).map(|((o, _, _), c)| (*o, c)).collect();
     overlay_store::set_cursors(store, &cursors)?;
-    tracing::debug!(shard = %s.name, "published");
+    s.cursors = sent;
+    tracing::debug!(shard = %s.name, "transaction committed");
     Ok(())
 }

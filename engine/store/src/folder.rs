@@ -36,32 +36,6 @@ pub struct Prepared {
     pub outbox: Vec<KeptChunk>,
 }
 
-/// A stream's record with its seq.
-pub type SeqRecord = (u64, Vec<u8>);
-
-impl Prepared {
-    /// Stream `prefix`'s records after seq `after` in the kept outbox
-    /// ([`Folder::keep_outbox`]), in order; None if they do not follow on
-    /// from `after` (then they are in the store: [`crate::records_after`]).
-    pub fn outbox_after(&self, prefix: &[u8], after: u64) -> Result<Option<Vec<SeqRecord>>, StoreError> {
-        let mut records = Vec::new();
-        let mut last = after;
-        for kept in self.outbox.iter().filter(|k| k.prefix == prefix) {
-            for (seq, value) in kept.chunk()?.records() {
-                if seq <= last {
-                    continue;
-                }
-                if seq != last + 1 {
-                    return Ok(None);
-                }
-                records.push((seq, value.to_vec()));
-                last = seq;
-            }
-        }
-        Ok(Some(records))
-    }
-}
-
 pub struct Folder {
     store: Box<dyn Store>,
     state: State,
