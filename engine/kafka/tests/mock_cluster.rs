@@ -4,8 +4,9 @@
 //! inputs to the same outputs.
 //!
 //! Fault tests: a broker outage, a transaction that must abort, a fenced
-//! zombie, and a rebalance while an instance holds folded inputs it has not
-//! written. Each ends with the outputs of a clean run: every record once, in
+//! zombie, a rebalance while an instance holds folded inputs it has not
+//! written, and partitions moving while an instance's published records are
+//! still in flight (the broker refusing them for a while). Each ends with the outputs of a clean run: every record once, in
 //! the same order and with the same sequence numbers in each output
 //! partition, no order id twice.
 //!
@@ -516,6 +517,61 @@ fn a_fenced_zombie_publishes_nothing_more_and_the_new_owner_publishes_the_rest_o
     // then it restores both shards and publishes exactly the rest
     assert_eq!(owner.restores.len(), PARTITIONS as usize, "{owner:?}");
     assert_clean(&read_outputs(&bed.cfg), "after the new owner ran");
+}
+
+/// Produce requests the broker refuses while records are to stay in flight
+/// (more than the producer's retries send in that time).
+const PRODUCE_REFUSALS: usize = 2_000;
+/// How long the broker still refuses produce requests after the first
+/// instance is released: it serves the group's rebalance in that time.
+const REFUSING_AFTER_RELEASE: Duration = Duration::from_secs(3);
+
+#[test]
+fn records_in_flight_when_partitions_move_land_before_the_new_owner_reads_where_publishing_stopped() {
+    // given the scenario on a mock cluster whose broker refuses every produce
+    // request for now, with a retriable error: records handed to the
+    // producer stay in flight, retried, whatever the machine's speed
+    let bed = Bed::new(false, &[]);
+    let (dir_a, dir_b) = (bed.dir("a"), bed.dir("b"));
+    let cfg = &bed.cfg;
+    let at = clean().inputs() * 3 / 4;
+    let refused = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; PRODUCE_REFUSALS];
+    bed.cluster.request_errors(RDKafkaApiKey::Produce, &refused);
+    let follow = EngineOptions { follow: true, ..fault_opts() };
+    let (a, b, outputs) = thread::scope(|s| {
+        // when an instance has folded three quarters of the inputs, its
+        // batches durable and handed to the producer, none acknowledged
+        let (hold, reached, release) = hold_after_orders(at, 0);
+        let (stop_a_tx, stop_a) = channel();
+        let (stop_b_tx, stop_b) = channel();
+        let a = s.spawn(|| run_engine(&dir_a, cfg, follow.clone(), Some(hold), Some(stop_a_tx)));
+        let stop_a = stop_a.recv_timeout(FAULT_POINT_TIMEOUT).expect("the first instance opens");
+        reached.recv_timeout(FAULT_POINT_TIMEOUT).expect("the first instance reaches the fault point");
+        let in_flight = read_outputs(cfg);
+        assert!(in_flight.values().all(Vec::is_empty), "records landed while the broker refused them");
+        // and a second instance joins the group while those records are in flight
+        let b = s.spawn(|| run_engine(&dir_b, cfg, follow.clone(), None, Some(stop_b_tx)));
+        let stop_b = stop_b.recv_timeout(FAULT_POINT_TIMEOUT).expect("the second instance opens");
+        thread::sleep(JOIN_SETTLE);
+        // and the first instance goes on, serving the rebalance, while the
+        // broker still refuses them for a while, then takes them
+        release.send(()).expect("the first instance waits to be released");
+        thread::sleep(REFUSING_AFTER_RELEASE);
+        bed.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+        let outputs = await_clean(cfg);
+        stop_a.store(true, Ordering::Relaxed);
+        stop_b.store(true, Ordering::Relaxed);
+        (a.join().expect("the first instance"), b.join().expect("the second instance"), outputs)
+    });
+    let (a_stats, b_stats) = (a.result.expect("the first instance runs"), b.result.expect("the second instance runs"));
+    // then partitions moved to the second instance
+    let moved: BTreeSet<u32> = b_stats.restores.iter().map(|r| r.partition).collect();
+    assert!(!moved.is_empty(), "the second instance took nothing over: a {a_stats:?}, b {b_stats:?}");
+    // and the outputs are the clean run's: what the first instance had in
+    // flight landed before it let go, so the new owner, reading where
+    // publishing stopped, published none of it again
+    assert_clean(&outputs, "once both instances had caught up");
+    assert_clean(&read_outputs(cfg), "after both instances stopped");
 }
 
 /// Reads the outputs until they are the clean run's (or the time is up), and returns the last read.
