@@ -575,7 +575,7 @@ fn sled_costs(dir: &std::path::Path) -> Result<SledCosts> {
     let timed = |name: &str, batch_of: &dyn Fn(usize) -> WriteBatch| -> Result<f64> {
         let store = root.tree(name)?;
         // The keys updated below exist before the clock starts.
-        store.commit(batch_of(usize::MAX))?;
+        store.commit(batch_of(COST_COMMITS))?;
         let t = Instant::now();
         for i in 0..COST_COMMITS {
             store.commit(batch_of(i))?;
@@ -584,15 +584,12 @@ fn sled_costs(dir: &std::path::Path) -> Result<SledCosts> {
     };
     let small = |k: String| (k.into_bytes(), 7u64.to_be_bytes().to_vec());
     let one = timed("one", &|_| batch([small("s:px:A".into())]))?;
-    let new = timed("new", &|i| {
-        let i = if i == usize::MAX { COST_COMMITS } else { i };
-        batch((0..COST_KEYS_PER_COMMIT).map(|j| small(format!("s:seen:bench-{:06}-{j:04}", i))))
-    })?;
+    let new =
+        timed("new", &|i| batch((0..COST_KEYS_PER_COMMIT).map(|j| small(format!("s:seen:bench-{i:06}-{j:04}")))))?;
     let updates = timed("updates", &|_| batch((0..COST_KEYS_PER_COMMIT).map(|j| small(format!("s:px:{j:04}")))))?;
     let chunk = vec![b'x'; COST_CHUNK_BYTES];
     let chunks = timed("chunks", &|i| {
-        let i = if i == usize::MAX { COST_COMMITS } else { i } as u64;
-        batch([b"j:", b"o:", b"a:", b"d:"].map(|p| (overlay_store::keys::seq_key(p, i), chunk.clone())))
+        batch([b"j:", b"o:", b"a:", b"d:"].map(|p| (overlay_store::keys::seq_key(p, i as u64), chunk.clone())))
     })?;
     let keys = (COST_COMMITS * COST_KEYS_PER_COMMIT) as f64;
     Ok(SledCosts {

@@ -36,7 +36,6 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::state::EngineSettings;
 use overlay_proto::topics::*;
-use overlay_store::chunk::KeptChunk;
 use overlay_store::{keys, Committer, Folder, Prepared, SledStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -312,6 +311,11 @@ const OUTPUTS: [(&str, &[u8], &str); 3] = [
     ("audit", keys::AUDIT, AUDIT),
     ("dead-letters", keys::DEAD_LETTERS, DEAD_LETTERS),
 ];
+
+/// Per-output figures (in `OUTPUTS` order) named by their output.
+fn by_output(seqs: [u64; 3]) -> [(&'static str, u64); 3] {
+    std::array::from_fn(|i| (OUTPUTS[i].0, seqs[i]))
+}
 
 /// The sled tree (in the data directory's `state` store) that holds shard `p`.
 pub fn shard_tree(p: u32) -> String {
@@ -761,8 +765,7 @@ impl KafkaEngine {
     fn store_cursors(&mut self, p: u32) -> Result<()> {
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
         if std::mem::take(&mut s.cursors_dirty) {
-            let cursors: Vec<(&str, u64)> = OUTPUTS.iter().zip(s.cursors).map(|((o, _, _), c)| (*o, c)).collect();
-            overlay_store::set_cursors(s.folder.store(), &cursors)?;
+            overlay_store::set_cursors(s.folder.store(), &by_output(s.cursors))?;
         }
         Ok(())
     }
@@ -780,8 +783,8 @@ impl KafkaEngine {
         if let (Some(mut prepared), Some(s)) = (prepared, self.shards.get_mut(&p)) {
             // Acknowledged publish cursors ride along with the next batch.
             if std::mem::take(&mut s.cursors_dirty) {
-                for (i, (output, _, _)) in OUTPUTS.into_iter().enumerate() {
-                    prepared.batch.put(keys::cursor_key(output), s.cursors[i].to_be_bytes().to_vec());
+                for (output, seq) in by_output(s.cursors) {
+                    overlay_store::put_cursor(&mut prepared.batch, output, seq);
                 }
             }
             s.writer.submit(prepared).with_context(|| format!("committing shard {p}"))?;
@@ -791,7 +794,7 @@ impl KafkaEngine {
 
     /// Waits for a shard's batch in flight, if any; then publishes its
     /// committed outputs not yet published (that batch's, and any a previous
-    /// run left), then advances the group's committed offset to what is durable.
+    /// run left), then takes note of what the broker has acknowledged.
     fn settle_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
         let done = s.writer.wait().with_context(|| format!("committing shard {p}"))?;
@@ -808,7 +811,7 @@ impl KafkaEngine {
         if let Some(o) = &self.opts.observer {
             o.settled(p, done.as_ref(), s.folder.store());
         }
-        publish_shard(s, done.as_ref().map(|d| d.outbox.as_slice()), self.producer.as_deref(), &self.group)?;
+        publish_shard(s, done.as_ref(), self.producer.as_deref(), &self.group)?;
         if s.txn.is_some() {
             // The transaction committed the outputs and the offset.
             if let Some(o) = &self.opts.observer {
@@ -1032,7 +1035,7 @@ impl Publishing<'_> {
 /// acknowledgements are taken note of later ([`KafkaEngine::confirm`]).
 fn publish_shard(
     s: &mut Shard,
-    fresh: Option<&[KeptChunk]>,
+    fresh: Option<&Prepared>,
     shared: Option<&BaseProducer<DeliveryTracker>>,
     group: &BaseConsumer<GroupContext>,
 ) -> Result<()> {
@@ -1046,25 +1049,14 @@ fn publish_shard(
     let mut out =
         Publishing { producer, partition: p, txn: s.txn.is_some(), began: false, sent: s.sent, produced: s.produced };
     for (i, (_, prefix, _)) in OUTPUTS.into_iter().enumerate() {
-        // The batch just made durable holds every record after what was
-        // sent, once the first publish has read what a previous run left.
-        let mut from_store = !s.outbox_read;
-        'chunks: for kept in fresh.iter().flat_map(|f| f.iter()).filter(|k| k.prefix == prefix) {
-            if from_store {
-                break;
-            }
-            for (seq, value) in kept.chunk()?.records() {
-                if seq <= out.sent[i] {
-                    continue;
-                }
-                if seq != out.sent[i] + 1 {
-                    from_store = true;
-                    break 'chunks;
-                }
-                out.emit(i, seq, value)?;
-            }
-        }
-        if from_store {
+        // Once the first publish has read what a previous run left, the
+        // batch just made durable (if any) holds every record after what was
+        // sent; the store is read otherwise (megabytes per batch).
+        let in_memory = match fresh.filter(|_| s.outbox_read) {
+            Some(done) => done.outbox_after(prefix, out.sent[i], |seq, value| out.emit(i, seq, value))?,
+            None => s.outbox_read,
+        };
+        if !in_memory {
             for record in overlay_store::records_after(store, prefix, out.sent[i]) {
                 let (seq, value) = record?;
                 out.emit(i, seq, &value)?;
@@ -1104,8 +1096,7 @@ fn publish_shard(
     producer.context().check()?;
     // One durable write for all three (a stale cursor would only be corrected
     // from the output partitions' tails when the shard is next assigned).
-    let cursors: Vec<(&str, u64)> = OUTPUTS.iter().zip(sent).map(|((o, _, _), c)| (*o, c)).collect();
-    overlay_store::set_cursors(store, &cursors)?;
+    overlay_store::set_cursors(store, &by_output(sent))?;
     s.cursors = sent;
     tracing::debug!(shard = %s.name, "transaction committed");
     Ok(())

@@ -532,46 +532,81 @@ fn records_in_flight_when_partitions_move_land_before_the_new_owner_reads_where_
     // request for now, with a retriable error: records handed to the
     // producer stay in flight, retried, whatever the machine's speed
     let bed = Bed::new(false, &[]);
-    let (dir_a, dir_b) = (bed.dir("a"), bed.dir("b"));
-    let cfg = &bed.cfg;
-    let at = clean().inputs() * 3 / 4;
     let refused = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; PRODUCE_REFUSALS];
     bed.cluster.request_errors(RDKafkaApiKey::Produce, &refused);
+    // when an instance has folded three quarters of the inputs, its batches
+    // durable and handed to the producer, none acknowledged, and a second
+    // instance joins the group while those records are in flight, and the
+    // first goes on, serving the rebalance, while the broker still refuses
+    // them for a while, then takes them
+    let joined = second_instance_joins_at_hold(&bed, clean().inputs() * 3 / 4, 0, || {
+        thread::sleep(REFUSING_AFTER_RELEASE);
+        bed.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    });
+    assert!(joined.at_hold.values().all(Vec::is_empty), "records landed while the broker refused them");
+    // then partitions moved to the second instance
+    let (a_stats, b_stats) = joined.stats();
+    assert!(!joined.moved().is_empty(), "the second instance took nothing over: a {a_stats:?}, b {b_stats:?}");
+    // and the outputs are the clean run's: what the first instance had in
+    // flight landed before it let go, so the new owner, reading where
+    // publishing stopped, published none of it again
+    assert_clean(&joined.outputs, "once both instances had caught up");
+    assert_clean(&read_outputs(&bed.cfg), "after both instances stopped");
+}
+
+/// Two instances following the scenario in one group, the second joining
+/// while the first waits at a hold.
+struct Joined {
+    a: Outcome,
+    b: Outcome,
+    /// The outputs when the first instance reached its hold.
+    at_hold: Outputs,
+    /// The outputs once complete (or when the time was up).
+    outputs: Outputs,
+}
+
+impl Joined {
+    /// The partitions the second instance took over (restored).
+    fn moved(&self) -> BTreeSet<u32> {
+        let b = self.b.result.as_ref().expect("the second instance runs");
+        b.restores.iter().map(|r| r.partition).collect()
+    }
+
+    fn stats(&self) -> (&RunStats, &RunStats) {
+        (
+            self.a.result.as_ref().expect("the first instance runs"),
+            self.b.result.as_ref().expect("the second instance runs"),
+        )
+    }
+}
+
+/// Runs a first instance until its hold (`at`, `after_orders`: see
+/// [`hold_after_orders`]); then starts a second one in the group, gives it
+/// time to join, releases the first and runs `after_release`; both follow
+/// until the outputs are the clean run's (or the time is up), then stop.
+fn second_instance_joins_at_hold(bed: &Bed, at: u64, after_orders: u64, after_release: impl FnOnce()) -> Joined {
+    let (dir_a, dir_b) = (bed.dir("a"), bed.dir("b"));
+    let cfg = &bed.cfg;
     let follow = EngineOptions { follow: true, ..fault_opts() };
-    let (a, b, outputs) = thread::scope(|s| {
-        // when an instance has folded three quarters of the inputs, its
-        // batches durable and handed to the producer, none acknowledged
-        let (hold, reached, release) = hold_after_orders(at, 0);
+    thread::scope(|s| {
+        let (hold, reached, release) = hold_after_orders(at, after_orders);
         let (stop_a_tx, stop_a) = channel();
         let (stop_b_tx, stop_b) = channel();
         let a = s.spawn(|| run_engine(&dir_a, cfg, follow.clone(), Some(hold), Some(stop_a_tx)));
         let stop_a = stop_a.recv_timeout(FAULT_POINT_TIMEOUT).expect("the first instance opens");
         reached.recv_timeout(FAULT_POINT_TIMEOUT).expect("the first instance reaches the fault point");
-        let in_flight = read_outputs(cfg);
-        assert!(in_flight.values().all(Vec::is_empty), "records landed while the broker refused them");
-        // and a second instance joins the group while those records are in flight
+        let at_hold = read_outputs(cfg);
         let b = s.spawn(|| run_engine(&dir_b, cfg, follow.clone(), None, Some(stop_b_tx)));
         let stop_b = stop_b.recv_timeout(FAULT_POINT_TIMEOUT).expect("the second instance opens");
         thread::sleep(JOIN_SETTLE);
-        // and the first instance goes on, serving the rebalance, while the
-        // broker still refuses them for a while, then takes them
         release.send(()).expect("the first instance waits to be released");
-        thread::sleep(REFUSING_AFTER_RELEASE);
-        bed.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+        after_release();
         let outputs = await_clean(cfg);
         stop_a.store(true, Ordering::Relaxed);
         stop_b.store(true, Ordering::Relaxed);
-        (a.join().expect("the first instance"), b.join().expect("the second instance"), outputs)
-    });
-    let (a_stats, b_stats) = (a.result.expect("the first instance runs"), b.result.expect("the second instance runs"));
-    // then partitions moved to the second instance
-    let moved: BTreeSet<u32> = b_stats.restores.iter().map(|r| r.partition).collect();
-    assert!(!moved.is_empty(), "the second instance took nothing over: a {a_stats:?}, b {b_stats:?}");
-    // and the outputs are the clean run's: what the first instance had in
-    // flight landed before it let go, so the new owner, reading where
-    // publishing stopped, published none of it again
-    assert_clean(&outputs, "once both instances had caught up");
-    assert_clean(&read_outputs(cfg), "after both instances stopped");
+        let (a, b) = (a.join().expect("the first instance"), b.join().expect("the second instance"));
+        Joined { a, b, at_hold, outputs }
+    })
 }
 
 /// Reads the outputs until they are the clean run's (or the time is up), and returns the last read.
@@ -589,46 +624,28 @@ fn await_clean(cfg: &KafkaConfig) -> Outputs {
 fn rebalance_mid_batch(transactional: bool) {
     // given the scenario on a mock cluster, and an instance following it
     let bed = Bed::new(transactional, &[]);
-    let (dir_a, dir_b) = (bed.dir("a"), bed.dir("b"));
-    let cfg = &bed.cfg;
-    let follow = EngineOptions { follow: true, ..fault_opts() };
-    let (a, b, at_hold, outputs) = thread::scope(|s| {
-        // (three quarters in, and well after the first orders: both shards have published by then)
-        let (hold, reached, release) = hold_after_orders(clean().inputs() * 3 / 4, PUBLISHED_LEAD);
-        let (stop_a_tx, stop_a) = channel();
-        let (stop_b_tx, stop_b) = channel();
-        let a = s.spawn(|| run_engine(&dir_a, cfg, follow.clone(), Some(hold), Some(stop_a_tx)));
-        let stop_a = stop_a.recv_timeout(FAULT_POINT_TIMEOUT).expect("the first instance opens");
-        // when a second instance joins the group while the first holds folded,
-        // unwritten inputs (it writes a batch only after serving the group)
-        reached.recv_timeout(FAULT_POINT_TIMEOUT).expect("the first instance reaches the fault point");
-        let at_hold = read_outputs(cfg);
-        let b = s.spawn(|| run_engine(&dir_b, cfg, follow.clone(), None, Some(stop_b_tx)));
-        let stop_b = stop_b.recv_timeout(FAULT_POINT_TIMEOUT).expect("the second instance opens");
-        thread::sleep(JOIN_SETTLE);
-        release.send(()).expect("the first instance waits to be released");
-        // and both follow until the outputs are complete (or the time is up)
-        let outputs = await_clean(cfg);
-        stop_a.store(true, Ordering::Relaxed);
-        stop_b.store(true, Ordering::Relaxed);
-        (a.join().expect("the first instance"), b.join().expect("the second instance"), at_hold, outputs)
-    });
-    let (a_stats, b_stats) = (a.result.expect("the first instance runs"), b.result.expect("the second instance runs"));
+    // when a second instance joins the group while the first holds folded,
+    // unwritten inputs (it writes a batch only after serving the group),
+    // three quarters in, and well after the first orders (both shards have
+    // published by then); and both follow until the outputs are complete
+    let joined = second_instance_joins_at_hold(&bed, clean().inputs() * 3 / 4, PUBLISHED_LEAD, || {});
+    let Joined { a, at_hold, outputs, .. } = &joined;
+    let (a_stats, b_stats) = joined.stats();
     // then partitions moved: the second instance took over (restored) some,
     // each with outputs the first instance had published. (Not who owns what
     // at the stop: on a loaded machine a later rebalance may be under way.)
-    let moved: BTreeSet<u32> = b_stats.restores.iter().map(|r| r.partition).collect();
+    let moved = joined.moved();
     assert!(!moved.is_empty(), "the second instance took nothing over: a {a_stats:?}, b {b_stats:?}");
     for p in &moved {
         let published = at_hold.iter().filter(|((_, q), _)| q == p).map(|(_, r)| r.len()).sum::<usize>();
         assert!(published > 0, "partition {p} moved before the first instance published any of it");
     }
     // and the first instance let go of inputs it had folded and not written
-    let dropped: u64 = a.folds.iter().map(|(p, folded)| folded - durable_inputs(&dir_a, *p)).sum();
+    let dropped: u64 = a.folds.iter().map(|(p, folded)| folded - durable_inputs(&bed.dir("a"), *p)).sum();
     assert!(dropped > 0, "the rebalance found the first instance with nothing unwritten: folds {:?}", a.folds);
     // and the outputs are the clean run's, then and after both stopped
-    assert_clean(&outputs, "once both instances had caught up");
-    assert_clean(&read_outputs(cfg), "after both instances stopped");
+    assert_clean(outputs, "once both instances had caught up");
+    assert_clean(&read_outputs(&bed.cfg), "after both instances stopped");
 }
 
 #[test]

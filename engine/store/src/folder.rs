@@ -36,6 +36,34 @@ pub struct Prepared {
     pub outbox: Vec<KeptChunk>,
 }
 
+impl Prepared {
+    /// Hands `emit` stream `prefix`'s records after seq `after` from the kept
+    /// outbox ([`Folder::keep_outbox`]), in order, as long as they follow on
+    /// from `after` one by one. Returns false at a gap: the records from the
+    /// last one handed over on are in the store ([`crate::records_after`]).
+    pub fn outbox_after<E: From<StoreError>>(
+        &self,
+        prefix: &[u8],
+        after: u64,
+        mut emit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let mut last = after;
+        for kept in self.outbox.iter().filter(|k| k.prefix == prefix) {
+            for (seq, value) in kept.chunk()?.records() {
+                if seq <= last {
+                    continue;
+                }
+                if seq != last + 1 {
+                    return Ok(false);
+                }
+                emit(seq, value)?;
+                last = seq;
+            }
+        }
+        Ok(true)
+    }
+}
+
 pub struct Folder {
     store: Box<dyn Store>,
     state: State,

@@ -168,9 +168,14 @@ pub fn set_cursors(store: &dyn Store, cursors: &[(&str, u64)]) -> Result<(), Sto
     }
     let mut b = WriteBatch::default();
     for (output, seq) in cursors {
-        b.put(keys::cursor_key(output), seq.to_be_bytes().to_vec());
+        put_cursor(&mut b, output, *seq);
     }
     store.commit(b)
+}
+
+/// Adds the setting of `output`'s publish cursor to a batch.
+pub fn put_cursor(batch: &mut WriteBatch, output: &str, seq: u64) {
+    batch.put(keys::cursor_key(output), seq.to_be_bytes().to_vec());
 }
 
 pub fn be_u64(v: &[u8]) -> Result<u64, StoreError> {
