@@ -729,12 +729,12 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
     use pb::envelope::Payload as P;
     Ok(match p {
         P::SecurityUpserted(m) => Payload::SecurityUpserted(SecurityUpserted {
-            security: SecurityId(m.security),
+            security: SecurityId::new(m.security),
             name: m.name,
             sector: m.sector,
             sub_industry: m.sub_industry,
             identical_group: m.identical_group,
-            substitutes: m.substitutes.into_iter().map(SecurityId).collect(),
+            substitutes: m.substitutes.into_iter().map(SecurityId::new).collect(),
             attributes: m
                 .attributes
                 .into_iter()
@@ -752,18 +752,18 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
                 .map(|(i, w)| {
                     Ok(ModelWeight {
                         weight: dec(&format!("model_published.weights[{i}].weight"), &w.weight)?,
-                        security: SecurityId(w.security),
+                        security: SecurityId::new(w.security),
                     })
                 })
                 .collect::<Result<_, InputError>>()?,
         }),
         P::PriceTick(m) => Payload::PriceTick(PriceTick {
-            security: SecurityId(m.security),
+            security: SecurityId::new(m.security),
             price: dec("price_tick.price", &m.price)?,
             as_of: time("price_tick.as_of", m.as_of)?,
         }),
         P::EsgScoreChanged(m) => Payload::EsgScoreChanged(EsgScoreChanged {
-            security: SecurityId(m.security),
+            security: SecurityId::new(m.security),
             provider: m.provider,
             score: dec("esg_score_changed.score", &m.score)?,
             as_of: time("esg_score_changed.as_of", m.as_of)?,
@@ -787,7 +787,7 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
             household: HouseholdId(m.household),
             account: AccountId(m.account),
             order_id: m.order_id.map(OrderId),
-            security: SecurityId(m.security),
+            security: SecurityId::new(m.security),
             side: Side::from_pb("fill.side", m.side)?,
             status: FillStatus::from_pb("fill.status", m.status)?,
             quantity: dec("fill.quantity", &m.quantity)?,
@@ -811,7 +811,7 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
                     CorporateActionKind::Split { numerator: s.numerator, denominator: s.denominator }
                 }
             },
-            security: SecurityId(m.security),
+            security: SecurityId::new(m.security),
         }),
         P::TransitionSet(m) => {
             let p = required("transition_set.plan", m.plan)?;
@@ -824,7 +824,7 @@ fn payload_from_pb(p: pb::envelope::Payload) -> Result<Payload, InputError> {
                     periods: p.periods,
                     budget_usd: opt("budget_usd", p.budget_usd)?,
                     yearly_budget_usd: opt("yearly_budget_usd", p.yearly_budget_usd)?,
-                    keep: p.keep.into_iter().map(SecurityId).collect(),
+                    keep: p.keep.into_iter().map(SecurityId::new).collect(),
                     complete_below: opt("complete_below", p.complete_below)?.unwrap_or(Decimal::new(2, 2)),
                 },
             })
@@ -941,7 +941,7 @@ fn account_from_pb(path: &str, a: pb::AccountSpec) -> Result<AccountSpec, InputE
                 quantity: dec(&f("quantity"), &l.quantity)?,
                 cost_per_share: dec(&f("cost_per_share"), &l.cost_per_share)?,
                 acquired: date(&f("acquired"), &l.acquired)?,
-                security: SecurityId(l.security),
+                security: SecurityId::new(l.security),
             })
         })
         .collect::<Result<_, InputError>>()?;
@@ -958,21 +958,22 @@ fn account_from_pb(path: &str, a: pb::AccountSpec) -> Result<AccountSpec, InputE
 fn rule_from_pb(r: pb::RestrictionRule) -> Result<RestrictionRule, InputError> {
     use pb::restriction_rule::Kind as K;
     Ok(match required("restriction_edited.rule.kind", r.kind)? {
-        K::DoNotBuy(k) => RestrictionRule::DoNotBuy { security: SecurityId(k.security) },
-        K::DoNotHold(k) => RestrictionRule::DoNotHold { security: SecurityId(k.security) },
+        K::DoNotBuy(k) => RestrictionRule::DoNotBuy { security: SecurityId::new(k.security) },
+        K::DoNotHold(k) => RestrictionRule::DoNotHold { security: SecurityId::new(k.security) },
         K::SectorExclusion(k) => RestrictionRule::SectorExclusion { sector: k.sector },
         K::EsgMinimum(k) => RestrictionRule::EsgMinimum {
             min_score: dec("restriction_edited.rule.esg_minimum.min_score", &k.min_score)?,
             mode: EsgMode::from_pb("restriction_edited.rule.esg_minimum.mode", k.mode)?,
         },
-        K::KeepLegacy(k) => RestrictionRule::KeepLegacy { security: SecurityId(k.security) },
+        K::KeepLegacy(k) => RestrictionRule::KeepLegacy { security: SecurityId::new(k.security) },
         K::MaxWeight(k) => RestrictionRule::MaxWeight {
             max_weight: dec("restriction_edited.rule.max_weight.max_weight", &k.max_weight)?,
-            security: SecurityId(k.security),
+            security: SecurityId::new(k.security),
         },
-        K::Substitute(k) => {
-            RestrictionRule::Substitute { security: SecurityId(k.security), substitute: SecurityId(k.substitute) }
-        }
+        K::Substitute(k) => RestrictionRule::Substitute {
+            security: SecurityId::new(k.security),
+            substitute: SecurityId::new(k.substitute),
+        },
         K::Tilt(k) => RestrictionRule::Tilt {
             sector: k.sector,
             sub_industry: k.sub_industry,

@@ -71,7 +71,11 @@ impl<'a> Tick<'a> {
             producer: self.producer.to_string(),
             event_time,
             schema_version: self.schema_version,
-            payload: Payload::PriceTick(PriceTick { security: SecurityId(self.security.to_string()), price, as_of }),
+            payload: Payload::PriceTick(PriceTick {
+                security: SecurityId::new(self.security.to_string()),
+                price,
+                as_of,
+            }),
         };
         env.validate().map_err(|e| e.concerning(&env))?;
         Ok(env)
@@ -99,8 +103,7 @@ impl<'a> Tick<'a> {
         env.event_time = event_time;
         env.schema_version = self.schema_version;
         if let Payload::PriceTick(t) = &mut env.payload {
-            t.security.0.clear();
-            t.security.0.push_str(self.security);
+            t.security.set(self.security);
             t.price = price;
             t.as_of = as_of;
         }

@@ -89,7 +89,10 @@ pub(crate) fn onboard_with(
 fn targets(w: &World) -> BTreeMap<String, Decimal> {
     let hh = &w.state.households[&HouseholdId::new("H1")];
     let ctx = Context::new(w.now, w.now.date_naive(), OrderReason::Drift, Mode::Full);
-    target_weights(&w.state, hh, &hh.accounts[&AccountId::new("A1")], &ctx).into_iter().map(|(s, x)| (s.0, x)).collect()
+    target_weights(&w.state, hh, &hh.accounts[&AccountId::new("A1")], &ctx)
+        .into_iter()
+        .map(|(s, x)| (s.as_str().to_string(), x))
+        .collect()
 }
 
 fn weights(pairs: &[(&str, &str)]) -> BTreeMap<String, Decimal> {

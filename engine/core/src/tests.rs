@@ -171,7 +171,9 @@ pub(crate) fn decision_skips(a: &Applied) -> Vec<(String, SkipReason)> {
     a.audit
         .iter()
         .flat_map(|r| match &r.body {
-            AuditBody::Decision { skipped, .. } => skipped.iter().map(|s| (s.security.0.clone(), s.reason)).collect(),
+            AuditBody::Decision { skipped, .. } => {
+                skipped.iter().map(|s| (s.security.as_str().to_string(), s.reason)).collect()
+            }
             _ => vec![],
         })
         .collect()
@@ -275,7 +277,7 @@ fn price_for_unknown_security_or_older_than_the_last_is_refused() {
 fn new_household_in_cash_buys_its_model_in_whole_shares_within_the_reserve() {
     let mut w = World::market();
     let a = w.household("H1", "100000", vec![]);
-    let buys: Vec<_> = a.orders.iter().map(|o| (o.security.0.as_str(), o.quantity, o.reason)).collect();
+    let buys: Vec<_> = a.orders.iter().map(|o| (o.security.as_str(), o.quantity, o.reason)).collect();
     assert_eq!(
         buys,
         vec![
@@ -305,7 +307,7 @@ fn fractional_accounts_buy_fractions_rounded_toward_zero() {
         "1000",
         vec![],
     ));
-    let msft = w.account("H1").pending.values().find(|p| p.security.0 == "MSFT").unwrap().open_quantity;
+    let msft = w.account("H1").pending.values().find(|p| p.security.as_str() == "MSFT").unwrap().open_quantity;
     assert_eq!(msft, d("1.25"));
 }
 
@@ -349,7 +351,7 @@ fn fills_create_lots_move_cash_and_close_pending_orders() {
 fn a_partial_fill_keeps_the_rest_open_and_a_rejection_releases_it() {
     let mut w = World::market();
     let a = w.household("H1", "100000", vec![]);
-    let o = a.orders.iter().find(|o| o.security.0 == "AAPL").unwrap().clone();
+    let o = a.orders.iter().find(|o| o.security.as_str() == "AAPL").unwrap().clone();
     let fill = |status, qty: &str| {
         Payload::Fill(Fill {
             household: "H1".into(),
@@ -413,7 +415,7 @@ fn sells_relieve_losses_first_then_long_term_then_short_term_gains() {
             lot("XOM", "100", "60", "2024-06-01"), // loss 10/share
         ],
     );
-    let sell = w.account("H1").pending.values().find(|p| p.security.0 == "XOM").unwrap().clone();
+    let sell = w.account("H1").pending.values().find(|p| p.security.as_str() == "XOM").unwrap().clone();
     let order: Vec<u64> = sell.lots.iter().map(|l| l.lot_id).collect();
     assert_eq!(order, vec![3, 2, 1]);
     assert_eq!(sell.open_quantity, d("300"));
@@ -442,7 +444,7 @@ fn do_not_hold_forces_a_sale_and_do_not_buy_only_stops_buys() {
         account: None,
         effective: w.now,
     }));
-    assert!(no_buy.orders.iter().all(|o| o.security.0 != "AAPL" || o.side == Side::Sell));
+    assert!(no_buy.orders.iter().all(|o| o.security.as_str() != "AAPL" || o.side == Side::Sell));
     let hold = w.when(Payload::RestrictionEdited(RestrictionEdited {
         household: "H1".into(),
         restriction_id: "r2".into(),
@@ -451,7 +453,7 @@ fn do_not_hold_forces_a_sale_and_do_not_buy_only_stops_buys() {
         account: None,
         effective: w.now,
     }));
-    let xom = hold.orders.iter().find(|o| o.security.0 == "XOM").expect("forced sale");
+    let xom = hold.orders.iter().find(|o| o.security.as_str() == "XOM").expect("forced sale");
     assert_eq!((xom.side, xom.reason), (Side::Sell, OrderReason::Restriction));
     // Together with the drift sell already open, every share is on its way out.
     assert_eq!(w.account("H1").projected_quantity(&"XOM".into()), d("0"));
@@ -476,9 +478,9 @@ fn do_not_buy_skips_a_buy_with_the_restricted_reason() {
         kind: CashFlowKind::Deposit,
         amount: d("100000"),
     }));
-    assert!(a.orders.iter().all(|o| o.security.0 != "AAPL"));
+    assert!(a.orders.iter().all(|o| o.security.as_str() != "AAPL"));
     // AAPL's weight went to its sector (MSFT), not to cash.
-    let msft = a.orders.iter().find(|o| o.security.0 == "MSFT").unwrap();
+    let msft = a.orders.iter().find(|o| o.security.as_str() == "MSFT").unwrap();
     assert_eq!(msft.quantity, d("250"));
     assert_eq!(msft.reason, OrderReason::CashFlow);
 }
@@ -502,7 +504,7 @@ fn an_esg_downgrade_divests_only_screened_households() {
         score: d("12"),
         as_of: w.now,
     }));
-    let sells: Vec<_> = a.orders.iter().map(|o| (o.household.0.as_str(), o.security.0.as_str(), o.reason)).collect();
+    let sells: Vec<_> = a.orders.iter().map(|o| (o.household.0.as_str(), o.security.as_str(), o.reason)).collect();
     assert_eq!(sells, vec![("H1", "CVX", OrderReason::Esg)]);
 }
 
@@ -517,7 +519,7 @@ fn a_withdrawal_raises_cash_from_losses_first_and_pays_out_when_settled() {
         amount: d("5000"),
     }));
     let o = &a.orders[0];
-    assert_eq!((o.security.0.as_str(), o.side, o.reason), ("XOM", Side::Sell, OrderReason::CashFlow));
+    assert_eq!((o.security.as_str(), o.side, o.reason), ("XOM", Side::Sell, OrderReason::CashFlow));
     assert!(o.quantity * o.ref_price >= d("5000"));
     assert_eq!(w.account("H1").withdrawal_due, d("5000"));
     w.fill_all(&a, |_| d("50"));
@@ -542,7 +544,7 @@ fn clock_trades_only_outside_the_band() {
     w.price("AAPL", "135"); // ~30.9%: outside
     let a = w.when(Payload::Clock(Clock { kind: ClockKind::MarketClose, trade_date: w.now.date_naive() }));
     let o = &a.orders[0];
-    assert_eq!((o.security.0.as_str(), o.side, o.reason), ("AAPL", Side::Sell, OrderReason::Drift));
+    assert_eq!((o.security.as_str(), o.side, o.reason), ("AAPL", Side::Sell, OrderReason::Drift));
 }
 
 #[test]
@@ -669,10 +671,10 @@ fn a_small_account_holds_a_sector_balanced_subset_of_a_direct_index() {
     let proj = crate::rebalance::Projection::of(state, &empty);
     let subset = crate::rebalance::direct_index_subset(state, &"ix".into(), &index, 10, &proj, &ctx);
     assert_eq!(subset.len(), 10);
-    let tech: Decimal = subset.iter().filter(|(s, _)| s.0.starts_with('T')).map(|(_, w)| *w).sum();
-    let energy: Decimal = subset.iter().filter(|(s, _)| s.0.starts_with('E')).map(|(_, w)| *w).sum();
-    assert_eq!((subset.keys().filter(|s| s.0.starts_with('T')).count(), tech.round_dp(6)), (6, d("0.6")));
-    assert_eq!((subset.keys().filter(|s| s.0.starts_with('E')).count(), energy.round_dp(6)), (4, d("0.4")));
+    let tech: Decimal = subset.iter().filter(|(s, _)| s.as_str().starts_with('T')).map(|(_, w)| *w).sum();
+    let energy: Decimal = subset.iter().filter(|(s, _)| s.as_str().starts_with('E')).map(|(_, w)| *w).sum();
+    assert_eq!((subset.keys().filter(|s| s.as_str().starts_with('T')).count(), tech.round_dp(6)), (6, d("0.6")));
+    assert_eq!((subset.keys().filter(|s| s.as_str().starts_with('E')).count(), energy.round_dp(6)), (4, d("0.4")));
     assert!(subset.values().sum::<Decimal>() <= Decimal::ONE);
     // A held name ranked just outside the quota keeps its place.
     let mut holder = empty.clone();
@@ -709,7 +711,7 @@ fn restrictions_that_arrive_with_a_new_household_shape_its_first_trades() {
             effective: w.now,
         }],
     ));
-    assert!(a.orders.iter().all(|o| o.security.0 != "XOM" && o.security.0 != "CVX"), "{:?}", a.orders);
+    assert!(a.orders.iter().all(|o| o.security.as_str() != "XOM" && o.security.as_str() != "CVX"), "{:?}", a.orders);
     assert!(!a.orders.is_empty());
     let r = &w.state.households[&HouseholdId::new("H1")].restrictions[&RestrictionId::new("no-energy")];
     assert_eq!(r.version, 1);
@@ -748,7 +750,7 @@ fn excluded_weight_never_goes_to_a_substitute_that_is_itself_excluded() {
             effective: w.now,
         }],
     ));
-    let bought: Vec<&str> = a.orders.iter().map(|o| o.security.0.as_str()).collect();
+    let bought: Vec<&str> = a.orders.iter().map(|o| o.security.as_str()).collect();
     assert_eq!(bought, vec!["AAPL", "MSFT"], "energy excluded, its weight spread over the rest");
     let rules = a
         .audit
@@ -856,7 +858,7 @@ fn clock(w: &mut World) -> Applied {
 }
 
 fn orders_of(a: &Applied) -> Vec<(String, Side, OrderReason)> {
-    a.orders.iter().map(|o| (o.security.0.clone(), o.side, o.reason)).collect()
+    a.orders.iter().map(|o| (o.security.as_str().to_string(), o.side, o.reason)).collect()
 }
 
 fn no_wash_sales(all: &[Applied]) {
@@ -898,7 +900,10 @@ fn harvesting_sells_deep_losses_buys_the_substitute_and_swaps_back_after_the_win
     for _ in 0..3 {
         w.advance(10);
         let a = clock(&mut w);
-        assert!(!a.orders.iter().any(|o| o.security.0 == "XOM" && o.side == Side::Buy), "XOM bought in the window");
+        assert!(
+            !a.orders.iter().any(|o| o.security.as_str() == "XOM" && o.side == Side::Buy),
+            "XOM bought in the window"
+        );
         w.fill_all(&a, w_price);
         all.push(a);
     }
@@ -936,13 +941,17 @@ fn a_loss_lot_bought_within_thirty_days_is_not_sold_by_a_rebalance() {
     w.price("AAPL", "80");
     let a = w.model("m1", 2, &[("MSFT", "0.33"), ("XOM", "0.33"), ("CVX", "0.33")]);
     // then the loss sale waits: it would be a wash sale against the purchase
-    assert!(!a.orders.iter().any(|o| o.security.0 == "AAPL"), "{:?}", orders_of(&a));
+    assert!(!a.orders.iter().any(|o| o.security.as_str() == "AAPL"), "{:?}", orders_of(&a));
     assert!(decision_skips(&a).contains(&("AAPL".into(), SkipReason::WashSaleBlock)));
     // and once 30 days have passed since the purchase it is sold
     w.fill_all(&a, |s| if s == "AAPL" { d("80") } else { w_price(s) });
     w.advance(21);
     let later = clock(&mut w);
-    assert!(later.orders.iter().any(|o| o.security.0 == "AAPL" && o.side == Side::Sell), "{:?}", orders_of(&later));
+    assert!(
+        later.orders.iter().any(|o| o.security.as_str() == "AAPL" && o.side == Side::Sell),
+        "{:?}",
+        orders_of(&later)
+    );
 }
 
 #[test]
@@ -953,7 +962,7 @@ fn a_sale_that_would_exceed_the_tax_budget_is_dropped_with_the_reason() {
     let setup = w.when(taxed("H1", tax, "15000", vec![lot("MSFT", "25", "50", "2020-01-02")]));
     w.fill_all(&setup, w_price);
     let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
-    assert!(!a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
+    assert!(!a.orders.iter().any(|o| o.security.as_str() == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
     assert!(decision_skips(&a).contains(&("MSFT".into(), SkipReason::TaxBudget)));
 
     // without a budget the same sale is made
@@ -961,7 +970,7 @@ fn a_sale_that_would_exceed_the_tax_budget_is_dropped_with_the_reason() {
     let setup = w.when(taxed("H1", TaxProfile::default(), "15000", vec![lot("MSFT", "25", "50", "2020-01-02")]));
     w.fill_all(&setup, w_price);
     let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
-    assert!(a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell));
+    assert!(a.orders.iter().any(|o| o.security.as_str() == "MSFT" && o.side == Side::Sell));
 }
 
 #[test]
@@ -972,7 +981,7 @@ fn a_short_term_gain_that_turns_long_term_within_the_window_is_deferred_unless_f
     let setup = w.when(taxed("H1", TaxProfile::default(), "15000", lots()));
     w.fill_all(&setup, w_price);
     let a = w.model("m1", 2, &[("AAPL", "0.30"), ("MSFT", "0.05"), ("XOM", "0.30"), ("CVX", "0.30")]);
-    assert!(!a.orders.iter().any(|o| o.security.0 == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
+    assert!(!a.orders.iter().any(|o| o.security.as_str() == "MSFT" && o.side == Side::Sell), "{:?}", orders_of(&a));
     assert!(decision_skips(&a).contains(&("MSFT".into(), SkipReason::ShortTermDeferral)));
 
     // a do-not-hold does not wait
@@ -990,7 +999,7 @@ fn a_short_term_gain_that_turns_long_term_within_the_window_is_deferred_unless_f
     assert!(a
         .orders
         .iter()
-        .any(|o| o.security.0 == "MSFT" && o.side == Side::Sell && o.reason == OrderReason::Restriction));
+        .any(|o| o.security.as_str() == "MSFT" && o.side == Side::Sell && o.reason == OrderReason::Restriction));
 }
 
 #[test]
