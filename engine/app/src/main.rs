@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 // The fold and the store's writer thread allocate heavily side by side;
 // mimalloc keeps them from contending the way the system allocator does.
+// Built without transparent huge pages (`no_thp`: it does not ask the kernel
+// for them): with them, a page mimalloc had returned and takes again came back
+// as a fresh 2 MiB huge page the kernel zeroed whole, a quarter of the Kafka
+// engine's fold threads' time (BENCHMARKS.md, section 4).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
