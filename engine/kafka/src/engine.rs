@@ -30,6 +30,7 @@
 
 use crate::admin::{idempotent_producer, send, seq_header, DeliveryTracker, ReaderContext, REQUEST_TIMEOUT};
 use crate::config::{KafkaClientConfig, KafkaConfig};
+use crate::workers::Workers;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use overlay_core::event::{Envelope, InputError};
@@ -178,6 +179,7 @@ impl Head {
 
 /// The reference partition as fetched, shared by every shard: records from
 /// the lowest offset a shard still needs.
+#[derive(Clone, Default)]
 struct ReferenceCache {
     records: VecDeque<Arc<Head>>,
     /// Every record below this offset has been received (or skipped as a gap).
@@ -283,6 +285,8 @@ pub struct KafkaEngine {
     events: Arc<Mutex<Vec<GroupEvent>>>,
     reference: ReferenceCache,
     shards: BTreeMap<u32, Shard>,
+    /// The threads shards are folded on (none: on the engine's thread).
+    fold_workers: Workers,
     assigned: bool,
     stop: Arc<AtomicBool>,
 }
@@ -345,7 +349,8 @@ impl KafkaEngine {
         group.subscribe(&[HOUSEHOLDS]).context("joining the engine group")?;
         let reference_fetch = fetcher(cfg, "reference", FETCH_WAIT_MS)?;
         let household_fetch = fetcher(cfg, "household", FETCH_WAIT_MS)?;
-        let reference = ReferenceCache { records: VecDeque::new(), fetched_to: 0, at_end: false };
+        let reference = ReferenceCache::default();
+        let fold_workers = Workers::new(fold_threads(opts.fold_threads), "overlay-fold");
         Ok(Self {
             cfg: cfg.clone(),
             opts,
@@ -357,6 +362,7 @@ impl KafkaEngine {
             events,
             reference,
             shards: BTreeMap::new(),
+            fold_workers,
             assigned: false,
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -699,8 +705,7 @@ impl KafkaEngine {
             if budget == Some(0) {
                 break;
             }
-            let threads = fold_threads(self.opts.fold_threads);
-            let rounds = fold_round(&mut self.shards, &self.reference, batch_max, budget, threads);
+            let rounds = fold_round(&mut self.shards, &mut self.reference, batch_max, budget, &self.fold_workers);
             let mut full = Vec::new();
             for (p, applied) in rounds {
                 for a in &applied {
@@ -886,15 +891,15 @@ fn fold_threads(configured: usize) -> usize {
 type Folded = (u32, Vec<Applied>);
 
 /// Folds every shard until its batch is full or its merge must wait for
-/// records, on up to `threads` threads; with a `budget` (inputs left to
+/// records, on the `workers`' threads; with a `budget` (inputs left to
 /// fold), on this thread, the shards in partition order. Returns what each
 /// shard folded, in partition order.
 fn fold_round(
     shards: &mut BTreeMap<u32, Shard>,
-    reference: &ReferenceCache,
+    reference: &mut ReferenceCache,
     batch_max: u64,
     budget: Option<u64>,
-    threads: usize,
+    workers: &Workers,
 ) -> Vec<Folded> {
     if let Some(mut left) = budget {
         let mut out = Vec::new();
@@ -905,26 +910,29 @@ fn fold_round(
         }
         return out;
     }
-    // Popped from the back: partition order.
-    let queue: Vec<&mut Shard> = shards.values_mut().rev().collect();
-    let threads = threads.min(queue.len());
-    if threads <= 1 {
-        return queue.into_iter().rev().map(|s| (s.partition, fold_shard(s, reference, batch_max, u64::MAX))).collect();
+    if workers.len() <= 1 || shards.len() <= 1 {
+        return shards.values_mut().map(|s| (s.partition, fold_shard(s, reference, batch_max, u64::MAX))).collect();
     }
-    let queue = Mutex::new(queue);
-    let results: Mutex<Vec<Folded>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let Some(s) = queue.lock().expect("fold queue lock").pop() else { break };
-                let applied = fold_shard(s, reference, batch_max, u64::MAX);
-                results.lock().expect("fold results lock").push((s.partition, applied));
-            });
-        }
+    // The shards and the reference records go to the threads for the round
+    // (in partition order) and come back; each job lets go of the records
+    // before it returns, so they are this thread's alone again after.
+    let shared = Arc::new(std::mem::take(reference));
+    let jobs: Vec<(Shard, Arc<ReferenceCache>)> =
+        std::mem::take(shards).into_values().map(|s| (s, shared.clone())).collect();
+    let folded = workers.map(jobs, move |(mut s, reference)| {
+        let applied = fold_shard(&mut s, &reference, batch_max, u64::MAX);
+        drop(reference);
+        (s, applied)
     });
-    let mut results = results.into_inner().expect("fold results lock");
-    results.sort_by_key(|(p, _)| *p);
-    results
+    *reference = Arc::try_unwrap(shared).unwrap_or_else(|still_shared| (*still_shared).clone());
+    folded
+        .into_iter()
+        .map(|(s, applied)| {
+            let p = s.partition;
+            shards.insert(p, s);
+            (p, applied)
+        })
+        .collect()
 }
 
 /// Folds a shard's inputs until its batch holds `batch_max` inputs, `limit`

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod mock;
 pub mod observe;
 pub mod watermarks;
+mod workers;
 
 pub use config::{KafkaClientConfig, KafkaConfig};
 pub use engine::{EngineOptions, KafkaEngine, RunStats};
