@@ -17,9 +17,9 @@ use std::sync::Arc;
 // The fold and the store's writer thread allocate heavily side by side;
 // mimalloc keeps them from contending the way the system allocator does.
 // Built without transparent huge pages (`no_thp`: it does not ask the kernel
-// for them): with them, a page mimalloc had returned and takes again came back
-// as a fresh 2 MiB huge page the kernel zeroed whole, a quarter of the Kafka
-// engine's fold threads' time (BENCHMARKS.md, section 4).
+// for them): with them, the kernel zeroing whole 2 MiB pages as mimalloc set
+// up fresh ones was over a quarter of the Kafka engine's fold threads' time
+// (BENCHMARKS.md, section 4).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

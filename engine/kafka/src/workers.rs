@@ -30,11 +30,9 @@ impl Workers {
             let rx = rx.clone();
             let started = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || loop {
                 // The lock is held only to take a job, not to run it.
-                let job = rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
-                match job {
-                    Ok(job) => job(),
-                    Err(()) => break,
-                }
+                let Ok(job) = rx.lock().map(|jobs| jobs.recv()) else { break };
+                let Ok(job) = job else { break };
+                job();
             });
             match started {
                 Ok(t) => threads.push(t),
