@@ -674,8 +674,8 @@ pub fn verify_stream(
 }
 
 fn first_state_difference(recorded: &dyn Store, replayed: &dyn Store) -> Result<String, ReplayError> {
-    let mut a = recorded.scan(keys::STATE, None);
-    let mut b = replayed.scan(keys::STATE, None);
+    let mut a = overlay_store::state_records(recorded);
+    let mut b = overlay_store::state_records(replayed);
     loop {
         match (a.next().transpose()?, b.next().transpose()?) {
             (None, None) => return Ok("none found".into()),

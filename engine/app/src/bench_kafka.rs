@@ -521,11 +521,12 @@ impl KeyCounts {
     }
 }
 
-/// A key's kind: its state-record prefix (`s:seen:`, `s:po:`, …) or its
+/// A key's kind: its state-record prefix (`s:seen@`, `s:po:`, …) or its
 /// area (`j:` journal chunks, `a:` audit chunks, `p:` positions, …).
 fn key_kind(key: &[u8]) -> &'static str {
     use overlay_store::keys::*;
-    const STATE_KINDS: [&str; 11] = [SECURITY, MODEL, PRICE, ESG, HOUSEHOLD, ACCOUNT, LOTS, PENDING, SEEN, CHAIN, META];
+    const STATE_KINDS: [&str; 12] =
+        [SECURITY, MODEL, PRICE, ESG, HOUSEHOLD, ACCOUNT, LOTS, PENDING, SEEN, SEEN_COMMIT, CHAIN, META];
     const AREAS: [&str; 8] = ["j:", "o:", "a:", "d:", "p:", "c:", "x:", "s:"];
     STATE_KINDS.iter().chain(AREAS.iter()).find(|k| key.starts_with(k.as_bytes())).copied().unwrap_or("other")
 }

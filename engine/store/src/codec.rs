@@ -25,7 +25,9 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("state records serialize")
 }
 
-/// The key and current value (None = deleted) of one touched record.
+/// The key and current value (None = deleted) of one touched record, as a
+/// logical record: an idempotency record is `s:seen:` and its id here,
+/// though a commit stores its ids together ([`encode_seen`]).
 pub fn encode_touched(state: &State, t: &Touched) -> (Vec<u8>, Option<Vec<u8>>) {
     match t {
         Touched::Security(id) => (text_key(keys::SECURITY, &[id.as_str()]), state.securities.get(id).map(json)),
@@ -59,6 +61,39 @@ pub fn encode_touched(state: &State, t: &Touched) -> (Vec<u8>, Option<Vec<u8>>) 
             (keys::META.as_bytes().to_vec(), Some(json(&rec)))
         }
     }
+}
+
+/// The stored value of one commit's idempotency records
+/// ([`keys::SEEN_COMMIT`]): for each id, its length (u32 BE), its bytes and
+/// the state version that applied it (u64 BE). Ids the state does not hold
+/// are left out (an id is never removed, so there are none).
+pub fn encode_seen<'a>(state: &State, ids: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let mut v = Vec::new();
+    for id in ids {
+        if let Some(at) = state.meta.seen.get(id) {
+            v.extend_from_slice(&(id.len() as u32).to_be_bytes());
+            v.extend_from_slice(id.as_bytes());
+            v.extend_from_slice(&at.to_be_bytes());
+        }
+    }
+    v
+}
+
+/// The (id, version) pairs of one commit's idempotency record, in stored order.
+pub fn decode_seen(key: &[u8], value: &[u8]) -> Result<Vec<(String, u64)>, StoreError> {
+    let bad = || StoreError::Corrupt(format!("bad idempotency record {}", String::from_utf8_lossy(key)));
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let id = tail.get(..len).ok_or_else(bad)?;
+        let id = std::str::from_utf8(id).map_err(|_| bad())?.to_string();
+        let (at, tail) = tail[len..].split_first_chunk::<8>().ok_or_else(bad)?;
+        out.push((id, u64::from_be_bytes(*at)));
+        rest = tail;
+    }
+    Ok(out)
 }
 
 /// The counters and settings alone (no chains, no idempotency set), read
@@ -114,6 +149,10 @@ pub fn decode_state<'a>(records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> 
                 return Err(StoreError::Corrupt(format!("bad pending-order key {key}")));
             };
             pending.push((HouseholdId::new(h), AccountId::new(a), OrderId::new(o), parse(k, v)?));
+        } else if key.starts_with(keys::SEEN_COMMIT) {
+            for (id, at) in decode_seen(k, v)? {
+                state.meta.seen.insert(id, at);
+            }
         } else if let Some(id) = key.strip_prefix(keys::SEEN) {
             let at: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt(format!("bad seen record {key}")))?;
             state.meta.seen.insert(id.to_string(), u64::from_be_bytes(at));

@@ -5,7 +5,7 @@
 //! benchmarks all fold through here, so they produce the same bytes.
 
 use crate::chunk::{ChunkWriter, KeptChunk};
-use crate::codec::{encode_journal, encode_touched};
+use crate::codec::{encode_journal, encode_seen, encode_touched};
 use crate::keys;
 use crate::{check_format, load_state, Format, Store, StoreError, WriteBatch, STORE_FORMAT};
 use overlay_core::fold::{step, Applied, Input, Touched};
@@ -72,8 +72,8 @@ pub struct Folder {
     orders: ChunkWriter,
     audit: ChunkWriter,
     dead_letters: ChunkWriter,
-    /// A new store: the next batch records its format.
-    new_store: bool,
+    /// A new store, or one of the previous format: the next batch records the format.
+    mark_format: bool,
     touched: BTreeSet<Touched>,
     positions: BTreeMap<String, u64>,
     pending: Outputs,
@@ -97,7 +97,7 @@ impl Folder {
     /// keeps the settings it was created with (decisions depend on them).
     /// A store of another format is refused ([`check_format`]).
     pub fn open(store: Box<dyn Store>, settings: EngineSettings) -> Result<Self, StoreError> {
-        let new_store = check_format(store.as_ref())? == Format::New;
+        let mark_format = check_format(store.as_ref())? != Format::Current;
         let mut state = load_state(store.as_ref())?;
         let fresh = state.meta.applied == 0;
         if fresh {
@@ -110,7 +110,7 @@ impl Folder {
             orders: ChunkWriter::new(keys::ORDERS),
             audit: ChunkWriter::new(keys::AUDIT),
             dead_letters: ChunkWriter::new(keys::DEAD_LETTERS),
-            new_store,
+            mark_format,
             touched: BTreeSet::new(),
             positions: BTreeMap::new(),
             pending: Outputs::default(),
@@ -201,20 +201,32 @@ impl Folder {
         for stream in [&mut self.orders, &mut self.audit, &mut self.dead_letters] {
             stream.finish(&mut batch, outbox.as_deref_mut());
         }
+        // The idempotency records go together, in one record of this commit.
+        let mut seen = Vec::new();
         for t in std::mem::take(&mut self.touched) {
+            if let Touched::Seen(id) = t {
+                seen.push(id);
+                continue;
+            }
             let (k, v) = encode_touched(&self.state, &t);
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
             }
         }
+        if !seen.is_empty() {
+            batch.put(
+                keys::seen_commit_key(self.state.meta.applied),
+                encode_seen(&self.state, seen.iter().map(String::as_str)),
+            );
+        }
         for (source, next) in std::mem::take(&mut self.positions) {
             batch.put(keys::position_key(&source), next.to_be_bytes().to_vec());
         }
         // A batch that is not written is never followed by another from
         // this folder (the engine starts again from the store), so the first
-        // batch of a new store carries its format.
-        if std::mem::take(&mut self.new_store) {
+        // batch of a new store (or of one in the previous format) carries the format.
+        if std::mem::take(&mut self.mark_format) {
             batch.put(keys::FORMAT.to_vec(), STORE_FORMAT.to_be_bytes().to_vec());
         }
         self.pending = Outputs::default();

@@ -4,7 +4,7 @@
 //!
 //! | prefix | record |
 //! |---|---|
-//! | `s:` | state: `s:sec:`, `s:mod:`, `s:px:`, `s:esg:`, `s:hh:`, `s:ac:H/A`, `s:lot:H/A/S`, `s:po:H/A/O`, `s:seen:`, `s:chain:`, `s:meta` |
+//! | `s:` | state: `s:sec:`, `s:mod:`, `s:px:`, `s:esg:`, `s:hh:`, `s:ac:H/A`, `s:lot:H/A/S`, `s:po:H/A/O`, `s:seen@`, `s:chain:`, `s:meta` |
 //! | `j:` + u64 BE | the input journal: source and raw bytes of each applied input, one chunk per commit |
 //! | `o:` + u64 BE | orders (JSON), one chunk per commit |
 //! | `a:` + u64 BE | audit records (JSON), one chunk per commit |
@@ -20,9 +20,22 @@
 //! BE), then each record as a u32 BE length and its bytes. Read them through
 //! [`crate::records_after`], [`crate::record_at`] and [`crate::last_seq`].
 //!
-//! Store format ([`crate::STORE_FORMAT`], in `x:format`): 2 is this layout,
-//! written with a new store's first commit. A store with records and no
-//! `x:format` is format 1, one key per stream record, which this engine
+//! The idempotency set (event id → the state version that applied it) is
+//! stored as one record per commit too: `s:seen@` and the commit's last
+//! state version (20 decimal digits), holding the ids the commit added
+//! ([`crate::codec::encode_seen`]). A new key costs sled several times an
+//! update, and an input with an event id adds one; as one key per id they
+//! were over a third of a commit's new keys. The state's *logical*
+//! records still have one key per id, `s:seen:` and the id, with the
+//! version as u64 BE: that is what the state hash covers
+//! ([`crate::state_records`]), so the hash does not depend on where
+//! commits fell.
+//!
+//! Store format ([`crate::STORE_FORMAT`], in `x:format`): 3 is this layout,
+//! written with a new store's first commit. Format 2 differs only in the
+//! idempotency set, one `s:seen:` record per id; this engine reads it and
+//! marks the store format 3 with its next commit. A store with records and
+//! no `x:format` is format 1, one key per stream record, which this engine
 //! refuses to open ([`crate::check_format`]).
 
 pub const STATE: &[u8] = b"s:";
@@ -42,7 +55,10 @@ pub const HOUSEHOLD: &str = "s:hh:";
 pub const ACCOUNT: &str = "s:ac:";
 pub const LOTS: &str = "s:lot:";
 pub const PENDING: &str = "s:po:";
+/// A logical idempotency record (and format 2's stored one): `s:seen:` + event id.
 pub const SEEN: &str = "s:seen:";
+/// A commit's idempotency records: `s:seen@` + its last state version, 20 digits.
+pub const SEEN_COMMIT: &str = "s:seen@";
 pub const CHAIN: &str = "s:chain:";
 pub const META: &str = "s:meta";
 
@@ -68,6 +84,11 @@ pub fn text_key(prefix: &str, parts: &[&str]) -> Vec<u8> {
         k.push_str(p);
     }
     k.into_bytes()
+}
+
+/// The key of the idempotency records of the commit that ends at state version `applied`.
+pub fn seen_commit_key(applied: u64) -> Vec<u8> {
+    format!("{SEEN_COMMIT}{applied:020}").into_bytes()
 }
 
 pub fn position_key(source: &str) -> Vec<u8> {

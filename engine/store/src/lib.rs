@@ -118,15 +118,65 @@ pub fn load_meta(store: &dyn Store) -> Result<overlay_core::state::Meta, StoreEr
     }
 }
 
-/// SHA-256 over every state record (key and value, length-prefixed) in key
-/// order: two stores with the same state have the same hash.
+/// SHA-256 over every logical state record (key and value,
+/// length-prefixed) in key order ([`state_records`]): two stores with the
+/// same state have the same hash, wherever their commits fell.
 pub fn state_hash(store: &dyn Store) -> Result<String, StoreError> {
     let mut h = StateHasher::default();
-    for r in store.scan(keys::STATE, None) {
+    for r in state_records(store) {
         let (k, v) = r?;
         h.record(&k, &v);
     }
     Ok(h.finish())
+}
+
+/// The store's state as logical records, in key order: what
+/// [`codec::encode_touched`] gives for every record of the state. They are
+/// the stored `s:` records, except the idempotency set: stored as one
+/// record per commit ([`keys::SEEN_COMMIT`]), it is handed out as one
+/// `s:seen:` record per id, in its place in the key order. (Every logical
+/// idempotency key sorts before every stored commit record, and no other
+/// kind of state key sorts among them.)
+pub fn state_records(store: &dyn Store) -> Records<'_> {
+    let mut scan = store.scan(keys::STATE, None);
+    // Idempotency records read, not yet handed out.
+    let mut seen: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+    // A record read past them, handed out after them.
+    let mut held: Option<Entry> = None;
+    let mut scanned = false;
+    Box::new(std::iter::from_fn(move || loop {
+        if held.is_some() || scanned {
+            if let Some(r) = seen.pop_first() {
+                return Some(Ok(r));
+            }
+            return held.take().map(Ok);
+        }
+        match scan.next() {
+            None => scanned = true,
+            Some(Err(e)) => {
+                scanned = true;
+                seen.clear();
+                return Some(Err(e));
+            }
+            Some(Ok((k, v))) if k.starts_with(keys::SEEN_COMMIT.as_bytes()) => match codec::decode_seen(&k, &v) {
+                Ok(ids) => {
+                    for (id, at) in ids {
+                        seen.insert(keys::text_key(keys::SEEN, &[&id]), at.to_be_bytes().to_vec());
+                    }
+                }
+                Err(e) => {
+                    scanned = true;
+                    seen.clear();
+                    return Some(Err(e));
+                }
+            },
+            Some(Ok((k, v))) if k.starts_with(keys::SEEN.as_bytes()) => {
+                seen.insert(k, v);
+            }
+            Some(Ok(r)) if seen.is_empty() => return Some(Ok(r)),
+            Some(Ok(r)) => held = Some(r),
+        }
+    }))
 }
 
 /// [`state_hash`] taken record by record: fed the state records in key
@@ -183,10 +233,17 @@ pub fn be_u64(v: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(a))
 }
 
-/// The store format this engine writes and reads: the streams as one chunk
-/// per commit ([`chunk`]). Format 1 (no `x:format` record) stored one key
-/// per stream record.
-pub const STORE_FORMAT: u64 = 2;
+/// The store format this engine writes: the streams and the idempotency set
+/// as one record per commit ([`chunk`], [`keys::SEEN_COMMIT`]). It also reads
+/// format 2 ([`PREVIOUS_FORMAT`]); format 1 (no `x:format` record) stored one
+/// key per stream record.
+pub const STORE_FORMAT: u64 = 3;
+
+/// The format before [`STORE_FORMAT`]: the same but for one idempotency
+/// record per event id. Read as it is; the next commit marks the store
+/// [`STORE_FORMAT`] (from then on it holds records of both kinds, which
+/// this engine reads).
+pub const PREVIOUS_FORMAT: u64 = 2;
 
 /// A store's format, as [`check_format`] found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,19 +252,23 @@ pub enum Format {
     New,
     /// [`STORE_FORMAT`], recorded.
     Current,
+    /// [`PREVIOUS_FORMAT`], recorded: readable; the next commit records [`STORE_FORMAT`].
+    Previous,
 }
 
 /// Checks that `store` is one this engine can read: new (no state, no
-/// stream records) or of [`STORE_FORMAT`]. A store of another format is
+/// stream records), of [`STORE_FORMAT`] or of [`PREVIOUS_FORMAT`]. A store of another format is
 /// refused with [`StoreError::Format`], saying what it is and what to do.
 pub fn check_format(store: &dyn Store) -> Result<Format, StoreError> {
     if let Some(v) = store.get(keys::FORMAT)? {
         let found = be_u64(&v).map_err(|_| StoreError::Corrupt(format!("x:format is {} bytes, not 8", v.len())))?;
-        if found == STORE_FORMAT {
-            return Ok(Format::Current);
+        match found {
+            STORE_FORMAT => return Ok(Format::Current),
+            PREVIOUS_FORMAT => return Ok(Format::Previous),
+            _ => {}
         }
         return Err(StoreError::Format(format!(
-            "this store is in format {found} and this engine reads format {STORE_FORMAT} only \
+            "this store is in format {found} and this engine reads formats {PREVIOUS_FORMAT} and {STORE_FORMAT} only \
              (a store written by another version of the engine): run that version on it, \
              or delete the store directory and let this one fold the input log again."
         )));
@@ -217,7 +278,7 @@ pub fn check_format(store: &dyn Store) -> Result<Format, StoreError> {
             return Err(StoreError::Format(format!(
                 "this store is in format 1, written by an earlier version of the engine \
                  (one key per journal entry and output record, no format number); \
-                 this engine reads format {STORE_FORMAT} only (one record per commit and stream). \
+                 this engine reads formats {PREVIOUS_FORMAT} and {STORE_FORMAT} only (one record per commit and stream). \
                  Delete the store directory (`state` in the data directory) and run the engine again: \
                  it folds the input log into a new store."
             )));

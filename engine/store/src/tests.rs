@@ -3,8 +3,8 @@
 
 use crate::chunk::Chunk;
 use crate::{
-    check_format, keys, last_seq, load_state, position, record_at, records_after, state_hash, Folder, Format, MemStore,
-    SledStore, Store, StoreError, WriteBatch, STORE_FORMAT,
+    check_format, keys, last_seq, load_state, position, record_at, records_after, state_hash, state_records, Folder,
+    Format, MemStore, SledStore, Store, StoreError, WriteBatch, PREVIOUS_FORMAT, STORE_FORMAT,
 };
 use chrono::{TimeZone, Utc};
 use overlay_core::event::*;
@@ -283,10 +283,10 @@ fn a_store_of_another_format_is_refused_with_what_to_do() {
     for (k, v) in records_of(folder.store()) {
         b.put(k, v);
     }
-    b.put(keys::FORMAT.to_vec(), 3u64.to_be_bytes().to_vec());
+    b.put(keys::FORMAT.to_vec(), 4u64.to_be_bytes().to_vec());
     newer.commit(b).unwrap();
     let err = check_format(&newer).unwrap_err().to_string();
-    assert!(err.starts_with("this store is in format 3 and this engine reads format 2 only"), "{err}");
+    assert!(err.starts_with("this store is in format 4 and this engine reads formats 2 and 3 only"), "{err}");
     // and a store with nothing folded yet (publish cursors alone) is new: its first commit records the format
     let fresh = MemStore::new();
     crate::set_cursor(&fresh, "orders", 4).unwrap();
@@ -381,4 +381,101 @@ fn personalisation_state_survives_a_reload() {
     assert_eq!(hh.accounts[&"A".into()].income_reserved, Decimal::new(1000, 0));
     let reloaded = load_state(&SledStore::open(dir.path()).unwrap()).unwrap();
     assert_eq!(reloaded, live);
+}
+
+/// The logical state records of a folder's store, as the engine encodes
+/// every record of its in-memory state one by one.
+fn logical_records(folder: &Folder) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let state = folder.state();
+    let mut v: Vec<_> = overlay_core::fold::every_record(state)
+        .iter()
+        .filter_map(|t| {
+            let (k, v) = crate::codec::encode_touched(state, t);
+            v.map(|v| (k, v))
+        })
+        .collect();
+    v.sort();
+    v.dedup_by(|x, y| x.0 == y.0);
+    v
+}
+
+#[test]
+fn the_idempotency_set_is_one_record_per_commit_and_one_logical_record_per_id() {
+    let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    fold_all(&mut folder);
+    // two commits (fold_all commits after the third input and at the end), so two stored records
+    let stored: Vec<_> = folder.store().scan(keys::SEEN_COMMIT.as_bytes(), None).map(Result::unwrap).collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0].0, keys::seen_commit_key(3));
+    assert_eq!(stored[1].0, keys::seen_commit_key(6));
+    assert!(folder.store().scan(keys::SEEN.as_bytes(), None).next().is_none());
+    // the ids are the events' (price ticks carry none)
+    let ids: Vec<String> = stored
+        .iter()
+        .flat_map(|(k, v)| crate::codec::decode_seen(k, v).unwrap())
+        .map(|(id, at)| format!("{id}@{at}"))
+        .collect();
+    assert_eq!(ids, ["e1@1", "e2@2", "e5@5", "e6@6"]);
+    // read back as the state's logical records: one per id, in key order among the others
+    let read: Vec<_> = state_records(folder.store()).map(Result::unwrap).collect();
+    assert_eq!(read, logical_records(&folder));
+    assert!(read.iter().any(|(k, _)| k == b"s:seen:e5"));
+    assert_eq!(load_state(folder.store()).unwrap(), *folder.state());
+}
+
+#[test]
+fn the_state_hash_does_not_depend_on_where_commits_fell() {
+    let mut once = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    let mut each = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    for (i, e) in events().iter().enumerate() {
+        let raw = serde_json::to_vec(e).unwrap();
+        once.fold(&format!("t/0/{i}"), Some(("t/0", i as u64 + 1)), &raw, Input::Event(e));
+        each.fold(&format!("t/0/{i}"), Some(("t/0", i as u64 + 1)), &raw, Input::Event(e));
+        each.commit().unwrap();
+    }
+    once.commit().unwrap();
+    assert_ne!(records_of(once.store()), records_of(each.store()));
+    assert_eq!(state_hash(once.store()).unwrap(), state_hash(each.store()).unwrap());
+    let mut h = crate::StateHasher::default();
+    for (k, v) in logical_records(&once) {
+        h.record(&k, &v);
+    }
+    assert_eq!(state_hash(once.store()).unwrap(), h.finish());
+}
+
+#[test]
+fn a_store_of_the_previous_format_is_read_and_marked_current_at_its_next_commit() {
+    let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    fold_all(&mut folder);
+    let hash = state_hash(folder.store()).unwrap();
+    // the same store as format 2 kept it: one idempotency record per id
+    let old = MemStore::new();
+    let mut b = WriteBatch::default();
+    for (k, v) in records_of(folder.store()) {
+        if k.starts_with(keys::SEEN_COMMIT.as_bytes()) {
+            for (id, at) in crate::codec::decode_seen(&k, &v).unwrap() {
+                b.put(keys::text_key(keys::SEEN, &[&id]), at.to_be_bytes().to_vec());
+            }
+        } else if k == keys::FORMAT {
+            b.put(k, PREVIOUS_FORMAT.to_be_bytes().to_vec());
+        } else {
+            b.put(k, v);
+        }
+    }
+    old.commit(b).unwrap();
+    assert_eq!(check_format(&old).unwrap(), Format::Previous);
+    assert_eq!(state_hash(&old).unwrap(), hash);
+    let mut reopened = Folder::open(Box::new(old), EngineSettings::default()).unwrap();
+    assert_eq!(reopened.state(), folder.state());
+    // an input with an event id folded into both: the same logical state, and the old store is format 3 now
+    let e = Envelope { event_id: "e7".into(), ..events().swap_remove(0) };
+    let raw = serde_json::to_vec(&e).unwrap();
+    for f in [&mut folder, &mut reopened] {
+        f.fold("t/0/6", Some(("t/0", 7)), &raw, Input::Event(&e));
+        f.commit().unwrap();
+    }
+    assert_eq!(check_format(reopened.store()).unwrap(), Format::Current);
+    assert!(reopened.store().get(b"s:seen:e1").unwrap().is_some());
+    assert_eq!(state_hash(reopened.store()).unwrap(), state_hash(folder.store()).unwrap());
+    assert_eq!(load_state(reopened.store()).unwrap(), *folder.state());
 }
