@@ -117,7 +117,7 @@ pub(crate) fn run(days: &[(chrono::NaiveDate, Vec<Envelope>)]) -> (Folder, Vec<O
         }
         all.extend(orders);
     }
-    folder.commit().unwrap();
+    folder.commit_all().unwrap();
     (folder, all)
 }
 

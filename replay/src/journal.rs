@@ -11,7 +11,7 @@ use overlay_core::fold::{apply_into, decide, seal, Applied, Input};
 use overlay_core::ids::HouseholdId;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
-use overlay_store::{check_format, codec, keys, load_meta, record_at, Cursor, Store};
+use overlay_store::{check_format, codec, keys, last_seq, load_meta, record_at, Cursor, Store};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
@@ -84,11 +84,14 @@ impl<'a> Journal<'a> {
     /// ([`check_format`]).
     pub fn open(store: &'a dyn Store) -> Result<Self, ReplayError> {
         check_format(store)?;
+        // The settings are written with a store's first commit; the state
+        // records may lag the journal (see `overlay_store::load_state`).
         let meta = load_meta(store)?;
-        if meta.applied == 0 {
+        let len = last_seq(store, keys::JOURNAL)?;
+        if len == 0 {
             return Err(ReplayError::EmptyJournal);
         }
-        Ok(Self { store, settings: meta.settings, len: meta.applied })
+        Ok(Self { store, settings: meta.settings, len })
     }
 
     /// The records from seq `after + 1` on, in order; a gap is an error.

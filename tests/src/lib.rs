@@ -570,7 +570,8 @@ pub fn overlay_kafka_with(
 }
 
 /// Starts `overlay --data-dir DIR <args>` against a broker in the background,
-/// stderr to a file, with the Kafka engine's progress logged (`OVERLAY_LOG`).
+/// stderr to a file, with the Kafka engine's progress logged (`OVERLAY_LOG`:
+/// partitions assigned and revoked, shards restored, and each publish).
 pub fn spawn_kafka(
     dir: &Path,
     broker: &Broker,
@@ -582,7 +583,7 @@ pub fn spawn_kafka(
     let err = std::fs::File::create(stderr_to).expect("stderr file");
     Running::new(
         kafka_command(dir, broker, partitions, extra, args)
-            .env("OVERLAY_LOG", "warn,overlay_kafka=info")
+            .env("OVERLAY_LOG", "warn,overlay_kafka=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

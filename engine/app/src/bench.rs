@@ -417,20 +417,21 @@ fn run_engine(raws: &[Vec<u8>], batch_max: usize, settings: &EngineSettings, in_
     let (mut bytes, mut batches) = (0u64, 0u64);
     // Time the fold spends committing: preparing batches and waiting for the writer.
     let mut commit_secs = 0.0;
-    let mut commit = |folder: &mut Folder, writer: &mut Option<Committer>| -> Result<()> {
+    // The last commit, caught up, writes the state records too (as the runner's does).
+    let mut commit = |folder: &mut Folder, writer: &mut Option<Committer>, last: bool| -> Result<()> {
         let t = Instant::now();
-        match writer {
-            None => bytes += folder.commit()?.bytes,
-            Some(w) => {
-                let prepared = folder.prepare();
-                w.wait()?;
-                if let Some(p) = prepared {
-                    bytes += p.outputs.bytes;
-                    w.submit(p)?;
-                }
+        let prepared = if last { folder.prepare_all() } else { folder.prepare() };
+        if let Some(w) = writer.as_mut() {
+            w.wait()?;
+        }
+        if let Some(p) = prepared {
+            bytes += p.outputs.bytes;
+            batches += 1;
+            match writer {
+                None => folder.store().commit(p.batch)?,
+                Some(w) => w.submit(p)?,
             }
         }
-        batches += 1;
         commit_secs += t.elapsed().as_secs_f64();
         Ok(())
     };
@@ -444,12 +445,10 @@ fn run_engine(raws: &[Vec<u8>], batch_max: usize, settings: &EngineSettings, in_
         let source = format!("{SOURCE}/{i}");
         black_box(folder.fold(&source, Some((SOURCE, i as u64 + 1)), raw, input));
         if folder.uncommitted() >= batch_max as u64 {
-            commit(&mut folder, &mut writer)?;
+            commit(&mut folder, &mut writer, false)?;
         }
     }
-    if folder.uncommitted() > 0 {
-        commit(&mut folder, &mut writer)?;
-    }
+    commit(&mut folder, &mut writer, true)?;
     if let Some(w) = writer.as_mut() {
         let t = Instant::now();
         w.wait()?;

@@ -113,7 +113,7 @@ pub fn replay(sizes: &ReplaySizes, settings: &EngineSettings, out: &mut dyn Writ
     for env in &ticks {
         feed(&mut folder, &overlay_proto::encode_envelope(env))?;
     }
-    folder.commit()?;
+    folder.commit_all()?;
     let n = folder.state().meta.applied;
     let households = folder.state().households.len();
     let h = folder.state().households.keys().nth(households / 2).context("no household")?.clone();

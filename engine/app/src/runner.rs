@@ -25,7 +25,7 @@ use overlay_core::event::{Envelope, InputError};
 use overlay_core::fold::{Applied, Input};
 use overlay_core::State;
 use overlay_log::{EmbeddedLog, Record};
-use overlay_store::{keys, Committer, Folder, SledStore, Store};
+use overlay_store::{keys, Committer, Folder, Prepared, SledStore, Store};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -192,7 +192,8 @@ impl Engine {
                 .min()
                 .map(|(_, i)| i);
             let Some(i) = pick else {
-                self.commit(&mut stats)?;
+                // Caught up: the state records go with this batch, so the stored state is whole while idle.
+                self.commit_with(&mut stats, Folder::prepare_all)?;
                 self.settle(&mut stats)?;
                 if !opts.follow {
                     break;
@@ -216,7 +217,7 @@ impl Engine {
                 self.commit(&mut stats)?;
             }
         }
-        self.commit(&mut stats)?;
+        self.commit_with(&mut stats, Folder::prepare_all)?;
         self.settle(&mut stats)?;
         // Even with nothing new folded, leave the advisory positions true (a
         // kill may have come between a batch and its group commit).
@@ -236,7 +237,12 @@ impl Engine {
     /// Hands everything folded so far to the writer, after the batch before
     /// it is durable (and published): batches are written in order.
     fn commit(&mut self, stats: &mut RunStats) -> Result<()> {
-        let prepared = self.folder.prepare();
+        self.commit_with(stats, Folder::prepare)
+    }
+
+    /// [`Self::commit`] of what `prepare` takes from the folder.
+    fn commit_with(&mut self, stats: &mut RunStats, prepare: fn(&mut Folder) -> Option<Prepared>) -> Result<()> {
+        let prepared = prepare(&mut self.folder);
         self.settle(stats)?;
         if let Some(p) = prepared {
             self.writer.submit(p)?;

@@ -718,7 +718,7 @@ impl KafkaEngine {
                 }
             }
             for &p in &full {
-                self.commit_shard(p, stats)?;
+                self.commit_shard(p, false, stats)?;
             }
             let parts: Vec<u32> = self.shards.keys().copied().collect();
             for p in parts {
@@ -757,7 +757,9 @@ impl KafkaEngine {
     fn commit_all(&mut self, stats: &mut RunStats) -> Result<()> {
         let parts: Vec<u32> = self.shards.keys().copied().collect();
         for p in parts {
-            self.commit_shard(p, stats)?;
+            // A shard that has folded all there is writes its state records too.
+            let caught_up = self.shards.get(&p).is_some_and(|s| s.caught_up(&self.reference));
+            self.commit_shard(p, caught_up, stats)?;
             self.settle_shard(p, stats)?;
             // Nothing in flight now: acknowledged cursors need not wait for a next batch.
             self.store_cursors(p)?;
@@ -778,12 +780,14 @@ impl KafkaEngine {
     /// Hands a shard's folded inputs to its writer, after the batch before
     /// them is durable and published (batches are written in order, and the
     /// shard folds on while the writer applies and flushes).
-    fn commit_shard(&mut self, p: u32, stats: &mut RunStats) -> Result<()> {
+    /// With `state`, the batch also writes every state record changed since
+    /// they were last written ([`Folder::prepare_all`]).
+    fn commit_shard(&mut self, p: u32, state: bool, stats: &mut RunStats) -> Result<()> {
         // A rebalance waits for this instance to let go of its partitions:
         // serving it here keeps a long catch-up from holding the group up.
         self.poll_group()?;
         let Some(s) = self.shards.get_mut(&p) else { return Ok(()) };
-        let prepared = s.prepared.take().or_else(|| s.folder.prepare());
+        let prepared = s.prepared.take().or_else(|| if state { s.folder.prepare_all() } else { s.folder.prepare() });
         self.settle_shard(p, stats)?;
         if let (Some(mut prepared), Some(s)) = (prepared, self.shards.get_mut(&p)) {
             // Acknowledged publish cursors ride along with the next batch.

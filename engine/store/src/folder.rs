@@ -7,7 +7,9 @@
 use crate::chunk::{ChunkWriter, KeptChunk};
 use crate::codec::{encode_journal, encode_seen, encode_touched};
 use crate::keys;
-use crate::{check_format, load_state, Format, Store, StoreError, WriteBatch, STORE_FORMAT};
+use crate::{
+    check_format, load_state_and_tail, Format, Store, StoreError, WriteBatch, STATE_EVERY_COMMITS, STORE_FORMAT,
+};
 use overlay_core::fold::{step, Applied, Input, Touched};
 use overlay_core::output::DeadLetter;
 use overlay_core::state::EngineSettings;
@@ -74,7 +76,12 @@ pub struct Folder {
     dead_letters: ChunkWriter,
     /// A new store, or one of the previous format: the next batch records the format.
     mark_format: bool,
+    /// State records changed since they were last written.
     touched: BTreeSet<Touched>,
+    /// Write them with every this many commits ([`STATE_EVERY_COMMITS`]).
+    state_every: u64,
+    /// Commits since they were last written.
+    since_state: u64,
     positions: BTreeMap<String, u64>,
     pending: Outputs,
     keep_outbox: bool,
@@ -98,7 +105,7 @@ impl Folder {
     /// A store of another format is refused ([`check_format`]).
     pub fn open(store: Box<dyn Store>, settings: EngineSettings) -> Result<Self, StoreError> {
         let mark_format = check_format(store.as_ref())? != Format::Current;
-        let mut state = load_state(store.as_ref())?;
+        let (mut state, touched) = load_state_and_tail(store.as_ref())?;
         let fresh = state.meta.applied == 0;
         if fresh {
             state.meta.settings = settings;
@@ -111,11 +118,20 @@ impl Folder {
             audit: ChunkWriter::new(keys::AUDIT),
             dead_letters: ChunkWriter::new(keys::DEAD_LETTERS),
             mark_format,
-            touched: BTreeSet::new(),
+            // The journal's inputs after the stored state: written with the first commit.
+            since_state: if touched.is_empty() { 0 } else { u64::MAX },
+            touched,
+            state_every: STATE_EVERY_COMMITS,
             positions: BTreeMap::new(),
             pending: Outputs::default(),
             keep_outbox: false,
         })
+    }
+
+    /// Writes the state records with every `n` commits (at least 1)
+    /// instead of every [`STATE_EVERY_COMMITS`].
+    pub fn state_every(&mut self, n: u64) {
+        self.state_every = n.max(1);
     }
 
     pub fn state(&self) -> &State {
@@ -132,7 +148,10 @@ impl Folder {
     }
 
     /// Folds one input. `source` names where it came from (`topic/partition/offset`);
-    /// `position` is the input position to record with it (source key, next offset).
+    /// `position` is the input position to record with it (source key, next
+    /// offset). `raw` are the bytes `input` was decoded from (a protobuf
+    /// envelope, [`overlay_proto::decode_envelope`]): the journal keeps them,
+    /// and [`crate::load_state`] and replay decode them again.
     pub fn fold(&mut self, source: &str, position: Option<(&str, u64)>, raw: &[u8], input: Input<'_>) -> Applied {
         let applied = step(&mut self.state, input);
         let seq = self.state.meta.applied;
@@ -159,19 +178,21 @@ impl Folder {
 
     /// Writes everything folded since the last commit in one atomic, durable batch.
     pub fn commit(&mut self) -> Result<Outputs, StoreError> {
-        match self.prepare() {
-            None => Ok(Outputs::default()),
-            Some(p) => {
-                self.store.commit(p.batch)?;
-                Ok(p.outputs)
-            }
-        }
+        let prepared = self.prepare();
+        self.write(prepared)
+    }
+
+    fn write(&mut self, prepared: Option<Prepared>) -> Result<Outputs, StoreError> {
+        let Some(p) = prepared else { return Ok(Outputs::default()) };
+        self.store.commit(p.batch)?;
+        Ok(p.outputs)
     }
 
     /// Everything folded since the last commit, as one batch ready to be
     /// written (by `commit`, or by a pipelined writer); None if nothing was folded.
     pub fn prepare(&mut self) -> Option<Prepared> {
-        if self.pending.inputs == 0 {
+        let state_due = self.since_state == u64::MAX && !self.touched.is_empty();
+        if self.pending.inputs == 0 && !state_due {
             return None;
         }
         let mut outputs = self.pending;
@@ -180,6 +201,23 @@ impl Folder {
         let batch = self.take_batch_keeping(self.keep_outbox.then_some(&mut outbox));
         outputs.bytes = batch.bytes() as u64;
         Some(Prepared { batch, outputs, positions, outbox })
+    }
+
+    /// [`Folder::prepare`], the batch also writing every state record
+    /// changed since they were last written (None if there is nothing to
+    /// write): for when the input has run out, so that the stored state is
+    /// whole while the engine waits (or is stopped).
+    pub fn prepare_all(&mut self) -> Option<Prepared> {
+        if !self.touched.is_empty() {
+            self.since_state = u64::MAX;
+        }
+        self.prepare()
+    }
+
+    /// [`Folder::commit`] with the state records, as [`Folder::prepare_all`].
+    pub fn commit_all(&mut self) -> Result<Outputs, StoreError> {
+        let prepared = self.prepare_all();
+        self.write(prepared)
     }
 
     /// Has [`Folder::prepare`] keep a copy of each batch's outputs in
@@ -201,9 +239,19 @@ impl Folder {
         for stream in [&mut self.orders, &mut self.audit, &mut self.dead_letters] {
             stream.finish(&mut batch, outbox.as_deref_mut());
         }
+        // The state records: with a new store's first commit, and every
+        // `state_every` commits (the ones between are in the journal).
+        self.since_state = self.since_state.saturating_add(1);
+        let write_state = self.mark_format || self.since_state >= self.state_every;
+        let touched = if write_state {
+            self.since_state = 0;
+            std::mem::take(&mut self.touched)
+        } else {
+            BTreeSet::new()
+        };
         // The idempotency records go together, in one record of this commit.
         let mut seen = Vec::new();
-        for t in std::mem::take(&mut self.touched) {
+        for t in touched {
             if let Touched::Seen(id) = t {
                 seen.push(id);
                 continue;

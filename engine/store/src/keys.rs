@@ -13,6 +13,10 @@
 //! | `c:` + output | publish cursor: last output seq published, u64 BE |
 //! | `x:` + name | engine metadata that is not state: `x:format`, the store format, u64 BE |
 //!
+//! The state records (`s:`) are those of the last commit that wrote them
+//! ([`crate::STATE_EVERY_COMMITS`]); the journal's inputs after it are
+//! folded again when state is loaded ([`crate::load_state`]).
+//!
 //! The four streams (`j:`, `o:`, `a:`, `d:`) are stored as chunks
 //! ([`crate::chunk`]): each commit writes one value per stream holding all
 //! of that commit's records of the stream, keyed by the stream's prefix and

@@ -7,7 +7,11 @@
 //! Guarantee: a batch is written with one atomic `apply_batch` and flushed
 //! before `commit` returns; only then may its outputs be published. A crash
 //! before the flush loses the whole batch (its inputs are re-read from their
-//! positions); a crash after it loses nothing.
+//! positions); a crash after it loses nothing. A batch holds its inputs'
+//! journal entries, outputs and positions; the state records changed go
+//! with every [`STATE_EVERY_COMMITS`]th batch and with
+//! [`Folder::prepare_all`]'s, and [`load_state`] folds the journal after
+//! them again, so the state read back is always the journal's.
 
 pub mod chunk;
 pub mod codec;
@@ -104,11 +108,52 @@ pub trait Store: Send {
     }
 }
 
-/// Loads state from a store.
+/// Loads state from a store: the state records as of the last commit that
+/// wrote them, then the journal's inputs after it folded again
+/// ([`Folder`] writes state records every [`STATE_EVERY_COMMITS`] commits;
+/// the journal, outputs and positions at every commit).
 pub fn load_state(store: &dyn Store) -> Result<overlay_core::State, StoreError> {
-    let records: Vec<(Vec<u8>, Vec<u8>)> = store.scan(keys::STATE, None).collect::<Result<_, _>>()?;
-    codec::decode_state(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    Ok(load_state_and_tail(store)?.0)
 }
+
+/// [`load_state`], and the records the journal's inputs after the stored
+/// state changed (to be written with the next state records).
+pub(crate) fn load_state_and_tail(
+    store: &dyn Store,
+) -> Result<(overlay_core::State, std::collections::BTreeSet<overlay_core::fold::Touched>), StoreError> {
+    let records: Vec<(Vec<u8>, Vec<u8>)> = store.scan(keys::STATE, None).collect::<Result<_, _>>()?;
+    let mut state = codec::decode_state(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+    let mut touched = std::collections::BTreeSet::new();
+    let mut journal = Cursor::new(store, keys::JOURNAL, state.meta.applied);
+    while let Some(r) = journal.next_record() {
+        let (seq, record) = r?;
+        let (_, raw) = codec::decode_journal(record)?;
+        let decoded = overlay_proto::decode_envelope(raw);
+        let input = match &decoded {
+            Ok(env) => overlay_core::fold::Input::Event(env),
+            Err(e) => overlay_core::fold::Input::Undecodable(e),
+        };
+        let applied = overlay_core::fold::step(&mut state, input);
+        if state.meta.applied != seq {
+            return Err(StoreError::Corrupt(format!(
+                "journal record {seq} folded as state version {}",
+                state.meta.applied
+            )));
+        }
+        touched.extend(applied.touched);
+    }
+    Ok((state, touched))
+}
+
+/// How often a [`Folder`] writes the state records it changed: with its
+/// first commit and every this many commits after. The commits between
+/// write their inputs to the journal, their outputs and input positions,
+/// as every commit does; [`load_state`] folds the journal's inputs after
+/// the stored state again. A record changed over and over (a household's
+/// account, its open orders created and filled) is written once per
+/// interval, and records that come and go within it not at all; a restart
+/// folds at most this many commits' inputs again.
+pub const STATE_EVERY_COMMITS: u64 = 8;
 
 /// The store's counters and settings, without loading the rest of state.
 pub fn load_meta(store: &dyn Store) -> Result<overlay_core::state::Meta, StoreError> {
@@ -119,18 +164,38 @@ pub fn load_meta(store: &dyn Store) -> Result<overlay_core::state::Meta, StoreEr
 }
 
 /// SHA-256 over every logical state record (key and value,
-/// length-prefixed) in key order ([`state_records`]): two stores with the
-/// same state have the same hash, wherever their commits fell.
+/// length-prefixed) in key order ([`state_records`]) of the state
+/// [`load_state`] gives: two stores with the same state have the same hash,
+/// wherever their commits and state writes fell.
 pub fn state_hash(store: &dyn Store) -> Result<String, StoreError> {
     let mut h = StateHasher::default();
-    for r in state_records(store) {
-        let (k, v) = r?;
-        h.record(&k, &v);
+    if load_meta(store)?.applied == last_seq(store, keys::JOURNAL)? {
+        // The stored state records are the whole state.
+        for r in state_records(store) {
+            let (k, v) = r?;
+            h.record(&k, &v);
+        }
+        return Ok(h.finish());
+    }
+    let state = load_state(store)?;
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = overlay_core::fold::every_record(&state)
+        .iter()
+        .filter_map(|t| {
+            let (k, v) = codec::encode_touched(&state, t);
+            v.map(|v| (k, v))
+        })
+        .collect();
+    records.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    // (A store keeps one record per key.)
+    records.dedup_by(|x, y| x.0 == y.0);
+    for (k, v) in &records {
+        h.record(k, v);
     }
     Ok(h.finish())
 }
 
-/// The store's state as logical records, in key order: what
+/// The store's stored state records as logical records, in key order
+/// (the state as of the last commit that wrote them: see [`load_state`]): what
 /// [`codec::encode_touched`] gives for every record of the state. They are
 /// the stored `s:` records, except the idempotency set: stored as one
 /// record per commit ([`keys::SEEN_COMMIT`]), it is handed out as one

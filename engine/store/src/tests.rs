@@ -77,7 +77,7 @@ fn events() -> Vec<Envelope> {
 
 fn fold_all(folder: &mut Folder) {
     for (i, e) in events().iter().enumerate() {
-        let raw = serde_json::to_vec(e).unwrap();
+        let raw = overlay_proto::encode_envelope(e);
         folder.fold(&format!("t/0/{i}"), Some(("t/0", i as u64 + 1)), &raw, Input::Event(e));
         if i == 2 {
             folder.commit().unwrap();
@@ -368,7 +368,7 @@ fn personalisation_state_survives_a_reload() {
             Folder::open(Box::new(SledStore::open(dir.path()).unwrap()), EngineSettings::default()).unwrap();
         fold_all(&mut folder);
         for (i, e) in more.iter().enumerate() {
-            let raw = serde_json::to_vec(e).unwrap();
+            let raw = overlay_proto::encode_envelope(e);
             let applied = folder.fold(&format!("t/1/{i}"), Some(("t/1", i as u64 + 1)), &raw, Input::Event(e));
             assert!(applied.rejection.is_none(), "{:?}", applied.rejection);
         }
@@ -402,8 +402,9 @@ fn logical_records(folder: &Folder) -> Vec<(Vec<u8>, Vec<u8>)> {
 #[test]
 fn the_idempotency_set_is_one_record_per_commit_and_one_logical_record_per_id() {
     let mut folder = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    folder.state_every(1);
     fold_all(&mut folder);
-    // two commits (fold_all commits after the third input and at the end), so two stored records
+    // two commits writing state (fold_all commits after the third input and at the end), so two stored records
     let stored: Vec<_> = folder.store().scan(keys::SEEN_COMMIT.as_bytes(), None).map(Result::unwrap).collect();
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[0].0, keys::seen_commit_key(3));
@@ -428,7 +429,7 @@ fn the_state_hash_does_not_depend_on_where_commits_fell() {
     let mut once = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
     let mut each = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
     for (i, e) in events().iter().enumerate() {
-        let raw = serde_json::to_vec(e).unwrap();
+        let raw = overlay_proto::encode_envelope(e);
         once.fold(&format!("t/0/{i}"), Some(("t/0", i as u64 + 1)), &raw, Input::Event(e));
         each.fold(&format!("t/0/{i}"), Some(("t/0", i as u64 + 1)), &raw, Input::Event(e));
         each.commit().unwrap();
@@ -469,7 +470,7 @@ fn a_store_of_the_previous_format_is_read_and_marked_current_at_its_next_commit(
     assert_eq!(reopened.state(), folder.state());
     // an input with an event id folded into both: the same logical state, and the old store is format 3 now
     let e = Envelope { event_id: "e7".into(), ..events().swap_remove(0) };
-    let raw = serde_json::to_vec(&e).unwrap();
+    let raw = overlay_proto::encode_envelope(&e);
     for f in [&mut folder, &mut reopened] {
         f.fold("t/0/6", Some(("t/0", 7)), &raw, Input::Event(&e));
         f.commit().unwrap();
@@ -478,4 +479,54 @@ fn a_store_of_the_previous_format_is_read_and_marked_current_at_its_next_commit(
     assert!(reopened.store().get(b"s:seen:e1").unwrap().is_some());
     assert_eq!(state_hash(reopened.store()).unwrap(), state_hash(folder.store()).unwrap());
     assert_eq!(load_state(reopened.store()).unwrap(), *folder.state());
+}
+
+#[test]
+fn state_records_are_written_every_few_commits_and_loading_folds_the_journal_after_them() {
+    // Given the same inputs committed one by one, state written every 4 commits in one store and every commit in the other
+    let mut every_4 = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    every_4.state_every(4);
+    let mut every_1 = Folder::open(Box::new(MemStore::new()), EngineSettings::default()).unwrap();
+    every_1.state_every(1);
+    let events = events();
+    let fold = |f: &mut Folder, i: usize, e: &Envelope| {
+        let raw = overlay_proto::encode_envelope(e);
+        f.fold(&format!("t/0/{i}"), Some(("t/0", i as u64 + 1)), &raw, Input::Event(e));
+        f.commit().unwrap();
+    };
+    for (i, e) in events.iter().enumerate() {
+        fold(&mut every_4, i, e);
+        fold(&mut every_1, i, e);
+    }
+    // then the first store's state records are those of its fifth commit (its first and fifth wrote them)
+    assert_eq!(crate::load_meta(every_4.store()).unwrap().applied, 5);
+    assert_eq!(crate::load_meta(every_1.store()).unwrap().applied, 6);
+    assert_eq!(records_after(every_4.store(), keys::JOURNAL, 0).count(), 6);
+    // yet loading either gives the live state: the journal after the stored state is folded again
+    assert_eq!(load_state(every_4.store()).unwrap(), *every_4.state());
+    assert_eq!(load_state(every_1.store()).unwrap(), *every_4.state());
+    assert_eq!(state_hash(every_4.store()).unwrap(), state_hash(every_1.store()).unwrap());
+    // and a folder opened on it (after a crash, say) goes on as the first one would
+    let copy = MemStore::new();
+    let mut b = WriteBatch::default();
+    for (k, v) in records_of(every_4.store()) {
+        b.put(k, v);
+    }
+    copy.commit(b).unwrap();
+    let mut reopened = Folder::open(Box::new(copy), EngineSettings::default()).unwrap();
+    reopened.state_every(4);
+    assert_eq!(reopened.state(), every_4.state());
+    let next = Envelope { event_id: "e7".into(), ..events[5].clone() };
+    fold(&mut reopened, 6, &next);
+    fold(&mut every_1, 6, &next);
+    for prefix in [keys::ORDERS, keys::AUDIT, keys::DEAD_LETTERS, keys::JOURNAL] {
+        let a: Vec<_> = records_after(reopened.store(), prefix, 0).map(Result::unwrap).collect();
+        let b: Vec<_> = records_after(every_1.store(), prefix, 0).map(Result::unwrap).collect();
+        assert_eq!(a, b);
+    }
+    // its first commit writes the state records the folded journal changed: they are the whole state again
+    assert_eq!(crate::load_meta(reopened.store()).unwrap().applied, 7);
+    let stored = |f: &Folder| state_records(f.store()).map(Result::unwrap).collect::<Vec<_>>();
+    assert_eq!(stored(&reopened), stored(&every_1));
+    assert_eq!(state_hash(reopened.store()).unwrap(), state_hash(every_1.store()).unwrap());
 }

@@ -117,7 +117,8 @@ fn hand_off_mid_stream(new_broker: fn() -> Broker, stop: Stop) {
     // given the orders the embedded log gives for the demo's inputs
     let tmp = tempdir("overlay-kafka-hand-off-");
     let embedded = tmp.path().join("embedded");
-    overlay(&embedded, &["demo", "--households", "40", "--days", "5", "--quiet"]).ok();
+    // (enough of them that a stop after the first publish lands before the end)
+    overlay(&embedded, &["demo", "--households", "60", "--days", "8", "--quiet"]).ok();
     let want = by_id(&orders(&embedded));
     for attempt in 1..=3 {
         if hand_off_once(&tmp.path().join(format!("attempt-{attempt}")), &embedded, &want, new_broker(), stop) {
@@ -147,8 +148,16 @@ fn hand_off_once(tmp: &std::path::Path, embedded: &std::path::Path, want: &Order
     });
     let (a_owned, b_owned) = (owned(&a_log), owned(&b_log));
     assert!(a_owned.is_disjoint(&b_owned), "both own a partition: {a_owned:?} {b_owned:?}");
-    // and, once orders are coming out, the first is stopped mid-stream
-    wait_until("orders are published", Duration::from_secs(120), &[&a_log, &b_log], || !published().is_empty());
+    // and, once the first has published a batch, it is stopped mid-stream (its log
+    // says so at once; reading the orders topic takes long enough for the run to end)
+    let first_publish = Instant::now();
+    while !std::fs::read_to_string(&a_log).unwrap_or_default().contains("published") {
+        // (wait_until's 200 ms between looks is longer than some runs have left)
+        if first_publish.elapsed() > Duration::from_secs(120) {
+            wait_until("the first instance publishes", Duration::ZERO, &[&a_log, &b_log], || false);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     match stop {
         Stop::Kill => a.kill().expect("SIGKILL"),
         Stop::Term => {
