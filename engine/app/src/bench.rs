@@ -302,11 +302,12 @@ pub(crate) fn mixed_stream(spec: &DemoSpec, batch_max: usize, settings: &EngineS
             feed(&mut folder, &mut m, &mut orders, env);
         }
     }
-    if folder.uncommitted() > 0 {
-        let t = Instant::now();
-        m.batches.push(folder.take_batch());
-        m.fold_s += t.elapsed().as_secs_f64();
+    // The last batch, caught up, writes the state records too (as the engine's does).
+    let t = Instant::now();
+    if let Some(p) = folder.prepare_all() {
+        m.batches.push(p.batch);
     }
+    m.fold_s += t.elapsed().as_secs_f64();
     Ok(m)
 }
 
