@@ -418,6 +418,28 @@ fn json_times_the_wire_cannot_carry_are_invalid() {
 }
 
 #[test]
+fn json_dates_the_wire_cannot_carry_are_invalid() {
+    // A signed year (found by fuzzing: chrono reads "-025-03-14" as the year
+    // -25, and the protobuf form, YYYY-MM-DD, refuses what it writes).
+    let clock = |date: &str| {
+        format!(
+            r#"{{"event_id":"c1","producer":"scheduler","event_time":"2025-03-14T20:15:00Z","schema_version":1,
+            "payload":{{"type":"clock","kind":"market_close","trade_date":"{date}"}}}}"#
+        )
+    };
+    // given a clock event published as JSON with such a trade date, when decoded
+    let err = overlay_core::event::decode_json(clock("-025-03-14").as_bytes()).expect_err("a signed year");
+    // then it is refused, naming the field
+    assert_eq!(err.kind, InputErrorKind::InvalidValue);
+    assert!(err.message.contains("trade_date -0025-03-14 is outside the years 0000 to 9999"), "{err}");
+    // and the years it takes, the protobuf form carries both ways
+    for date in ["0000-01-01", "2025-03-14", "9999-12-31"] {
+        let env = overlay_core::event::decode_json(clock(date).as_bytes()).expect(date);
+        assert_eq!(crate::decode_envelope(&crate::encode_envelope(&env)).expect(date), env, "{date}");
+    }
+}
+
+#[test]
 fn schema_version_2_is_unsupported() {
     // given a well-formed event of a future schema version
     let msg = pb::Envelope { schema_version: 2, ..price_tick_pb("187.25") };

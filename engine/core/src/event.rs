@@ -6,7 +6,7 @@
 //! ([`Envelope::validate`]): a bad number never reaches a decision.
 
 use crate::ids::{AccountId, HouseholdId, ModelId, OrderId, RestrictionId, SecurityId};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -769,6 +769,16 @@ fn check_time(field: &str, t: &DateTime<Utc>) -> Result<(), InputError> {
     Ok(())
 }
 
+/// A date the wire can carry: `YYYY-MM-DD`, a year of four digits (0 to
+/// 9999). chrono reads and writes years beyond it with a sign ("-0025"),
+/// which the protobuf form refuses.
+fn check_date(field: &str, d: NaiveDate) -> Result<(), InputError> {
+    if !(0..=9999).contains(&d.year()) {
+        return Err(InputError::invalid(format!("{field} {d} is outside the years 0000 to 9999")));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_positive(field: &str, value: Decimal) -> Result<(), InputError> {
     if value <= Decimal::ZERO {
         return Err(InputError::invalid(format!("{field} must be positive, got {value}")));
@@ -899,6 +909,7 @@ impl Payload {
                 if let Some(o) = &e.order_id {
                     check_id("order_id", o.as_str())?;
                 }
+                check_date("trade_date", e.trade_date)?;
                 match e.status {
                     FillStatus::Partial | FillStatus::Filled => {
                         if e.status == FillStatus::Partial || e.order_id.is_none() {
@@ -935,7 +946,7 @@ impl Payload {
                     }
                 }
             }
-            Payload::Clock(_) => Ok(()),
+            Payload::Clock(e) => check_date("trade_date", e.trade_date),
             Payload::TaxObjectiveSet(e) => {
                 check_id("household", e.household.as_str())?;
                 match e.objective {
@@ -949,6 +960,10 @@ impl Payload {
                 check_id("account", e.account.as_str())?;
                 check_id("schedule_id", &e.schedule_id)?;
                 check_positive("amount", e.amount)?;
+                check_date("first_payment", e.first_payment)?;
+                if let Some(until) = e.until {
+                    check_date("until", until)?;
+                }
                 if e.lead_days > WITHDRAWAL_LEAD_DAYS_MAX {
                     return Err(InputError::invalid(format!(
                         "lead_days {} is more than {WITHDRAWAL_LEAD_DAYS_MAX}",
@@ -974,6 +989,7 @@ impl Payload {
             }
             Payload::CorporateAction(e) => {
                 check_id("security", e.security.as_str())?;
+                check_date("ex_date", e.ex_date)?;
                 match e.kind {
                     CorporateActionKind::Split { numerator, denominator } => {
                         if numerator == 0 || denominator == 0 {
@@ -1089,6 +1105,7 @@ fn validate_household(e: &HouseholdUpserted) -> Result<(), InputError> {
             check_id("security", l.security.as_str())?;
             check_positive(&format!("quantity of opening lot in {}", l.security), l.quantity)?;
             check_non_negative(&format!("cost_per_share of opening lot in {}", l.security), l.cost_per_share)?;
+            check_date(&format!("acquired of opening lot in {}", l.security), l.acquired)?;
         }
     }
     Ok(())
