@@ -82,6 +82,8 @@ pub struct Folder {
     state_every: u64,
     /// Commits since they were last written.
     since_state: u64,
+    /// The next batch writes them (the journal's tail folded at open, or [`Folder::prepare_all`]).
+    state_due: bool,
     positions: BTreeMap<String, u64>,
     pending: Outputs,
     keep_outbox: bool,
@@ -118,8 +120,9 @@ impl Folder {
             audit: ChunkWriter::new(keys::AUDIT),
             dead_letters: ChunkWriter::new(keys::DEAD_LETTERS),
             mark_format,
-            // The journal's inputs after the stored state: written with the first commit.
-            since_state: if touched.is_empty() { 0 } else { u64::MAX },
+            since_state: 0,
+            // What the journal's inputs after the stored state changed: written with the first commit.
+            state_due: !touched.is_empty(),
             touched,
             state_every: STATE_EVERY_COMMITS,
             positions: BTreeMap::new(),
@@ -191,8 +194,8 @@ impl Folder {
     /// Everything folded since the last commit, as one batch ready to be
     /// written (by `commit`, or by a pipelined writer); None if nothing was folded.
     pub fn prepare(&mut self) -> Option<Prepared> {
-        let state_due = self.since_state == u64::MAX && !self.touched.is_empty();
-        if self.pending.inputs == 0 && !state_due {
+        let state_waiting = self.state_due && !self.touched.is_empty();
+        if self.pending.inputs == 0 && !state_waiting {
             return None;
         }
         let mut outputs = self.pending;
@@ -208,9 +211,7 @@ impl Folder {
     /// write): for when the input has run out, so that the stored state is
     /// whole while the engine waits (or is stopped).
     pub fn prepare_all(&mut self) -> Option<Prepared> {
-        if !self.touched.is_empty() {
-            self.since_state = u64::MAX;
-        }
+        self.state_due |= !self.touched.is_empty();
         self.prepare()
     }
 
@@ -241,10 +242,11 @@ impl Folder {
         }
         // The state records: with a new store's first commit, and every
         // `state_every` commits (the ones between are in the journal).
-        self.since_state = self.since_state.saturating_add(1);
-        let write_state = self.mark_format || self.since_state >= self.state_every;
+        self.since_state += 1;
+        let write_state = self.mark_format || self.state_due || self.since_state >= self.state_every;
         let touched = if write_state {
             self.since_state = 0;
+            self.state_due = false;
             std::mem::take(&mut self.touched)
         } else {
             BTreeSet::new()
