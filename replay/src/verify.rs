@@ -14,7 +14,8 @@ use overlay_core::fold::{every_record, Applied, Touched};
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
 use overlay_store::{
-    codec, dead_letter, keys, records_after, state_hash, Cursor, MemStore, StateHasher, Store, WriteBatch,
+    codec, dead_letter, encode_records, hash_records, keys, load_state, records_after, state_hash, state_stored_whole,
+    Cursor, MemStore, Store, WriteBatch,
 };
 use std::collections::BTreeMap;
 use std::thread;
@@ -526,6 +527,15 @@ pub(crate) fn compare_state_with(
     let b = replayed_hash(state);
     if a != b {
         let replayed = state_store(state, &every_record(state))?;
+        // A recorded store whose state records lag its journal is compared as `load_state` reads it.
+        let caught_up;
+        let recorded: &dyn Store = if state_stored_whole(recorded)? {
+            recorded
+        } else {
+            let recorded_state = load_state(recorded)?;
+            caught_up = state_store(&recorded_state, &every_record(&recorded_state))?;
+            &caught_up
+        };
         return Err(ReplayError::StateMismatch {
             recorded: a,
             replayed: b,
@@ -542,29 +552,14 @@ pub(crate) fn compare_state_with(
 /// of a verify, when the other cores are done), then hashed in key order.
 pub(crate) fn replayed_hash(state: &State) -> String {
     let records = every_record(state);
-    let encode = |part: &[Touched]| -> Vec<(Vec<u8>, Vec<u8>)> {
-        part.iter()
-            .filter_map(|t| {
-                let (k, v) = codec::encode_touched(state, t);
-                v.map(|v| (k, v))
-            })
-            .collect()
-    };
     let (first, second) = records.split_at(records.len() / 2);
-    let mut encoded = thread::scope(|scope| {
-        let other = scope.spawn(|| encode(second));
-        let mut encoded = encode(first);
+    let encoded = thread::scope(|scope| {
+        let other = scope.spawn(|| encode_records(state, second));
+        let mut encoded = encode_records(state, first);
         encoded.extend(other.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         encoded
     });
-    encoded.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-    // (A store keeps one record per key.)
-    encoded.dedup_by(|x, y| x.0 == y.0);
-    let mut h = StateHasher::default();
-    for (k, v) in &encoded {
-        h.record(k, v);
-    }
-    h.finish()
+    hash_records(encoded)
 }
 
 /// Where the compared range stands as the fold goes on: whether it has

@@ -168,30 +168,46 @@ pub fn load_meta(store: &dyn Store) -> Result<overlay_core::state::Meta, StoreEr
 /// [`load_state`] gives: two stores with the same state have the same hash,
 /// wherever their commits and state writes fell.
 pub fn state_hash(store: &dyn Store) -> Result<String, StoreError> {
-    let mut h = StateHasher::default();
-    if load_meta(store)?.applied == last_seq(store, keys::JOURNAL)? {
-        // The stored state records are the whole state.
-        for r in state_records(store) {
-            let (k, v) = r?;
-            h.record(&k, &v);
-        }
-        return Ok(h.finish());
+    if !state_stored_whole(store)? {
+        let state = load_state(store)?;
+        return Ok(hash_records(encode_records(&state, &overlay_core::fold::every_record(&state))));
     }
-    let state = load_state(store)?;
-    let mut records: Vec<(Vec<u8>, Vec<u8>)> = overlay_core::fold::every_record(&state)
+    let mut h = StateHasher::default();
+    for r in state_records(store) {
+        let (k, v) = r?;
+        h.record(&k, &v);
+    }
+    Ok(h.finish())
+}
+
+/// Whether the stored state records are the whole state: written with the
+/// journal's last input, so that [`load_state`] folds nothing after them.
+pub fn state_stored_whole(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(load_meta(store)?.applied == last_seq(store, keys::JOURNAL)?)
+}
+
+/// `records` of `state` as logical records ([`codec::encode_touched`]),
+/// the deleted ones left out.
+pub fn encode_records(state: &overlay_core::State, records: &[overlay_core::fold::Touched]) -> Vec<Entry> {
+    records
         .iter()
         .filter_map(|t| {
-            let (k, v) = codec::encode_touched(&state, t);
+            let (k, v) = codec::encode_touched(state, t);
             v.map(|v| (k, v))
         })
-        .collect();
+        .collect()
+}
+
+/// The [`state_hash`] of a store holding exactly `records` (in any order).
+pub fn hash_records(mut records: Vec<Entry>) -> String {
     records.sort_unstable_by(|x, y| x.0.cmp(&y.0));
     // (A store keeps one record per key.)
     records.dedup_by(|x, y| x.0 == y.0);
+    let mut h = StateHasher::default();
     for (k, v) in &records {
         h.record(k, v);
     }
-    Ok(h.finish())
+    h.finish()
 }
 
 /// The store's stored state records as logical records, in key order

@@ -387,13 +387,7 @@ fn personalisation_state_survives_a_reload() {
 /// every record of its in-memory state one by one.
 fn logical_records(folder: &Folder) -> Vec<(Vec<u8>, Vec<u8>)> {
     let state = folder.state();
-    let mut v: Vec<_> = overlay_core::fold::every_record(state)
-        .iter()
-        .filter_map(|t| {
-            let (k, v) = crate::codec::encode_touched(state, t);
-            v.map(|v| (k, v))
-        })
-        .collect();
+    let mut v = crate::encode_records(state, &overlay_core::fold::every_record(state));
     v.sort();
     v.dedup_by(|x, y| x.0 == y.0);
     v
