@@ -281,6 +281,8 @@ pub struct KafkaEngine {
     /// partitions (apart, so that a partition-end event names its topic).
     reference_fetch: BaseConsumer<ReaderContext>,
     household_fetch: BaseConsumer<ReaderContext>,
+    /// The fetchers have been assigned partitions (new ones are made for the next assignment).
+    fetchers_used: bool,
     producer: Option<Arc<BaseProducer<DeliveryTracker>>>,
     events: Arc<Mutex<Vec<GroupEvent>>>,
     reference: ReferenceCache,
@@ -358,6 +360,7 @@ impl KafkaEngine {
             group,
             reference_fetch,
             household_fetch,
+            fetchers_used: false,
             producer,
             events,
             reference,
@@ -462,9 +465,20 @@ impl KafkaEngine {
                         opened.push(self.open_shard(p)?);
                     }
                     let parts: Vec<u32> = parts.into_iter().collect();
+                    // The three outputs at once: each read waits on the broker.
+                    let (cfg, parts) = (&self.cfg, &parts);
+                    let read = std::thread::scope(|scope| {
+                        let readers = OUTPUTS.map(|(output, _, topic)| {
+                            (output, scope.spawn(move || last_published_seqs(cfg, topic, parts)))
+                        });
+                        readers
+                            .into_iter()
+                            .map(|(output, r)| Ok((output, r.join().expect("an output tail reader panicked")?)))
+                            .collect::<Result<Vec<_>>>()
+                    })?;
                     let mut tails = BTreeMap::new();
-                    for (output, _, topic) in OUTPUTS {
-                        for (p, seq) in self.last_published_seqs(topic, &parts)? {
+                    for (output, last) in read {
+                        for (p, seq) in last {
                             tails.insert((output, p), seq);
                         }
                     }
@@ -545,52 +559,6 @@ impl KafkaEngine {
         })
     }
 
-    /// The sequence number of the last record in each of `parts` of an
-    /// output topic (absent: the partition has none).
-    fn last_published_seqs(&self, topic: &str, parts: &[u32]) -> Result<BTreeMap<u32, u64>> {
-        // A new reader each time: a consumer reports a partition's end once
-        // per end offset, so a reused one could wait for an end it already
-        // saw. Short fetch waits: an end is only known from an empty fetch.
-        let tail = fetcher(&self.cfg, "output tail", "10")?;
-        // The listed end is only a hint (some brokers list the last batch's
-        // start): read from a window before it to the end the fetch reports.
-        // The window also passes over trailing transaction markers.
-        let mut tpl = TopicPartitionList::new();
-        for &p in parts {
-            let (low, listed) = tail.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
-            tpl.add_partition_offset(topic, p as i32, Offset::Offset((listed - 64).max(low).max(0)))?;
-        }
-        tail.assign(&tpl)?;
-        let mut pending: BTreeSet<u32> = parts.iter().copied().collect();
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let mut last = BTreeMap::new();
-        let mut transient: Option<KafkaError> = None;
-        while !pending.is_empty() {
-            if Instant::now() > deadline {
-                let cause = transient.map(|e| format!(" (last error: {e})")).unwrap_or_default();
-                bail!("timed out reading the end of {topic} partitions {pending:?}{cause}");
-            }
-            match tail.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    if let Some(seq) = seq_header(&m) {
-                        last.insert(m.partition() as u32, seq);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    pending.remove(&(p as u32));
-                }
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    return Err(anyhow!("reading the end of {topic}: {e}"))
-                }
-                // Broker-down events (possibly queued during an outage while
-                // this reader was idle): librdkafka reconnects; keep reading.
-                Some(Err(e)) => transient = Some(e),
-                None => {}
-            }
-        }
-        Ok(last)
-    }
-
     /// Where a fetch for records from `offset` on starts (records before
     /// `offset` are skipped as they arrive).
     fn fetch_from(&self, offset: u64) -> Offset {
@@ -601,13 +569,17 @@ impl KafkaEngine {
         }
     }
 
-    /// Points new fetchers at the reference partition and every owned
-    /// household partition, from the offsets still needed. New ones: a
-    /// consumer reports a partition's end once per end offset, so one that
-    /// had reached the end before would stay silent on reaching it again.
+    /// Points the fetchers at the reference partition and every owned
+    /// household partition, from the offsets still needed. New fetchers,
+    /// unless these were never assigned: a consumer reports a partition's end
+    /// once per end offset, so one that had reached the end before would stay
+    /// silent on reaching it again.
     fn reassign(&mut self) -> Result<()> {
-        self.reference_fetch = fetcher(&self.cfg, "reference", FETCH_WAIT_MS)?;
-        self.household_fetch = fetcher(&self.cfg, "household", FETCH_WAIT_MS)?;
+        // Fetchers never assigned yet (made at open, connected since) serve as they are.
+        if std::mem::replace(&mut self.fetchers_used, true) {
+            let_go(std::mem::replace(&mut self.reference_fetch, fetcher(&self.cfg, "reference", FETCH_WAIT_MS)?));
+            let_go(std::mem::replace(&mut self.household_fetch, fetcher(&self.cfg, "household", FETCH_WAIT_MS)?));
+        }
         // The new fetchers report the ends again.
         self.reference.at_end = false;
         for s in self.shards.values_mut() {
@@ -881,6 +853,60 @@ impl KafkaEngine {
         }
         Ok(())
     }
+}
+
+/// The sequence number of the last record in each of `parts` of an
+/// output topic (absent: the partition has none).
+fn last_published_seqs(cfg: &KafkaConfig, topic: &str, parts: &[u32]) -> Result<BTreeMap<u32, u64>> {
+    // A new reader each time: a consumer reports a partition's end once
+    // per end offset, so a reused one could wait for an end it already
+    // saw. Short fetch waits: an end is only known from an empty fetch.
+    let tail = fetcher(cfg, "output tail", "10")?;
+    // The listed end is only a hint (some brokers list the last batch's
+    // start): read from a window before it to the end the fetch reports.
+    // The window also passes over trailing transaction markers.
+    let mut tpl = TopicPartitionList::new();
+    for &p in parts {
+        let (low, listed) = tail.fetch_watermarks(topic, p as i32, REQUEST_TIMEOUT)?;
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset((listed - 64).max(low).max(0)))?;
+    }
+    tail.assign(&tpl)?;
+    let mut pending: BTreeSet<u32> = parts.iter().copied().collect();
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut last = BTreeMap::new();
+    let mut transient: Option<KafkaError> = None;
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            let cause = transient.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            bail!("timed out reading the end of {topic} partitions {pending:?}{cause}");
+        }
+        match tail.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some(seq) = seq_header(&m) {
+                    last.insert(m.partition() as u32, seq);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&(p as u32));
+            }
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                return Err(anyhow!("reading the end of {topic}: {e}"))
+            }
+            // Broker-down events (possibly queued during an outage while
+            // this reader was idle): librdkafka reconnects; keep reading.
+            Some(Err(e)) => transient = Some(e),
+            None => {}
+        }
+    }
+    let_go(tail);
+    Ok(last)
+}
+
+/// Lets go of an rdkafka consumer on a thread of its own: one with a group
+/// id closes in 100 ms polls when dropped, which would hold the engine up.
+fn let_go<T: Send + 'static>(client: T) {
+    // Should the thread not start, the closure (and the client) is dropped here.
+    let _ = std::thread::Builder::new().name("overlay-close".into()).spawn(move || drop(client));
 }
 
 /// The threads to fold on: `configured`, or one per CPU.
