@@ -30,6 +30,7 @@
 
 use crate::admin::{idempotent_producer, send, seq_header, DeliveryTracker, ReaderContext, REQUEST_TIMEOUT};
 use crate::config::{KafkaClientConfig, KafkaConfig};
+use crate::output_key::{output_key, OutputKey};
 use crate::workers::Workers;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -44,7 +45,6 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,6 +238,10 @@ struct Shard {
     /// Until the shard first reaches its partition's end: since when, from which offset.
     restoring: Option<(Instant, u64)>,
     folded_since_assign: u64,
+    /// What the shard's last fold returned, seen by the observer: freed on
+    /// a fold thread with the next fold (a round's records are many small
+    /// buffers, and freeing them is work the engine's thread need not do).
+    spent: Vec<Applied>,
 }
 
 impl Shard {
@@ -258,18 +262,6 @@ struct Unacked {
     produced: [u64; 3],
     sent: [u64; 3],
     next: u64,
-}
-
-#[derive(Deserialize)]
-struct OutputKeys {
-    #[serde(default)]
-    account: Option<String>,
-    #[serde(default)]
-    household: Option<String>,
-    #[serde(default)]
-    stream: Option<String>,
-    #[serde(default)]
-    source: Option<String>,
 }
 
 pub struct KafkaEngine {
@@ -556,6 +548,7 @@ impl KafkaEngine {
             unacked: VecDeque::new(),
             restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
+            spent: Vec::new(),
         })
     }
 
@@ -685,8 +678,11 @@ impl KafkaEngine {
                 }
                 stats.inputs += applied.len() as u64;
                 folded += applied.len() as u64;
-                if self.shards.get(&p).is_some_and(|s| s.prepared.is_some()) {
-                    full.push(p);
+                if let Some(s) = self.shards.get_mut(&p) {
+                    if s.prepared.is_some() {
+                        full.push(p);
+                    }
+                    s.spent = applied;
                 }
             }
             for &p in &full {
@@ -969,6 +965,7 @@ fn fold_round(
 /// inputs are folded, or the merge must wait for records. A full batch is
 /// prepared for the writer here, on the fold thread.
 fn fold_shard(s: &mut Shard, reference: &ReferenceCache, batch_max: u64, limit: u64) -> Vec<Applied> {
+    drop(std::mem::take(&mut s.spent));
     let mut applied = Vec::new();
     if s.prepared.is_some() {
         return applied;
@@ -1043,18 +1040,12 @@ impl Publishing<'_> {
             self.began = true;
         }
         self.sent[i] = seq;
-        let k: OutputKeys = serde_json::from_slice(value).context("an outbox record is not JSON")?;
+        let OutputKey { key, source } = output_key(topic, value)?;
         // A bad reference input is dead-lettered by every shard; shard 0 publishes it.
-        if topic == DEAD_LETTERS && p != 0 && k.source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
+        if topic == DEAD_LETTERS && p != 0 && source.as_deref().is_some_and(|src| src.starts_with(REFERENCE)) {
             return Ok(());
         }
         self.produced[i] = seq;
-        let key = match topic {
-            ORDERS => k.account,
-            AUDIT => k.household.or(k.stream),
-            _ => k.source,
-        }
-        .unwrap_or_default();
         let seq_text = seq.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header { key: HEADER_SEQ, value: Some(seq_text.as_bytes()) })

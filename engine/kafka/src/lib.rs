@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod mock;
 pub mod observe;
+mod output_key;
 pub mod watermarks;
 mod workers;
 
