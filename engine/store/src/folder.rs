@@ -14,7 +14,7 @@ use overlay_core::fold::{step, Applied, Input, Touched};
 use overlay_core::output::DeadLetter;
 use overlay_core::state::EngineSettings;
 use overlay_core::State;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// What one committed batch produced, for the publisher and the metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,10 @@ impl Prepared {
     }
 }
 
+/// The folder's list of touched records is deduplicated when it grows to
+/// this many (between state writes: a catch-up folds thousands of inputs).
+const TOUCHED_COMPACT_AT: usize = 1 << 16;
+
 pub struct Folder {
     store: Box<dyn Store>,
     state: State,
@@ -76,8 +80,10 @@ pub struct Folder {
     dead_letters: ChunkWriter,
     /// A new store, or one of the previous format: the next batch records the format.
     mark_format: bool,
-    /// State records changed since they were last written.
-    touched: BTreeSet<Touched>,
+    /// State records changed since they were last written, as the inputs
+    /// named them (repeats included: sorted and deduplicated when written,
+    /// which costs less than keeping a set of them input by input).
+    touched: Vec<Touched>,
     /// Write them with every this many commits ([`STATE_EVERY_COMMITS`]).
     state_every: u64,
     /// Commits since they were last written.
@@ -123,7 +129,7 @@ impl Folder {
             since_state: 0,
             // What the journal's inputs after the stored state changed: written with the first commit.
             state_due: !touched.is_empty(),
-            touched,
+            touched: touched.into_iter().collect(),
             state_every: STATE_EVERY_COMMITS,
             positions: BTreeMap::new(),
             pending: Outputs::default(),
@@ -155,8 +161,10 @@ impl Folder {
     /// offset). `raw` are the bytes `input` was decoded from (a protobuf
     /// envelope, [`overlay_proto::decode_envelope`]): the journal keeps them,
     /// and [`crate::load_state`] and replay decode them again.
+    /// Returns what the input made, its `touched` list moved into the
+    /// folder's (the records are written from there).
     pub fn fold(&mut self, source: &str, position: Option<(&str, u64)>, raw: &[u8], input: Input<'_>) -> Applied {
-        let applied = step(&mut self.state, input);
+        let mut applied = step(&mut self.state, input);
         let seq = self.state.meta.applied;
         self.journal.push(seq, &encode_journal(source, raw));
         for o in &applied.orders {
@@ -170,9 +178,19 @@ impl Folder {
             self.pending.dead_letters += 1;
         }
         if let Some((key, next)) = position {
-            self.positions.insert(key.to_string(), next);
+            match self.positions.get_mut(key) {
+                Some(at) => *at = next,
+                None => {
+                    self.positions.insert(key.to_string(), next);
+                }
+            }
         }
-        self.touched.extend(applied.touched.iter().cloned());
+        // Moved: no caller reads what an input touched.
+        self.touched.append(&mut applied.touched);
+        if self.touched.len() >= TOUCHED_COMPACT_AT {
+            self.touched.sort_unstable();
+            self.touched.dedup();
+        }
         self.pending.inputs += 1;
         self.pending.orders += applied.orders.len() as u64;
         self.pending.audit += applied.audit.len() as u64;
@@ -247,9 +265,12 @@ impl Folder {
         let touched = if write_state {
             self.since_state = 0;
             self.state_due = false;
-            std::mem::take(&mut self.touched)
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            touched
         } else {
-            BTreeSet::new()
+            Vec::new()
         };
         // The idempotency records go together, in one record of this commit.
         let mut seen = Vec::new();
