@@ -36,6 +36,9 @@ pub struct Context {
     subsets: RefCell<BTreeMap<(ModelId, usize), Rc<SubsetPlan>>>,
     /// Each index model's sector grouping and tracking-error terms, shared the same way.
     index_models: RefCell<BTreeMap<ModelId, Rc<IndexModel>>>,
+    /// Tracking-error estimates by (model, the subset's names): accounts
+    /// holding the same names of one index get the same subset weights.
+    tracking_errors: RefCell<BTreeMap<(ModelId, Vec<u8>), Decimal>>,
     /// Reference data as the event being decided will leave it, where it
     /// differs from the state decided against: a model version being
     /// published, an ESG score being changed. Plans read models and scores
@@ -77,6 +80,31 @@ impl Context {
         m
     }
 
+    /// The estimated tracking error of `subset` of index model `model`
+    /// (weights `index`), computed once per decision for each set of names
+    /// (a subset's weights follow from its names and the index).
+    fn tracking_error(
+        &self,
+        state: &State,
+        model: &ModelId,
+        index: &BTreeMap<SecurityId, Decimal>,
+        subset: &BTreeMap<&SecurityId, Decimal>,
+    ) -> Decimal {
+        // The names, each with its length before it: one key per set of names.
+        let mut names = Vec::with_capacity(subset.len() * 8);
+        for s in subset.keys() {
+            names.extend_from_slice(&(s.as_str().len() as u32).to_be_bytes());
+            names.extend_from_slice(s.as_str().as_bytes());
+        }
+        let key = (model.clone(), names);
+        if let Some(te) = self.tracking_errors.borrow().get(&key) {
+            return *te;
+        }
+        let te = self.index_model(state, model, index).terms.tracking_error(index, subset);
+        self.tracking_errors.borrow_mut().insert(key, te);
+        te
+    }
+
     pub fn new(now: DateTime<Utc>, trade_date: NaiveDate, reason: OrderReason, mode: Mode) -> Self {
         Self {
             now,
@@ -85,6 +113,7 @@ impl Context {
             mode,
             subsets: RefCell::new(BTreeMap::new()),
             index_models: RefCell::new(BTreeMap::new()),
+            tracking_errors: RefCell::new(BTreeMap::new()),
             pending_model: None,
             pending_esg: None,
             harvest: false,
@@ -801,10 +830,7 @@ fn account_target<'a>(
                                 subset.len(),
                                 model.weights.len(),
                                 (proj.value * sleeve.percent).round_dp(0),
-                                pct(ctx
-                                    .index_model(state, &sleeve.model, &model.weights)
-                                    .terms
-                                    .tracking_error(&model.weights, &subset))
+                                pct(ctx.tracking_error(state, &sleeve.model, &model.weights, &subset))
                                     .trim_end_matches("pp")
                                     .to_string()
                                     + "%"
