@@ -46,6 +46,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,6 +239,11 @@ struct Shard {
     /// Until the shard first reaches its partition's end: since when, from which offset.
     restoring: Option<(Instant, u64)>,
     folded_since_assign: u64,
+    /// The input position keys (`topic/partition`) of the household partition and of the reference's.
+    position: String,
+    ref_position: String,
+    /// The source of the input being folded (a buffer used input after input).
+    source: String,
     /// What the shard's last fold returned, seen by the observer: freed on
     /// a fold thread with the next fold (a round's records are many small
     /// buffers, and freeing them is work the engine's thread need not do).
@@ -245,9 +251,6 @@ struct Shard {
 }
 
 impl Shard {
-    fn position_key(&self) -> String {
-        format!("{HOUSEHOLDS}/{}", self.partition)
-    }
     /// Everything fetched is folded and the fetch is at the partition's end.
     fn household_done(&self) -> bool {
         self.buf.is_empty() && self.at_end
@@ -548,6 +551,9 @@ impl KafkaEngine {
             unacked: VecDeque::new(),
             restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
+            position: format!("{HOUSEHOLDS}/{p}"),
+            ref_position: format!("{REFERENCE}/0"),
+            source: String::new(),
             spent: Vec::new(),
         })
     }
@@ -660,8 +666,8 @@ impl KafkaEngine {
 
     /// Folds what every shard can fold without guessing at records not yet
     /// received: each shard up to a full batch at a time, the shards in
-    /// parallel, then the full batches are handed to their writers, until no
-    /// shard can fold more.
+    /// parallel, then the batches prepared (full, or a caught-up shard's
+    /// last) are handed to their writers, until no shard can fold more.
     fn fold_all(&mut self, stats: &mut RunStats, observer: &mut dyn FnMut(u32, &Applied)) -> Result<u64> {
         let mut folded = 0;
         let batch_max = self.opts.batch_inputs_max as u64;
@@ -724,10 +730,14 @@ impl KafkaEngine {
     /// Makes every shard's folded inputs durable and publishes their outputs.
     fn commit_all(&mut self, stats: &mut RunStats) -> Result<()> {
         let parts: Vec<u32> = self.shards.keys().copied().collect();
-        for p in parts {
+        // Every shard's batch to its writer first, then each waited for:
+        // the writers work side by side.
+        for &p in &parts {
             // A shard that has folded all there is writes its state records too.
             let caught_up = self.shards.get(&p).is_some_and(|s| s.caught_up(&self.reference));
             self.commit_shard(p, caught_up, stats)?;
+        }
+        for p in parts {
             self.settle_shard(p, stats)?;
             // Nothing in flight now: acknowledged cursors need not wait for a next batch.
             self.store_cursors(p)?;
@@ -780,8 +790,7 @@ impl KafkaEngine {
             stats.orders += done.outputs.orders;
             stats.audit += done.outputs.audit;
             stats.dead_letters += done.outputs.dead_letters;
-            let key = s.position_key();
-            if let Some((_, next)) = done.positions.iter().find(|(k, _)| *k == key) {
+            if let Some((_, next)) = done.positions.iter().find(|(k, _)| *k == s.position) {
                 s.durable_next = *next;
             }
         }
@@ -962,8 +971,9 @@ fn fold_round(
 }
 
 /// Folds a shard's inputs until its batch holds `batch_max` inputs, `limit`
-/// inputs are folded, or the merge must wait for records. A full batch is
-/// prepared for the writer here, on the fold thread.
+/// inputs are folded, or the merge must wait for records. A full batch, or
+/// the last one when the shard has caught up, is prepared for the writer
+/// here, on the fold thread.
 fn fold_shard(s: &mut Shard, reference: &ReferenceCache, batch_max: u64, limit: u64) -> Vec<Applied> {
     drop(std::mem::take(&mut s.spent));
     let mut applied = Vec::new();
@@ -978,6 +988,10 @@ fn fold_shard(s: &mut Shard, reference: &ReferenceCache, batch_max: u64, limit: 
     }
     if s.folder.uncommitted() >= batch_max {
         s.prepared = s.folder.prepare();
+    } else if s.caught_up(reference) {
+        // All there is, folded: the batch writes the state records too
+        // (encoded here, on the fold thread, as a full batch is).
+        s.prepared = s.folder.prepare_all();
     }
     applied
 }
@@ -997,22 +1011,19 @@ fn fold_one(s: &mut Shard, reference: &ReferenceCache) -> Option<Applied> {
         (None, Some(_)) if ref_done => false,
         (None, _) => return None,
     };
-    let p = s.partition;
+    // The source, `topic/partition/offset`, written over the last one's.
+    let source = &mut s.source;
+    source.clear();
     let applied = if take_reference {
         let head = r.expect("a reference head");
-        let source = format!("{REFERENCE}/0/{}", head.offset);
         s.ref_next = head.offset + 1;
-        let input = match &head.decoded {
-            Ok(env) => Input::Event(env),
-            Err(e) => Input::Undecodable(e),
-        };
-        s.folder.fold(&source, Some((&format!("{REFERENCE}/0"), s.ref_next)), &head.raw, input)
+        let _ = write!(source, "{}/{}", s.ref_position, head.offset);
+        s.folder.fold(source, Some((&s.ref_position, s.ref_next)), &head.raw, head.input())
     } else {
         let head = s.buf.pop_front().expect("a household head");
-        let source = format!("{HOUSEHOLDS}/{p}/{}", head.offset);
         s.next = head.offset + 1;
-        let key = s.position_key();
-        s.folder.fold(&source, Some((&key, s.next)), &head.raw, head.input())
+        let _ = write!(source, "{}/{}", s.position, head.offset);
+        s.folder.fold(source, Some((&s.position, s.next)), &head.raw, head.input())
     };
     s.folded_since_assign += 1;
     Some(applied)
