@@ -19,48 +19,37 @@ pub struct OutputKey {
 /// The key of a record of output `topic`: an order's account, an audit
 /// record's household (its stream if it has none), a dead letter's source.
 pub fn output_key(topic: &str, json: &[u8]) -> Result<OutputKey> {
-    let mut found = OutputKey::default();
-    let mut stream = None;
+    let (mut account, mut household, mut stream, mut source) = (None, None, None, None);
     let mut failed = None;
-    let mut take = |value: &[u8]| match serde_json::from_slice::<Option<String>>(value) {
-        Ok(v) => v,
-        Err(e) => {
-            failed = Some(e);
-            None
+    fields(json, |name, value| {
+        let slot = match (topic, name) {
+            (ORDERS, b"account") => &mut account,
+            (AUDIT, b"stream") => &mut stream,
+            (AUDIT, b"household") => &mut household,
+            (DEAD_LETTERS, b"source") => &mut source,
+            // An audit record's household, if it has one, comes before its body.
+            (AUDIT, b"body") => return false,
+            _ => return true,
+        };
+        match serde_json::from_slice::<Option<String>>(value) {
+            Ok(v) => *slot = v,
+            Err(e) => {
+                failed = Some(e);
+                return false;
+            }
         }
-    };
-    fields(json, |name, value| match (topic, name) {
-        (ORDERS, b"account") => {
-            found.key = take(value).unwrap_or_default();
-            false
-        }
-        (AUDIT, b"stream") => {
-            stream = take(value);
-            true
-        }
-        (AUDIT, b"household") => {
-            found.key = take(value).or_else(|| stream.take()).unwrap_or_default();
-            false
-        }
-        // No household: the stream is the key (and the rest is the body on).
-        (AUDIT, b"body") => {
-            found.key = stream.take().unwrap_or_default();
-            false
-        }
-        (DEAD_LETTERS, b"source") => {
-            found.source = take(value);
-            found.key = found.source.clone().unwrap_or_default();
-            false
-        }
-        _ => true,
+        // Only an audit record's stream is read past (its household may follow).
+        topic == AUDIT && name == b"stream"
     })?;
     if let Some(e) = failed {
         bail!("an outbox record's key field is not a string: {e}");
     }
-    if topic == AUDIT && found.key.is_empty() {
-        found.key = stream.unwrap_or_default();
-    }
-    Ok(found)
+    let key = match topic {
+        ORDERS => account,
+        AUDIT => household.or(stream),
+        _ => source.clone(),
+    };
+    Ok(OutputKey { key: key.unwrap_or_default(), source })
 }
 
 /// Calls `f` with each top-level field of the JSON object `json` (its name
