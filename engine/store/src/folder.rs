@@ -67,7 +67,9 @@ impl Prepared {
 }
 
 /// The folder's list of touched records is deduplicated when it grows to
-/// this many (between state writes: a catch-up folds thousands of inputs).
+/// this many (between state writes: a catch-up folds thousands of inputs),
+/// and again each time it doubles (so many distinct records are not sorted
+/// input after input).
 const TOUCHED_COMPACT_AT: usize = 1 << 16;
 
 pub struct Folder {
@@ -84,6 +86,8 @@ pub struct Folder {
     /// named them (repeats included: sorted and deduplicated when written,
     /// which costs less than keeping a set of them input by input).
     touched: Vec<Touched>,
+    /// Its length when it was last deduplicated (see [`TOUCHED_COMPACT_AT`]).
+    touched_compacted: usize,
     /// Write them with every this many commits ([`STATE_EVERY_COMMITS`]).
     state_every: u64,
     /// Commits since they were last written.
@@ -130,6 +134,7 @@ impl Folder {
             // What the journal's inputs after the stored state changed: written with the first commit.
             state_due: !touched.is_empty(),
             touched: touched.into_iter().collect(),
+            touched_compacted: 0,
             state_every: STATE_EVERY_COMMITS,
             positions: BTreeMap::new(),
             pending: Outputs::default(),
@@ -187,9 +192,10 @@ impl Folder {
         }
         // Moved: no caller reads what an input touched.
         self.touched.append(&mut applied.touched);
-        if self.touched.len() >= TOUCHED_COMPACT_AT {
+        if self.touched.len() >= TOUCHED_COMPACT_AT.max(2 * self.touched_compacted) {
             self.touched.sort_unstable();
             self.touched.dedup();
+            self.touched_compacted = self.touched.len();
         }
         self.pending.inputs += 1;
         self.pending.orders += applied.orders.len() as u64;
@@ -266,6 +272,7 @@ impl Folder {
             self.since_state = 0;
             self.state_due = false;
             let mut touched = std::mem::take(&mut self.touched);
+            self.touched_compacted = 0;
             touched.sort_unstable();
             touched.dedup();
             touched
