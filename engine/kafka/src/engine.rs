@@ -513,9 +513,10 @@ impl KafkaEngine {
         let writer = Committer::new(Box::new(store.handle()));
         let mut folder = Folder::open(Box::new(store), self.opts.settings.clone())?;
         folder.keep_outbox();
+        let (position_key, ref_position) = (format!("{HOUSEHOLDS}/{p}"), format!("{REFERENCE}/0"));
         let position = |key: &str| overlay_store::position(folder.store(), key).map(|v| v.unwrap_or(0));
-        let next = position(&format!("{HOUSEHOLDS}/{p}"))?;
-        let ref_next = position(&format!("{REFERENCE}/0"))?;
+        let next = position(&position_key)?;
+        let ref_next = position(&ref_position)?;
         let txn = if self.cfg.transactional {
             let mut c = crate::admin::producer_config(&self.cfg);
             c.set("transactional.id", format!("{}-shard-{p}", self.cfg.group_id))
@@ -551,8 +552,8 @@ impl KafkaEngine {
             unacked: VecDeque::new(),
             restoring: Some((Instant::now(), next)),
             folded_since_assign: 0,
-            position: format!("{HOUSEHOLDS}/{p}"),
-            ref_position: format!("{REFERENCE}/0"),
+            position: position_key,
+            ref_position,
             source: String::new(),
             spent: Vec::new(),
         })
@@ -677,7 +678,7 @@ impl KafkaEngine {
                 break;
             }
             let rounds = fold_round(&mut self.shards, &mut self.reference, batch_max, budget, &self.fold_workers);
-            let mut full = Vec::new();
+            let mut ready = Vec::new();
             for (p, applied) in rounds {
                 for a in &applied {
                     observer(p, a);
@@ -686,19 +687,19 @@ impl KafkaEngine {
                 folded += applied.len() as u64;
                 if let Some(s) = self.shards.get_mut(&p) {
                     if s.prepared.is_some() {
-                        full.push(p);
+                        ready.push(p);
                     }
                     s.spent = applied;
                 }
             }
-            for &p in &full {
+            for &p in &ready {
                 self.commit_shard(p, false, stats)?;
             }
             let parts: Vec<u32> = self.shards.keys().copied().collect();
             for p in parts {
                 self.finish_restore(p, stats);
             }
-            if full.is_empty() {
+            if ready.is_empty() {
                 break;
             }
         }
